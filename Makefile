@@ -1,0 +1,28 @@
+# Two commands for a newcomer:
+#   make demo   set up .venv, train ~2 minutes on the embedded corpus (Python's stdlib), stream a sample
+#   make test   set up .venv (with test extras) and run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
+CONSTRAINTS ?= constraints-cpu.txt
+
+.PHONY: setup demo test clean
+
+$(BIN)/charrnn: pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) -e '.[test]'
+	@touch $@
+
+setup: $(BIN)/charrnn
+
+demo: setup
+	run=checkpoints/demo-$$(date +%Y%m%d-%H%M%S) && \
+	$(BIN)/charrnn train stdlib --minutes 2 --out $$run && \
+	$(BIN)/charrnn sample $$run --best --length 800 --temperature 0.7 --prime "def "
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

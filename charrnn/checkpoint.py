@@ -1,0 +1,135 @@
+"""Checkpoint files: one self-contained, versioned, checksummed file per checkpoint.
+
+Layout::
+
+    b"CHARRNN\\n"             8-byte magic
+    format version           4 bytes, little-endian
+    sha256 of the payload    32 bytes
+    payload                  torch.save() of a dict of tensors and plain values
+
+Loading checks the magic, the version and the checksum before it unpickles anything, and then
+unpickles with ``torch.load(weights_only=True)``, which only rebuilds tensors and plain
+containers: a file crafted to run code is refused, never executed.
+
+Writes are atomic: a temporary file in the same directory is written, flushed and fsynced,
+renamed over the target, and the directory is fsynced, so a crash at any moment leaves
+either the old checkpoint or the new one, never a torn file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import struct
+import tempfile
+from pathlib import Path
+
+import torch
+
+from charrnn.errors import CheckpointError
+
+MAGIC = b"CHARRNN\n"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<8sI32s")
+TMP_PREFIX = ".tmp-ckpt-"
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+def encode(payload: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    body = buffer.getvalue()
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, hashlib.sha256(body).digest()) + body
+
+
+def save(payload: dict, path: Path) -> None:
+    """Write ``payload`` to ``path`` atomically; on any failure the old file is untouched."""
+    path = Path(path)
+    data = encode(payload)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write a checkpoint in {path.parent}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_directory(path.parent)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(
+            f"could not save checkpoint {path}: {exc.strerror}; the previous checkpoint is intact"
+        ) from None
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # some filesystems do not allow opening a directory; the rename is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(directory: Path) -> int:
+    """Delete half-written files a crash left behind; they are never valid checkpoints."""
+    removed = 0
+    for stale in Path(directory).glob(TMP_PREFIX + "*"):
+        stale.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def resolve(path: Path, which: str = "last") -> Path:
+    """A checkpoint file, or a run directory meaning its ``last`` (or ``best``) checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / (BEST if which == "best" else LAST)
+        if not candidate.is_file():
+            raise CheckpointError(f"{path}: run directory has no {candidate.name}")
+        return candidate
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file or run directory")
+    return path
+
+
+def load(path: Path, which: str = "last", map_location: str | torch.device = "cpu") -> dict:
+    """Read and verify a checkpoint; every failure is a one-line ``CheckpointError``."""
+    path = resolve(path, which)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
+    if len(data) < _HEADER.size or not data.startswith(MAGIC):
+        raise CheckpointError(f"{path}: not a charrnn checkpoint")
+    _, version, digest = _HEADER.unpack_from(data)
+    if version != FORMAT_VERSION:
+        newer = "newer" if version > FORMAT_VERSION else "older"
+        raise CheckpointError(
+            f"{path}: checkpoint format {version} is {newer} than this charrnn reads "
+            f"({FORMAT_VERSION}); use a matching charrnn version"
+        )
+    body = data[_HEADER.size :]
+    if hashlib.sha256(body).digest() != digest:
+        raise CheckpointError(f"{path}: checksum mismatch: the file is truncated or was modified")
+    try:
+        payload = torch.load(io.BytesIO(body), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        raise CheckpointError(
+            f"{path}: refused to load: the file holds objects other than tensors ({first})"
+        ) from None
+    except (RuntimeError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"{path}: damaged checkpoint ({exc})") from None
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise CheckpointError(f"{path}: not a charrnn checkpoint")
+    return payload

@@ -1,0 +1,388 @@
+"""The command line: parse options, build a config, call the library, show the result.
+
+Generated text goes to stdout, raw; everything else (progress, status, errors) to stderr.
+torch is imported inside the commands so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from charrnn import __version__
+from charrnn.cli_errors import EXIT_INTERRUPTED, user_errors
+from charrnn.device import DeviceChoice, Precision
+from charrnn.model import Cell
+from charrnn.presets import Preset
+from charrnn.train import Schedule
+
+app = typer.Typer(
+    help="Train character-level LSTM/GRU language models, stream samples, resume exactly.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+)
+corpus_app = typer.Typer(help="List, fetch and build named corpora.", no_args_is_help=True)
+app.add_typer(corpus_app, name="corpus")
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False)
+
+MODEL = "Model"
+TRAINING = "Training"
+DATA = "Data"
+RUN = "Run"
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"charrnn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    pass
+
+
+# ----------------------------------------------------------------------------- train
+
+
+@app.command()
+@user_errors
+def train(
+    paths: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            help="Text files, directories of text files, or a corpus name "
+            "(stdlib, tinyshakespeare, ptb-char, ...). Optional with --resume.",
+            show_default=False,
+        ),
+    ] = None,
+    resume: Annotated[
+        Optional[Path],
+        typer.Option(help="Continue a run: its directory (latest checkpoint) or a checkpoint file.", rich_help_panel=RUN),
+    ] = None,
+    out_dir: Annotated[
+        Optional[Path],
+        typer.Option("--out", help="Run directory. Default: checkpoints/<corpus>-<time>/.", rich_help_panel=RUN),
+    ] = None,
+    extend_vocab: Annotated[
+        bool,
+        typer.Option(help="With --resume on new text: add its unseen characters to the vocabulary (fine-tuning).", rich_help_panel=RUN),
+    ] = False,
+    preset: Annotated[Optional[Preset], typer.Option(help="Model size; explicit options override it. \\[default: small]", rich_help_panel=MODEL)] = None,
+    cell: Annotated[Optional[Cell], typer.Option(help="Recurrent cell. \\[default: lstm]", rich_help_panel=MODEL)] = None,
+    layers: Annotated[Optional[int], typer.Option(min=1, help="Recurrent layers.", rich_help_panel=MODEL)] = None,
+    hidden: Annotated[Optional[int], typer.Option(min=1, help="Hidden units per layer.", rich_help_panel=MODEL)] = None,
+    embed: Annotated[Optional[int], typer.Option(min=1, help="Character embedding size.", rich_help_panel=MODEL)] = None,
+    dropout: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Dropout between layers and before the decoder.", rich_help_panel=MODEL)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Parallel streams per step (shrinks for short texts). \\[default: 64]", rich_help_panel=TRAINING)] = None,
+    seq_len: Annotated[Optional[int], typer.Option(min=1, help="Characters per truncated-BPTT window. \\[default: 128]", rich_help_panel=TRAINING)] = None,
+    lr: Annotated[Optional[float], typer.Option(min=0.0, help="Peak learning rate (AdamW). \\[default: 0.002]", rich_help_panel=TRAINING)] = None,
+    schedule: Annotated[Optional[Schedule], typer.Option(help="Learning-rate schedule after warmup. \\[default: cosine]", rich_help_panel=TRAINING)] = None,
+    warmup_steps: Annotated[Optional[int], typer.Option(min=0, help="Linear warmup steps. \\[default: 100]", rich_help_panel=TRAINING)] = None,
+    min_lr_frac: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Final rate as a fraction of --lr. \\[default: 0.1]", rich_help_panel=TRAINING)] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(min=0.0, help="AdamW weight decay (not on biases or embeddings). \\[default: 0.01]", rich_help_panel=TRAINING)] = None,
+    grad_clip: Annotated[Optional[float], typer.Option(min=0.0, help="Gradient-norm clip; 0 = off. \\[default: 1.0]", rich_help_panel=TRAINING)] = None,
+    max_steps: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many steps.", rich_help_panel=TRAINING)] = None,
+    minutes: Annotated[Optional[float], typer.Option(min=0.0, help="Wall-clock training budget; the schedule is planned to end with it. \\[default: 10 if no other budget]", rich_help_panel=TRAINING)] = None,
+    epochs: Annotated[Optional[float], typer.Option(min=0.0, help="Stop after this many passes over the text.", rich_help_panel=TRAINING)] = None,
+    eval_every: Annotated[Optional[int], typer.Option(min=1, help="Steps between validation runs. \\[default: 100]", rich_help_panel=TRAINING)] = None,
+    eval_chars: Annotated[Optional[int], typer.Option(min=2, help="Evaluate on at most this many validation characters. \\[default: all]", rich_help_panel=TRAINING)] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(min=1, help="Steps between periodic checkpoints. \\[default: --eval-every]", rich_help_panel=TRAINING)] = None,
+    patience: Annotated[Optional[int], typer.Option(min=0, help="Stop after this many evaluations without improvement; 0 = never. \\[default: 0]", rich_help_panel=TRAINING)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed for initialisation and dropout. \\[default: 1337]", rich_help_panel=TRAINING)] = None,
+    val_file: Annotated[
+        Optional[list[str]], typer.Option(help="Validation text (repeatable), instead of the last --val-frac of the training text.", rich_help_panel=DATA)
+    ] = None,
+    val_frac: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Fraction of the text, at its end, held out for validation. \\[default: 0.1]", rich_help_panel=DATA)] = None,
+    encoding: Annotated[Optional[str], typer.Option(help="Text encoding of the files. \\[default: utf-8]", rich_help_panel=DATA)] = None,
+    device: Annotated[DeviceChoice, typer.Option(help="Where to train.", rich_help_panel=RUN)] = DeviceChoice.auto,
+    precision: Annotated[Optional[Precision], typer.Option(help="auto = fp16 autocast on CUDA, fp32 on CPU.", rich_help_panel=RUN)] = None,
+) -> None:
+    """Train a model on text files; checkpoints and metrics go to a run directory."""
+    from charrnn.runs import RunRequest, prepare_run, train_run
+    from charrnn.signals import graceful_stop
+    from charrnn.cli_progress import TrainingDisplay
+
+    request = RunRequest(
+        sources=list(paths or []),
+        val_sources=list(val_file or []),
+        encoding=encoding,
+        val_frac=val_frac,
+        out=out_dir,
+        resume=resume,
+        extend_vocab=extend_vocab,
+        preset=preset.value if preset else None,
+        model={
+            "cell": cell.value if cell else None,
+            "layers": layers,
+            "hidden": hidden,
+            "embed": embed,
+            "dropout": dropout,
+        },
+        train={
+            "batch_size": batch_size,
+            "seq_len": seq_len,
+            "lr": lr,
+            "schedule": schedule.value if schedule else None,
+            "warmup_steps": warmup_steps,
+            "min_lr_frac": min_lr_frac,
+            "weight_decay": weight_decay,
+            "grad_clip": grad_clip,
+            "max_steps": max_steps,
+            "minutes": minutes,
+            "eval_every": eval_every,
+            "eval_chars": eval_chars,
+            "checkpoint_every": checkpoint_every,
+            "patience": patience,
+            "seed": seed,
+            "precision": precision.value if precision else None,
+        },
+        epochs=epochs,
+        device=device.value,
+    )
+    if not request.sources and request.resume is None:
+        err.print("charrnn: corpus: name a text file, directory or corpus to train on (or --resume a run)", markup=False)
+        raise typer.Exit(2)
+    run = prepare_run(request)
+    m, t = run.model.config, run.trainer.config
+    layout = run.trainer.batches.layout
+    budget = " + ".join(
+        part
+        for part in (
+            f"{t.max_steps} steps" if t.max_steps else "",
+            f"{t.minutes:g} min" if t.minutes else "",
+        )
+        if part
+    )
+    verb = f"resuming {run.resumed_from} at step {run.trainer.step}" if run.resumed_from else "training"
+    err.print(
+        f"{verb}: {m.layers}x{m.hidden} {m.cell.upper()}, {run.model.num_parameters():,} parameters, "
+        f"vocabulary {len(run.vocab)}, {len(run.corpus.train):,} train / "
+        f"{0 if run.corpus.val is None else len(run.corpus.val):,} val characters, "
+        f"batch {layout.batch_size}x{layout.seq_len}, budget {budget}, device {run.trainer.device}",
+        markup=False,
+    )
+    err.print(f"run directory: {run.directory}", markup=False)
+    started = time.perf_counter()
+    with TrainingDisplay(err) as display, graceful_stop(lambda signum: run.trainer.request_stop()):
+        result = train_run(run, [display])
+    seconds = time.perf_counter() - started
+    best = "-" if result.best_val_loss is None else f"{result.best_val_loss / 0.6931471805599453:.4f}"
+    where = run.directory / "last.pt"
+    if result.status == "interrupted":
+        err.print(
+            f"stopped at step {result.step}; checkpoint saved to {where}\n"
+            f"resume with: charrnn train --resume {run.directory}",
+            markup=False,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED)
+    reason = {"finished": "step budget reached", "time": "time budget reached", "early_stop": "early stop"}
+    err.print(
+        f"done ({reason.get(result.status, result.status)}) at step {result.step} in {seconds:.0f} s; "
+        f"best val {best} bpc; checkpoints in {run.directory}",
+        markup=False,
+    )
+
+
+# ----------------------------------------------------------------------------- sample
+
+
+@app.command()
+@user_errors
+def sample(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
+    length: Annotated[int, typer.Option(min=1, help="Characters to generate per sample.")] = 1000,
+    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature; 0 = greedy.")] = 0.8,
+    top_k: Annotated[int, typer.Option(min=0, help="Sample only among the k most likely characters; 0 = off.")] = 0,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling mass; 1 = off.")] = 1.0,
+    prime: Annotated[str, typer.Option(help="Text to condition on first (printed before the sample).")] = "",
+    seed: Annotated[Optional[int], typer.Option(help="Random seed: same seed, same text. \\[default: random, reported]")] = None,
+    num_samples: Annotated[int, typer.Option(min=1, help="Samples to make, generated together in one batch.")] = 1,
+    stop: Annotated[Optional[list[str]], typer.Option(help="End a sample at this string (repeatable; not printed).")] = None,
+    unknown: Annotated[str, typer.Option(help="Prime characters outside the vocabulary: error or skip.")] = "error",
+    best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint, not its latest.")] = False,
+    device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.")] = DeviceChoice.auto,
+) -> None:
+    """Generate text, streaming it to stdout as it is made."""
+    from charrnn.device import resolve_device
+    from charrnn.runs import load_model
+    from charrnn.sample import SampleConfig, generate_batch, stream
+
+    config = SampleConfig(
+        length=length,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        prime=prime,
+        seed=seed,
+        num_samples=num_samples,
+        stop=tuple(stop or ()),
+        unknown=unknown,
+    )
+    target = resolve_device(device.value)
+    model, vocab, _ = load_model(checkpoint, "best" if best else "last", device.value)
+    err.print(f"seed {config.seed}", markup=False)
+    started = time.perf_counter()
+    produced = 0
+    if num_samples == 1:
+        pieces = stream(model, vocab, config, target)
+        first = next(pieces, "")  # errors (a bad prime) surface before anything is printed
+        sys.stdout.write(prime)
+        for piece in itertools.chain([first], pieces):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            produced += len(piece)
+        sys.stdout.write("\n")
+    else:
+        texts = generate_batch(model, vocab, config, target)
+        for i, text in enumerate(texts, 1):
+            err.print(f"--- sample {i}/{len(texts)} ---", markup=False)
+            sys.stdout.write(prime + text + "\n")
+            sys.stdout.flush()
+            produced += len(text)
+    seconds = time.perf_counter() - started
+    err.print(f"{produced} characters in {seconds:.2f} s ({produced / max(seconds, 1e-9):,.0f} chars/s)", markup=False)
+
+
+# ----------------------------------------------------------------------------- info, eval
+
+
+@app.command()
+@user_errors
+def info(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
+    best: Annotated[bool, typer.Option("--best", help="Describe the best checkpoint of a run directory.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show a checkpoint's model, vocabulary, training progress and best validation bpc."""
+    from charrnn import checkpoint as ckpt
+    from charrnn.runs import load_model
+
+    path = ckpt.resolve(checkpoint, "best" if best else "last")
+    model, vocab, payload = load_model(path, device="cpu")
+    metrics = payload.get("metrics", {})
+    facts = {
+        "checkpoint": str(path),
+        "charrnn_version": payload.get("charrnn_version"),
+        "model": payload["model_config"],
+        "parameters": model.num_parameters(),
+        "vocab_size": len(vocab),
+        "vocab": "".join(vocab.chars),
+        "step": metrics.get("step"),
+        "train_minutes": round(metrics.get("elapsed", 0.0) / 60, 2),
+        "best_val_bpc": metrics.get("best_val_bpc"),
+        "train_config": payload.get("train_config"),
+        "corpus": payload.get("corpus"),
+    }
+    if as_json:
+        print(json.dumps(facts, indent=2, ensure_ascii=False))
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in facts.items():
+        if key == "vocab":
+            value = repr(value)
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        table.add_row(Text(key, style="bold"), Text(str(value)))
+    out.print(table)
+
+
+@app.command("eval")
+@user_errors
+def evaluate_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
+    files: Annotated[list[Path], typer.Argument(help="Text files to score.", show_default=False)],
+    best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint.")] = False,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = "utf-8",
+    device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.")] = DeviceChoice.auto,
+) -> None:
+    """Print the bits per character the model assigns to text files."""
+    from charrnn.corpus import encode_files, resolve_sources
+    from charrnn.device import resolve_device
+    from charrnn.runs import load_model
+    from charrnn.train import evaluate
+
+    model, vocab, _ = load_model(checkpoint, "best" if best else "last", device.value)
+    sources = resolve_sources([str(f) for f in files])
+    ids = encode_files(sources.train, vocab, encoding)
+    if len(ids) < 2:
+        from charrnn.errors import CorpusError
+
+        raise CorpusError("the text to evaluate needs at least 2 characters")
+    nats = evaluate(model, ids, resolve_device(device.value))
+    print(f"{nats / 0.6931471805599453:.4f} bpc ({nats:.4f} nats/char) over {len(ids) - 1:,} characters")
+
+
+@app.command()
+@user_errors
+def vocab(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
+    output: Annotated[Path, typer.Option("--out", help="Where to write the Hugging Face tokenizer.json.")] = Path("tokenizer.json"),
+) -> None:
+    """Export the vocabulary as a Hugging Face tokenizer.json (PreTrainedTokenizerFast loads it)."""
+    from charrnn.runs import load_model
+
+    _, chars, _ = load_model(checkpoint, device="cpu")
+    chars.save_tokenizer_json(output)
+    err.print(f"wrote {output} ({len(chars)} characters)", markup=False)
+
+
+# ----------------------------------------------------------------------------- corpus
+
+
+@corpus_app.command("list")
+@user_errors
+def corpus_list() -> None:
+    """The corpora charrnn knows by name, and whether each is on this machine."""
+    from charrnn.catalog import CATALOG, STDLIB_NAME, find_local, stdlib_corpus_path
+
+    table = Table("name", "on this machine", "description", box=None)
+    built = stdlib_corpus_path()
+    table.add_row(
+        STDLIB_NAME,
+        Text(str(built) if built.exists() else "built on first use"),
+        Text("the running Python's standard-library source (no download)"),
+    )
+    for entry in CATALOG.values():
+        local = find_local(entry.train)
+        table.add_row(entry.name, Text(str(local) if local else "no (charrnn corpus fetch)"), Text(entry.description))
+    out.print(table)
+
+
+@corpus_app.command("fetch")
+@user_errors
+def corpus_fetch(
+    name: Annotated[str, typer.Argument(help="Corpus name from `charrnn corpus list`.", show_default=False)],
+) -> None:
+    """Download a corpus (checking its sha256), or build the stdlib corpus."""
+    from charrnn.catalog import fetch
+
+    found = fetch(name)
+    for split in ("train", "valid", "test"):
+        path = getattr(found, split)
+        if path is not None:
+            print(f"{split}: {path}")
+
+
+def main() -> None:
+    app(prog_name="charrnn")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The one place where exceptions become what the user reads: a single line on stderr and a
+non-zero exit code. Set DEBUG=1 to see the traceback instead."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+from charrnn.errors import (
+    CharRNNError,
+    CheckpointError,
+    ConfigError,
+    CorpusError,
+    DeviceError,
+    DownloadError,
+    TrainingDiverged,
+    VocabError,
+)
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+# Exception type -> (prefix, exit code). The first matching entry wins.
+_MESSAGES: list[tuple[type[BaseException], str, int]] = [
+    (CorpusError, "corpus", EXIT_ERROR),
+    (VocabError, "vocabulary", EXIT_ERROR),
+    (CheckpointError, "checkpoint", EXIT_ERROR),
+    (ConfigError, "invalid options", EXIT_USAGE),
+    (DeviceError, "device", EXIT_ERROR),
+    (TrainingDiverged, "training diverged", EXIT_ERROR),
+    (DownloadError, "download", EXIT_ERROR),
+    (CharRNNError, "error", EXIT_ERROR),
+    (MemoryError, "out of memory", EXIT_ERROR),
+    (OSError, "system error", EXIT_ERROR),
+]
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("DEBUG", "") not in ("", "0")
+
+
+def message_for(exc: BaseException) -> tuple[str, int]:
+    for kind, prefix, code in _MESSAGES:
+        if isinstance(exc, kind):
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else kind.__name__
+            return f"charrnn: {prefix}: {detail}", code
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return (
+        f"charrnn: internal error: {type(exc).__name__}: {detail} (run with DEBUG=1 for details)",
+        EXIT_ERROR,
+    )
+
+
+def fail(message: str, code: int = EXIT_ERROR):
+    """Print one line on stderr and exit."""
+    import typer
+
+    print(message, file=sys.stderr, flush=True)
+    raise typer.Exit(code)
+
+
+def user_errors(command):
+    """Decorator for CLI commands: known and unknown errors become one line, never a traceback."""
+    import typer
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            if debug_enabled():
+                raise
+            fail("charrnn: interrupted", EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            # The reader went away (for example `| head`): not an error worth a message.
+            _silence_stdout()
+            raise typer.Exit(0)
+        except Exception as exc:  # noqa: BLE001 - this is the one place that maps them all
+            if debug_enabled():
+                raise
+            message, code = message_for(exc)
+            fail(message, code)
+
+    return wrapper
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

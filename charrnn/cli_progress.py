@@ -1,0 +1,99 @@
+"""Training progress on stderr: a live rich display on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+
+from charrnn.train import Callback, EvalStats, StepStats, Trainer
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    return str(timedelta(seconds=int(max(0, seconds))))
+
+
+def _rate(chars_per_s: float) -> str:
+    return f"{chars_per_s / 1000:.1f}k" if chars_per_s >= 1000 else f"{chars_per_s:.0f}"
+
+
+class TrainingDisplay(Callback):
+    """Shows step, train loss, val bpc, chars/s, elapsed and remaining time."""
+
+    def __init__(self, console: Console, plain_every_s: float = 10.0) -> None:
+        self.console = console
+        self.live = console.is_terminal
+        self.plain_every_s = plain_every_s
+        self._last_plain = 0.0
+        self._loss_ema: float | None = None
+        self._rate_ema: float | None = None
+        self.val_bpc: float | None = None
+        self.best_bpc: float | None = None
+        self._progress: Progress | None = None
+        self._task = None
+
+    def __enter__(self) -> "TrainingDisplay":
+        if self.live:
+            self._progress = Progress(
+                TextColumn("step {task.fields[step]}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TextColumn("loss {task.fields[loss]}"),
+                TextColumn("val {task.fields[val]} bpc"),
+                TextColumn("{task.fields[rate]} chars/s"),
+                TextColumn("{task.fields[elapsed]} elapsed"),
+                TextColumn("{task.fields[left]} left"),
+                console=self.console,
+                transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(
+                "train", total=1000, step=0, loss="-", val="-", rate="-", elapsed="0:00:00", left="?"
+            )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def on_step(self, trainer: Trainer, stats: StepStats) -> None:
+        alpha = 0.1
+        rate = stats.chars / stats.seconds if stats.seconds > 0 else 0.0
+        self._loss_ema = stats.loss if self._loss_ema is None else (1 - alpha) * self._loss_ema + alpha * stats.loss
+        self._rate_ema = rate if self._rate_ema is None else (1 - alpha) * self._rate_ema + alpha * rate
+        left = stats.elapsed * (1 - stats.progress) / stats.progress if stats.progress > 0 else None
+        fields = {
+            "step": stats.step,
+            "loss": f"{self._loss_ema:.3f}",
+            "val": "-" if self.val_bpc is None else f"{self.val_bpc:.3f}",
+            "rate": _rate(self._rate_ema),
+            "elapsed": _clock(stats.elapsed),
+            "left": _clock(left),
+        }
+        if self._progress is not None:
+            self._progress.update(self._task, completed=int(stats.progress * 1000), **fields)
+            return
+        now = time.monotonic()
+        if now - self._last_plain >= self.plain_every_s or stats.progress >= 1.0:
+            self._last_plain = now
+            self.console.print(
+                f"step {fields['step']} | loss {fields['loss']} nats | val {fields['val']} bpc | "
+                f"{fields['rate']} chars/s | {fields['elapsed']} elapsed | {fields['left']} left",
+                markup=False,
+                highlight=False,
+            )
+
+    def on_eval(self, trainer: Trainer, stats: EvalStats) -> None:
+        self.val_bpc = stats.val_bpc
+        if stats.improved:
+            self.best_bpc = stats.val_bpc
+        mark = " (best)" if stats.improved else ""
+        self.console.print(
+            f"step {stats.step}: val {stats.val_bpc:.4f} bpc ({stats.val_loss:.4f} nats/char){mark}",
+            markup=False,
+            highlight=False,
+        )

@@ -1,0 +1,109 @@
+"""Device and precision choice, seeding, and the capture/restore of every random generator."""
+
+from __future__ import annotations
+
+import random
+from enum import Enum
+
+import numpy as np
+import torch
+
+from charrnn.errors import DeviceError
+
+
+class DeviceChoice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Precision(str, Enum):
+    auto = "auto"  # fp16 autocast on CUDA, fp32 on CPU
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+def resolve_device(choice: str = "auto") -> torch.device:
+    choice = DeviceChoice(choice).value
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("--device cuda was asked for, but this machine has no usable CUDA GPU")
+    return torch.device(choice)
+
+
+def bf16_rnn_supported() -> bool:
+    """cuDNN runs bf16 recurrent layers only in recent versions; probe rather than trust."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        rnn = torch.nn.LSTM(8, 8).cuda().to(torch.bfloat16)
+        rnn(torch.zeros(2, 1, 8, device="cuda", dtype=torch.bfloat16))
+        return True
+    except RuntimeError:
+        return False
+
+
+def resolve_precision(choice: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype for training (float32 means no autocast)."""
+    choice = Precision(choice).value
+    if device.type != "cuda":
+        if choice in ("fp16", "bf16"):
+            raise DeviceError(f"--precision {choice} needs a CUDA GPU; the CPU trains in fp32")
+        return torch.float32
+    if choice == "auto" or choice == "fp16":
+        return torch.float16
+    if choice == "bf16":
+        if not bf16_rnn_supported():
+            raise DeviceError("this GPU's cuDNN cannot run bf16 recurrent layers; use fp16")
+        return torch.bfloat16
+    return torch.float32
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def capture_rng_state() -> dict:
+    """Every generator that training may draw from, in a form ``weights_only`` loading accepts."""
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {
+            "name": np_name,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict) -> None:
+    random.setstate(_as_tuples(state["python"]))
+    np_state = state["numpy"]
+    np.random.set_state(
+        (
+            np_state["name"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["gauss"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        cuda_states = state["cuda"][: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(cuda_states)
+
+
+def _as_tuples(value):
+    """random.setstate wants tuples where a round trip may have produced lists."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_as_tuples(v) for v in value)
+    return value

@@ -1,0 +1,138 @@
+"""The model: embedding -> one fused multi-layer nn.LSTM / nn.GRU / nn.RNN -> linear decoder.
+
+The recurrent layers are a single module call so that cuDNN runs all layers and time steps
+in one kernel sequence on GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from enum import Enum
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from charrnn.errors import ConfigError
+
+LN2 = math.log(2.0)
+
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+class Cell(str, Enum):
+    lstm = "lstm"
+    gru = "gru"
+    rnn = "rnn"
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    cell: str = "lstm"
+    layers: int = 2
+    hidden: int = 256
+    embed: int = 64
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.cell = Cell(self.cell).value
+        if self.vocab_size < 1:
+            raise ConfigError("the vocabulary is empty")
+        if self.layers < 1:
+            raise ConfigError("--layers must be at least 1")
+        if self.hidden < 1 or self.embed < 1:
+            raise ConfigError("--hidden and --embed must be at least 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("--dropout must be in [0, 1)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+_RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+class CharRNN(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embed)
+        self.rnn = _RNN_CLASSES[config.cell](
+            config.embed,
+            config.hidden,
+            num_layers=config.layers,
+            dropout=config.dropout if config.layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.decoder = nn.Linear(config.hidden, config.vocab_size)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.normal_(self.embedding.weight, std=0.1)
+        if self.config.cell == "lstm":
+            # Forget-gate bias 1 (Jozefowicz et al. 2015): gradients flow through the cell
+            # state from the first step. PyTorch splits the bias in two; set it once.
+            h = self.config.hidden
+            for name, bias in self.rnn.named_parameters():
+                if name.startswith("bias_ih"):
+                    with torch.no_grad():
+                        bias[h : 2 * h].fill_(1.0)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
+        shape = (self.config.layers, batch_size, self.config.hidden)
+        zeros = torch.zeros(shape, device=device)
+        if self.config.cell == "lstm":
+            return (zeros, torch.zeros(shape, device=device))
+        return zeros
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        state: State | None = None,
+        targets: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, State]:
+        """``idx`` (B, T) ids -> logits (B, T, V), mean cross-entropy in nats (if ``targets``),
+        and the recurrent state after the last step."""
+        x = self.drop(self.embedding(idx))
+        out, state = self.rnn(x, state)
+        logits = self.decoder(self.drop(out))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
+        return logits, loss, state
+
+
+def detach_state(state: State) -> State:
+    """Cut the graph at the window boundary (truncated BPTT) but keep the values."""
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)
+    return state.detach()
+
+
+def state_to(state: State, device: torch.device | str) -> State:
+    if isinstance(state, tuple):
+        return tuple(s.to(device) for s in state)
+    return state.to(device)
+
+
+def state_as_list(state: State | None) -> list[torch.Tensor]:
+    if state is None:
+        return []
+    return [s.detach().cpu() for s in state] if isinstance(state, tuple) else [state.detach().cpu()]
+
+
+def state_from_list(tensors: list[torch.Tensor], cell: str) -> State | None:
+    if not tensors:
+        return None
+    return tuple(tensors) if cell == "lstm" else tensors[0]

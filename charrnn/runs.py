@@ -1,0 +1,328 @@
+"""A training run on disk: resolve options, load the corpus, build or restore the model and
+trainer, and keep the run directory (checkpoints, metrics log, resolved config) up to date.
+
+Run directory::
+
+    checkpoints/<name>/
+        last.pt          latest state (periodic, and at the end or on interruption)
+        best.pt          state at the best validation loss so far
+        metrics.jsonl    one JSON object per step and per evaluation
+        config.json      the resolved model, training and corpus options
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from charrnn import __version__, checkpoint
+from charrnn.batches import plan_layout
+from charrnn.corpus import Corpus, Sources, load_corpus, resolve_sources
+from charrnn.device import resolve_device, resolve_precision, seed_everything
+from charrnn.errors import CheckpointError, ConfigError
+from charrnn.model import CharRNN, ModelConfig
+from charrnn.presets import DEFAULT_PRESET, PRESETS
+from charrnn.train import Callback, EvalStats, StepStats, TrainConfig, Trainer
+from charrnn.vocab import Vocab
+
+ARCHITECTURE_KEYS = ("cell", "layers", "hidden", "embed")
+MODEL_KEYS = ARCHITECTURE_KEYS + ("dropout",)
+DEFAULT_MINUTES = 10.0
+
+
+@dataclass
+class RunRequest:
+    """What the user asked for. ``None`` means "not given": take it from the checkpoint being
+    resumed, then the preset, then the defaults."""
+
+    sources: list[str] = field(default_factory=list)
+    val_sources: list[str] = field(default_factory=list)
+    encoding: str | None = None
+    val_frac: float | None = None
+    out: Path | None = None
+    resume: Path | None = None
+    extend_vocab: bool = False
+    preset: str | None = None
+    model: dict = field(default_factory=dict)  # cell, layers, hidden, embed, dropout
+    train: dict = field(default_factory=dict)  # TrainConfig fields
+    epochs: float | None = None
+    device: str = "auto"
+    checkpoints_root: Path = Path("checkpoints")
+
+
+@dataclass
+class Run:
+    directory: Path
+    corpus: Corpus
+    model: CharRNN
+    trainer: Trainer
+    corpus_options: dict
+    resumed_from: Path | None = None
+
+    @property
+    def vocab(self) -> Vocab:
+        return self.corpus.vocab
+
+    def payload(self) -> dict:
+        """Everything a checkpoint holds: enough to sample alone, or to continue exactly."""
+        progress = self.trainer.progress
+        return {
+            "charrnn_version": __version__,
+            "model_config": self.model.config.to_dict(),
+            "vocab": list(self.vocab.chars),
+            "train_config": self.trainer.config.to_dict(),
+            "corpus": self.corpus_options,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "trainer": self.trainer.state_dict(),
+            "metrics": {
+                "step": progress.step,
+                "elapsed": progress.elapsed,
+                "best_val_loss": progress.best_val_loss,
+                "best_val_bpc": None
+                if progress.best_val_loss is None
+                else progress.best_val_loss / math.log(2),
+            },
+        }
+
+
+class CheckpointWriter(Callback):
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    def on_checkpoint(self, trainer: Trainer, best: bool) -> None:
+        name = checkpoint.BEST if best else checkpoint.LAST
+        checkpoint.save(self.run.payload(), self.run.directory / name)
+
+
+class MetricsLog(Callback):
+    """Appends one JSON line per step and per evaluation, flushed so a crash loses nothing."""
+
+    def __init__(self, path: Path, resume_step: int | None = None) -> None:
+        self.path = path
+        if resume_step is not None and path.exists():
+            # Steps after the checkpoint will be trained again: drop their old lines.
+            kept = [
+                line
+                for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and _line_step(line) <= resume_step
+            ]
+            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        self.handle = open(path, "a", encoding="utf-8")
+
+    def _write(self, record: dict) -> None:
+        self.handle.write(json.dumps(record) + "\n")
+        self.handle.flush()
+
+    def on_step(self, trainer: Trainer, stats: StepStats) -> None:
+        self._write(
+            {
+                "event": "step",
+                "step": stats.step,
+                "epoch": stats.epoch,
+                "loss": stats.loss,
+                "lr": stats.lr,
+                "grad_norm": stats.grad_norm,
+                "chars_per_s": stats.chars / stats.seconds if stats.seconds else None,
+                "elapsed": stats.elapsed,
+                "time": time.time(),
+            }
+        )
+
+    def on_eval(self, trainer: Trainer, stats: EvalStats) -> None:
+        self._write(
+            {
+                "event": "eval",
+                "step": stats.step,
+                "val_loss": stats.val_loss,
+                "val_bpc": stats.val_bpc,
+                "improved": stats.improved,
+                "elapsed": trainer.progress.elapsed,
+                "time": time.time(),
+            }
+        )
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _line_step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 0
+
+
+def _default_run_name(sources: Sources) -> str:
+    stem = sources.train[0].stem if sources.train else "run"
+    return f"{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _resolve_model_options(request: RunRequest, stored: dict | None) -> dict:
+    options = dict(PRESETS[request.preset or DEFAULT_PRESET])
+    options["cell"] = "lstm"
+    if stored is not None:
+        options.update({k: stored[k] for k in MODEL_KEYS})
+        for key in ARCHITECTURE_KEYS:
+            given = request.model.get(key)
+            if given is not None and given != stored[key]:
+                raise ConfigError(
+                    f"--{key} {given} differs from the checkpoint's {stored[key]}; "
+                    "a resumed model keeps its architecture"
+                )
+    options.update({k: v for k, v in request.model.items() if v is not None})
+    return options
+
+
+def prepare_run(request: RunRequest) -> Run:
+    """Everything up to the first training step; raises ``CharRNNError`` on bad input."""
+    device = resolve_device(request.device)
+    stored = None
+    resumed_from = None
+    if request.resume is not None:
+        resumed_from = checkpoint.resolve(request.resume)
+        stored = checkpoint.load(resumed_from)
+
+    # -- corpus ------------------------------------------------------------------
+    stored_corpus = stored["corpus"] if stored else {}
+    specs = request.sources or stored_corpus.get("train_files", [])
+    val_specs = request.val_sources or ([] if request.sources else stored_corpus.get("val_files", []))
+    encoding = request.encoding or stored_corpus.get("encoding", "utf-8")
+    val_frac = request.val_frac if request.val_frac is not None else stored_corpus.get("val_frac", 0.1)
+    if not 0 <= val_frac < 1:
+        raise ConfigError("--val-frac must be in [0, 1)")
+    sources = resolve_sources(specs, val_specs)
+    vocab = Vocab(tuple(stored["vocab"])) if stored else None
+    corpus = load_corpus(sources, encoding, val_frac, vocab, request.extend_vocab)
+    corpus_options = {
+        "train_files": [str(p.resolve()) for p in sources.train],
+        "val_files": [str(p.resolve()) for p in sources.val],
+        "encoding": encoding,
+        "val_frac": val_frac,
+    }
+
+    # -- configs -----------------------------------------------------------------
+    model_options = _resolve_model_options(request, stored["model_config"] if stored else None)
+    model_config = ModelConfig(vocab_size=len(corpus.vocab), **model_options)
+    train_options = TrainConfig.from_dict(stored["train_config"]).to_dict() if stored else {}
+    train_options.update({k: v for k, v in request.train.items() if v is not None})
+    if request.epochs is not None:
+        if request.epochs <= 0:
+            raise ConfigError("--epochs must be positive")
+        train_options["max_steps"] = None  # computed below from the batch layout
+    if (
+        not stored
+        and request.epochs is None
+        and train_options.get("max_steps") is None
+        and train_options.get("minutes") is None
+    ):
+        train_options["minutes"] = DEFAULT_MINUTES
+    train_config = TrainConfig(**train_options) if request.epochs is None else None
+
+    # -- model and trainer -------------------------------------------------------
+    if not stored:
+        seed_everything(TrainConfig(**train_options).seed)
+    model = CharRNN(model_config)
+    if stored:
+        old_vocab = len(stored["vocab"])
+        weights = stored["model"]
+        if len(corpus.vocab) > old_vocab:
+            weights = _extend_weights(weights, model, old_vocab)
+        model.load_state_dict(weights)
+    model.to(device)
+    if device.type == "cuda":
+        model.rnn.flatten_parameters()
+    amp_dtype = resolve_precision(train_options.get("precision", "auto"), device)
+    if train_config is None:
+        provisional = TrainConfig(**train_options)
+        windows = plan_layout(len(corpus.train), provisional.batch_size, provisional.seq_len).windows
+        train_options["max_steps"] = max(1, math.ceil(request.epochs * windows))
+        train_config = TrainConfig(**train_options)
+    trainer = Trainer(model, train_config, corpus.train, corpus.val, device, amp_dtype)
+    if stored:
+        if len(corpus.vocab) == len(stored["vocab"]):
+            trainer.load_state_dict(stored["trainer"])
+        else:
+            # New characters change the parameter shapes: the optimizer starts afresh.
+            trainer.progress.step = int(stored["trainer"]["progress"]["step"])
+
+    # -- directory ---------------------------------------------------------------
+    if request.out is not None:
+        directory = Path(request.out)
+    elif resumed_from is not None:
+        directory = resumed_from.parent
+    else:
+        directory = request.checkpoints_root / _default_run_name(sources)
+    if (
+        request.resume is None
+        and (directory / checkpoint.LAST).exists()
+    ):
+        raise ConfigError(
+            f"{directory} already holds a run; continue it with --resume {directory} "
+            "or choose another --out"
+        )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"cannot create run directory {directory}: {exc.strerror}") from None
+    checkpoint.remove_stale_temporaries(directory)
+    run = Run(directory, corpus, model, trainer, corpus_options, resumed_from)
+    _write_config(run)
+    return run
+
+
+def _extend_weights(weights: dict, model: CharRNN, old_vocab: int) -> dict:
+    """Copy old rows into the bigger embedding and decoder; new characters keep fresh weights."""
+    fresh = model.state_dict()
+    extended = dict(weights)
+    for name in ("embedding.weight", "decoder.weight", "decoder.bias"):
+        grown = fresh[name].clone()
+        grown[:old_vocab] = weights[name]
+        extended[name] = grown
+    return extended
+
+
+def _write_config(run: Run) -> None:
+    config = {
+        "charrnn_version": __version__,
+        "model": run.model.config.to_dict(),
+        "train": run.trainer.config.to_dict(),
+        "corpus": run.corpus_options,
+        "resumed_from": str(run.resumed_from) if run.resumed_from else None,
+    }
+    try:
+        (run.directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise CheckpointError(f"cannot write to run directory {run.directory}: {exc.strerror}") from None
+
+
+def train_run(run: Run, callbacks: list[Callback] = ()):
+    """Fit with the checkpoint writer and metrics log attached; returns the ``FitResult``."""
+    resume_step = run.trainer.step if run.resumed_from is not None else None
+    metrics = MetricsLog(run.directory / "metrics.jsonl", resume_step)
+    run.trainer.callbacks = [CheckpointWriter(run), metrics, *callbacks]
+    try:
+        return run.trainer.fit()
+    finally:
+        metrics.close()
+
+
+def load_model(path: Path, which: str = "last", device: str = "auto") -> tuple[CharRNN, Vocab, dict]:
+    """A model ready for inference from a checkpoint file or run directory, on any device."""
+    target = resolve_device(device)
+    payload = checkpoint.load(path, which)
+    try:
+        model = CharRNN(ModelConfig.from_dict(payload["model_config"]))
+        model.load_state_dict(payload["model"])
+        vocab = Vocab(tuple(payload["vocab"]))
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"{path}: checkpoint content is inconsistent ({exc})") from None
+    model.to(target).eval()
+    if target.type == "cuda":
+        model.rnn.flatten_parameters()
+    return model, vocab, payload

@@ -1,0 +1,385 @@
+"""The truncated-BPTT trainer. It knows nothing of files or terminals: callbacks hear about
+steps, evaluations and the moments a checkpoint is due, and ``state_dict`` hands them every
+piece of state needed to continue bit-for-bit."""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from enum import Enum
+
+import numpy as np
+import torch
+
+from charrnn.batches import StreamBatches, eval_windows
+from charrnn.device import capture_rng_state, restore_rng_state
+from charrnn.errors import ConfigError, TrainingDiverged
+from charrnn.model import (
+    LN2,
+    CharRNN,
+    State,
+    detach_state,
+    state_as_list,
+    state_from_list,
+    state_to,
+)
+
+
+class Schedule(str, Enum):
+    cosine = "cosine"  # warmup, then cosine decay to min_lr over the step or time budget
+    plateau = "plateau"  # warmup, then halve the rate whenever validation stops improving
+    constant = "constant"
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64
+    seq_len: int = 128
+    lr: float = 2e-3
+    min_lr_frac: float = 0.1
+    warmup_steps: int = 100
+    schedule: str = "cosine"
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    max_steps: int | None = None
+    minutes: float | None = None
+    eval_every: int = 100
+    eval_chars: int | None = None
+    checkpoint_every: int | None = None
+    patience: int = 0  # evaluations without improvement before stopping; 0 = never stop early
+    seed: int = 1337
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.schedule = Schedule(self.schedule).value
+        checks = [
+            (self.batch_size >= 1, "--batch-size must be at least 1"),
+            (self.seq_len >= 1, "--seq-len must be at least 1"),
+            (self.lr > 0, "--lr must be positive"),
+            (0 <= self.min_lr_frac <= 1, "--min-lr-frac must be in [0, 1]"),
+            (self.warmup_steps >= 0, "--warmup-steps must be >= 0"),
+            (self.weight_decay >= 0, "--weight-decay must be >= 0"),
+            (self.grad_clip >= 0, "--grad-clip must be >= 0 (0 turns clipping off)"),
+            (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
+            (self.minutes is None or self.minutes > 0, "--minutes must be positive"),
+            (self.eval_every >= 1, "--eval-every must be at least 1"),
+            (self.eval_chars is None or self.eval_chars >= 2, "--eval-chars must be at least 2"),
+            (
+                self.checkpoint_every is None or self.checkpoint_every >= 1,
+                "--checkpoint-every must be at least 1",
+            ),
+            (self.patience >= 0, "--patience must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class StepStats:
+    step: int
+    epoch: int
+    loss: float  # nats per character, this window
+    lr: float
+    grad_norm: float
+    chars: int  # characters trained on in this step (all ranks)
+    seconds: float  # wall time of this step
+    elapsed: float  # training time so far, across resumes
+    progress: float  # fraction of the step or time budget used, 0..1
+
+
+@dataclass
+class EvalStats:
+    step: int
+    val_loss: float  # nats per character
+    improved: bool
+    seconds: float
+
+    @property
+    def val_bpc(self) -> float:
+        return self.val_loss / LN2
+
+
+@dataclass
+class FitResult:
+    status: str  # "finished", "time", "early_stop", "interrupted"
+    step: int
+    best_val_loss: float | None
+
+
+class Callback:
+    """Hooks the trainer calls; override what you need."""
+
+    def on_step(self, trainer: "Trainer", stats: StepStats) -> None: ...
+
+    def on_eval(self, trainer: "Trainer", stats: EvalStats) -> None: ...
+
+    def on_checkpoint(self, trainer: "Trainer", best: bool) -> None:
+        """A checkpoint is due: ``best`` after a new best validation loss, else periodic/final."""
+
+
+@dataclass
+class _Progress:
+    step: int = 0
+    elapsed: float = 0.0
+    best_val_loss: float | None = None
+    evals_without_improvement: int = 0
+    lr_scale: float = 1.0  # the plateau schedule's decay so far
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: CharRNN,
+        config: TrainConfig,
+        train_ids: np.ndarray,
+        val_ids: np.ndarray | None,
+        device: torch.device,
+        amp_dtype: torch.dtype = torch.float32,
+        callbacks: list[Callback] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        ddp_model: torch.nn.Module | None = None,
+    ) -> None:
+        self.model = model
+        self.forward_model = ddp_model or model  # a DDP wrapper syncs gradients in backward
+        self.config = config
+        self.device = device
+        self.amp_dtype = amp_dtype
+        self.callbacks = list(callbacks or [])
+        self.world_size = world_size
+        self.batches = StreamBatches(train_ids, config.batch_size, config.seq_len, rank, world_size)
+        self.val_ids = val_ids
+        if val_ids is not None and config.eval_chars is not None:
+            self.val_ids = val_ids[: config.eval_chars]
+        if self.val_ids is not None and len(self.val_ids) < 2:
+            self.val_ids = None
+        decay, no_decay = [], []
+        for name, param in model.named_parameters():
+            # Biases and embeddings are not shrunk toward zero (as in nanoGPT and AWD-LSTM).
+            (no_decay if name.endswith("bias") or name.startswith("embedding") else decay).append(param)
+        fused = device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": config.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=config.lr,
+            betas=(0.9, 0.99),
+            **({"fused": True} if fused else {}),
+        )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        self.hidden: State | None = None
+        self.progress = _Progress()
+        self._stop_requested = False
+
+    # -- schedule --------------------------------------------------------------------
+
+    @property
+    def step(self) -> int:
+        return self.progress.step
+
+    def budget_fraction(self) -> float:
+        fractions = [0.0]
+        if self.config.max_steps:
+            fractions.append(self.progress.step / self.config.max_steps)
+        if self.config.minutes:
+            fractions.append(self.progress.elapsed / (self.config.minutes * 60))
+        return min(1.0, max(fractions))
+
+    def learning_rate(self) -> float:
+        c = self.config
+        warmup = min(1.0, (self.progress.step + 1) / c.warmup_steps) if c.warmup_steps else 1.0
+        if c.schedule == "cosine":
+            cosine = 0.5 * (1 + math.cos(math.pi * self.budget_fraction()))
+            scale = c.min_lr_frac + (1 - c.min_lr_frac) * cosine
+        elif c.schedule == "plateau":
+            scale = max(c.min_lr_frac, self.progress.lr_scale)
+        else:
+            scale = 1.0
+        return c.lr * warmup * scale
+
+    # -- state -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        p = self.progress
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "batches": self.batches.state_dict(),
+            "hidden": state_as_list(self.hidden),
+            "rng": capture_rng_state(),
+            "progress": {
+                "step": p.step,
+                "elapsed": p.elapsed,
+                "best_val_loss": p.best_val_loss,
+                "evals_without_improvement": p.evals_without_improvement,
+                "lr_scale": p.lr_scale,
+            },
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+        self.batches.load_state_dict(state["batches"])
+        hidden = state_from_list(state["hidden"], self.model.config.cell)
+        if hidden is not None and _state_batch(hidden) != self.batches.layout.batch_size:
+            hidden = None  # a different batch layout cannot continue the old streams
+        self.hidden = None if hidden is None else state_to(hidden, self.device)
+        restore_rng_state(state["rng"])
+        p = state["progress"]
+        self.progress = _Progress(
+            step=int(p["step"]),
+            elapsed=float(p["elapsed"]),
+            best_val_loss=p["best_val_loss"],
+            evals_without_improvement=int(p["evals_without_improvement"]),
+            lr_scale=float(p["lr_scale"]),
+        )
+
+    # -- the loop --------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Finish the current step, then return from ``fit`` with status "interrupted"."""
+        self._stop_requested = True
+
+    def _autocast(self):
+        if self.amp_dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _emit(self, event: str, *args) -> None:
+        for callback in self.callbacks:
+            getattr(callback, event)(self, *args)
+
+    def train_step(self) -> StepStats:
+        started = time.perf_counter()
+        x, y, new_epoch = self.batches.next_window()
+        if new_epoch:
+            self.hidden = None  # the streams start over from the top of the text
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        lr = self.learning_rate()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.forward_model.train()
+        with self._autocast():
+            _, loss, hidden = self.forward_model(x, self.hidden, y)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(
+                f"the loss became {loss_value} at step {self.progress.step + 1}; no checkpoint "
+                "was written for it. Resume from the last checkpoint with a lower --lr "
+                "or a smaller --grad-clip"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        clip = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).item()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.hidden = detach_state(hidden)
+        seconds = time.perf_counter() - started
+        self.progress.step += 1
+        self.progress.elapsed += seconds
+        return StepStats(
+            step=self.progress.step,
+            epoch=self.batches.epoch,
+            loss=loss_value,
+            lr=lr,
+            grad_norm=grad_norm,
+            chars=x.numel() * self.world_size,
+            seconds=seconds,
+            elapsed=self.progress.elapsed,
+            progress=self.budget_fraction(),
+        )
+
+    def _budget_spent(self) -> str | None:
+        c = self.config
+        if c.max_steps is not None and self.progress.step >= c.max_steps:
+            return "finished"
+        if c.minutes is not None and self.progress.elapsed >= c.minutes * 60:
+            return "time"
+        return None
+
+    def fit(self) -> FitResult:
+        """Train until the step or time budget is spent, early stopping, or ``request_stop``."""
+        if self.config.max_steps is None and self.config.minutes is None:
+            raise ConfigError("give a budget: --max-steps, --epochs or --minutes")
+        self._stop_requested = False
+        status = self._budget_spent()
+        while status is None:
+            stats = self.train_step()
+            self._emit("on_step", stats)
+            improved = False
+            step = self.progress.step
+            status = self._budget_spent()
+            if self.val_ids is not None and (step % self.config.eval_every == 0 or status):
+                eval_stats = self.evaluate_and_track()
+                improved = eval_stats.improved
+                self._emit("on_eval", eval_stats)
+                if improved:
+                    self._emit("on_checkpoint", True)
+                if self.config.patience and (
+                    self.progress.evals_without_improvement >= self.config.patience
+                ):
+                    status = status or "early_stop"
+            periodic = self.config.checkpoint_every or self.config.eval_every
+            if self._stop_requested:
+                status = "interrupted"
+            if status or step % periodic == 0:
+                self._emit("on_checkpoint", False)
+        return FitResult(status, self.progress.step, self.progress.best_val_loss)
+
+    def evaluate_and_track(self) -> EvalStats:
+        started = time.perf_counter()
+        val_loss = self.evaluate(self.val_ids)
+        p = self.progress
+        improved = p.best_val_loss is None or val_loss < p.best_val_loss
+        if improved:
+            p.best_val_loss = val_loss
+            p.evals_without_improvement = 0
+        else:
+            p.evals_without_improvement += 1
+            if self.config.schedule == "plateau":
+                p.lr_scale *= 0.5
+        return EvalStats(self.progress.step, val_loss, improved, time.perf_counter() - started)
+
+    @torch.no_grad()
+    def evaluate(self, ids: np.ndarray) -> float:
+        return evaluate(self.model, ids, self.device, self.config.batch_size, self.config.seq_len)
+
+
+def _state_batch(state: State) -> int:
+    return (state[0] if isinstance(state, tuple) else state).shape[1]
+
+
+@torch.no_grad()
+def evaluate(
+    model: CharRNN,
+    ids: np.ndarray,
+    device: torch.device,
+    batch_size: int = 64,
+    seq_len: int = 256,
+) -> float:
+    """Mean cross-entropy in nats per character of ``ids`` under ``model``, state carried."""
+    was_training = model.training
+    model.eval()
+    total, count, state = 0.0, 0, None
+    for x, y in eval_windows(ids, batch_size, seq_len):
+        x, y = x.to(device), y.to(device)
+        _, loss, state = model(x, state, y)
+        total += loss.item() * y.numel()
+        count += y.numel()
+    model.train(was_training)
+    return total / max(count, 1)
