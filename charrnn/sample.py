@@ -113,6 +113,8 @@ class StopMatcher:
 
     def feed(self, text: str) -> str:
         """Text that is safe to emit now; sets ``stopped`` once a stop string completes."""
+        if self.stopped:
+            return ""
         if not self.stops:
             return text
         self.pending += text

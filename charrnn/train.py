@@ -317,9 +317,12 @@ class Trainer:
         if self.config.max_steps is None and self.config.minutes is None:
             raise ConfigError("give a budget: --max-steps, --epochs or --minutes")
         self._stop_requested = False
+        # The time budget is wall time (steps, evaluations and checkpoints alike), across resumes.
+        fit_started, elapsed_before = time.perf_counter(), self.progress.elapsed
         status = self._budget_spent()
         while status is None:
             stats = self.train_step()
+            self.progress.elapsed = stats.elapsed = elapsed_before + time.perf_counter() - fit_started
             self._emit("on_step", stats)
             improved = False
             step = self.progress.step
@@ -330,6 +333,7 @@ class Trainer:
                 self._emit("on_eval", eval_stats)
                 if improved:
                     self._emit("on_checkpoint", True)
+                self.progress.elapsed = elapsed_before + time.perf_counter() - fit_started
                 if self.config.patience and (
                     self.progress.evals_without_improvement >= self.config.patience
                 ):

@@ -1,0 +1,74 @@
+"""Shared fixtures: small real corpora and one small real trained run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CORPORA = Path(os.environ.get("CHARRNN_SHARED_CORPORA", REPO.parent / "shared" / "corpora"))
+
+# A small text with structure a tiny model learns in seconds, plus brackets (rich markup
+# characters) and non-ASCII, so that raw output and Unicode are exercised everywhere.
+VERSE = (
+    "[ROMEO] O, she doth teach the torches to burn bright!\n"
+    "[JULIET] Good night, good night! parting is such sweet sorrow.\n"
+    "[MERCUTIO] A plague o' both your houses! — café, naïve, 東京.\n"
+)
+
+
+def small_text(repeats: int = 120) -> str:
+    return "".join(f"{i % 7} " + VERSE for i in range(repeats))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_corpora(tmp_path, monkeypatch):
+    """Named corpora resolve from ../shared/corpora; relative outputs land in tmp_path."""
+    if SHARED_CORPORA.is_dir():
+        monkeypatch.setenv("CHARRNN_CORPORA", str(SHARED_CORPORA))
+    else:
+        monkeypatch.delenv("CHARRNN_CORPORA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DEBUG", raising=False)
+
+
+@pytest.fixture
+def text_file(tmp_path) -> Path:
+    path = tmp_path / "verse.txt"
+    path.write_text(small_text(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def shakespeare() -> Path:
+    path = SHARED_CORPORA / "tinyshakespeare.txt"
+    if not path.is_file():
+        pytest.skip(f"{path} is not present")
+    return path
+
+
+TINY_MODEL = {"layers": 2, "hidden": 32, "embed": 16, "dropout": 0.0}
+TINY_TRAIN = {"batch_size": 8, "seq_len": 32, "lr": 5e-3, "warmup_steps": 5, "eval_every": 20}
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """One real training run (tiny model, a few seconds) shared by the sampling/CLI tests."""
+    from charrnn.runs import RunRequest, prepare_run, train_run
+
+    root = tmp_path_factory.mktemp("trained")
+    corpus = root / "verse.txt"
+    corpus.write_text(small_text(), encoding="utf-8")
+    run = prepare_run(
+        RunRequest(
+            sources=[str(corpus)],
+            out=root / "run",
+            model=dict(TINY_MODEL),
+            train={**TINY_TRAIN, "max_steps": 400, "lr": 1e-2, "eval_every": 100},
+            device="cpu",
+        )
+    )
+    train_run(run)
+    return root / "run"

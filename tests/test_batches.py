@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import torch
+
+from charrnn.batches import StreamBatches, eval_windows, plan_layout
+from charrnn.errors import CorpusError
+
+
+def test_row_of_next_window_continues_row_of_previous_window():
+    ids = np.arange(1000, dtype=np.int64)
+    batches = StreamBatches(ids, batch_size=4, seq_len=10)
+    previous_x, previous_y, starts = batches.next_window()
+    assert starts
+    for _ in range(len(batches) - 1):
+        x, y, starts = batches.next_window()
+        assert not starts
+        # Each row picks up exactly where it left off.
+        assert torch.equal(x[:, 0], previous_x[:, -1] + 1)
+        assert torch.equal(y, x + 1)  # targets are the next character
+        previous_x = x
+    # After the last window a new epoch starts from the top again.
+    x, _, starts = batches.next_window()
+    assert starts and batches.epoch == 1
+    assert x[0, 0].item() == 0
+
+
+def test_rows_are_disjoint_contiguous_streams():
+    ids = np.arange(401, dtype=np.int64)
+    batches = StreamBatches(ids, batch_size=4, seq_len=10)
+    windows = [batches.next_window()[0] for _ in range(len(batches))]
+    rows = torch.cat(windows, dim=1)
+    assert batches.layout.row_length == 100
+    for r in range(4):
+        assert rows[r].tolist() == list(range(100 * r, 100 * r + 100))
+
+
+def test_short_text_shrinks_the_batch():
+    layout = plan_layout(num_ids=50, batch_size=64, seq_len=16)
+    assert layout.batch_size == 3  # 49 usable characters hold three rows of 16
+    assert layout.windows >= 1
+
+
+def test_text_shorter_than_one_window_is_a_clear_error():
+    with pytest.raises(CorpusError, match="too few for one window"):
+        plan_layout(num_ids=10, batch_size=4, seq_len=16)
+
+
+def test_ranks_take_disjoint_rows_and_equal_steps():
+    ids = np.arange(10_001, dtype=np.int64)
+    first = StreamBatches(ids, batch_size=2, seq_len=8, rank=0, world_size=2)
+    second = StreamBatches(ids, batch_size=2, seq_len=8, rank=1, world_size=2)
+    assert len(first) == len(second)
+    x0, _, _ = first.next_window()
+    x1, _, _ = second.next_window()
+    assert set(x0.flatten().tolist()).isdisjoint(x1.flatten().tolist())
+    assert x1[0, 0].item() == 2 * first.layout.row_length
+
+
+def test_cursor_round_trips():
+    ids = np.arange(2000, dtype=np.int64)
+    a = StreamBatches(ids, batch_size=4, seq_len=10)
+    for _ in range(7):
+        a.next_window()
+    b = StreamBatches(ids, batch_size=4, seq_len=10)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.next_window()[0], b.next_window()[0])
+
+
+def test_eval_windows_cover_every_row_character_once():
+    ids = np.arange(103, dtype=np.int64)
+    seen = torch.cat([y for _, y in eval_windows(ids, batch_size=4, seq_len=8)], dim=1)
+    assert seen.numel() == 100  # 102 usable targets, 25 per row
+    assert sorted(seen.flatten().tolist()) == list(range(1, 101))

@@ -1,0 +1,147 @@
+import hashlib
+import io
+import tarfile
+
+import numpy as np
+import pytest
+
+from charrnn import catalog
+from charrnn.corpus import Sources, load_corpus, resolve_sources
+from charrnn.errors import CorpusError, DownloadError, VocabError
+from charrnn.vocab import Vocab
+
+
+def test_invalid_utf8_names_file_and_byte_offset(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"hello world\n" * 3 + b"\xff\xfe oops")
+    with pytest.raises(CorpusError, match=r"bad.txt: not valid utf-8 at byte 36"):
+        load_corpus(resolve_sources([str(path)]))
+
+
+def test_invalid_byte_offset_across_chunk_boundary(tmp_path, monkeypatch):
+    monkeypatch.setattr("charrnn.corpus.CHUNK_BYTES", 6)  # splits the two bytes of é
+    path = tmp_path / "bad.txt"
+    path.write_bytes("abcdeé".encode() + b"xyz\xc3" + b"(")  # lead byte 10 lacks its continuation
+    with pytest.raises(CorpusError, match="at byte 10"):
+        load_corpus(resolve_sources([str(path)]))
+
+
+def test_other_encodings_with_option(tmp_path):
+    path = tmp_path / "latin.txt"
+    path.write_bytes("café crème\n".encode("latin-1") * 20)
+    corpus = load_corpus(resolve_sources([str(path)]), encoding="latin-1", val_frac=0)
+    assert "é" in corpus.vocab.chars
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"", "file is empty"), (b"\x00\x01\x02binary\x00", "binary")],
+)
+def test_empty_and_binary_files_are_refused(tmp_path, content, message):
+    path = tmp_path / "f.bin"
+    path.write_bytes(content)
+    with pytest.raises(CorpusError, match=message):
+        resolve_sources([str(path)])
+
+
+def test_directory_expands_to_its_text_files_in_order(tmp_path):
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "b.txt").write_text("bbbb\n")
+    (tmp_path / "d" / "sub" / "a.txt").write_text("aaaa\n")
+    (tmp_path / "d" / "img.bin").write_bytes(b"\x00\x00")
+    (tmp_path / "d" / ".hidden").write_text("secret\n")
+    sources = resolve_sources([str(tmp_path / "d")])
+    assert [p.name for p in sources.train] == ["b.txt", "a.txt"]
+
+
+def test_directory_without_text_is_refused(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.bin").write_bytes(b"\x00abc")
+    with pytest.raises(CorpusError, match="no non-empty text files"):
+        resolve_sources([str(tmp_path / "d")])
+
+
+def test_missing_path_is_refused(tmp_path):
+    with pytest.raises(CorpusError, match="no such file"):
+        resolve_sources([str(tmp_path / "nope.txt")])
+
+
+def test_split_is_last_val_frac_like_nanogpt(text_file):
+    corpus = load_corpus(resolve_sources([str(text_file)]), val_frac=0.1)
+    n = corpus.num_chars
+    assert len(corpus.train) == int(n * 0.9)
+    ids = corpus.vocab.encode(text_file.read_text(encoding="utf-8"))
+    assert np.array_equal(np.concatenate([corpus.train, corpus.val]), ids)
+
+
+def test_val_file_replaces_the_split(text_file, tmp_path):
+    val = tmp_path / "val.txt"
+    val.write_text("[ROMEO] good night\n" * 3, encoding="utf-8")
+    corpus = load_corpus(resolve_sources([str(text_file)], [str(val)]), val_frac=0.1)
+    assert len(corpus.val) == len(val.read_text(encoding="utf-8"))
+    assert len(corpus.train) == len(text_file.read_text(encoding="utf-8"))
+
+
+def test_given_vocabulary_must_cover_the_text(text_file):
+    with pytest.raises(VocabError, match="not in the checkpoint's vocabulary"):
+        load_corpus(Sources((text_file,)), vocab=Vocab.from_text("abc"))
+    grown = load_corpus(Sources((text_file,)), vocab=Vocab.from_text("abc"), extend_vocab=True)
+    assert grown.vocab.chars[:3] == ("a", "b", "c")
+
+
+def test_stdlib_corpus_is_built_on_demand_and_deterministic(tmp_path):
+    first = catalog.build_stdlib_corpus(tmp_path / "one.txt")
+    second = catalog.build_stdlib_corpus(tmp_path / "two.txt")
+    assert first.stat().st_size > 1_000_000
+    assert first.read_bytes() == second.read_bytes()
+    sources = resolve_sources(["stdlib"])
+    assert sources.train[0].name.startswith("stdlib-python")
+
+
+def test_named_corpus_resolves_from_the_corpora_directory(shakespeare):
+    sources = resolve_sources(["tinyshakespeare"])
+    assert sources.train[0].resolve() == shakespeare.resolve()
+
+
+def test_ptb_brings_its_own_validation_split():
+    from tests.conftest import SHARED_CORPORA
+
+    if not (SHARED_CORPORA / "ptb.char.valid.txt").is_file():
+        pytest.skip("PTB not present")
+    sources = resolve_sources(["ptb-char"])
+    assert sources.train[0].name == "ptb.char.train.txt"
+    assert sources.val[0].name == "ptb.char.valid.txt"
+
+
+def test_named_corpus_missing_says_how_to_fetch(monkeypatch, tmp_path):
+    monkeypatch.setenv("CHARRNN_CORPORA", str(tmp_path / "empty"))
+    with pytest.raises(CorpusError, match="charrnn corpus fetch tinyshakespeare"):
+        resolve_sources(["tinyshakespeare"])
+
+
+def _fake_entry(monkeypatch, tmp_path, payload: bytes, sha: str):
+    archive = tmp_path / "remote.tgz"
+    with tarfile.open(archive, "w:gz") as tf:
+        info = tarfile.TarInfo("simple/data/train.txt")
+        info.size = len(payload)
+        tf.addfile(info, io.BytesIO(payload))
+    remote = catalog.RemoteFile("fake.train.txt", archive.as_uri(), sha, "data/train.txt")
+    entry = catalog.CatalogEntry("fake", "a test corpus", remote)
+    monkeypatch.setitem(catalog.CATALOG, "fake", entry)
+
+
+def test_fetch_downloads_extracts_and_checks_sha256(monkeypatch, tmp_path):
+    payload = b"some text to train on\n" * 50
+    _fake_entry(monkeypatch, tmp_path, payload, hashlib.sha256(payload).hexdigest())
+    monkeypatch.setenv("CHARRNN_CORPORA", "")
+    found = catalog.fetch("fake")
+    assert found.train.read_bytes() == payload
+    assert resolve_sources(["fake"]).train[0].resolve() == found.train.resolve()
+
+
+def test_fetch_refuses_a_checksum_mismatch(monkeypatch, tmp_path):
+    _fake_entry(monkeypatch, tmp_path, b"tampered\n", "0" * 64)
+    monkeypatch.setenv("CHARRNN_CORPORA", "")
+    with pytest.raises(DownloadError, match="does not match"):
+        catalog.fetch("fake")
+    assert not (catalog.DEFAULT_CORPORA_DIR / "fake.train.txt").exists()
