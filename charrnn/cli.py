@@ -211,6 +211,11 @@ def sample(
     temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature; 0 = greedy.")] = 0.8,
     top_k: Annotated[int, typer.Option(min=0, help="Sample only among the k most likely characters; 0 = off.")] = 0,
     top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling mass; 1 = off.")] = 1.0,
+    min_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Drop characters less likely than this fraction of the most likely one; 0 = off.")] = 0.0,
+    repetition_penalty: Annotated[float, typer.Option(min=0.0, help="Above 1, characters seen in the last --repetition-window become less likely; 1 = off.")] = 1.0,
+    repetition_window: Annotated[int, typer.Option(min=1, help="Recent characters (prime included) the repetition penalty looks at.")] = 64,
+    beam: Annotated[int, typer.Option(min=0, help="Beam search with this many beams instead of sampling: the most likely continuation, deterministic; good for short completions, repetitive on long ones. 0 = sample.")] = 0,
+    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Prompt loop: each line you type is continued; /help lists commands (/temp, /len, ...), /quit or EOF ends.")] = False,
     prime: Annotated[str, typer.Option(help="Text to condition on first (printed before the sample).")] = "",
     seed: Annotated[Optional[int], typer.Option(help="Random seed: same seed, same text. \\[default: random, reported]")] = None,
     num_samples: Annotated[int, typer.Option(min=1, help="Samples to make, generated together in one batch.")] = 1,
@@ -229,6 +234,9 @@ def sample(
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
+        min_p=min_p,
+        repetition_penalty=repetition_penalty,
+        repetition_window=repetition_window,
         prime=prime,
         seed=seed,
         num_samples=num_samples,
@@ -237,7 +245,17 @@ def sample(
     )
     target = resolve_device(device.value)
     model, vocab, _ = load_model(checkpoint, "best" if best else "last", device.value)
+    if beam and interactive:
+        from charrnn.errors import ConfigError
+
+        raise ConfigError("--beam and --interactive cannot be combined")
+    if beam:
+        _sample_beam(model, vocab, config, beam, target)
+        return
     err.print(f"seed {config.seed}", markup=False)
+    if interactive:
+        _sample_interactive(model, vocab, config, target)
+        return
     started = time.perf_counter()
     produced = 0
     if num_samples == 1:
@@ -258,6 +276,56 @@ def sample(
             produced += len(text)
     seconds = time.perf_counter() - started
     err.print(f"{produced} characters in {seconds:.2f} s ({produced / max(seconds, 1e-9):,.0f} chars/s)", markup=False)
+
+
+def _sample_beam(model, vocab, config, width: int, target) -> None:
+    from charrnn.beam import BeamConfig, beam_search
+    from charrnn.errors import ConfigError
+
+    if config.num_samples > width:
+        raise ConfigError(f"--num-samples {config.num_samples} is more than the {width} beams kept")
+    beams = beam_search(
+        model,
+        vocab,
+        BeamConfig(
+            width=width,
+            length=config.length,
+            prime=config.prime,
+            unknown=config.unknown,
+            stop=config.stop,
+            repetition_penalty=config.repetition_penalty,
+            repetition_window=config.repetition_window,
+        ),
+        target,
+    )
+    for i, found in enumerate(beams[: config.num_samples], 1):
+        if config.num_samples > 1:
+            err.print(f"--- beam {i}/{config.num_samples}: log-probability {found.log_prob:.3f} ---", markup=False)
+        sys.stdout.write(config.prime + found.text + "\n")
+        sys.stdout.flush()
+
+
+def _sample_interactive(model, vocab, config, target) -> None:
+    from charrnn.interactive import HELP, InteractiveIO, InteractiveSession
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    def prompt() -> None:
+        sys.stderr.write("> ")
+        sys.stderr.flush()
+
+    err.print(HELP, markup=False)
+    io = InteractiveIO(
+        read_line=sys.stdin.readline,
+        write=write,
+        tell=lambda line: err.print(line, markup=False),
+        prompt=prompt,
+    )
+    replies = InteractiveSession(model, vocab, config, target).run(io)
+    sys.stderr.write("\n")
+    err.print(f"{replies} replies", markup=False)
 
 
 # ----------------------------------------------------------------------------- info, eval

@@ -11,6 +11,7 @@ import torch
 
 from charrnn.errors import ConfigError, VocabError
 from charrnn.model import CharRNN
+from charrnn.stepper import make_stepper
 from charrnn.vocab import Vocab
 
 
@@ -20,11 +21,15 @@ class SampleConfig:
     temperature: float = 1.0  # 0 = greedy (always the most likely character; seed irrelevant)
     top_k: int = 0  # keep only the k most likely characters; 0 = off
     top_p: float = 1.0  # keep the smallest set with this much probability; 1 = off
+    min_p: float = 0.0  # drop characters less likely than min_p x the most likely one; 0 = off
+    repetition_penalty: float = 1.0  # > 1 discourages characters seen recently; 1 = off
+    repetition_window: int = 64  # how many recent characters (prime included) the penalty sees
     prime: str = ""
     seed: int | None = None  # None = draw one (and report it, so the text can be made again)
     num_samples: int = 1
     stop: tuple[str, ...] = ()  # a sample ends at the first of these (not included)
     unknown: str = "error"  # prime characters outside the vocabulary: "error" or "skip"
+    engine: str = "auto"  # "fast", "eager" (the model's own forward) or "auto"; see charrnn.stepper
 
     def __post_init__(self) -> None:
         checks = [
@@ -32,9 +37,13 @@ class SampleConfig:
             (self.temperature >= 0, "--temperature must be >= 0 (0 means greedy)"),
             (self.top_k >= 0, "--top-k must be >= 0 (0 turns it off)"),
             (0 < self.top_p <= 1, "--top-p must be in (0, 1]"),
+            (0 <= self.min_p <= 1, "--min-p must be in [0, 1] (0 turns it off)"),
+            (self.repetition_penalty > 0, "--repetition-penalty must be > 0 (1 turns it off)"),
+            (self.repetition_window >= 1, "--repetition-window must be at least 1"),
             (self.num_samples >= 1, "--num-samples must be at least 1"),
             (all(self.stop), "--stop strings must not be empty"),
             (self.unknown in ("error", "skip"), "--unknown must be 'error' or 'skip'"),
+            (self.engine in ("auto", "fast", "eager"), "--engine must be auto, fast or eager"),
         ]
         for ok, message in checks:
             if not ok:
@@ -43,8 +52,25 @@ class SampleConfig:
             self.seed = secrets.randbelow(2**31)
 
 
-def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Set to -inf every logit outside the top-k and outside the top-p nucleus."""
+def penalize_repetition(logits: torch.Tensor, history: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL's repetition penalty (Keskar et al. 2019), as in transformers and llama.cpp: the
+    logit of every id in ``history`` (N, L) is divided by ``penalty`` when positive and
+    multiplied when negative, so a penalised character always becomes less likely."""
+    if penalty == 1.0 or history.numel() == 0:
+        return logits
+    seen = torch.gather(logits, -1, history)
+    seen = torch.where(seen > 0, seen / penalty, seen * penalty)
+    # scatter (not add): an id repeated in the history is penalised once, not once per time.
+    return logits.scatter(-1, history, seen)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float, min_p: float = 0.0) -> torch.Tensor:
+    """Set to -inf every logit outside the top-k, outside the top-p nucleus, and below min-p."""
+    if min_p > 0:
+        # min-p (Nguyen et al. 2024): the cut-off scales with the model's confidence.
+        probs = torch.softmax(logits, dim=-1)
+        floor = min_p * probs.max(dim=-1, keepdim=True).values
+        logits = logits.masked_fill(probs < floor, float("-inf"))
     if top_k and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -58,13 +84,33 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
-def choose(logits: torch.Tensor, config: SampleConfig, generator: torch.Generator) -> torch.Tensor:
-    """Next ids (N,) from logits (N, V)."""
+def choose(
+    logits: torch.Tensor,
+    config: SampleConfig,
+    generator: torch.Generator,
+    history: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Next ids (N,) from logits (N, V); ``history`` (N, L) holds the recent ids that the
+    repetition penalty applies to (keep it with ``remember``)."""
+    logits = logits.float()
+    if history is not None:
+        logits = penalize_repetition(logits, history, config.repetition_penalty)
     if config.temperature == 0:
         return logits.argmax(dim=-1)
-    logits = filter_logits(logits.float() / config.temperature, config.top_k, config.top_p)
+    logits = filter_logits(logits / config.temperature, config.top_k, config.top_p, config.min_p)
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def remember(history: torch.Tensor | None, next_ids: torch.Tensor, config: SampleConfig) -> torch.Tensor | None:
+    """``history`` with ``next_ids`` appended, cut to the penalty's window; None when the
+    penalty is off, so that sampling without it does no extra work."""
+    if config.repetition_penalty == 1.0:
+        return None
+    new = next_ids.unsqueeze(-1)
+    if history is None:
+        return new
+    return torch.cat([history, new], dim=-1)[..., -config.repetition_window :]
 
 
 def prime_ids(vocab: Vocab, config: SampleConfig) -> list[int]:
@@ -80,27 +126,32 @@ def generate_ids(
 ) -> Iterator[torch.Tensor]:
     """Yield the next id of every sample, (num_samples,) at a time, ``config.length`` times."""
     model.eval()
+    stepper = make_stepper(model, config.engine)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     n = config.num_samples
     ids = prime_ids(vocab, config)
     state = None
+    history = None
     if ids:
         prompt = torch.tensor(ids, device=device).unsqueeze(0).expand(n, -1)
-        logits, _, state = model(prompt, state)
-        next_ids = choose(logits[:, -1], config, generator)
+        if config.repetition_penalty != 1.0:
+            history = prompt[:, -config.repetition_window :]
+        logits, state = stepper.prime(prompt)
+        next_ids = choose(logits, config, generator, history)
     elif "\n" in vocab.chars:
         # No prime: start as if at the beginning of a line (the newline is not output).
         newline = torch.full((n, 1), vocab.chars.index("\n"), device=device)
-        logits, _, state = model(newline, state)
-        next_ids = choose(logits[:, -1], config, generator)
+        logits, state = stepper.prime(newline)
+        next_ids = choose(logits, config, generator)
     else:
         next_ids = torch.randint(len(vocab), (n,), generator=generator, device=device)
     for produced in range(config.length):
         yield next_ids
         if produced + 1 == config.length:
             return
-        logits, _, state = model(next_ids.unsqueeze(1), state)
-        next_ids = choose(logits[:, -1], config, generator)
+        history = remember(history, next_ids, config)
+        logits, state = stepper.step(next_ids, state)
+        next_ids = choose(logits, config, generator, history)
 
 
 class StopMatcher:
