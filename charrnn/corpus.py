@@ -15,6 +15,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from charrnn import cache
 from charrnn.catalog import resolve_corpus_name
 from charrnn.errors import CorpusError, VocabError
 from charrnn.vocab import Vocab, codepoints, describe_chars
@@ -136,17 +137,34 @@ def iter_codepoint_chunks(path: Path, encoding: str = "utf-8") -> Iterator[np.nd
 
 
 def collect_codepoints(files: Sequence[Path], encoding: str) -> np.ndarray:
-    """The distinct code points of all ``files``."""
-    seen = np.zeros(0, dtype=np.uint32)
+    """The distinct code points of all ``files`` (cached, see ``charrnn.cache``)."""
+    key = cache.cache_key(kind="codepoints", **cache.files_material(files, encoding))
+    return np.asarray(
+        cache.cached_array("codepoints", key, np.uint32, lambda: iter([_distinct(files, encoding)]))
+    )
+
+
+def _distinct(files: Sequence[Path], encoding: str) -> np.ndarray:
+    # A presence table indexed by code point is O(n); np.unique sorts every chunk.
+    present = np.zeros(0x110000, dtype=bool)
     for path in files:
         for chunk in iter_codepoint_chunks(path, encoding):
-            seen = np.union1d(seen, np.unique(chunk))
-    return seen
+            present[chunk] = True
+    return np.flatnonzero(present).astype(np.uint32)
 
 
 def encode_files(files: Sequence[Path], vocab: Vocab, encoding: str) -> np.ndarray:
-    """All ``files`` concatenated and encoded with ``vocab``; unknown characters are an error."""
-    parts: list[np.ndarray] = []
+    """All ``files`` concatenated and encoded with ``vocab``; unknown characters are an error.
+
+    The result is memory-mapped from the encoded-corpus cache (``charrnn.cache``) when the
+    cache directory is writable, so that its size costs page cache, not process memory."""
+    key = cache.cache_key(
+        kind="ids", vocab=list(vocab.chars), **cache.files_material(files, encoding)
+    )
+    return cache.cached_array("ids", key, vocab.id_dtype, lambda: _encoded_chunks(files, vocab, encoding))
+
+
+def _encoded_chunks(files: Sequence[Path], vocab: Vocab, encoding: str) -> Iterator[np.ndarray]:
     for path in files:
         for chunk in iter_codepoint_chunks(path, encoding):
             ids = vocab.ids_of_codepoints(chunk)
@@ -156,10 +174,7 @@ def encode_files(files: Sequence[Path], vocab: Vocab, encoding: str) -> np.ndarr
                     f"{describe_chars(vocab.missing(chunk))} "
                     "(train a new model, or pass --extend-vocab to fine-tune with them)"
                 )
-            parts.append(ids.astype(vocab.id_dtype))
-    if not parts:
-        return np.zeros(0, dtype=vocab.id_dtype)
-    return np.concatenate(parts)
+            yield ids.astype(vocab.id_dtype)
 
 
 def load_corpus(

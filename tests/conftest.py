@@ -31,6 +31,7 @@ def _isolated_corpora(tmp_path, monkeypatch):
     else:
         monkeypatch.delenv("CHARRNN_CORPORA", raising=False)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHARRNN_CACHE", str(tmp_path / "cache"))  # encoded corpora, per test
     monkeypatch.delenv("DEBUG", raising=False)
 
 
@@ -59,6 +60,7 @@ def trained_run(tmp_path_factory) -> Path:
     from charrnn.runs import RunRequest, prepare_run, train_run
 
     root = tmp_path_factory.mktemp("trained")
+    os.environ.setdefault("CHARRNN_CACHE", str(root / "cache"))  # never the user's cache
     corpus = root / "verse.txt"
     corpus.write_text(small_text(), encoding="utf-8")
     run = prepare_run(
