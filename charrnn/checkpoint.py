@@ -47,24 +47,44 @@ def encode(payload: dict) -> bytes:
 
 def save(payload: dict, path: Path) -> None:
     """Write ``payload`` to ``path`` atomically; on any failure the old file is untouched."""
+    atomic_write(Path(path), encode(payload), what="checkpoint")
+
+
+def atomic_write(path: Path, data: bytes, what: str = "file") -> None:
+    """Replace ``path`` with ``data`` so that a crash at any moment leaves the old content or
+    the new, never a torn file; the temporary file never outlives a failure or an interrupt."""
     path = Path(path)
-    data = encode(payload)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX)
     except OSError as exc:
-        raise CheckpointError(f"cannot write a checkpoint in {path.parent}: {exc.strerror}") from None
+        raise CheckpointError(f"cannot write a {what} in {path.parent}: {exc.strerror}") from None
     try:
+        # mkstemp creates 0600; a checkpoint should be as readable as any other file the user makes.
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_directory(path.parent)
-    except OSError as exc:
+    except BaseException as exc:
+        # BaseException too: a second Ctrl-C (KeyboardInterrupt) mid-write must not leave debris.
         Path(tmp).unlink(missing_ok=True)
-        raise CheckpointError(
-            f"could not save checkpoint {path}: {exc.strerror}; the previous checkpoint is intact"
-        ) from None
+        if isinstance(exc, OSError):
+            raise CheckpointError(
+                f"could not save {what} {path}: {exc.strerror}; the previous {what} is intact"
+            ) from None
+        raise
+
+
+def _read_umask() -> int:
+    # Read once at import: os.umask can only be read by setting it, which races with threads.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -98,7 +118,12 @@ def resolve(path: Path, which: str = "last") -> Path:
             raise CheckpointError(f"{path}: run directory has no {candidate.name}")
         return candidate
     if not path.exists():
+        if path.is_symlink():
+            raise CheckpointError(f"{path}: broken symbolic link (its target does not exist)")
         raise CheckpointError(f"{path}: no such checkpoint file or run directory")
+    if not path.is_file():
+        # A FIFO or device would block or stream forever; a checkpoint is always a regular file.
+        raise CheckpointError(f"{path}: not a regular file, so not a checkpoint")
     return path
 
 

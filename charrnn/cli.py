@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -113,6 +114,7 @@ def train(
     encoding: Annotated[Optional[str], typer.Option(help="Text encoding of the files. \\[default: utf-8]", rich_help_panel=DATA)] = None,
     device: Annotated[DeviceChoice, typer.Option(help="Where to train.", rich_help_panel=RUN)] = DeviceChoice.auto,
     precision: Annotated[Optional[Precision], typer.Option(help="auto = fp16 autocast on CUDA, fp32 on CPU.", rich_help_panel=RUN)] = None,
+    deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--no-deterministic", help="Deterministic kernels everywhere, so a resumed run matches an unstopped one bit-for-bit on CUDA too (CPU runs already do). \\[default: off]", show_default=False, rich_help_panel=RUN)] = None,
 ) -> None:
     """Train a model on text files; checkpoints and metrics go to a run directory."""
     from charrnn.runs import RunRequest, prepare_run, train_run
@@ -152,6 +154,7 @@ def train(
             "patience": patience,
             "seed": seed,
             "precision": precision.value if precision else None,
+            "deterministic": deterministic,
         },
         epochs=epochs,
         device=device.value,
@@ -180,7 +183,13 @@ def train(
     )
     err.print(f"run directory: {run.directory}", markup=False)
     started = time.perf_counter()
-    with TrainingDisplay(err) as display, graceful_stop(lambda signum: run.trainer.request_stop()):
+    def stop_after_this_step(signum: int) -> None:
+        run.trainer.request_stop()
+        # os.write, not print: the handler may interrupt a write to stderr, and re-entering the
+        # buffered stream from here would raise.
+        os.write(2, b"\nstopping after this step to save a checkpoint (press Ctrl-C again to quit at once)\n")
+
+    with TrainingDisplay(err) as display, graceful_stop(stop_after_this_step):
         result = train_run(run, [display])
     seconds = time.perf_counter() - started
     best = "-" if result.best_val_loss is None else f"{result.best_val_loss / 0.6931471805599453:.4f}"

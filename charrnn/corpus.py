@@ -63,6 +63,9 @@ def _expand_directory(directory: Path) -> list[Path]:
 
 
 def _check_file(path: Path) -> Path:
+    if not path.is_file():
+        # Reading a FIFO, socket or device would block or never end; text lives in regular files.
+        raise CorpusError(f"{path}: not a regular file (a pipe, socket or device), so not text to train on")
     if not os.access(path, os.R_OK):
         raise CorpusError(f"{path}: permission denied")
     if path.stat().st_size == 0:
@@ -84,6 +87,8 @@ def resolve_sources(specs: Sequence[str], val_specs: Sequence[str] = ()) -> Sour
             train.extend(_expand_directory(path))
         elif path.exists():
             train.append(_check_file(path))
+        elif path.is_symlink():
+            raise CorpusError(f"{spec}: broken symbolic link (its target does not exist)")
         else:
             named = resolve_corpus_name(spec)
             if named is None:
@@ -102,6 +107,8 @@ def resolve_sources(specs: Sequence[str], val_specs: Sequence[str] = ()) -> Sour
                 val.extend(_expand_directory(path))
             elif path.exists():
                 val.append(_check_file(path))
+            elif path.is_symlink():
+                raise CorpusError(f"{spec}: broken symbolic link (its target does not exist)")
             else:
                 raise CorpusError(f"{spec}: no such validation file")
     return Sources(tuple(train), tuple(val))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from enum import Enum
 
@@ -59,6 +60,17 @@ def resolve_precision(choice: str, device: torch.device) -> torch.dtype:
             raise DeviceError("this GPU's cuDNN cannot run bf16 recurrent layers; use fp16")
         return torch.bfloat16
     return torch.float32
+
+
+def use_deterministic_algorithms(on: bool) -> None:
+    """Make every kernel deterministic (or raise where none exists), so that a run and its
+    resumed twin agree bit-for-bit on CUDA too. The CPU kernels charrnn uses already are."""
+    if on:
+        # cuBLAS is deterministic only with a fixed workspace; read when its handle is created.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = False
 
 
 def seed_everything(seed: int) -> None:

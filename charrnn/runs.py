@@ -7,6 +7,7 @@ Run directory::
         last.pt          latest state (periodic, and at the end or on interruption)
         best.pt          state at the best validation loss so far
         metrics.jsonl    one JSON object per step and per evaluation
+        samples.txt      a short sample at every evaluation, to watch the text improve
         config.json      the resolved model, training and corpus options
 """
 
@@ -24,7 +25,12 @@ import torch
 from charrnn import __version__, checkpoint
 from charrnn.batches import plan_layout
 from charrnn.corpus import Corpus, Sources, load_corpus, resolve_sources
-from charrnn.device import resolve_device, resolve_precision, seed_everything
+from charrnn.device import (
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+    use_deterministic_algorithms,
+)
 from charrnn.errors import CheckpointError, ConfigError
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.presets import DEFAULT_PRESET, PRESETS
@@ -34,6 +40,7 @@ from charrnn.vocab import Vocab
 ARCHITECTURE_KEYS = ("cell", "layers", "hidden", "embed")
 MODEL_KEYS = ARCHITECTURE_KEYS + ("dropout",)
 DEFAULT_MINUTES = 10.0
+EVAL_SAMPLE_CHARS = 200
 
 
 @dataclass
@@ -106,18 +113,29 @@ class MetricsLog(Callback):
     def __init__(self, path: Path, resume_step: int | None = None) -> None:
         self.path = path
         if resume_step is not None and path.exists():
-            # Steps after the checkpoint will be trained again: drop their old lines.
-            kept = [
-                line
-                for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and _line_step(line) <= resume_step
-            ]
-            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        self.handle = open(path, "a", encoding="utf-8")
+            # Steps after the checkpoint will be trained again: drop their old lines, and the
+            # torn last line a kill -9 may have left. Rewritten atomically: a crash now must
+            # not lose the history either.
+            kept = []
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                step = _line_step(line)
+                if step is not None and step <= resume_step:
+                    kept.append(line)
+            checkpoint.atomic_write(path, "".join(line + "\n" for line in kept).encode("utf-8"), "metrics log")
+        try:
+            self.handle = open(path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise CheckpointError(f"cannot write the metrics log {path}: {exc.strerror}") from None
 
     def _write(self, record: dict) -> None:
-        self.handle.write(json.dumps(record) + "\n")
-        self.handle.flush()
+        try:
+            self.handle.write(json.dumps(record) + "\n")
+            self.handle.flush()
+        except OSError as exc:
+            raise CheckpointError(
+                f"cannot append to the metrics log {self.path}: {exc.strerror}; "
+                "the checkpoints written so far are intact"
+            ) from None
 
     def on_step(self, trainer: Trainer, stats: StepStats) -> None:
         self._write(
@@ -151,11 +169,42 @@ class MetricsLog(Callback):
         self.handle.close()
 
 
-def _line_step(line: str) -> int:
+def _line_step(line: str) -> int | None:
+    """The step a metrics line belongs to, or None for a line that is not a whole record."""
     try:
-        return int(json.loads(line).get("step", 0))
-    except (ValueError, AttributeError):
-        return 0
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class EvalSamples(Callback):
+    """Appends a short sample to ``samples.txt`` after every evaluation. The seed is the same
+    each time, so successive samples differ only by what the model has learnt; sampling has
+    its own generator, so training's random streams (and exact resume) are untouched."""
+
+    def __init__(self, path: Path, vocab: Vocab, chars: int, seed: int, resume_step: int | None = None) -> None:
+        self.path = path
+        self.vocab = vocab
+        self.chars = chars
+        self.seed = seed
+        if resume_step is not None and path.exists():
+            self._append(f"=== resumed at step {resume_step} ===\n\n")
+
+    def _append(self, text: str) -> None:
+        try:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as exc:
+            raise CheckpointError(f"cannot append to {self.path}: {exc.strerror}") from None
+
+    def on_eval(self, trainer: Trainer, stats: EvalStats) -> None:
+        from charrnn.sample import SampleConfig, generate_batch
+
+        if self.chars <= 0:
+            return
+        config = SampleConfig(length=self.chars, temperature=0.8, seed=self.seed)
+        (text,) = generate_batch(trainer.model, self.vocab, config, trainer.device)
+        self._append(f"=== step {stats.step}, val {stats.val_bpc:.4f} bpc ===\n{text}\n\n")
 
 
 def _default_run_name(sources: Sources) -> str:
@@ -184,6 +233,8 @@ def prepare_run(request: RunRequest) -> Run:
     device = resolve_device(request.device)
     stored = None
     resumed_from = None
+    if request.extend_vocab and request.resume is None:
+        raise ConfigError("--extend-vocab fine-tunes a trained model: it needs --resume RUN")
     if request.resume is not None:
         resumed_from = checkpoint.resolve(request.resume)
         stored = checkpoint.load(resumed_from)
@@ -237,6 +288,7 @@ def prepare_run(request: RunRequest) -> Run:
     model.to(device)
     if device.type == "cuda":
         model.rnn.flatten_parameters()
+    use_deterministic_algorithms(bool(train_options.get("deterministic", False)))
     amp_dtype = resolve_precision(train_options.get("precision", "auto"), device)
     if train_config is None:
         provisional = TrainConfig(**train_options)
@@ -258,13 +310,18 @@ def prepare_run(request: RunRequest) -> Run:
         directory = resumed_from.parent
     else:
         directory = request.checkpoints_root / _default_run_name(sources)
-    if (
-        request.resume is None
-        and (directory / checkpoint.LAST).exists()
-    ):
+    continues_in_place = resumed_from is not None and _same_dir(directory, resumed_from.parent)
+    if (directory / checkpoint.LAST).exists() and not continues_in_place:
         raise ConfigError(
             f"{directory} already holds a run; continue it with --resume {directory} "
             "or choose another --out"
+        )
+    if continues_in_place and stored and len(corpus.vocab) != len(stored["vocab"]):
+        # The grown model cannot continue the old run: writing it there would replace the
+        # original model's checkpoints.
+        raise ConfigError(
+            "--extend-vocab makes a new model with a bigger vocabulary; give it its own "
+            "run directory with --out DIR (the original run is kept)"
         )
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -274,6 +331,13 @@ def prepare_run(request: RunRequest) -> Run:
     run = Run(directory, corpus, model, trainer, corpus_options, resumed_from)
     _write_config(run)
     return run
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def _extend_weights(weights: dict, model: CharRNN, old_vocab: int) -> dict:
@@ -295,17 +359,16 @@ def _write_config(run: Run) -> None:
         "corpus": run.corpus_options,
         "resumed_from": str(run.resumed_from) if run.resumed_from else None,
     }
-    try:
-        (run.directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise CheckpointError(f"cannot write to run directory {run.directory}: {exc.strerror}") from None
+    checkpoint.atomic_write(run.directory / "config.json", (json.dumps(config, indent=2) + "\n").encode("utf-8"), "run config")
 
 
-def train_run(run: Run, callbacks: list[Callback] = ()):
-    """Fit with the checkpoint writer and metrics log attached; returns the ``FitResult``."""
+def train_run(run: Run, callbacks: list[Callback] = (), sample_chars: int = EVAL_SAMPLE_CHARS):
+    """Fit with the checkpoint writer, metrics log and evaluation samples attached (0
+    ``sample_chars`` turns the samples off); returns the ``FitResult``."""
     resume_step = run.trainer.step if run.resumed_from is not None else None
     metrics = MetricsLog(run.directory / "metrics.jsonl", resume_step)
-    run.trainer.callbacks = [CheckpointWriter(run), metrics, *callbacks]
+    samples = EvalSamples(run.directory / "samples.txt", run.vocab, sample_chars, run.trainer.config.seed, resume_step)
+    run.trainer.callbacks = [CheckpointWriter(run), metrics, samples, *callbacks]
     try:
         return run.trainer.fit()
     finally:

@@ -51,6 +51,8 @@ class TrainConfig:
     patience: int = 0  # evaluations without improvement before stopping; 0 = never stop early
     seed: int = 1337
     precision: str = "auto"
+    # CPU training is reproducible as it is; this also forces deterministic CUDA kernels.
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         self.schedule = Schedule(self.schedule).value
@@ -286,6 +288,14 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         clip = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).item()
+        if not math.isfinite(grad_norm) and not self.scaler.is_enabled():
+            # Without a grad scaler (which skips such steps itself) this update would turn the
+            # weights into NaN; stop before it touches them.
+            raise TrainingDiverged(
+                f"the gradient became {grad_norm} at step {self.progress.step + 1}; no checkpoint "
+                "was written for it. Resume from the last checkpoint with a lower --lr "
+                "or a smaller --grad-clip"
+            )
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.hidden = detach_state(hidden)
@@ -332,6 +342,7 @@ class Trainer:
                 improved = eval_stats.improved
                 self._emit("on_eval", eval_stats)
                 if improved:
+                    self._check_finite()
                     self._emit("on_checkpoint", True)
                 self.progress.elapsed = elapsed_before + time.perf_counter() - fit_started
                 if self.config.patience and (
@@ -342,8 +353,19 @@ class Trainer:
             if self._stop_requested:
                 status = "interrupted"
             if status or step % periodic == 0:
+                self._check_finite()
                 self._emit("on_checkpoint", False)
         return FitResult(status, self.progress.step, self.progress.best_val_loss)
+
+    def _check_finite(self) -> None:
+        """The last guard before a checkpoint: never write NaN or infinite weights over a good one."""
+        for name, param in self.model.named_parameters():
+            if not bool(torch.isfinite(param).all()):
+                raise TrainingDiverged(
+                    f"the weights ({name}) became NaN or infinite by step {self.progress.step}; "
+                    "no checkpoint was written for it. Resume from the last checkpoint with a "
+                    "lower --lr or a smaller --grad-clip"
+                )
 
     def evaluate_and_track(self) -> EvalStats:
         started = time.perf_counter()
