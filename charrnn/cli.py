@@ -113,6 +113,7 @@ def train(
     val_frac: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Fraction of the text, at its end, held out for validation. \\[default: 0.1]", rich_help_panel=DATA)] = None,
     encoding: Annotated[Optional[str], typer.Option(help="Text encoding of the files. \\[default: utf-8]", rich_help_panel=DATA)] = None,
     device: Annotated[DeviceChoice, typer.Option(help="Where to train.", rich_help_panel=RUN)] = DeviceChoice.auto,
+    eval_sample_chars: Annotated[int, typer.Option(min=0, help="Characters of the sample written to samples.txt at each evaluation; 0 = none.", rich_help_panel=RUN)] = 200,
     precision: Annotated[Optional[Precision], typer.Option(help="auto = fp16 autocast on CUDA, fp32 on CPU.", rich_help_panel=RUN)] = None,
     deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--no-deterministic", help="Deterministic kernels everywhere, so a resumed run matches an unstopped one bit-for-bit on CUDA too (CPU runs already do). \\[default: off]", show_default=False, rich_help_panel=RUN)] = None,
 ) -> None:
@@ -190,7 +191,7 @@ def train(
         os.write(2, b"\nstopping after this step to save a checkpoint (press Ctrl-C again to quit at once)\n")
 
     with TrainingDisplay(err) as display, graceful_stop(stop_after_this_step):
-        result = train_run(run, [display])
+        result = train_run(run, [display], sample_chars=eval_sample_chars)
     seconds = time.perf_counter() - started
     best = "-" if result.best_val_loss is None else f"{result.best_val_loss / 0.6931471805599453:.4f}"
     where = run.directory / "last.pt"
@@ -418,6 +419,37 @@ def vocab(
     _, chars, _ = load_model(checkpoint, device="cpu")
     chars.save_tokenizer_json(output)
     err.print(f"wrote {output} ({len(chars)} characters)", markup=False)
+
+
+# ----------------------------------------------------------------------------- plot
+
+
+@app.command()
+@user_errors
+def plot(
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", help="Run directories (or metrics.jsonl files); several are drawn on one figure.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--out", help="PNG to write. \\[default: RUN/curves.png for one run, curves.png for several]", show_default=False)] = None,
+    terminal: Annotated[bool, typer.Option("--terminal", help="Draw the curves as text on stdout instead (no display or matplotlib needed); with --out, the PNG too.")] = False,
+    x_axis: Annotated[str, typer.Option("--x", help="Horizontal axis of the text chart: step or time.")] = "step",
+    width: Annotated[int, typer.Option(min=20, max=400, help="Text chart width in characters.")] = 72,
+    height: Annotated[int, typer.Option(min=5, max=200, help="Text chart height in lines.")] = 16,
+) -> None:
+    """Plot train and validation bits per character against steps and wall time."""
+    from charrnn.errors import ConfigError
+    from charrnn.plot import load_curves, text_chart, write_png
+
+    if x_axis not in ("step", "time"):
+        raise ConfigError("--x must be step or time")
+    curves = [load_curves(path) for path in runs]
+    if terminal:
+        sys.stdout.write(text_chart(curves, x_axis, width, height))
+        sys.stdout.flush()
+        if output is None:
+            return
+    if output is None:
+        output = runs[0] / "curves.png" if len(runs) == 1 and runs[0].is_dir() else Path("curves.png")
+    written = write_png(curves, output)
+    err.print(f"wrote {written}", markup=False)
 
 
 # ----------------------------------------------------------------------------- corpus
