@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from charrnn import __version__
-from charrnn.cli_errors import EXIT_INTERRUPTED, user_errors
+from charrnn.cli_errors import EXIT_INTERRUPTED, fail, message_for, user_errors
 from charrnn.device import DeviceChoice, Precision
 from charrnn.model import Cell
 from charrnn.presets import Preset
@@ -62,6 +62,27 @@ def _root(
 # ----------------------------------------------------------------------------- train
 
 
+def _config_file(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
+    """Eager: the file's values become the command's defaults before any option is read,
+    so the command line wins and every value goes through the option's own checks."""
+    if value is None or ctx.resilient_parsing:
+        return value
+    from charrnn.config_file import defaults_from_file
+    from charrnn.errors import CharRNNError
+
+    params = [
+        (p.name, list(p.opts), bool(getattr(p, "multiple", False) or p.nargs == -1))
+        for p in ctx.command.params
+        if p.name != "config"
+    ]
+    try:
+        ctx.default_map = {**(ctx.default_map or {}), **defaults_from_file(value, params)}
+    except CharRNNError as exc:
+        fail(*message_for(exc))
+    return value
+
+
+
 @app.command()
 @user_errors
 def train(
@@ -76,6 +97,10 @@ def train(
     resume: Annotated[
         Optional[Path],
         typer.Option(help="Continue a run: its directory (latest checkpoint) or a checkpoint file.", rich_help_panel=RUN),
+    ] = None,
+    config: Annotated[
+        Optional[Path],
+        typer.Option("--config", is_eager=True, callback=_config_file, help="Take options from a TOML file (keys are option names: batch-size = 32, paths = [\"a.txt\"]); options given here override it. A run's config.toml repeats that run.", rich_help_panel=RUN),
     ] = None,
     out_dir: Annotated[
         Optional[Path],

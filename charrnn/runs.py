@@ -9,6 +9,7 @@ Run directory::
         metrics.jsonl    one JSON object per step and per evaluation
         samples.txt      a short sample at every evaluation, to watch the text improve
         config.json      the resolved model, training and corpus options
+        config.toml      the same as options for `charrnn train --config` (repeats the run)
 """
 
 from __future__ import annotations
@@ -360,6 +361,14 @@ def _write_config(run: Run) -> None:
         "resumed_from": str(run.resumed_from) if run.resumed_from else None,
     }
     checkpoint.atomic_write(run.directory / "config.json", (json.dumps(config, indent=2) + "\n").encode("utf-8"), "run config")
+    from charrnn.config_file import resolved_options, to_toml
+
+    options = resolved_options(config["model"], config["train"], config["corpus"])
+    header = (
+        f"charrnn {__version__}: the resolved options of this run.\n"
+        "Repeat it with: charrnn train --config THIS_FILE --out NEW_DIR"
+    )
+    checkpoint.atomic_write(run.directory / "config.toml", to_toml(options, header).encode("utf-8"), "run config")
 
 
 def train_run(run: Run, callbacks: list[Callback] = (), sample_chars: int = EVAL_SAMPLE_CHARS):

@@ -1,0 +1,115 @@
+"""Options from a TOML file (``charrnn train --config FILE.toml``) and the resolved options of
+a run written back in the same form (``RUN/config.toml``), so that a run can be repeated with
+``charrnn train --config RUN/config.toml --out NEW``.
+
+Keys are the command's option names without the dashes (``batch-size`` or ``batch_size``),
+plus ``paths`` for the text to train on. The file's values become the options' defaults, so
+the command line's own type and range checks apply to them and an option given on the command
+line wins over the file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Iterable
+
+from charrnn.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read ({exc.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
+
+
+def defaults_from_file(path: Path, params: Iterable[tuple[str, list[str], bool]]) -> dict:
+    """The file's values keyed by parameter name, for a command's ``default_map``.
+
+    ``params`` is (parameter name, its option strings, whether it takes a list) per parameter.
+    Unknown keys, nested tables and values of the wrong shape are a ``ConfigError``.
+    """
+    data = read_toml(path)
+    by_key: dict[str, tuple[str, bool]] = {}
+    for name, opts, many in params:
+        for key in [name, *(o.lstrip("-") for o in opts if o.startswith("--"))]:
+            by_key[key] = (name, many)
+            by_key[key.replace("-", "_")] = (name, many)
+    defaults = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            raise ConfigError(
+                f"--config {path}: [{key}] is a table; write the options at the top level, "
+                "without sections"
+            )
+        if key not in by_key:
+            close = difflib.get_close_matches(key, sorted(by_key), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"--config {path}: unknown key '{key}'{hint}")
+        name, many = by_key[key]
+        if many:
+            value = [value] if not isinstance(value, list) else value
+            if not all(isinstance(v, (str, int, float)) for v in value):
+                raise ConfigError(f"--config {path}: '{key}' must be a list of strings")
+            value = [str(v) for v in value]
+        elif isinstance(value, list):
+            raise ConfigError(f"--config {path}: '{key}' takes one value, not a list")
+        if name in defaults:
+            raise ConfigError(f"--config {path}: '{key}' is given twice")
+        defaults[name] = value
+    return defaults
+
+
+def resolved_options(model: dict, train: dict, corpus: dict) -> dict:
+    """A run's resolved options under the command line's names, ``None`` values left out."""
+    options: dict = {"paths": list(corpus.get("train_files", []))}
+    if corpus.get("val_files"):
+        options["val-file"] = list(corpus["val_files"])
+    for key in ("encoding", "val_frac"):
+        if corpus.get(key) is not None:
+            options[key.replace("_", "-")] = corpus[key]
+    for source in (model, train):
+        for key, value in source.items():
+            if key == "vocab_size" or value is None:
+                continue
+            options[key.replace("_", "-")] = value
+    return options
+
+
+def to_toml(options: dict, header: str = "") -> str:
+    """Flat TOML for strings, numbers, booleans and lists of strings (all ``options`` holds)."""
+    lines = [f"# {line}" for line in header.splitlines()]
+    for key, value in options.items():
+        lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(f"cannot write {value} to TOML")
+        return repr(value)
+    if isinstance(value, str):
+        # A JSON string is a valid TOML basic string (same escapes, \\uXXXX included).
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ConfigError(f"cannot write a {type(value).__name__} to TOML")
