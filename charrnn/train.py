@@ -27,6 +27,9 @@ from charrnn.model import (
 )
 
 
+MAX_LR = 1e30
+
+
 class Schedule(str, Enum):
     cosine = "cosine"  # warmup, then cosine decay to min_lr over the step or time budget
     plateau = "plateau"  # warmup, then halve the rate whenever validation stops improving
@@ -60,6 +63,9 @@ class TrainConfig:
             (self.batch_size >= 1, "--batch-size must be at least 1"),
             (self.seq_len >= 1, "--seq-len must be at least 1"),
             (self.lr > 0, "--lr must be positive"),
+            # AdamW divides the rate by its bias correction and applies it in float32: anything
+            # bigger overflows there (an internal error) instead of merely diverging.
+            (self.lr <= MAX_LR, f"--lr must be at most {MAX_LR:g}"),
             (0 <= self.min_lr_frac <= 1, "--min-lr-frac must be in [0, 1]"),
             (self.warmup_steps >= 0, "--warmup-steps must be >= 0"),
             (self.weight_decay >= 0, "--weight-decay must be >= 0"),
