@@ -146,6 +146,16 @@ def train(
     from charrnn.runs import RunRequest, prepare_run, train_run
     from charrnn.signals import graceful_stop
     from charrnn.cli_progress import TrainingDisplay
+    from charrnn import distributed
+
+    device_choice = device.value
+    launch = distributed.launch_env()
+    if launch is not None:  # started by torchrun: join the group; only rank 0 talks
+        import atexit
+
+        device_choice = distributed.start(launch, device_choice)
+        atexit.register(distributed.stop)
+        err.quiet = launch.rank != 0
 
     request = RunRequest(
         sources=list(paths or []),
@@ -183,7 +193,7 @@ def train(
             "deterministic": deterministic,
         },
         epochs=epochs,
-        device=device.value,
+        device=device_choice,
     )
     if not request.sources and request.resume is None:
         err.print("charrnn: corpus: name a text file, directory or corpus to train on (or --resume a run)", markup=False)
@@ -204,7 +214,9 @@ def train(
         f"{verb}: {m.layers}x{m.hidden} {m.cell.upper()}, {run.model.num_parameters():,} parameters, "
         f"vocabulary {len(run.vocab)}, {len(run.corpus.train):,} train / "
         f"{0 if run.corpus.val is None else len(run.corpus.val):,} val characters, "
-        f"batch {layout.batch_size}x{layout.seq_len}, budget {budget}, device {run.trainer.device}",
+        f"batch {layout.batch_size}x{layout.seq_len}"
+        + (f" on each of {run.trainer.world_size} processes" if run.trainer.world_size > 1 else "")
+        + f", budget {budget}, device {run.trainer.device}",
         markup=False,
     )
     err.print(f"run directory: {run.directory}", markup=False)

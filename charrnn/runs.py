@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from charrnn import __version__, checkpoint
+from charrnn import __version__, checkpoint, distributed
 from charrnn.batches import plan_layout
 from charrnn.corpus import Corpus, Sources, load_corpus, resolve_sources
 from charrnn.device import (
@@ -105,7 +105,9 @@ class CheckpointWriter(Callback):
 
     def on_checkpoint(self, trainer: Trainer, best: bool) -> None:
         name = checkpoint.BEST if best else checkpoint.LAST
-        checkpoint.save(self.run.payload(), self.run.directory / name)
+        payload = self.run.payload()  # under torchrun, a collective: every rank takes part
+        if distributed.is_main():
+            checkpoint.save(payload, self.run.directory / name)
 
 
 class MetricsLog(Callback):
@@ -296,7 +298,23 @@ def prepare_run(request: RunRequest) -> Run:
         windows = plan_layout(len(corpus.train), provisional.batch_size, provisional.seq_len).windows
         train_options["max_steps"] = max(1, math.ceil(request.epochs * windows))
         train_config = TrainConfig(**train_options)
-    trainer = Trainer(model, train_config, corpus.train, corpus.val, device, amp_dtype)
+    ddp_model = None
+    if distributed.active():
+        if not stored:
+            # The weights were drawn alike on every rank; dropout should not be.
+            seed_everything(train_config.seed + distributed.rank())
+        ddp_model = distributed.wrap(model, device)
+    trainer = Trainer(
+        model,
+        train_config,
+        corpus.train,
+        corpus.val,
+        device,
+        amp_dtype,
+        rank=distributed.rank(),
+        world_size=distributed.world_size(),
+        ddp_model=ddp_model,
+    )
     if stored:
         if len(corpus.vocab) == len(stored["vocab"]):
             trainer.load_state_dict(stored["trainer"])
@@ -324,13 +342,14 @@ def prepare_run(request: RunRequest) -> Run:
             "--extend-vocab makes a new model with a bigger vocabulary; give it its own "
             "run directory with --out DIR (the original run is kept)"
         )
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CheckpointError(f"cannot create run directory {directory}: {exc.strerror}") from None
-    checkpoint.remove_stale_temporaries(directory)
     run = Run(directory, corpus, model, trainer, corpus_options, resumed_from)
-    _write_config(run)
+    if distributed.is_main():  # the only rank that writes files
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"cannot create run directory {directory}: {exc.strerror}") from None
+        checkpoint.remove_stale_temporaries(directory)
+        _write_config(run)
     return run
 
 
@@ -374,6 +393,10 @@ def _write_config(run: Run) -> None:
 def train_run(run: Run, callbacks: list[Callback] = (), sample_chars: int = EVAL_SAMPLE_CHARS):
     """Fit with the checkpoint writer, metrics log and evaluation samples attached (0
     ``sample_chars`` turns the samples off); returns the ``FitResult``."""
+    if not distributed.is_main():
+        # Other ranks take part in checkpoints (their state is gathered) but write nothing.
+        run.trainer.callbacks = [CheckpointWriter(run)]
+        return run.trainer.fit()
     resume_step = run.trainer.step if run.resumed_from is not None else None
     metrics = MetricsLog(run.directory / "metrics.jsonl", resume_step)
     samples = EvalSamples(run.directory / "samples.txt", run.vocab, sample_chars, run.trainer.config.seed, resume_step)

@@ -13,6 +13,7 @@ from enum import Enum
 import numpy as np
 import torch
 
+from charrnn import distributed
 from charrnn.batches import StreamBatches, eval_windows
 from charrnn.device import capture_rng_state, restore_rng_state
 from charrnn.errors import ConfigError, TrainingDiverged
@@ -165,6 +166,7 @@ class Trainer:
         self.device = device
         self.amp_dtype = amp_dtype
         self.callbacks = list(callbacks or [])
+        self.rank = rank
         self.world_size = world_size
         self.batches = StreamBatches(train_ids, config.batch_size, config.seq_len, rank, world_size)
         self.val_ids = val_ids
@@ -221,7 +223,7 @@ class Trainer:
 
     def state_dict(self) -> dict:
         p = self.progress
-        return {
+        state = {
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "batches": self.batches.state_dict(),
@@ -234,9 +236,25 @@ class Trainer:
                 "evals_without_improvement": p.evals_without_improvement,
                 "lr_scale": p.lr_scale,
             },
+            "world_size": self.world_size,
         }
+        if self.world_size > 1:
+            # A collective: every rank calls state_dict at the same checkpoint. Each rank's
+            # streams and random state differ; the weights must not (the digest shows it).
+            state["ranks"] = distributed.gather(
+                {
+                    "hidden": state["hidden"],
+                    "rng": state["rng"],
+                    "weights_sha256": distributed.weights_digest(self.model),
+                }
+            )
+        return state
 
     def load_state_dict(self, state: dict) -> None:
+        distributed.check_world_size(int(state.get("world_size", 1)), self.world_size)
+        if self.world_size > 1:
+            own = state["ranks"][self.rank]
+            state = {**state, "hidden": own["hidden"], "rng": own["rng"]}
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
@@ -282,7 +300,8 @@ class Trainer:
         self.forward_model.train()
         with self._autocast():
             _, loss, hidden = self.forward_model(x, self.hidden, y)
-        loss_value = loss.item()
+        # Under torchrun: the loss of the whole global batch, and every rank sees a divergence.
+        loss_value = distributed.mean(loss.item())
         if not math.isfinite(loss_value):
             raise TrainingDiverged(
                 f"the loss became {loss_value} at step {self.progress.step + 1}; no checkpoint "
@@ -338,7 +357,11 @@ class Trainer:
         status = self._budget_spent()
         while status is None:
             stats = self.train_step()
-            self.progress.elapsed = stats.elapsed = elapsed_before + time.perf_counter() - fit_started
+            # Under torchrun every rank reads rank 0's clock, so that all take the same
+            # budget and learning-rate decisions (a no-op for one process).
+            self.progress.elapsed = stats.elapsed = distributed.rank0_value(
+                elapsed_before + time.perf_counter() - fit_started
+            )
             self._emit("on_step", stats)
             improved = False
             step = self.progress.step
@@ -350,13 +373,15 @@ class Trainer:
                 if improved:
                     self._check_finite()
                     self._emit("on_checkpoint", True)
-                self.progress.elapsed = elapsed_before + time.perf_counter() - fit_started
+                self.progress.elapsed = distributed.rank0_value(
+                    elapsed_before + time.perf_counter() - fit_started
+                )
                 if self.config.patience and (
                     self.progress.evals_without_improvement >= self.config.patience
                 ):
                     status = status or "early_stop"
             periodic = self.config.checkpoint_every or self.config.eval_every
-            if self._stop_requested:
+            if distributed.any_rank(self._stop_requested):
                 status = "interrupted"
             if status or step % periodic == 0:
                 self._check_finite()
