@@ -458,6 +458,34 @@ def vocab(
     err.print(f"wrote {output} ({len(chars)} characters)", markup=False)
 
 
+# ----------------------------------------------------------------------------- export
+
+
+@app.command()
+@user_errors
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--out", help="File to write. \\[default: RUN/model.torchscript.pt, or beside the checkpoint file]", show_default=False)] = None,
+    best: Annotated[bool, typer.Option("--best", help="Export the run directory's best checkpoint.")] = False,
+) -> None:
+    """Write a TorchScript model with the vocabulary embedded, usable with torch alone."""
+    from charrnn import checkpoint as ckpt
+    from charrnn.export import export_torchscript
+    from charrnn.runs import load_model
+
+    path = ckpt.resolve(checkpoint, "best" if best else "last")
+    model, vocab, payload = load_model(path, device="cpu")
+    if output is None:
+        output = path.parent / ("model.torchscript.pt" if checkpoint.is_dir() else f"{path.stem}.torchscript.pt")
+    metrics = payload.get("metrics", {})
+    written = export_torchscript(model, vocab, output, {"checkpoint": str(path), "step": metrics.get("step")})
+    err.print(
+        f"wrote {written} (TorchScript, {model.config.cell.upper()} {model.config.layers}x{model.config.hidden}, "
+        f"vocabulary {len(vocab)}); load it with torch.jit.load",
+        markup=False,
+    )
+
+
 # ----------------------------------------------------------------------------- plot
 
 

@@ -1,0 +1,130 @@
+"""Export a checkpoint as a TorchScript file that runs without charrnn (only torch).
+
+The file holds the embedding, recurrent layers and decoder (dropout is gone: inference only)
+and the vocabulary, both as methods and as an embedded ``tokenizer.json``::
+
+    m = torch.jit.load("model.torchscript.pt")
+    ids = m.encode("ROMEO:")                                   # list of ids
+    logits, state = m(torch.tensor([ids]), m.initial_state(1)) # (1, T, V), state
+    probs = m.next_char_probs("ROMEO:")                        # (V,) for the next character
+    m.decode([...])                                            # ids -> text
+
+``state`` is one tensor for every cell type, (2, layers, batch, hidden) for an LSTM (h and c)
+and (1, layers, batch, hidden) for a GRU or RNN, so callers need not know the cell.
+
+ONNX is not offered: torch's exporters need the ``onnx`` (and ``onnxscript``) packages and
+checking the result needs ``onnxruntime``, none of which charrnn otherwise depends on.
+"""
+
+# No `from __future__ import annotations`: TorchScript reads the annotations at runtime.
+
+import copy
+import json
+import warnings
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn as nn
+
+from charrnn import __version__
+from charrnn.errors import CheckpointError
+from charrnn.model import CharRNN
+from charrnn.vocab import Vocab
+
+METADATA = "charrnn.json"
+TOKENIZER = "tokenizer.json"
+
+
+class _Exported(nn.Module):
+    """What every exported model has: the layers and the vocabulary."""
+
+    chars: List[str]
+    index: Dict[str, int]
+
+    def __init__(self, model: CharRNN, vocab: Vocab) -> None:
+        super().__init__()
+        model = copy.deepcopy(model).cpu().eval()
+        self.embedding = model.embedding
+        self.rnn = model.rnn
+        self.decoder = model.decoder
+        self.chars = list(vocab.chars)
+        self.index = {c: i for i, c in enumerate(vocab.chars)}
+        self.layers = model.config.layers
+        self.hidden = model.config.hidden
+        self.state_parts = 2 if model.config.cell == "lstm" else 1
+
+    @torch.jit.export
+    def encode(self, text: str) -> List[int]:
+        ids: List[int] = []
+        for ch in text:
+            if ch not in self.index:
+                raise ValueError("character not in the vocabulary: " + ch)
+            ids.append(self.index[ch])
+        return ids
+
+    @torch.jit.export
+    def decode(self, ids: List[int]) -> str:
+        return "".join([self.chars[i] for i in ids])
+
+    @torch.jit.export
+    def initial_state(self, batch_size: int) -> torch.Tensor:
+        return torch.zeros(self.state_parts, self.layers, batch_size, self.hidden)
+
+    @torch.jit.export
+    def next_char_probs(self, text: str) -> torch.Tensor:
+        """Probabilities (V,) of the character after ``text`` (from the initial state)."""
+        ids = torch.tensor([self.encode(text)], dtype=torch.long)
+        with torch.no_grad():
+            logits, _ = self.forward(ids, self.initial_state(1))
+        return torch.softmax(logits[0, -1], dim=-1)
+
+    def forward(self, ids: torch.Tensor, state: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class _ExportedLSTM(_Exported):
+    def forward(self, ids: torch.Tensor, state: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        out, (h, c) = self.rnn(self.embedding(ids), (state[0], state[1]))
+        return self.decoder(out), torch.stack([h, c])
+
+
+class _ExportedRecurrent(_Exported):
+    def forward(self, ids: torch.Tensor, state: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        out, h = self.rnn(self.embedding(ids), state[0])
+        return self.decoder(out), h.unsqueeze(0)
+
+
+def to_torchscript(model: CharRNN, vocab: Vocab) -> torch.jit.ScriptModule:
+    wrapper = (_ExportedLSTM if model.config.cell == "lstm" else _ExportedRecurrent)(model, vocab)
+    with warnings.catch_warnings():
+        # torch marks TorchScript deprecated in favour of torch.export, but TorchScript is
+        # what loads everywhere (C++ libtorch, mobile) without Python-side code.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.script(wrapper.eval())
+
+
+def export_torchscript(model: CharRNN, vocab: Vocab, path: Path, source: dict | None = None) -> Path:
+    """Write the TorchScript file, with the vocabulary and model description embedded."""
+    scripted = to_torchscript(model, vocab)
+    metadata = {
+        "format": "charrnn-torchscript-1",
+        "charrnn_version": __version__,
+        "model_config": model.config.to_dict(),
+        "vocab": list(vocab.chars),
+        "state_shape": "(2 if lstm else 1, layers, batch, hidden)",
+        **(source or {}),
+    }
+    extra = {
+        METADATA: json.dumps(metadata, ensure_ascii=False, indent=2),
+        TOKENIZER: vocab.to_tokenizer().to_str(),
+    }
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # see to_torchscript
+            torch.jit.save(scripted, str(path), _extra_files=extra)
+    except (OSError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot write {path}: {exc}") from None
+    return path
