@@ -20,13 +20,18 @@ from rich.table import Table
 from rich.text import Text
 
 from charrnn import __version__
-from charrnn.cli_errors import EXIT_INTERRUPTED, fail, message_for, user_errors
+from charrnn.cli_errors import EXIT_INTERRUPTED, OneLineUsageErrors, fail, message_for, user_errors
 from charrnn.device import DeviceChoice, Precision
 from charrnn.model import Cell
 from charrnn.presets import Preset
 from charrnn.train import Schedule
 
+class _Group(OneLineUsageErrors, typer.core.TyperGroup):
+    pass
+
+
 app = typer.Typer(
+    cls=_Group,
     help="Train character-level LSTM/GRU language models, stream samples, resume exactly.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -299,6 +304,9 @@ def sample(
     if beam:
         _sample_beam(model, vocab, config, beam, target)
         return
+    from charrnn.sample import prime_ids
+
+    prime_ids(vocab, config)  # a prime the model cannot read is answered before any output
     err.print(f"seed {config.seed}", markup=False)
     if interactive:
         _sample_interactive(model, vocab, config, target)

@@ -94,3 +94,40 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):
         pass
+
+
+def _click_exception_type() -> type[BaseException]:
+    """The base class of typer's usage errors, found through typer's own re-export (the CLI
+    never imports click directly)."""
+    import typer
+
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class OneLineUsageErrors:
+    """Mixin for the Typer group: an invalid option value, a missing argument or an unknown
+    option is one line on stderr (exit 2), like every other bad input, instead of a usage box.
+    ``charrnn`` alone still shows the help."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        import typer
+
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except _click_exception_type() as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError" or debug_enabled():
+                from typer import rich_utils
+
+                rich_utils.rich_format_error(exc)
+                sys.exit(exc.exit_code)
+            message = " ".join(exc.format_message().split())
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            print(f"charrnn: invalid options: {message}{hint}", file=sys.stderr, flush=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            print("charrnn: aborted", file=sys.stderr, flush=True)
+            sys.exit(EXIT_ERROR)
+        sys.exit(code if isinstance(code, int) else 0)
