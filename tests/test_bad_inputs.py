@@ -314,13 +314,17 @@ def test_malicious_checkpoint_is_refused_and_its_command_never_runs(tmp_path):
     torch.save({"model": RunsACommand(marker), "vocab": ["a"]}, buffer)
     evil = tmp_path / "evil.pt"
     evil.write_bytes(_with_header(buffer.getvalue()))
-    for args in (["sample", evil], ["info", evil], ["eval", evil, evil], ["train", "--resume", evil]):
+    refused = f"charrnn: checkpoint: {evil}: refused to load"
+    for args in (["sample", evil], ["train", "--resume", evil]):
         proc = subprocess.run(
             [sys.executable, "-m", "charrnn", *map(str, args)], capture_output=True, text=True, timeout=120,
             env={k: v for k, v in os.environ.items() if k != "DEBUG"},
         )
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-        assert proc.stderr.strip().startswith(f"charrnn: checkpoint: {evil}: refused to load"), proc.stderr
+        assert proc.stderr.strip().startswith(refused), proc.stderr
+        assert not marker.exists(), "the pickled command ran"
+    for args in (["info", evil], ["eval", evil, evil], ["vocab", evil]):
+        answered(invoke(*args), refused, 1)
         assert not marker.exists(), "the pickled command ran"
 
 
