@@ -24,6 +24,7 @@ from charrnn.cli_errors import EXIT_INTERRUPTED, OneLineUsageErrors, fail, messa
 from charrnn.device import DeviceChoice, Precision
 from charrnn.model import Cell
 from charrnn.presets import Preset
+from charrnn.tokenizer_modes import TokenizerKind
 from charrnn.train import Schedule
 
 class _Group(OneLineUsageErrors, typer.core.TyperGroup):
@@ -115,6 +116,8 @@ def train(
         bool,
         typer.Option(help="With --resume on new text: add its unseen characters to the vocabulary (fine-tuning).", rich_help_panel=RUN),
     ] = False,
+    tokenizer: Annotated[Optional[TokenizerKind], typer.Option(help="What the model reads: chars (each character of the corpus), bytes (UTF-8 bytes, any text), or bpe (byte-level BPE trained on the corpus, with --vocab-size). \\[default: chars]", rich_help_panel=DATA)] = None,
+    vocab_size: Annotated[Optional[int], typer.Option(min=256, help="BPE vocabulary size (256 byte tokens + merges), with --tokenizer bpe.", rich_help_panel=DATA)] = None,
     preset: Annotated[Optional[Preset], typer.Option(help="Model size; explicit options override it. \\[default: small]", rich_help_panel=MODEL)] = None,
     cell: Annotated[Optional[Cell], typer.Option(help="Recurrent cell. \\[default: lstm]", rich_help_panel=MODEL)] = None,
     layers: Annotated[Optional[int], typer.Option(min=1, help="Recurrent layers.", rich_help_panel=MODEL)] = None,
@@ -170,6 +173,8 @@ def train(
         out=out_dir,
         resume=resume,
         extend_vocab=extend_vocab,
+        tokenizer=tokenizer.value if tokenizer else None,
+        vocab_size=vocab_size,
         preset=preset.value if preset else None,
         model={
             "cell": cell.value if cell else None,
@@ -235,7 +240,7 @@ def train(
     with TrainingDisplay(err) as display, graceful_stop(stop_after_this_step):
         result = train_run(run, [display], sample_chars=eval_sample_chars)
     seconds = time.perf_counter() - started
-    best = "-" if result.best_val_loss is None else f"{result.best_val_loss / 0.6931471805599453:.4f}"
+    best = "-" if result.best_val_loss is None else f"{result.best_val_loss * run.trainer.tokens_per_char / 0.6931471805599453:.4f}"
     where = run.directory / "last.pt"
     if result.status == "interrupted":
         err.print(
@@ -443,13 +448,22 @@ def evaluate_command(
 
     model, vocab, _ = load_model(checkpoint, "best" if best else "last", device.value)
     sources = resolve_sources([str(f) for f in files])
-    ids = encode_files(sources.train, vocab, encoding)
+    from charrnn.tokenizer_modes import SubwordVocab, encode_text
+
+    tokens_per_char = 1.0
+    if isinstance(vocab, SubwordVocab):
+        # Scored per token, reported per character, so models with any tokenizer compare.
+        text = encode_text(sources.train, vocab, encoding)
+        ids, tokens_per_char = text.ids, len(text.ids) / max(text.chars, 1)
+    else:
+        ids = encode_files(sources.train, vocab, encoding)
     if len(ids) < 2:
         from charrnn.errors import CorpusError
 
         raise CorpusError("the text to evaluate needs at least 2 characters")
-    nats = evaluate(model, ids, resolve_device(device.value))
-    print(f"{nats / 0.6931471805599453:.4f} bpc ({nats:.4f} nats/char) over {len(ids) - 1:,} characters")
+    nats = evaluate(model, ids, resolve_device(device.value)) * tokens_per_char
+    scored = f"{len(ids) - 1:,} characters" if tokens_per_char == 1.0 else f"{text.chars:,} characters ({len(ids) - 1:,} tokens)"
+    print(f"{nats / 0.6931471805599453:.4f} bpc ({nats:.4f} nats/char) over {scored}")
 
 
 @app.command()

@@ -93,7 +93,7 @@ class TrainingDisplay(Callback):
             self.best_bpc = stats.val_bpc
         mark = " (best)" if stats.improved else ""
         self.console.print(
-            f"step {stats.step}: val {stats.val_bpc:.4f} bpc ({stats.val_loss:.4f} nats/char){mark}",
+            f"step {stats.step}: val {stats.val_bpc:.4f} bpc ({stats.val_bpc * 0.6931471805599453:.4f} nats/char){mark}",
             markup=False,
             highlight=False,
         )

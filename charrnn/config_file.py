@@ -79,7 +79,7 @@ def resolved_options(model: dict, train: dict, corpus: dict) -> dict:
     options: dict = {"paths": list(corpus.get("train_files", []))}
     if corpus.get("val_files"):
         options["val-file"] = list(corpus["val_files"])
-    for key in ("encoding", "val_frac"):
+    for key in ("encoding", "val_frac", "tokenizer", "vocab_size"):
         if corpus.get(key) is not None:
             options[key.replace("_", "-")] = corpus[key]
     for source in (model, train):

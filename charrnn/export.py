@@ -107,6 +107,10 @@ def to_torchscript(model: CharRNN, vocab: Vocab) -> torch.jit.ScriptModule:
 
 def export_torchscript(model: CharRNN, vocab: Vocab, path: Path, source: dict | None = None) -> Path:
     """Write the TorchScript file, with the vocabulary and model description embedded."""
+    if not isinstance(vocab, Vocab):
+        from charrnn.errors import ConfigError
+
+        raise ConfigError("export embeds a character vocabulary; byte and BPE models are not exported yet")
     scripted = to_torchscript(model, vocab)
     metadata = {
         "format": "charrnn-torchscript-1",

@@ -36,6 +36,7 @@ from charrnn.errors import CheckpointError, ConfigError
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.presets import DEFAULT_PRESET, PRESETS
 from charrnn.train import Callback, EvalStats, StepStats, TrainConfig, Trainer
+from charrnn.tokenizer_modes import SubwordVocab, load_token_corpus, tokenizer_kind, vocab_from_payload
 from charrnn.vocab import Vocab
 
 ARCHITECTURE_KEYS = ("cell", "layers", "hidden", "embed")
@@ -56,6 +57,8 @@ class RunRequest:
     out: Path | None = None
     resume: Path | None = None
     extend_vocab: bool = False
+    tokenizer: str | None = None  # "chars" (the default), "bytes" or "bpe"
+    vocab_size: int | None = None  # BPE only
     preset: str | None = None
     model: dict = field(default_factory=dict)  # cell, layers, hidden, embed, dropout
     train: dict = field(default_factory=dict)  # TrainConfig fields
@@ -84,6 +87,7 @@ class Run:
             "charrnn_version": __version__,
             "model_config": self.model.config.to_dict(),
             "vocab": list(self.vocab.chars),
+            **({"tokenizer": self.vocab.payload()} if isinstance(self.vocab, SubwordVocab) else {}),
             "train_config": self.trainer.config.to_dict(),
             "corpus": self.corpus_options,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
@@ -94,7 +98,7 @@ class Run:
                 "best_val_loss": progress.best_val_loss,
                 "best_val_bpc": None
                 if progress.best_val_loss is None
-                else progress.best_val_loss / math.log(2),
+                else progress.best_val_loss * self.trainer.tokens_per_char / math.log(2),
             },
         }
 
@@ -251,13 +255,22 @@ def prepare_run(request: RunRequest) -> Run:
     if not 0 <= val_frac < 1:
         raise ConfigError("--val-frac must be in [0, 1)")
     sources = resolve_sources(specs, val_specs)
-    vocab = Vocab(tuple(stored["vocab"])) if stored else None
-    corpus = load_corpus(sources, encoding, val_frac, vocab, request.extend_vocab)
+    kind = tokenizer_kind(request.tokenizer, stored)
+    tokens_per_char = 1.0
+    if kind == "chars":
+        vocab = Vocab(tuple(stored["vocab"])) if stored else None
+        corpus = load_corpus(sources, encoding, val_frac, vocab, request.extend_vocab)
+    else:
+        corpus, tokens_per_char = load_token_corpus(
+            sources, encoding, val_frac, kind, request.vocab_size, stored, request.extend_vocab
+        )
     corpus_options = {
         "train_files": [str(p.resolve()) for p in sources.train],
         "val_files": [str(p.resolve()) for p in sources.val],
         "encoding": encoding,
         "val_frac": val_frac,
+        "tokenizer": kind,
+        **({"vocab_size": len(corpus.vocab)} if kind == "bpe" else {}),
     }
 
     # -- configs -----------------------------------------------------------------
@@ -315,6 +328,7 @@ def prepare_run(request: RunRequest) -> Run:
         world_size=distributed.world_size(),
         ddp_model=ddp_model,
     )
+    trainer.tokens_per_char = tokens_per_char
     if stored:
         if len(corpus.vocab) == len(stored["vocab"]):
             trainer.load_state_dict(stored["trainer"])
@@ -414,7 +428,7 @@ def load_model(path: Path, which: str = "last", device: str = "auto") -> tuple[C
     try:
         model = CharRNN(ModelConfig.from_dict(payload["model_config"]))
         model.load_state_dict(payload["model"])
-        vocab = Vocab(tuple(payload["vocab"]))
+        vocab = vocab_from_payload(payload)
     except (KeyError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"{path}: checkpoint content is inconsistent ({exc})") from None
     model.to(target).eval()

@@ -12,6 +12,7 @@ import torch
 from charrnn.errors import ConfigError, VocabError
 from charrnn.model import CharRNN
 from charrnn.stepper import make_stepper
+from charrnn.tokenizer_modes import piece_decoder
 from charrnn.vocab import Vocab
 
 
@@ -206,8 +207,9 @@ def stream(
     if config.num_samples != 1:
         raise ConfigError("stream() makes one sample; use generate_batch() for several")
     matcher = StopMatcher(config.stop)
+    decode = piece_decoder(vocab)  # a byte or BPE token may end inside a character
     for next_ids in generate_ids(model, vocab, config, device):
-        text = matcher.feed(vocab.chars[int(next_ids[0])])
+        text = matcher.feed(decode(int(next_ids[0])))
         if text:
             yield text
         if matcher.stopped:
@@ -222,11 +224,12 @@ def generate_batch(
 ) -> list[str]:
     """``config.num_samples`` samples made together in one batched pass."""
     matchers = [StopMatcher(config.stop) for _ in range(config.num_samples)]
+    decoders = [piece_decoder(vocab) for _ in range(config.num_samples)]
     texts = [[] for _ in range(config.num_samples)]
     for next_ids in generate_ids(model, vocab, config, device):
         for i, char_id in enumerate(next_ids.tolist()):
             if not matchers[i].stopped:
-                texts[i].append(matchers[i].feed(vocab.chars[char_id]))
+                texts[i].append(matchers[i].feed(decoders[i](char_id)))
         if all(m.stopped for m in matchers):
             break
     return ["".join(parts) + (m.flush() if not m.stopped else "") for parts, m in zip(texts, matchers)]

@@ -110,13 +110,14 @@ class StepStats:
 @dataclass
 class EvalStats:
     step: int
-    val_loss: float  # nats per character
+    val_loss: float  # nats per token (a character, unless --tokenizer bytes or bpe)
     improved: bool
     seconds: float
+    tokens_per_char: float = 1.0  # of the validation text: turns nats per token into bpc
 
     @property
     def val_bpc(self) -> float:
-        return self.val_loss / LN2
+        return self.val_loss * self.tokens_per_char / LN2
 
 
 @dataclass
@@ -191,6 +192,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.hidden: State | None = None
         self.progress = _Progress()
+        self.tokens_per_char = 1.0  # set by the run for byte and BPE vocabularies
         self._stop_requested = False
 
     # -- schedule --------------------------------------------------------------------
@@ -410,7 +412,9 @@ class Trainer:
             p.evals_without_improvement += 1
             if self.config.schedule == "plateau":
                 p.lr_scale *= 0.5
-        return EvalStats(self.progress.step, val_loss, improved, time.perf_counter() - started)
+        return EvalStats(
+            self.progress.step, val_loss, improved, time.perf_counter() - started, self.tokens_per_char
+        )
 
     @torch.no_grad()
     def evaluate(self, ids: np.ndarray) -> float:

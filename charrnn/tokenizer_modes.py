@@ -1,0 +1,251 @@
+"""Token vocabularies beside the character ``Vocab``: UTF-8 bytes, and byte-level BPE.
+
+``--tokenizer bytes`` models the UTF-8 bytes of the text (256 ids, id = byte value): any input
+at all, no unknown characters. ``--tokenizer bpe --vocab-size N`` trains a byte-level BPE with
+Hugging Face ``tokenizers`` on the training text (the 256 byte symbols first, then N - 256
+merges), so it also never meets an unknown character, and the same recurrent model learns
+over its tokens. Both are Hugging Face ``tokenizer.json`` tokenizers, stored in the checkpoint
+as that JSON string.
+
+A token is a run of bytes that need not end on a character boundary, so text is decoded
+through an incremental UTF-8 decoder: streamed samples never show half a character.
+Validation is still reported in bits per *character*, using the number of characters the
+evaluated text has (``tokens_per_char``), so a BPE run compares with a character run.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from charrnn.errors import ConfigError, CorpusError, VocabError
+
+class TokenizerKind(str, Enum):
+    chars = "chars"  # one token per character of the corpus (the default)
+    bytes = "bytes"  # UTF-8 bytes: 256 tokens, any text
+    bpe = "bpe"  # byte-level BPE trained on the corpus
+
+
+KINDS = tuple(k.value for k in TokenizerKind)
+BYTES = 256
+ENCODE_BATCH_LINES = 4096
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's printable stand-in for each byte, the alphabet of ``ByteLevel`` tokenizers."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    extra = 0
+    for b in range(BYTES):
+        if b not in printable:
+            printable.append(b)
+            chars.append(BYTES + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, chars)))
+
+
+_UNICODE_TO_BYTE = {c: b for b, c in bytes_to_unicode().items()}
+
+
+def _byte_level(tokenizer):
+    from tokenizers import decoders, pre_tokenizers
+
+    # No prefix space and no regex split: text round-trips exactly, whitespace included.
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
+
+
+@dataclass(frozen=True)
+class SubwordVocab:
+    kind: str  # "bytes" or "bpe"
+    tokenizer_json: str
+    token_bytes: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+    chars: tuple[str, ...] = field(init=False, repr=False, compare=False)  # readable tokens
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("bytes", "bpe"):
+            raise VocabError(f"unknown tokenizer kind {self.kind!r}")
+        try:
+            table = json.loads(self.tokenizer_json)["model"]["vocab"]
+            by_id = sorted(table.items(), key=lambda item: item[1])
+            pieces = tuple(bytes(_UNICODE_TO_BYTE[c] for c in token) for token, _ in by_id)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise VocabError(f"not a byte-level tokenizer.json ({exc})") from None
+        if [i for _, i in by_id] != list(range(len(by_id))):
+            raise VocabError("tokenizer.json ids are not 0..N-1")
+        object.__setattr__(self, "token_bytes", pieces)
+        # Readable forms: "\n" is found where sampling looks for a line start.
+        object.__setattr__(self, "chars", tuple(p.decode("utf-8", errors="replace") for p in pieces))
+
+    # -- construction --------------------------------------------------------------
+
+    @classmethod
+    def bytes_vocab(cls) -> "SubwordVocab":
+        from tokenizers import Tokenizer, models
+
+        alphabet = bytes_to_unicode()
+        tokenizer = _byte_level(Tokenizer(models.BPE(vocab={alphabet[b]: b for b in range(BYTES)}, merges=[])))
+        return cls("bytes", tokenizer.to_str())
+
+    @classmethod
+    def train_bpe(cls, lines: Iterable[str], vocab_size: int) -> "SubwordVocab":
+        from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+        if vocab_size < BYTES:
+            raise ConfigError(f"--vocab-size must be at least {BYTES} (the byte alphabet) for --tokenizer bpe")
+        tokenizer = _byte_level(Tokenizer(models.BPE()))
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            special_tokens=[],
+            show_progress=False,
+        )
+        tokenizer.train_from_iterator(lines, trainer)
+        return cls("bpe", tokenizer.to_str())
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> "SubwordVocab":
+        try:
+            return cls(payload["kind"], payload["json"])
+        except (KeyError, TypeError) as exc:
+            raise VocabError(f"checkpoint tokenizer entry is incomplete ({exc})") from None
+
+    def payload(self) -> dict:
+        return {"kind": self.kind, "json": self.tokenizer_json}
+
+    # -- the Vocab interface -------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.token_bytes)
+
+    @property
+    def id_dtype(self) -> np.dtype:
+        return np.dtype(np.uint8 if len(self) <= 256 else np.uint16 if len(self) <= 1 << 16 else np.uint32)
+
+    def to_tokenizer(self):
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_str(self.tokenizer_json)
+
+    def save_tokenizer_json(self, path: Path) -> None:
+        Path(path).write_text(self.tokenizer_json, encoding="utf-8")
+
+    def encode(self, text: str, unknown: str = "error") -> np.ndarray:
+        """Ids of ``text``; every text is covered (``unknown`` is accepted for the interface)."""
+        if self.kind == "bytes":
+            return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
+        tokenizer = self.to_tokenizer()
+        lines = text.splitlines(keepends=True)
+        ids: list[int] = []
+        for start in range(0, len(lines), ENCODE_BATCH_LINES):
+            for encoding in tokenizer.encode_batch(lines[start : start + ENCODE_BATCH_LINES], add_special_tokens=False):
+                ids.extend(encoding.ids)
+        return np.asarray(ids, dtype=np.int64)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return b"".join(self.token_bytes[i] for i in ids).decode("utf-8", errors="replace")
+
+    def incremental_decoder(self) -> Callable[[int], str]:
+        """id -> the text completed by it ("" while a character is still incomplete)."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        return lambda token: decoder.decode(self.token_bytes[token])
+
+
+def piece_decoder(vocab) -> Callable[[int], str]:
+    """Per-sample streaming decoder for any vocabulary: characters map one id to one character."""
+    make = getattr(vocab, "incremental_decoder", None)
+    return make() if make is not None else vocab.chars.__getitem__
+
+
+@dataclass(frozen=True)
+class TokenText:
+    ids: np.ndarray
+    chars: int  # characters of the text the ids encode: for bits per character
+
+
+def read_text(files: Iterable[Path], encoding: str) -> Iterator[str]:
+    for path in files:
+        try:
+            yield Path(path).read_text(encoding=encoding)
+        except UnicodeDecodeError as exc:
+            raise CorpusError(f"{path}: not valid {encoding} at byte {exc.start}") from None
+        except OSError as exc:
+            raise CorpusError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def encode_text(files: Iterable[Path], vocab: SubwordVocab, encoding: str) -> TokenText:
+    texts = list(read_text(files, encoding))
+    ids = [vocab.encode(t) for t in texts]
+    return TokenText(np.concatenate(ids) if ids else np.zeros(0, np.int64), sum(len(t) for t in texts))
+
+
+def build_vocab(kind: str, vocab_size: int | None, files: Iterable[Path], encoding: str) -> SubwordVocab:
+    if kind == "bytes":
+        if vocab_size not in (None, BYTES):
+            raise ConfigError("--vocab-size does not apply to --tokenizer bytes (always 256)")
+        return SubwordVocab.bytes_vocab()
+    if vocab_size is None:
+        raise ConfigError("--tokenizer bpe needs --vocab-size N (for example 1024)")
+    lines = (line for text in read_text(files, encoding) for line in text.splitlines(keepends=True))
+    return SubwordVocab.train_bpe(lines, vocab_size)
+
+
+def split(vocab: SubwordVocab, text: TokenText, val: TokenText | None, val_frac: float):
+    """(train ids, val ids or None, validation tokens per character), split like the character
+    corpus: the validation files, or the last ``val_frac`` of the text (nanoGPT's split)."""
+    if len(text.ids) == 0:
+        raise CorpusError("the training text is empty")
+    if val is not None:
+        return text.ids, val.ids, len(val.ids) / max(val.chars, 1)
+    if val_frac <= 0:
+        return text.ids, None, 1.0
+    cut = int(len(text.ids) * (1 - val_frac))
+    held = text.ids[cut:]
+    if len(held) < 2:
+        return text.ids[:cut], None, 1.0
+    return text.ids[:cut], held, len(held) / max(len(vocab.decode(held.tolist())), 1)
+
+
+def vocab_from_payload(payload: dict):
+    """The vocabulary a checkpoint was trained with: characters, or a stored tokenizer."""
+    from charrnn.vocab import Vocab
+
+    if payload.get("tokenizer"):
+        return SubwordVocab.from_payload(payload["tokenizer"])
+    return Vocab(tuple(payload["vocab"]))
+
+
+def tokenizer_kind(requested: str | None, stored: dict | None) -> str:
+    saved = (stored.get("tokenizer") or {}).get("kind", "chars") if stored else None
+    if requested is not None and requested not in KINDS:
+        raise ConfigError(f"--tokenizer must be one of {', '.join(KINDS)}")
+    if saved is not None and requested is not None and requested != saved:
+        raise ConfigError(f"--tokenizer {requested} differs from the checkpoint's {saved}; a resumed model keeps its tokenizer")
+    return saved or requested or "chars"
+
+
+def load_token_corpus(sources, encoding: str, val_frac: float, kind: str, vocab_size: int | None, stored: dict | None, extend_vocab: bool = False):
+    """The ``Corpus`` for a byte or BPE run (the tokenizer trained on the training files, or
+    the checkpoint's), and the validation text's tokens per character."""
+    from charrnn.corpus import Corpus
+
+    if extend_vocab:
+        raise ConfigError("--extend-vocab is for character vocabularies; byte and BPE tokenizers cover any text")
+    if stored:
+        if vocab_size is not None and vocab_size != len(stored["vocab"]):
+            raise ConfigError("--vocab-size differs from the checkpoint's; a resumed model keeps its tokenizer")
+        vocab = SubwordVocab.from_payload(stored["tokenizer"])
+    else:
+        vocab = build_vocab(kind, vocab_size, sources.train, encoding)
+    text = encode_text(sources.train, vocab, encoding)
+    val = encode_text(sources.val, vocab, encoding) if sources.val else None
+    train_ids, val_ids, tokens_per_char = split(vocab, text, val, val_frac)
+    corpus = Corpus(vocab, train_ids, val_ids, tuple(sources.train), tuple(sources.val))
+    return corpus, tokens_per_char
