@@ -25,6 +25,7 @@ from charrnn.device import DeviceChoice, Precision
 from charrnn.model import Cell
 from charrnn.presets import Preset
 from charrnn.tokenizer_modes import TokenizerKind
+from charrnn.stepper import Engine
 from charrnn.train import Schedule
 
 class _Group(OneLineUsageErrors, typer.core.TyperGroup):
@@ -280,6 +281,7 @@ def sample(
     unknown: Annotated[str, typer.Option(help="Prime characters outside the vocabulary: error or skip.")] = "error",
     best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint, not its latest.")] = False,
     device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.")] = DeviceChoice.auto,
+    engine: Annotated[Engine, typer.Option(help="fast = weights laid out once for single steps (CPU); eager = the model's own forward (the reference; cuDNN on GPU); auto = fast on CPU, eager on GPU. Same seed, same text either way.")] = Engine.auto,
 ) -> None:
     """Generate text, streaming it to stdout as it is made."""
     from charrnn.device import resolve_device
@@ -299,6 +301,7 @@ def sample(
         num_samples=num_samples,
         stop=tuple(stop or ()),
         unknown=unknown,
+        engine=engine.value,
     )
     target = resolve_device(device.value)
     model, vocab, _ = load_model(checkpoint, "best" if best else "last", device.value)
@@ -537,6 +540,49 @@ def plot(
         output = runs[0] / "curves.png" if len(runs) == 1 and runs[0].is_dir() else Path("curves.png")
     written = write_png(curves, output)
     err.print(f"wrote {written}", markup=False)
+
+
+# ----------------------------------------------------------------------------- bench
+
+
+@app.command()
+@user_errors
+def bench(
+    long: Annotated[bool, typer.Option("--long", help="Measure ~4x longer for steadier figures (several minutes).")] = False,
+    preset: Annotated[Optional[list[Preset]], typer.Option(help="Model size to measure (repeatable). \\[default: small and large]")] = None,
+    cell: Annotated[Cell, typer.Option(help="Recurrent cell of the measured models.")] = Cell.lstm,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Training batch. \\[default: the trainer's default for the device]")] = None,
+    seq_len: Annotated[Optional[int], typer.Option(min=1, help="Training window. \\[default: the trainer's default]")] = None,
+    corpus_mb: Annotated[int, typer.Option(min=1, help="Size of the generated corpus for encoding speed and peak RSS.")] = 100,
+    text: Annotated[Optional[Path], typer.Option(help="Text repeated to make that corpus. \\[default: generated words]")] = None,
+    memory: Annotated[bool, typer.Option(help="Measure encoding speed and training peak RSS.")] = True,
+    sampling: Annotated[bool, typer.Option(help="Measure sampling speed.")] = True,
+    device: Annotated[DeviceChoice, typer.Option(help="Where to measure.")] = DeviceChoice.auto,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON here.")] = None,
+) -> None:
+    """Measure training, sampling and encoding speed against this machine's matmul peak."""
+    from charrnn.bench import BenchConfig, run_bench
+    from charrnn.cli_bench import render_bench
+
+    config = BenchConfig(
+        long=long,
+        presets=tuple(p.value for p in preset) if preset else BenchConfig.presets,
+        cell=cell.value,
+        device=device.value,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        corpus_mb=corpus_mb,
+        memory=memory,
+        sampling=sampling,
+        source_text=text,
+    )
+    started = time.perf_counter()
+    result = run_bench(config, progress=lambda message: err.print(f"bench: {message}", markup=False))
+    render_bench(result, out)
+    err.print(f"bench took {time.perf_counter() - started:.0f} s", markup=False)
+    if json_path is not None:
+        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+        err.print(f"wrote {json_path}", markup=False)
 
 
 # ----------------------------------------------------------------------------- corpus

@@ -1,0 +1,407 @@
+"""The benchmark: every speed against a reference measured in the same run.
+
+A 2-core machine shared with other work is noisy (+-15% and worse), so absolute numbers from
+different runs do not compare; ratios taken within one run do. One ``run_bench`` measures:
+
+- the machine's limit: the best fp32 (and on a GPU fp16) matrix-multiply rate;
+- training chars/s per preset through the real ``Trainer.train_step`` (embedding, recurrent
+  layers, decoder, loss, backward, gradient clip, optimizer, the loss read-back), converted
+  to GFLOP/s with ``flops_per_char`` and divided by that limit;
+- sampling chars/s at batch 1 on the reference (eager) and fast paths, and batched;
+- encoding M chars/s (decode + vocabulary + ids), and the peak RSS of a training process
+  on a large generated corpus (a subprocess, so that the figure is that process's alone).
+
+FLOP counting (matrix multiplies only; elementwise gate math, softmax, loss and optimizer
+are O(H) or O(parameters) per character and not counted): per character and layer, a
+recurrent layer's forward is 2 * G * H * (I + H) with G = 4 (LSTM), 3 (GRU), 1 (RNN), I its
+input width (the embedding for layer 0, H above); the decoder is 2 * H * V; the embedding is
+a lookup (0). Backward costs twice the forward (gradients of inputs and of weights), so a
+training step is 3x the forward.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from charrnn.model import CharRNN, ModelConfig
+from charrnn.presets import PRESETS
+
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+BENCH_VOCAB = 65  # tiny shakespeare's vocabulary size
+BATCHED_SAMPLES = 64
+
+
+@dataclass
+class BenchConfig:
+    long: bool = False  # more steps and characters per measurement: steadier figures, ~4x longer
+    presets: tuple[str, ...] = ()  # preset names or "LxH" shapes; () = small, large (GPU: 2x512, 3x1024)
+    cell: str = "lstm"
+    device: str = "auto"
+    batch_size: int | None = None  # None: the trainer's default for the device
+    seq_len: int | None = None
+    corpus_mb: int = 100  # size of the generated corpus for encoding speed and peak RSS
+    memory: bool = True  # measure encoding and peak RSS (writes the corpus to a temp dir)
+    sampling: bool = True
+    source_text: Path | None = None  # text repeated to make the corpus (default: generated)
+
+
+@dataclass
+class BenchResult:
+    machine: dict = field(default_factory=dict)
+    peak: dict = field(default_factory=dict)
+    training: list[dict] = field(default_factory=list)
+    sampling: list[dict] = field(default_factory=list)
+    memory: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# -- FLOPs and the machine's limit -------------------------------------------------
+
+
+def flops_per_char(config: ModelConfig) -> dict:
+    """Matrix-multiply FLOPs per character: forward, and a training step (3x forward)."""
+    g, h = GATES[config.cell], config.hidden
+    recurrent = sum(2 * g * h * ((config.embed if layer == 0 else h) + h) for layer in range(config.layers))
+    forward = recurrent + 2 * h * config.vocab_size
+    return {"forward": forward, "train": 3 * forward}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, seconds: float = 1.5) -> dict:
+    """Best rate of a square matrix multiply over a few sizes, in GFLOP/s."""
+    sizes = (1024, 2048) if device.type == "cpu" else (4096, 8192)
+    best = {"gflops": 0.0, "size": 0}
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        out = torch.empty(n, n, device=device, dtype=dtype)
+        torch.mm(a, b, out=out)
+        _sync(device)
+        deadline = time.perf_counter() + seconds / len(sizes)
+        while True:
+            started = time.perf_counter()
+            torch.mm(a, b, out=out)
+            _sync(device)
+            elapsed = time.perf_counter() - started
+            rate = 2 * n**3 / elapsed / 1e9
+            if rate > best["gflops"]:
+                best = {"gflops": rate, "size": n}
+            if time.perf_counter() > deadline:
+                break
+    return best
+
+
+# -- training ------------------------------------------------------------------------
+
+
+def preset_model(preset: str, cell: str = "lstm", vocab_size: int = BENCH_VOCAB) -> ModelConfig:
+    """A preset by name, or a shape "LxH" (embedding 128, as the larger presets)."""
+    if preset in PRESETS:
+        return ModelConfig(vocab_size=vocab_size, cell=cell, **PRESETS[preset])
+    layers, hidden = (int(part) for part in preset.lower().split("x"))
+    return ModelConfig(vocab_size=vocab_size, cell=cell, layers=layers, hidden=hidden, embed=128, dropout=0.25)
+
+
+def default_presets(device: torch.device) -> tuple[str, ...]:
+    return ("small", "large") if device.type == "cpu" else ("2x512", "3x1024")
+
+
+def train_speed(
+    model_config: ModelConfig,
+    device: torch.device,
+    batch_size: int,
+    seq_len: int,
+    steps: int,
+    warmup: int = 2,
+    amp_dtype: torch.dtype = torch.float32,
+) -> dict:
+    """chars/s of the real training step on random ids (speed does not depend on the text)."""
+    from charrnn.train import TrainConfig, Trainer
+
+    torch.manual_seed(0)
+    model = CharRNN(model_config).to(device)
+    if device.type == "cuda":
+        model.rnn.flatten_parameters()
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, model_config.vocab_size, batch_size * seq_len * (steps + warmup + 1) + 1, dtype=np.uint8)
+    config = TrainConfig(batch_size=batch_size, seq_len=seq_len, max_steps=10**9, warmup_steps=0)
+    trainer = Trainer(model, config, ids, None, device, amp_dtype)
+    for _ in range(warmup):
+        trainer.train_step()
+    times = []
+    for _ in range(steps):
+        _sync(device)
+        started = time.perf_counter()
+        trainer.train_step()
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    # The fastest step is what the code can do; slower ones met other work on the machine.
+    best = min(times)
+    chars = batch_size * seq_len
+    flops = flops_per_char(model_config)["train"]
+    return {
+        "chars_per_s": chars / best,
+        "gflops": flops * chars / best / 1e9,
+        "step_s": best,
+        "median_step_s": statistics.median(times),
+        "steps": steps,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "flops_per_char": flops,
+        "parameters": model.num_parameters(),
+    }
+
+
+# -- sampling ------------------------------------------------------------------------
+
+
+def _bench_vocab():
+    from charrnn.vocab import Vocab
+
+    return Vocab(tuple(chr(32 + i) for i in range(BENCH_VOCAB - 1)) + ("\n",))
+
+
+def sample_speed(
+    model: CharRNN, engine: str, num_samples: int, length: int, device: torch.device, repeats: int = 3
+) -> float:
+    """Generated chars/s over all samples through the loop ``charrnn sample`` uses; the best
+    of ``repeats`` runs of ``length`` steps."""
+    from charrnn.sample import SampleConfig, generate_ids
+
+    vocab = _bench_vocab()
+    config = SampleConfig(length=length, temperature=0.8, seed=1, num_samples=num_samples, engine=engine)
+    warm = SampleConfig(length=20, temperature=0.8, seed=1, num_samples=num_samples, engine=engine)
+    for _ in generate_ids(model, vocab, warm, device):
+        pass
+    best = 0.0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        produced = 0
+        for next_ids in generate_ids(model, vocab, config, device):
+            produced += int(next_ids.numel())
+            if num_samples == 1:
+                int(next_ids[0])  # what streaming does with each id
+        _sync(device)
+        best = max(best, produced / (time.perf_counter() - started))
+    return best
+
+
+def cli_sampling_ratio(run: Path, samples: int = BATCHED_SAMPLES, length: int = 1000) -> dict:
+    """Wall time of ``charrnn sample`` for one sample and for ``samples`` in one batch: N
+    separate runs take N times the first, so the ratio of rates is N * t1 / tN."""
+
+    def wall(n: int) -> float:
+        command = [sys.executable, "-m", "charrnn", "sample", str(run), "--length", str(length),
+                   "--seed", "1", "--num-samples", str(n)]  # fmt: skip
+        started = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.perf_counter() - started
+
+    one, batched = wall(1), wall(samples)
+    return {"one_run_s": one, "batched_run_s": batched, "ratio": samples * one / batched}
+
+
+# -- memory and encoding -----------------------------------------------------------------
+
+
+def write_corpus(path: Path, megabytes: int, source: Path | None = None) -> int:
+    """A text of about ``megabytes`` MB: ``source`` repeated, or generated words."""
+    if source is not None and source.is_file():
+        block = source.read_bytes()
+    else:
+        rng = np.random.default_rng(0)
+        words = ["".join(chr(97 + c) for c in rng.integers(0, 26, rng.integers(1, 9))) for _ in range(5000)]
+        lines = [" ".join(rng.choice(words, 12)).capitalize() + ".\n" for _ in range(20000)]
+        block = "".join(lines).encode("utf-8")
+    target = megabytes * 1_000_000
+    with open(path, "wb") as handle:
+        written = 0
+        while written < target:
+            piece = block[: target - written]
+            handle.write(piece)
+            written += len(piece)
+    return written
+
+
+def encode_speed(path: Path) -> dict:
+    """Both passes (vocabulary, then ids) without the cache, in M chars/s."""
+    from charrnn import corpus
+
+    previous = os.environ.get("CHARRNN_CACHE")
+    os.environ["CHARRNN_CACHE"] = "off"
+    try:
+        started = time.perf_counter()
+        points = corpus.collect_codepoints([path], "utf-8")
+        vocab_s = time.perf_counter() - started
+        from charrnn.vocab import Vocab
+
+        vocab = Vocab.from_codepoints(points)
+        started = time.perf_counter()
+        ids = corpus.encode_files([path], vocab, "utf-8")
+        encode_s = time.perf_counter() - started
+    finally:
+        if previous is None:
+            os.environ.pop("CHARRNN_CACHE", None)
+        else:
+            os.environ["CHARRNN_CACHE"] = previous
+    chars = len(ids)
+    return {
+        "chars": chars,
+        "vocab_pass_mchars_per_s": chars / vocab_s / 1e6,
+        "encode_pass_mchars_per_s": chars / encode_s / 1e6,
+        "both_passes_mchars_per_s": chars / (vocab_s + encode_s) / 1e6,
+    }
+
+
+def training_peak_rss(path: Path, cache: Path, out: Path, steps: int = 3) -> dict:
+    """Peak RSS (bytes) of ``charrnn train`` on ``path`` for a few steps, in its own process."""
+    command = [
+        sys.executable, "-m", "charrnn", "train", str(path), "--preset", "small",
+        "--max-steps", str(steps), "--eval-chars", "20000", "--device", "cpu", "--out", str(out),
+    ]  # fmt: skip
+    env = dict(os.environ, CHARRNN_CACHE=str(cache), NO_COLOR="1")
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=errors)
+        # wait4 gives this child's own resource usage (RUSAGE_CHILDREN would mix in others).
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            errors.seek(0)
+            tail = errors.read().decode(errors="replace")[-500:]
+            raise RuntimeError(f"the training subprocess failed: {tail}")
+    return {"peak_rss_bytes": usage.ru_maxrss * 1024, "seconds": time.perf_counter() - started}
+
+
+# -- the whole benchmark ---------------------------------------------------------------
+
+
+def default_batch(device: torch.device) -> int:
+    from charrnn.train import default_batch_size
+
+    return default_batch_size(device)
+
+
+def default_seq_len(device: torch.device) -> int:
+    from charrnn.train import TrainConfig
+
+    return TrainConfig().seq_len
+
+
+def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda message: None) -> BenchResult:
+    from charrnn.device import resolve_device
+
+    device = resolve_device(config.device)
+    result = BenchResult()
+    result.machine = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "python": platform.python_version(),
+    }
+    scale = 4 if config.long else 1
+
+    amp_dtype = torch.float32
+    if device.type == "cuda":
+        from charrnn.device import resolve_precision
+
+        amp_dtype = resolve_precision("auto", device)
+    key = "fp16_gflops" if amp_dtype == torch.float16 else "fp32_gflops"
+    result.peak["reference"] = key[:4]
+
+    def measure_peak() -> float:
+        # Measured again before each training figure and the best kept: the limit is what
+        # the machine can do, and other work on it only ever lowers a measurement.
+        result.peak["fp32_gflops"] = max(
+            result.peak.get("fp32_gflops", 0.0), matmul_peak(device, torch.float32, 1.0 * scale)["gflops"]
+        )
+        if device.type == "cuda":
+            result.peak["fp16_gflops"] = max(
+                result.peak.get("fp16_gflops", 0.0), matmul_peak(device, torch.float16, 1.0 * scale)["gflops"]
+            )
+        return result.peak[key]
+
+    presets = config.presets or default_presets(device)
+    batch = config.batch_size or default_batch(device)
+    seq = config.seq_len or default_seq_len(device)
+    for preset in presets:
+        model_config = preset_model(preset, config.cell)
+        progress(f"matrix-multiply peak, then training {preset} ({model_config.layers}x{model_config.hidden}) batch {batch}x{seq}")
+        measure_peak()
+        heavy = model_config.hidden * model_config.layers >= 1024 and device.type == "cpu"
+        steps = (3 if heavy else 6) * scale
+        row = train_speed(model_config, device, batch, seq, steps, amp_dtype=amp_dtype)
+        row.update(preset=preset, shape=f"{model_config.layers}x{model_config.hidden}", cell=model_config.cell)
+        result.training.append(row)
+    progress("matrix-multiply peak")
+    limit = measure_peak()
+    for row in result.training:
+        row["ratio"] = row["gflops"] / limit
+
+    if config.sampling:
+        for preset in presets:
+            model_config = preset_model(preset, config.cell)
+            torch.manual_seed(0)
+            model = CharRNN(model_config).to(device).eval()
+            if device.type == "cuda":
+                model.rnn.flatten_parameters()
+            heavy = model_config.hidden * model_config.layers >= 1024 and device.type == "cpu"
+            length = (500 if heavy else 2000) * scale
+            row = {"preset": preset, "shape": f"{model_config.layers}x{model_config.hidden}"}
+            progress(f"sampling {preset}: batch 1, eager (reference)")
+            row["eager_b1"] = sample_speed(model, "eager", 1, max(length // 4, 100), device)
+            progress(f"sampling {preset}: batch 1, fast")
+            row["fast_b1"] = sample_speed(model, "auto", 1, length, device)
+            progress(f"sampling {preset}: batch {BATCHED_SAMPLES}")
+            row["batched"] = sample_speed(model, "auto", BATCHED_SAMPLES, max(length // 8, 50), device)
+            row["fast_vs_eager"] = row["fast_b1"] / row["eager_b1"]
+            # N separate batch-1 runs make N x the characters in N x the time: the same rate.
+            row["batched_vs_separate"] = row["batched"] / row["fast_b1"]
+            result.sampling.append(row)
+
+    if config.memory:
+        with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as scratch:
+            path = Path(scratch) / "corpus.txt"
+            progress(f"writing a {config.corpus_mb} MB corpus")
+            size = write_corpus(path, config.corpus_mb, config.source_text)
+            progress("encoding speed")
+            result.memory.update(encode_speed(path))
+            result.memory["corpus_bytes"] = size
+            cache, run = Path(scratch) / "cache", Path(scratch) / "run"
+            progress("peak RSS of training on it (cold cache: decodes and encodes first)")
+            cold = training_peak_rss(path, cache, Path(scratch) / "cold")
+            progress("peak RSS of training on it (warm cache: memory-mapped ids)")
+            warm = training_peak_rss(path, cache, run)
+            if config.sampling and device.type == "cpu":
+                progress(f"charrnn sample: one run of {BATCHED_SAMPLES} samples against one of 1")
+                cli = cli_sampling_ratio(run)
+                rows = [row for row in result.sampling if row["preset"] == "small"]
+                if rows:
+                    rows[0]["cli_batched_vs_separate"] = cli["ratio"]
+                result.memory["cli_sampling"] = cli
+            result.memory["train_peak_rss_cold_mb"] = cold["peak_rss_bytes"] / 2**20
+            result.memory["train_peak_rss_warm_mb"] = warm["peak_rss_bytes"] / 2**20
+            result.memory["train_cold_s"] = cold["seconds"]
+            result.memory["train_warm_s"] = warm["seconds"]
+    return result

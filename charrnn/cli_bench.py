@@ -1,0 +1,93 @@
+"""The benchmark's tables (stdout) for ``charrnn bench``."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from charrnn.bench import BATCHED_SAMPLES, BenchResult
+
+FLOP_NOTE = (
+    "FLOPs counted: matrix multiplies only. Per character, a recurrent layer's forward is "
+    "2*G*H*(I+H) (G = 4 LSTM, 3 GRU, 1 RNN; I = embedding for layer 0, else H), the decoder "
+    "2*H*V, the embedding 0; a training step is 3x the forward (backward = 2x). Ratios are "
+    "against the matmul peak measured in this run; speeds are the best of the repeats."
+)
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def render_bench(result: BenchResult, console: Console) -> None:
+    machine, peak = result.machine, result.peak
+    unit = "GFLOP/s" if peak.get("reference") == "fp32" and "fp16_gflops" not in peak else "TFLOP/s"
+    scale = 1e-3 if unit == "TFLOP/s" else 1.0
+    limit = peak["fp16_gflops"] if peak.get("reference") == "fp16" else peak["fp32_gflops"]
+    console.print(
+        f"machine: {machine['device']}, {machine['cpus']} CPUs, torch {machine['torch']} "
+        f"({machine['torch_threads']} threads)"
+        + (f", cuDNN {machine['cudnn']}" if machine.get("cudnn") else ""),
+        markup=False,
+    )
+    console.print(
+        f"matmul peak ({peak['reference']}): {limit * scale:,.2f} {unit}"
+        + (f"  (fp32: {peak['fp32_gflops'] * scale:,.2f})" if peak.get("reference") == "fp16" else ""),
+        markup=False,
+    )
+
+    if result.training:
+        table = Table(title="training (whole step: forward, loss, backward, clip, AdamW)", box=None)
+        for column in ("model", "batch x seq", "chars/s", unit, "of peak", "MFLOP/char", "params"):
+            table.add_column(column, justify="right" if column != "model" else "left")
+        for row in result.training:
+            table.add_row(
+                f"{row['preset']} {row['shape']} {row['cell']}",
+                f"{row['batch_size']}x{row['seq_len']}",
+                _num(row["chars_per_s"]),
+                _num(row["gflops"] * scale, 2 if scale < 1 else 1),
+                f"{row['ratio']:.2f}",
+                _num(row["flops_per_char"] / 1e6, 2),
+                _num(row["parameters"]),
+            )
+        console.print(table)
+
+    if result.sampling:
+        table = Table(title="sampling chars/s", box=None)
+        columns = (
+            "model", "batch 1 eager (ref)", "batch 1 fast", "fast / eager",
+            f"batch {BATCHED_SAMPLES}", "batched / batch 1", f"CLI: 1 run of {BATCHED_SAMPLES} / {BATCHED_SAMPLES} runs",
+        )  # fmt: skip
+        for column in columns:
+            table.add_column(column, justify="right" if column != "model" else "left")
+        for row in result.sampling:
+            cli = row.get("cli_batched_vs_separate")
+            table.add_row(
+                f"{row['preset']} {row['shape']}",
+                _num(row["eager_b1"]),
+                _num(row["fast_b1"]),
+                f"{row['fast_vs_eager']:.1f}x",
+                _num(row["batched"]),
+                f"{row['batched_vs_separate']:.1f}x",
+                "-" if cli is None else f"{cli:.0f}x",
+            )
+        console.print(table)
+
+    memory = result.memory
+    if memory:
+        console.print(
+            f"encoding {memory['chars'] / 1e6:,.0f} M chars: vocabulary pass "
+            f"{memory['vocab_pass_mchars_per_s']:,.0f} M chars/s, ids pass "
+            f"{memory['encode_pass_mchars_per_s']:,.0f} M chars/s, both "
+            f"{memory['both_passes_mchars_per_s']:,.0f} M chars/s",
+            markup=False,
+        )
+        console.print(
+            f"peak RSS training on {memory['corpus_bytes'] / 1e6:,.0f} MB: "
+            f"{memory['train_peak_rss_cold_mb']:,.0f} MiB (first run, encodes into the cache), "
+            f"{memory['train_peak_rss_warm_mb']:,.0f} MiB (memory-mapped cache)",
+            markup=False,
+        )
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False)
+    console.print(FLOP_NOTE, markup=False)

@@ -1,0 +1,131 @@
+"""The fast sampling path must draw exactly the characters the reference (eager) path draws."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from charrnn.model import CharRNN, ModelConfig
+from charrnn.runs import RunRequest, load_model, prepare_run, train_run
+from charrnn.sample import SampleConfig, draw, generate_batch, stream
+from charrnn.stepper import EagerStepper, FastStepper, make_stepper
+
+from tests.conftest import TINY_MODEL, TINY_TRAIN, small_text
+
+
+@pytest.fixture(scope="module")
+def gru_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gru")
+    corpus = root / "verse.txt"
+    corpus.write_text(small_text(), encoding="utf-8")
+    run = prepare_run(
+        RunRequest(
+            sources=[str(corpus)],
+            out=root / "run",
+            model={**TINY_MODEL, "cell": "gru"},
+            train={**TINY_TRAIN, "max_steps": 150, "lr": 1e-2, "eval_every": 150},
+            device="cpu",
+        )
+    )
+    train_run(run)
+    return root / "run"
+
+
+@pytest.fixture(params=["lstm", "gru"])
+def trained(request, trained_run, gru_run):
+    run = trained_run if request.param == "lstm" else gru_run
+    model, vocab, _ = load_model(run, device="cpu")
+    assert model.config.cell == request.param
+    return model, vocab
+
+
+def text(model, vocab, engine, **options):
+    return "".join(stream(model, vocab, SampleConfig(engine=engine, **options)))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"temperature": 1.0, "seed": 11},
+        {"temperature": 0.7, "top_k": 5, "seed": 12, "prime": "[JULIET]"},
+        {"temperature": 1.3, "top_p": 0.9, "seed": 13},
+        {"temperature": 0},
+    ],
+)
+def test_fast_path_yields_the_reference_characters(trained, options):
+    model, vocab = trained
+    fast = text(model, vocab, "fast", length=600, **options)
+    eager = text(model, vocab, "eager", length=600, **options)
+    assert len(fast) == 600
+    assert fast == eager
+
+
+def test_batched_fast_path_matches_batched_reference(trained):
+    model, vocab = trained
+    config = dict(length=150, seed=21, num_samples=5, temperature=1.0, prime="[R")
+    fast = generate_batch(model, vocab, SampleConfig(engine="fast", **config))
+    eager = generate_batch(model, vocab, SampleConfig(engine="eager", **config))
+    assert fast == eager and len(set(fast)) > 1
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_fast_logits_and_state_follow_the_model(cell):
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=30, cell=cell, layers=3, hidden=40, embed=8)).eval()
+    fast, eager = FastStepper(model), EagerStepper(model)
+    prompt = torch.randint(0, 30, (4, 9))
+    fast_logits, fast_state = fast.prime(prompt)
+    eager_logits, eager_state = eager.prime(prompt)
+    for _ in range(30):
+        ids = torch.randint(0, 30, (4,))
+        fast_logits, fast_state = fast.step(ids, fast_state)
+        eager_logits, eager_state = eager.step(ids, eager_state)
+        torch.testing.assert_close(fast_logits, eager_logits, rtol=1e-5, atol=1e-5)
+    converted = fast.to_model_state(fast_state)
+    for got, want in zip(converted if cell == "lstm" else [converted], eager_state if cell == "lstm" else [eager_state]):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # Reordering samples (beam search) moves their states along.
+    order = torch.tensor([3, 3, 0])
+    ids = torch.tensor([1, 2, 3])
+    got, _ = fast.step(ids, fast.select(fast_state, order))
+    want, _ = eager.step(ids, eager.select(eager_state, order))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_step_leaves_the_given_state_untouched():
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=12, layers=2, hidden=16, embed=4)).eval()
+    stepper = FastStepper(model)
+    _, state = stepper.prime(torch.tensor([[1, 2, 3]]))
+    before = (state.h.copy(), state.c.copy())
+    first, _ = stepper.step(torch.tensor([4]), state)
+    again, _ = stepper.step(torch.tensor([4]), state)
+    assert (state.h == before[0]).all() and (state.c == before[1]).all()
+    assert torch.equal(first, again)
+
+
+def test_engine_choice():
+    model = CharRNN(ModelConfig(vocab_size=12, layers=1, hidden=8, embed=4))
+    assert isinstance(make_stepper(model, "auto"), FastStepper)
+    assert isinstance(make_stepper(model, "eager"), EagerStepper)
+
+
+def test_draw_is_exactly_torch_multinomial():
+    a, b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for rows in (1, 3) * 500:
+        probs = torch.softmax(torch.randn(rows, 40) * 3, dim=-1)
+        expected = torch.multinomial(probs, 1, generator=a).squeeze(-1)
+        assert torch.equal(draw(probs.clone(), b), expected)
+
+
+def test_checkpoint_samples_identically_through_either_engine_on_the_cli(trained_run):
+    def run(engine):
+        command = [sys.executable, "-m", "charrnn", "sample", str(trained_run), "--length", "400",
+                   "--seed", "99", "--temperature", "1.0", "--engine", engine]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    fast, eager = run("fast"), run("eager")
+    assert len(fast) == 401 and fast == eager
