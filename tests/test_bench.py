@@ -1,0 +1,59 @@
+"""The benchmark's plumbing (speeds themselves are measured by `charrnn bench`, not tested)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from charrnn.bench import encode_speed, flops_per_char, preset_model, write_corpus
+from charrnn.cli import app
+from charrnn.model import CharRNN, ModelConfig
+
+
+def test_flop_formula():
+    config = ModelConfig(vocab_size=65, cell="lstm", layers=2, hidden=256, embed=64)
+    # layer 0: 2*4*256*(64+256); layer 1: 2*4*256*(256+256); decoder 2*256*65
+    forward = 655_360 + 1_048_576 + 33_280
+    assert flops_per_char(config) == {"forward": forward, "train": 3 * forward}
+    gru = ModelConfig(vocab_size=10, cell="gru", layers=1, hidden=8, embed=4)
+    assert flops_per_char(gru)["forward"] == 2 * 3 * 8 * 12 + 2 * 8 * 10
+
+
+def test_flop_count_matches_the_models_matrix_multiplies():
+    # The counted FLOPs are 2 per multiply-add of every weight matrix except the embedding.
+    config = preset_model("small")
+    model = CharRNN(config)
+    weights = sum(p.numel() for n, p in model.named_parameters() if "weight" in n and "embedding" not in n)
+    assert flops_per_char(config)["forward"] == 2 * weights
+
+
+def test_shapes_are_accepted_as_presets():
+    config = preset_model("3x1024")
+    assert (config.layers, config.hidden) == (3, 1024)
+
+
+def test_encoding_measurement_on_a_generated_corpus(tmp_path):
+    path = tmp_path / "c.txt"
+    assert write_corpus(path, 1) == 1_000_000
+    figures = encode_speed(path)
+    assert figures["chars"] == 1_000_000 and figures["both_passes_mchars_per_s"] > 0
+
+
+def test_bench_command_prints_the_table_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(
+        app, ["bench", "--preset", "tiny", "--no-memory", "--no-sampling", "--device", "cpu", "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "of peak" in result.stdout and "FLOPs counted" in result.stdout
+    figures = json.loads(out.read_text())
+    row = figures["training"][0]
+    assert figures["peak"]["fp32_gflops"] > 0 and row["shape"] == "1x128"
+    assert row["ratio"] == pytest.approx(row["gflops"] / figures["peak"]["fp32_gflops"])
+
+
+def test_bench_refuses_a_bad_option():
+    result = CliRunner().invoke(app, ["bench", "--corpus-mb", "0"])
+    assert result.exit_code == 2
