@@ -83,12 +83,17 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path):
     checkpoint.save({"model": {"w": torch.zeros(3)}}, path)
     before = path.read_bytes()
     if os.geteuid() == 0:
-        # root ignores directory permissions: simulate the failure at the rename instead.
-        import unittest.mock
+        # root ignores directory permissions: make the write itself fail for real with a file
+        # size limit (EFBIG; Python ignores SIGXFSZ), as a quota or a full disk would.
+        import resource
 
-        with unittest.mock.patch("os.replace", side_effect=OSError(28, "No space left on device")):
-            with pytest.raises(CheckpointError, match="previous checkpoint is intact"):
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, hard))
+        try:
+            with pytest.raises(CheckpointError, match="File too large; the previous checkpoint is intact"):
                 checkpoint.save({"model": {"w": torch.ones(3)}}, path)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     else:
         tmp_path.chmod(0o500)
         try:
