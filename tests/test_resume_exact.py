@@ -200,8 +200,9 @@ def test_kill9_loop_while_checkpoints_are_written(corpus, reference, tmp_path):
             proc = start_training(corpus, "--out", run_dir, "--checkpoint-every", 1, *TRAIN_ARGS)
         else:
             proc = start_training("--resume", run_dir)
-        wait_for_step(proc, run_dir, step + 1)
-        time.sleep(rng.uniform(0, 0.08))  # lands anywhere: a step, an evaluation, a write
+        # Step k+1 logged means step k's checkpoint is on disk: every kill has one to keep.
+        wait_for_step(proc, run_dir, step + 2)
+        time.sleep(rng.uniform(0, 0.05))  # lands anywhere: a step, an evaluation, a write
         proc.kill()
         proc.communicate(timeout=60)
         assert proc.returncode == -signal.SIGKILL
