@@ -283,16 +283,31 @@ def training_peak_rss(path: Path, cache: Path, out: Path, steps: int = 3) -> dic
     ]  # fmt: skip
     env = dict(os.environ, CHARRNN_CACHE=str(cache), NO_COLOR="1")
     started = time.perf_counter()
+    peaks: dict[str, int] = {}
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=errors)
-        # wait4 gives this child's own resource usage (RUSAGE_CHILDREN would mix in others).
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
+        # The child's own high-water mark, polled from /proc: ru_maxrss from wait4 would
+        # count the pages this (large) benchmark process had when it forked the child.
+        status = Path(f"/proc/{process.pid}/status")
+        while process.poll() is None:
+            try:
+                for line in status.read_text().splitlines():
+                    name, _, value = line.partition(":")
+                    if name in ("VmHWM", "RssAnon", "RssFile"):
+                        peaks[name] = max(peaks.get(name, 0), int(value.split()[0]) * 1024)
+            except (OSError, ValueError, IndexError):
+                pass
+            time.sleep(0.02)
         if process.returncode != 0:
             errors.seek(0)
             tail = errors.read().decode(errors="replace")[-500:]
             raise RuntimeError(f"the training subprocess failed: {tail}")
-    return {"peak_rss_bytes": usage.ru_maxrss * 1024, "seconds": time.perf_counter() - started}
+    return {
+        "peak_rss_bytes": peaks.get("VmHWM"),
+        "peak_anon_bytes": peaks.get("RssAnon"),
+        "peak_file_bytes": peaks.get("RssFile"),
+        "seconds": time.perf_counter() - started,
+    }
 
 
 # -- the whole benchmark ---------------------------------------------------------------
@@ -403,8 +418,10 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
                 if rows:
                     rows[0]["cli_batched_vs_separate"] = cli["ratio"]
                 result.memory["cli_sampling"] = cli
-            result.memory["train_peak_rss_cold_mb"] = cold["peak_rss_bytes"] / 2**20
-            result.memory["train_peak_rss_warm_mb"] = warm["peak_rss_bytes"] / 2**20
+            for name, figures in (("cold", cold), ("warm", warm)):
+                for key in ("peak_rss", "peak_anon", "peak_file"):
+                    value = figures[f"{key}_bytes"]
+                    result.memory[f"train_{key}_{name}_mb"] = None if value is None else value / 2**20
             result.memory["train_cold_s"] = cold["seconds"]
             result.memory["train_warm_s"] = warm["seconds"]
     return result

@@ -84,8 +84,9 @@ def render_bench(result: BenchResult, console: Console) -> None:
         )
         console.print(
             f"peak RSS training on {memory['corpus_bytes'] / 1e6:,.0f} MB: "
-            f"{memory['train_peak_rss_cold_mb']:,.0f} MiB (first run, encodes into the cache), "
-            f"{memory['train_peak_rss_warm_mb']:,.0f} MiB (memory-mapped cache)",
+            f"{_num(memory['train_peak_rss_cold_mb'])} MiB (first run, encodes into the cache), "
+            f"{_num(memory['train_peak_rss_warm_mb'])} MiB (memory-mapped cache; "
+            f"{_num(memory['train_peak_file_warm_mb'])} MiB of it file pages)",
             markup=False,
         )
     for note in result.notes:

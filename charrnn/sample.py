@@ -136,7 +136,7 @@ def generate_ids(
 ) -> Iterator[torch.Tensor]:
     """Yield the next id of every sample, (num_samples,) at a time, ``config.length`` times."""
     model.eval()
-    stepper = make_stepper(model, config.engine)
+    stepper = make_stepper(model, config.engine, config.num_samples)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     n = config.num_samples
     ids = prime_ids(vocab, config)

@@ -109,6 +109,8 @@ def test_engine_choice():
     model = CharRNN(ModelConfig(vocab_size=12, layers=1, hidden=8, embed=4))
     assert isinstance(make_stepper(model, "auto"), FastStepper)
     assert isinstance(make_stepper(model, "eager"), EagerStepper)
+    assert isinstance(make_stepper(model, "auto", num_samples=64), EagerStepper)
+    assert isinstance(make_stepper(model, "fast", num_samples=64), FastStepper)
 
 
 def test_draw_is_exactly_torch_multinomial():
