@@ -578,7 +578,8 @@ def bench(
     )
     started = time.perf_counter()
     result = run_bench(config, progress=lambda message: err.print(f"bench: {message}", markup=False))
-    render_bench(result, out)
+    # A table too wide for 80 columns is still one line per row when piped to a file.
+    render_bench(result, out if out.is_terminal else Console(highlight=False, width=140))
     err.print(f"bench took {time.perf_counter() - started:.0f} s", markup=False)
     if json_path is not None:
         json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
