@@ -240,6 +240,10 @@ def write_corpus(path: Path, megabytes: int, source: Path | None = None) -> int:
         written = 0
         while written < target:
             piece = block[: target - written]
+            if len(piece) < len(block):
+                # The last piece ends on a character boundary, so the text stays valid UTF-8.
+                piece = piece.decode("utf-8", errors="ignore").encode("utf-8")
+                target = written + len(piece)
             handle.write(piece)
             written += len(piece)
     return written
