@@ -24,8 +24,8 @@ from charrnn.cli_errors import EXIT_INTERRUPTED, OneLineUsageErrors, fail, messa
 from charrnn.device import DeviceChoice, Precision
 from charrnn.model import Cell
 from charrnn.presets import Preset
-from charrnn.tokenizer_modes import TokenizerKind
 from charrnn.stepper import Engine
+from charrnn.tokenizer_modes import TokenizerKind
 from charrnn.train import Schedule
 
 class _Group(OneLineUsageErrors, typer.core.TyperGroup):
