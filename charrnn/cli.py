@@ -148,6 +148,7 @@ def train(
     encoding: Annotated[Optional[str], typer.Option(help="Text encoding of the files. \\[default: utf-8]", rich_help_panel=DATA)] = None,
     device: Annotated[DeviceChoice, typer.Option(help="Where to train.", rich_help_panel=RUN)] = DeviceChoice.auto,
     eval_sample_chars: Annotated[int, typer.Option(min=0, help="Characters of the sample written to samples.txt at each evaluation; 0 = none.", rich_help_panel=RUN)] = 200,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard/--no-tensorboard", help="Also write TensorBoard event files to RUN_DIR/tensorboard (needs the tensorboard extra).", rich_help_panel=RUN)] = False,
     precision: Annotated[Optional[Precision], typer.Option(help="auto = fp16 autocast on CUDA, fp32 on CPU.", rich_help_panel=RUN)] = None,
     deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--no-deterministic", help="Deterministic kernels everywhere, so a resumed run matches an unstopped one bit-for-bit on CUDA too (CPU runs already do). \\[default: off]", show_default=False, rich_help_panel=RUN)] = None,
 ) -> None:
@@ -239,7 +240,7 @@ def train(
         os.write(2, b"\nstopping after this step to save a checkpoint (press Ctrl-C again to quit at once)\n")
 
     with TrainingDisplay(err) as display, graceful_stop(stop_after_this_step):
-        result = train_run(run, [display], sample_chars=eval_sample_chars)
+        result = train_run(run, [display], sample_chars=eval_sample_chars, tensorboard=tensorboard)
     seconds = time.perf_counter() - started
     best = "-" if result.best_val_loss is None else f"{result.best_val_loss * run.trainer.tokens_per_char / 0.6931471805599453:.4f}"
     where = run.directory / "last.pt"

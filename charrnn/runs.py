@@ -405,9 +405,15 @@ def _write_config(run: Run) -> None:
     checkpoint.atomic_write(run.directory / "config.toml", to_toml(options, header).encode("utf-8"), "run config")
 
 
-def train_run(run: Run, callbacks: list[Callback] = (), sample_chars: int = EVAL_SAMPLE_CHARS):
+def train_run(
+    run: Run,
+    callbacks: list[Callback] = (),
+    sample_chars: int = EVAL_SAMPLE_CHARS,
+    tensorboard: bool = False,
+):
     """Fit with the checkpoint writer, metrics log and evaluation samples attached (0
-    ``sample_chars`` turns the samples off); returns the ``FitResult``."""
+    ``sample_chars`` turns the samples off; ``tensorboard`` mirrors the metrics into
+    RUN_DIR/tensorboard); returns the ``FitResult``."""
     if not distributed.is_main():
         # Other ranks take part in checkpoints (their state is gathered) but write nothing.
         run.trainer.callbacks = [CheckpointWriter(run)]
@@ -415,11 +421,18 @@ def train_run(run: Run, callbacks: list[Callback] = (), sample_chars: int = EVAL
     resume_step = run.trainer.step if run.resumed_from is not None else None
     metrics = MetricsLog(run.directory / "metrics.jsonl", resume_step)
     samples = EvalSamples(run.directory / "samples.txt", run.vocab, sample_chars, run.trainer.config.seed, resume_step)
-    run.trainer.callbacks = [CheckpointWriter(run), metrics, samples, *callbacks]
+    board = None
+    if tensorboard:
+        from charrnn.tensorboard_log import TensorBoardLog
+
+        board = TensorBoardLog(run.directory / "tensorboard", resume_step)
+    run.trainer.callbacks = [CheckpointWriter(run), metrics, samples, *([board] if board else []), *callbacks]
     try:
         return run.trainer.fit()
     finally:
         metrics.close()
+        if board is not None:
+            board.close()
 
 
 def load_model(path: Path, which: str = "last", device: str = "auto") -> tuple[CharRNN, Vocab, dict]:
