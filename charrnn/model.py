@@ -76,7 +76,9 @@ class CharRNN(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        nn.init.normal_(self.embedding.weight, std=0.1)
+        # Unit-variance embeddings: with std 0.1 the input barely moves the first layer's gates
+        # and training sits on the unigram plateau (~3.3 nats) for the first hundred steps.
+        nn.init.normal_(self.embedding.weight, std=1.0)
         if self.config.cell == "lstm":
             # Forget-gate bias 1 (Jozefowicz et al. 2015): gradients flow through the cell
             # state from the first step. PyTorch splits the bias in two; set it once.

@@ -40,16 +40,16 @@ class Schedule(str, Enum):
 @dataclass
 class TrainConfig:
     batch_size: int = 64
-    seq_len: int = 128
-    lr: float = 2e-3
+    seq_len: int = 64
+    lr: float = 3e-3
     min_lr_frac: float = 0.1
-    warmup_steps: int = 100
+    warmup_steps: int = 20
     schedule: str = "cosine"
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     max_steps: int | None = None
     minutes: float | None = None
-    eval_every: int = 100
+    eval_every: int = 200
     eval_chars: int | None = None
     checkpoint_every: int | None = None
     patience: int = 0  # evaluations without improvement before stopping; 0 = never stop early
@@ -94,7 +94,9 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-CPU_BATCH_SIZE = 64
+# Measured on tiny shakespeare, 6 minutes on 2 cores: 32x64 windows ran no slower per character
+# than 64x128 and made 4.6x the updates (3001 vs 655 steps; val 1.577 vs 1.771 nats/char).
+CPU_BATCH_SIZE = 32
 GPU_BATCH_SIZE = 256  # a GPU needs many streams per step to fill it; cuDNN's cost per step barely grows
 
 
@@ -187,7 +189,9 @@ class Trainer:
         decay, no_decay = [], []
         for name, param in model.named_parameters():
             # Biases and embeddings are not shrunk toward zero (as in nanoGPT and AWD-LSTM).
-            (no_decay if name.endswith("bias") or name.startswith("embedding") else decay).append(param)
+            # nn.LSTM names its biases bias_ih_l0, bias_hh_l0, ...: match the leaf name's prefix.
+            leaf = name.rsplit(".", 1)[-1]
+            (no_decay if leaf.startswith("bias") or name.startswith("embedding") else decay).append(param)
         # One fused kernel instead of ~10 foreach passes over the parameters: measured 6-15x
         # faster optimizer steps on the CPU too (4 -> 0.6 ms for 2x256, 30 -> 5 ms for 3x512).
         fused = device.type in ("cuda", "cpu")
