@@ -18,7 +18,7 @@ setup: $(BIN)/charrnn
 
 demo: setup
 	run=checkpoints/demo-$$(date +%Y%m%d-%H%M%S) && \
-	$(BIN)/charrnn train stdlib --minutes 2 --out $$run && \
+	$(BIN)/charrnn train stdlib --minutes 2 --eval-chars 200000 --out $$run && \
 	$(BIN)/charrnn sample $$run --best --length 800 --temperature 0.7 --prime "def "
 
 test: setup
