@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import torch
 
 from charrnn import __version__, checkpoint, distributed
 from charrnn.batches import plan_layout

@@ -54,23 +54,39 @@ TINY_MODEL = {"layers": 2, "hidden": 32, "embed": 16, "dropout": 0.0}
 TINY_TRAIN = {"batch_size": 8, "seq_len": 32, "lr": 5e-3, "warmup_steps": 5, "eval_every": 20}
 
 
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory) -> Path:
-    """One real training run (tiny model, a few seconds) shared by the sampling/CLI tests."""
+def train_small_run(root: Path, model: dict, train: dict, sample_chars: int | None = None) -> Path:
+    """A real training run on ``small_text()`` in ``root``; returns its run directory."""
     from charrnn.runs import RunRequest, prepare_run, train_run
 
-    root = tmp_path_factory.mktemp("trained")
-    os.environ.setdefault("CHARRNN_CACHE", str(root / "cache"))  # never the user's cache
     corpus = root / "verse.txt"
     corpus.write_text(small_text(), encoding="utf-8")
     run = prepare_run(
-        RunRequest(
-            sources=[str(corpus)],
-            out=root / "run",
-            model=dict(TINY_MODEL),
-            train={**TINY_TRAIN, "max_steps": 400, "lr": 1e-2, "eval_every": 100},
-            device="cpu",
-        )
+        RunRequest(sources=[str(corpus)], out=root / "run", model=model, train=train, device="cpu")
     )
-    train_run(run)
+    train_run(run) if sample_chars is None else train_run(run, sample_chars=sample_chars)
     return root / "run"
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """One real training run (tiny model, a few seconds) shared by the sampling/CLI tests."""
+    root = tmp_path_factory.mktemp("trained")
+    os.environ.setdefault("CHARRNN_CACHE", str(root / "cache"))  # never the user's cache
+    return train_small_run(
+        root, dict(TINY_MODEL), {**TINY_TRAIN, "max_steps": 400, "lr": 1e-2, "eval_every": 100}
+    )
+
+
+@pytest.fixture(scope="session")
+def model_and_vocab(trained_run):
+    from charrnn.runs import load_model
+
+    model, vocab, _ = load_model(trained_run, device="cpu")
+    return model, vocab
+
+
+def sample_text(model_and_vocab, **options) -> str:
+    from charrnn.sample import SampleConfig, stream
+
+    model, vocab = model_and_vocab
+    return "".join(stream(model, vocab, SampleConfig(**options)))

@@ -2,9 +2,7 @@
 
 import json
 
-import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from charrnn.bench import encode_speed, flops_per_char, preset_model, write_corpus

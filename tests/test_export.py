@@ -11,8 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from charrnn.cli import app
-from charrnn.runs import RunRequest, load_model, prepare_run, train_run
-from tests.conftest import TINY_TRAIN
+from charrnn.runs import load_model
+from tests.conftest import TINY_TRAIN, train_small_run
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 runner = CliRunner()
@@ -21,22 +21,12 @@ PRIME = "[JULIET] Good night, good "
 
 @pytest.fixture(scope="module")
 def gru_run(tmp_path_factory):
-    from tests.conftest import small_text
-
-    root = tmp_path_factory.mktemp("gru")
-    text = root / "verse.txt"
-    text.write_text(small_text(), encoding="utf-8")
-    run = prepare_run(
-        RunRequest(
-            sources=[str(text)],
-            out=root / "run",
-            model={"cell": "gru", "layers": 2, "hidden": 24, "embed": 8, "dropout": 0.1},
-            train={**TINY_TRAIN, "max_steps": 30},
-            device="cpu",
-        )
+    return train_small_run(
+        tmp_path_factory.mktemp("gru"),
+        {"cell": "gru", "layers": 2, "hidden": 24, "embed": 8, "dropout": 0.1},
+        {**TINY_TRAIN, "max_steps": 30},
+        sample_chars=0,
     )
-    train_run(run, sample_chars=0)
-    return root / "run"
 
 
 def reference_probs(run, text):

@@ -7,29 +7,20 @@ import pytest
 import torch
 
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.runs import RunRequest, load_model, prepare_run, train_run
+from charrnn.runs import load_model
 from charrnn.sample import SampleConfig, draw, generate_batch, stream
 from charrnn.stepper import EagerStepper, FastStepper, make_stepper
 
-from tests.conftest import TINY_MODEL, TINY_TRAIN, small_text
+from tests.conftest import TINY_MODEL, TINY_TRAIN, train_small_run
 
 
 @pytest.fixture(scope="module")
 def gru_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gru")
-    corpus = root / "verse.txt"
-    corpus.write_text(small_text(), encoding="utf-8")
-    run = prepare_run(
-        RunRequest(
-            sources=[str(corpus)],
-            out=root / "run",
-            model={**TINY_MODEL, "cell": "gru"},
-            train={**TINY_TRAIN, "max_steps": 150, "lr": 1e-2, "eval_every": 150},
-            device="cpu",
-        )
+    return train_small_run(
+        tmp_path_factory.mktemp("gru"),
+        {**TINY_MODEL, "cell": "gru"},
+        {**TINY_TRAIN, "max_steps": 150, "lr": 1e-2, "eval_every": 150},
     )
-    train_run(run)
-    return root / "run"
 
 
 @pytest.fixture(params=["lstm", "gru"])

@@ -2,19 +2,8 @@ import pytest
 import torch
 
 from charrnn.errors import ConfigError, VocabError
-from charrnn.runs import load_model
-from charrnn.sample import SampleConfig, StopMatcher, filter_logits, generate_batch, stream
-
-
-@pytest.fixture(scope="module")
-def model_and_vocab(trained_run):
-    model, vocab, _ = load_model(trained_run, device="cpu")
-    return model, vocab
-
-
-def sample_text(model_and_vocab, **options):
-    model, vocab = model_and_vocab
-    return "".join(stream(model, vocab, SampleConfig(**options)))
+from charrnn.sample import SampleConfig, StopMatcher, filter_logits, generate_batch
+from tests.conftest import sample_text
 
 
 def test_same_seed_same_text_different_seed_different_text(model_and_vocab):

@@ -14,21 +14,11 @@ from charrnn.beam import BeamConfig, beam_search
 from charrnn.cli import app
 from charrnn.errors import ConfigError
 from charrnn.runs import load_model
-from charrnn.sample import SampleConfig, filter_logits, penalize_repetition, stream
+from charrnn.sample import SampleConfig, filter_logits, penalize_repetition
+from tests.conftest import sample_text
 
 runner = CliRunner()
 PRIME = "[JULIET] Good night, good "
-
-
-@pytest.fixture(scope="module")
-def model_and_vocab(trained_run):
-    model, vocab, _ = load_model(trained_run, device="cpu")
-    return model, vocab
-
-
-def sample_text(model_and_vocab, **options):
-    model, vocab = model_and_vocab
-    return "".join(stream(model, vocab, SampleConfig(**options)))
 
 
 def test_min_p_keeps_characters_relative_to_the_most_likely():

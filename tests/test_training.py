@@ -60,8 +60,6 @@ def test_run_directory_holds_last_best_metrics_and_config(trained_run):
 
 
 def test_checkpoint_round_trip_gives_identical_logits(trained_run):
-    from charrnn.runs import Run  # noqa: F401  (the model is rebuilt from the file alone)
-
     model_a, vocab, _ = load_model(trained_run, device="cpu")
     model_b, _, _ = load_model(trained_run / "last.pt", device="cpu")
     idx = torch.tensor([vocab.encode("[ROMEO] O, she doth").tolist()])
