@@ -305,6 +305,13 @@ class Trainer:
         for callback in self.callbacks:
             getattr(callback, event)(self, *args)
 
+    def _diverged(self, what: str, value: float) -> TrainingDiverged:
+        return TrainingDiverged(
+            f"the {what} became {value} at step {self.progress.step + 1}; no checkpoint "
+            "was written for it. Resume from the last checkpoint with a lower --lr "
+            "or a smaller --grad-clip"
+        )
+
     def train_step(self) -> StepStats:
         started = time.perf_counter()
         x, y, new_epoch = self.batches.next_window()
@@ -320,11 +327,7 @@ class Trainer:
         # Under torchrun: the loss of the whole global batch, and every rank sees a divergence.
         loss_value = distributed.mean(loss.item())
         if not math.isfinite(loss_value):
-            raise TrainingDiverged(
-                f"the loss became {loss_value} at step {self.progress.step + 1}; no checkpoint "
-                "was written for it. Resume from the last checkpoint with a lower --lr "
-                "or a smaller --grad-clip"
-            )
+            raise self._diverged("loss", loss_value)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
@@ -333,11 +336,7 @@ class Trainer:
         if not math.isfinite(grad_norm) and not self.scaler.is_enabled():
             # Without a grad scaler (which skips such steps itself) this update would turn the
             # weights into NaN; stop before it touches them.
-            raise TrainingDiverged(
-                f"the gradient became {grad_norm} at step {self.progress.step + 1}; no checkpoint "
-                "was written for it. Resume from the last checkpoint with a lower --lr "
-                "or a smaller --grad-clip"
-            )
+            raise self._diverged("gradient", grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.hidden = detach_state(hidden)

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from charrnn import checkpoint
 from charrnn.cli import app
 from tests.conftest import REPO, small_text
+from tests.test_checkpoint import RunsACommand
 
 runner = CliRunner()
 TINY = ["--layers", "1", "--hidden", "32", "--embed", "8", "--batch-size", "8", "--seq-len", "32"]
@@ -296,14 +297,6 @@ def test_checkpoint_that_is_a_fifo_or_a_directory(tmp_path):
     (tmp_path / "empty_run").mkdir()
     answered(invoke("sample", tmp_path / "empty_run"), "run directory has no last.pt", 1)
     answered(invoke("sample", tmp_path / "empty_run", "--best"), "run directory has no best.pt", 1)
-
-
-class RunsACommand:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def test_malicious_checkpoint_is_refused_and_its_command_never_runs(tmp_path):
