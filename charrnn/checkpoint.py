@@ -69,7 +69,12 @@ def atomic_write(path: Path, data: bytes, what: str = "file") -> None:
         _fsync_directory(path.parent)
     except BaseException as exc:
         # BaseException too: a second Ctrl-C (KeyboardInterrupt) mid-write must not leave debris.
-        Path(tmp).unlink(missing_ok=True)
+        try:
+            Path(tmp).unlink(missing_ok=True)
+        except OSError:
+            # The directory may have turned read-only under us: report the write's own error;
+            # the next run removes the leftover (remove_stale_temporaries).
+            pass
         if isinstance(exc, OSError):
             raise CheckpointError(
                 f"could not save {what} {path}: {exc.strerror}; the previous {what} is intact"
