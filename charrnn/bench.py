@@ -200,7 +200,7 @@ def sample_speed(
         started = time.perf_counter()
         produced = 0
         for next_ids in generate_ids(model, vocab, config, device):
-            produced += int(next_ids.numel())
+            produced += len(next_ids)
             if num_samples == 1:
                 int(next_ids[0])  # what streaming does with each id
         _sync(device)

@@ -283,6 +283,9 @@ def sample(
     best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint, not its latest.")] = False,
     device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.")] = DeviceChoice.auto,
     engine: Annotated[Engine, typer.Option(help="fast = weights laid out once for single steps (CPU); eager = the model's own forward (the reference; cuDNN on GPU); auto = fast on CPU, eager on GPU. Same seed, same text either way.")] = Engine.auto,
+    check_copying: Annotated[bool, typer.Option("--check-copying", help="After sampling, report on stderr the longest substring of each sample found verbatim in the training text, and the share of it in copied runs of --copy-min-run+ characters, beside the same figures for unseen validation text. About 1 s per 1,000 sampled characters per MB of training text.")] = False,
+    training_text: Annotated[Optional[Path], typer.Option(help="Check copying against this file instead of the training files the checkpoint records (implies --check-copying).", show_default=False)] = None,
+    copy_min_run: Annotated[int, typer.Option(min=1, help="Shortest verbatim run counted as copied by --check-copying.")] = 20,
 ) -> None:
     """Generate text, streaming it to stdout as it is made."""
     from charrnn.device import resolve_device
@@ -305,13 +308,23 @@ def sample(
         engine=engine.value,
     )
     target = resolve_device(device.value)
-    model, vocab, _ = load_model(checkpoint, "best" if best else "last", device.value)
-    if beam and interactive:
-        from charrnn.errors import ConfigError
+    model, vocab, payload = load_model(checkpoint, "best" if best else "last", device.value)
+    from charrnn.errors import ConfigError
 
+    if beam and interactive:
         raise ConfigError("--beam and --interactive cannot be combined")
+    check_copying = check_copying or training_text is not None
+    if check_copying and interactive:
+        raise ConfigError("--check-copying works on generated samples, not the --interactive loop")
+    references = None
+    if check_copying:
+        from charrnn.copying import reference_texts
+
+        # Read before sampling: a missing training file is answered before any output.
+        references = reference_texts(payload.get("corpus", {}), training_text)
     if beam:
-        _sample_beam(model, vocab, config, beam, target)
+        texts = _sample_beam(model, vocab, config, beam, target)
+        _report_copying(references, texts, copy_min_run)
         return
     from charrnn.sample import prime_ids
 
@@ -321,28 +334,54 @@ def sample(
         _sample_interactive(model, vocab, config, target)
         return
     started = time.perf_counter()
-    produced = 0
     if num_samples == 1:
         pieces = stream(model, vocab, config, target)
         first = next(pieces, "")  # errors (a bad prime) surface before anything is printed
         sys.stdout.write(prime)
+        streamed = []
         for piece in itertools.chain([first], pieces):
             sys.stdout.write(piece)
             sys.stdout.flush()
-            produced += len(piece)
+            streamed.append(piece)
         sys.stdout.write("\n")
+        texts = ["".join(streamed)]
     else:
         texts = generate_batch(model, vocab, config, target)
         for i, text in enumerate(texts, 1):
             err.print(f"--- sample {i}/{len(texts)} ---", markup=False)
             sys.stdout.write(prime + text + "\n")
             sys.stdout.flush()
-            produced += len(text)
     seconds = time.perf_counter() - started
+    produced = sum(len(text) for text in texts)
     err.print(f"{produced} characters in {seconds:.2f} s ({produced / max(seconds, 1e-9):,.0f} chars/s)", markup=False)
+    _report_copying(references, texts, copy_min_run)
 
 
-def _sample_beam(model, vocab, config, width: int, target) -> None:
+def _report_copying(references, texts: list[str], min_run: int) -> None:
+    """One stderr line per sample: its longest verbatim copy and copied share, then the same
+    figures for unseen text of the same length, so the user can tell learning from copying."""
+    if references is None:
+        return
+    from charrnn.copying import copy_report, unseen_baseline
+
+    err.print(f"copying check against {references.source} ({len(references.train):,} training characters):", markup=False)
+    for i, text in enumerate(texts, 1):
+        report = copy_report(text, references.train, min_run)
+        label = f"sample {i}" if len(texts) > 1 else "sample"
+        err.print(f"  {label}: {_copy_figures(report)}", markup=False)
+    baseline = unseen_baseline(references, max(len(t) for t in texts), min_run)
+    if baseline is not None:
+        err.print(f"  unseen validation text, same length: {_copy_figures(baseline)}", markup=False)
+
+
+def _copy_figures(report) -> str:
+    return (
+        f"longest verbatim run {report.longest} chars {report.longest_text!r}; "
+        f"{report.copied_fraction:.1%} in runs of {report.min_run}+ chars"
+    )
+
+
+def _sample_beam(model, vocab, config, width: int, target) -> list[str]:
     from charrnn.beam import BeamConfig, beam_search
     from charrnn.errors import ConfigError
 
@@ -367,6 +406,7 @@ def _sample_beam(model, vocab, config, width: int, target) -> None:
             err.print(f"--- beam {i}/{config.num_samples}: log-probability {found.log_prob:.3f} ---", markup=False)
         sys.stdout.write(config.prime + found.text + "\n")
         sys.stdout.flush()
+    return [found.text for found in beams[: config.num_samples]]
 
 
 def _sample_interactive(model, vocab, config, target) -> None:

@@ -7,11 +7,12 @@ import secrets
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from charrnn.errors import ConfigError, VocabError
 from charrnn.model import CharRNN
-from charrnn.stepper import make_stepper
+from charrnn.stepper import FastStepper, make_stepper
 from charrnn.tokenizer_modes import piece_decoder
 from charrnn.vocab import Vocab
 
@@ -88,7 +89,7 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float, min_p: float =
 def choose(
     logits: torch.Tensor,
     config: SampleConfig,
-    generator: torch.Generator,
+    noise: Noise,
     history: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Next ids (N,) from logits (N, V); ``history`` (N, L) holds the recent ids that the
@@ -100,16 +101,62 @@ def choose(
         return logits.argmax(dim=-1)
     logits = filter_logits(logits / config.temperature, config.top_k, config.top_p, config.min_p)
     probs = torch.softmax(logits, dim=-1)
-    return draw(probs, generator)
+    return draw(probs, noise)
 
 
-def draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+class Noise:
+    """The Exp(1) noise ``draw`` needs, one (N, V) slab per character.
+
+    On the CPU the slabs are fetched from the generator in blocks: one fill of (B, N, V)
+    consumes the generator exactly as B fills of (N, V) do (a test checks it), so a seed makes
+    the same text whatever the block, and a character costs a slice instead of a torch call.
+    CUDA's generator is counter-based, so there each slab is its own fill."""
+
+    def __init__(self, generator: torch.Generator, rows: int, vocab: int, device: torch.device | str = "cpu") -> None:
+        self.generator = generator
+        self.shape = (rows, vocab)
+        self.block = 1 if torch.device(device).type == "cuda" else max(1, NOISE_BLOCK_VALUES // (rows * vocab))
+        self.device = device
+        self.slabs: torch.Tensor | None = None
+        self.used = 0
+
+    def next(self) -> torch.Tensor:
+        if self.slabs is None or self.used == len(self.slabs):
+            self.slabs = torch.empty((self.block, *self.shape), device=self.device).exponential_(1, generator=self.generator)
+            self.used = 0
+        self.used += 1
+        return self.slabs[self.used - 1]
+
+
+# Noise values fetched at a time: 64 characters of a 4k vocabulary, or 4k of a 65-character one.
+NOISE_BLOCK_VALUES = 1 << 18
+
+
+def draw(probs: torch.Tensor, noise: Noise) -> torch.Tensor:
     """One id per row of ``probs`` (N, V): exactly ``torch.multinomial(probs, 1, generator)``
     (same draws from the same generator state; a test checks it), which samples one id as
     argmax(p / q) with q ~ Exp(1), but without its input checks, which cost half a
     character's time when sampling at batch 1."""
-    q = torch.empty_like(probs).exponential_(1, generator=generator)
-    return probs.div_(q).argmax(dim=-1)
+    return probs.div_(noise.next()).argmax(dim=-1)
+
+
+def draw_plain_numpy(logits: np.ndarray, temperature: float, noise: Noise) -> np.ndarray:
+    """``choose`` without filters or penalty, in numpy, for one sample on the CPU: the same
+    formula and the same noise as the torch path (so the same characters), without the few
+    microseconds of dispatch that each of its torch calls costs at batch 1."""
+    if temperature == 0:
+        return np.argmax(logits, axis=-1)  # the first of equal maxima, as torch's argmax
+    z = logits / np.float32(temperature)
+    z -= z.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    z /= noise.next().numpy()
+    return np.argmax(z, axis=-1)
+
+
+def is_plain(config: SampleConfig) -> bool:
+    """Temperature only: no top-k, top-p, min-p or repetition penalty."""
+    return config.top_k == 0 and config.top_p == 1.0 and config.min_p == 0 and config.repetition_penalty == 1.0
 
 
 def remember(history: torch.Tensor | None, next_ids: torch.Tensor, config: SampleConfig) -> torch.Tensor | None:
@@ -134,11 +181,13 @@ def prime_ids(vocab: Vocab, config: SampleConfig) -> list[int]:
 def generate_ids(
     model: CharRNN, vocab: Vocab, config: SampleConfig, device: torch.device | str = "cpu"
 ) -> Iterator[torch.Tensor]:
-    """Yield the next id of every sample, (num_samples,) at a time, ``config.length`` times."""
+    """Yield the next id of every sample, (num_samples,) at a time, ``config.length`` times
+    (a tensor, or a numpy array on the single-sample fast path)."""
     model.eval()
     stepper = make_stepper(model, config.engine, config.num_samples)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     n = config.num_samples
+    noise = Noise(generator, n, model.config.vocab_size, device)
     ids = prime_ids(vocab, config)
     state = None
     history = None
@@ -147,21 +196,30 @@ def generate_ids(
         if config.repetition_penalty != 1.0:
             history = prompt[:, -config.repetition_window :]
         logits, state = stepper.prime(prompt)
-        next_ids = choose(logits, config, generator, history)
+        next_ids = choose(logits, config, noise, history)
     elif "\n" in vocab.chars:
         # No prime: start as if at the beginning of a line (the newline is not output).
         newline = torch.full((n, 1), vocab.chars.index("\n"), device=device)
         logits, state = stepper.prime(newline)
-        next_ids = choose(logits, config, generator)
+        next_ids = choose(logits, config, noise)
     else:
         next_ids = torch.randint(len(vocab), (n,), generator=generator, device=device)
+    if isinstance(stepper, FastStepper) and n == 1 and is_plain(config):
+        next_ids = next_ids.numpy()
+        for produced in range(config.length):
+            yield next_ids
+            if produced + 1 == config.length:
+                return
+            logits, state = stepper.step_numpy(next_ids, state)
+            next_ids = draw_plain_numpy(logits, config.temperature, noise)
+        return
     for produced in range(config.length):
         yield next_ids
         if produced + 1 == config.length:
             return
         history = remember(history, next_ids, config)
         logits, state = stepper.step(next_ids, state)
-        next_ids = choose(logits, config, generator, history)
+        next_ids = choose(logits, config, noise, history)
 
 
 class StopMatcher:

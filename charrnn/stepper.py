@@ -177,7 +177,11 @@ class FastStepper:
         return logits[:, -1], self.from_model_state(state)
 
     def step(self, ids: torch.Tensor, state: FastState | None) -> tuple[torch.Tensor, FastState]:
-        x = ids.numpy()
+        logits, state = self.step_numpy(ids.numpy(), state)
+        return torch.from_numpy(logits), state
+
+    def step_numpy(self, x: np.ndarray, state: FastState | None) -> tuple[np.ndarray, FastState]:
+        """``step`` on numpy arrays: ids (N,) in, logits (N, V) out."""
         if state is None:
             state = self.initial_state(len(x))
         h = state.h.copy()
@@ -192,7 +196,7 @@ class FastStepper:
         top = h[:, (self.layers - 1) * self.hidden :]
         logits = _product(top, self.w_dec, np.empty((len(x), len(self.b_dec)), np.float32))
         logits += self.b_dec
-        return torch.from_numpy(logits), FastState(h, c)
+        return logits, FastState(h, c)
 
     def _layer_input(self, x: np.ndarray, h: np.ndarray, layer: int, gates: np.ndarray) -> None:
         """gates = W [input; h] + b for an LSTM/RNN layer (layer 0: table row for the input)."""

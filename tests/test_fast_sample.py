@@ -8,7 +8,7 @@ import torch
 
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.runs import load_model
-from charrnn.sample import SampleConfig, draw, generate_batch, stream
+from charrnn.sample import Noise, SampleConfig, draw, generate_batch, stream
 from charrnn.stepper import EagerStepper, FastStepper, make_stepper
 
 from tests.conftest import TINY_MODEL, TINY_TRAIN, train_small_run
@@ -105,11 +105,13 @@ def test_engine_choice():
 
 
 def test_draw_is_exactly_torch_multinomial():
-    a, b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    for rows in (1, 3) * 500:
-        probs = torch.softmax(torch.randn(rows, 40) * 3, dim=-1)
-        expected = torch.multinomial(probs, 1, generator=a).squeeze(-1)
-        assert torch.equal(draw(probs.clone(), b), expected)
+    for rows in (1, 3):
+        a, b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+        noise = Noise(b, rows, 40)
+        for _ in range(500):
+            probs = torch.softmax(torch.randn(rows, 40) * 3, dim=-1)
+            expected = torch.multinomial(probs, 1, generator=a).squeeze(-1)
+            assert torch.equal(draw(probs.clone(), noise), expected)
 
 
 def test_checkpoint_samples_identically_through_either_engine_on_the_cli(trained_run):
@@ -122,3 +124,36 @@ def test_checkpoint_samples_identically_through_either_engine_on_the_cli(trained
 
     fast, eager = run("fast"), run("eager")
     assert len(fast) == 401 and fast == eager
+
+
+def test_noise_blocks_do_not_change_the_draws():
+    # One fill of (B, N, V) must consume the generator as B fills of (N, V): then the text a
+    # seed makes does not depend on the block size.
+    for rows, vocab in ((1, 65), (3, 40), (1, 4000)):
+        blocked = Noise(torch.Generator().manual_seed(9), rows, vocab)
+        assert blocked.block > 1
+        single = torch.Generator().manual_seed(9)
+        for _ in range(blocked.block + 5):  # across a block boundary
+            expected = torch.empty(rows, vocab).exponential_(1, generator=single)
+            assert torch.equal(blocked.next(), expected)
+
+
+@pytest.mark.parametrize("block_values", [65 * 3, 1])
+def test_text_for_a_seed_does_not_depend_on_the_noise_block(trained, monkeypatch, block_values):
+    import charrnn.sample
+
+    model, vocab = trained
+    options = dict(length=300, seed=5, temperature=1.0)
+    reference = text(model, vocab, "eager", **options)
+    monkeypatch.setattr(charrnn.sample, "NOISE_BLOCK_VALUES", block_values)
+    assert text(model, vocab, "fast", **options) == reference
+    assert text(model, vocab, "eager", **options) == reference
+
+
+def test_single_plain_sample_takes_the_numpy_path(trained):
+    from charrnn.sample import generate_ids
+
+    model, vocab = trained
+    plain = next(generate_ids(model, vocab, SampleConfig(engine="fast", length=2, seed=1)))
+    filtered = next(generate_ids(model, vocab, SampleConfig(engine="fast", length=2, seed=1, top_k=3)))
+    assert type(plain).__module__ == "numpy" and isinstance(filtered, torch.Tensor)

@@ -1,0 +1,116 @@
+"""Learning or copying? How much of a generated text appears verbatim in the training text.
+
+A model that has memorised its corpus reproduces long passages of it; one that has learned the
+style writes new strings from familiar words. The measure is the matching statistic: for each
+position of the sample, the longest run starting there that occurs somewhere in the training
+text. From it come the longest copied substring and the share of the sample that lies in copied
+runs of at least ``min_run`` characters. The same figures for an unseen passage of the corpus
+(its validation text) show how much overlap ordinary language has by chance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from charrnn.errors import CorpusError
+
+# Common words and short phrases recur in any text; runs this long rarely do by chance.
+DEFAULT_MIN_RUN = 20
+
+
+@dataclass(frozen=True)
+class CopyReport:
+    chars: int  # length of the text checked
+    longest: int  # the longest substring of it found verbatim in the training text
+    longest_text: str
+    copied_fraction: float  # share of its characters inside verbatim runs of >= min_run chars
+    min_run: int
+
+
+def matching_lengths(text: str, reference: str) -> list[int]:
+    """For each position i, the length of the longest prefix of ``text[i:]`` found in ``reference``.
+
+    The match at i+1 is at least the match at i minus one, so the loop makes at most
+    2 * len(text) substring searches (each a C-speed scan of ``reference``)."""
+    lengths = [0] * len(text)
+    run = 0
+    for i in range(len(text)):
+        run = max(run - 1, 0)
+        while i + run < len(text) and text[i : i + run + 1] in reference:
+            run += 1
+        lengths[i] = run
+    return lengths
+
+
+def copy_report(text: str, reference: str, min_run: int = DEFAULT_MIN_RUN) -> CopyReport:
+    lengths = matching_lengths(text, reference)
+    start = max(range(len(lengths)), key=lengths.__getitem__, default=0)
+    longest = lengths[start] if lengths else 0
+    covered = 0
+    reach = 0  # text[:reach] is already counted
+    for i, run in enumerate(lengths):
+        if run >= min_run and i + run > reach:
+            covered += i + run - max(i, reach)
+            reach = i + run
+    return CopyReport(
+        chars=len(text),
+        longest=longest,
+        longest_text=text[start : start + longest],
+        copied_fraction=covered / len(text) if text else 0.0,
+        min_run=min_run,
+    )
+
+
+@dataclass(frozen=True)
+class ReferenceTexts:
+    """The text a model was trained on, and an unseen passage of the same corpus (if any)."""
+
+    train: str
+    unseen: str | None
+    source: str  # where the training text came from, for the report
+
+
+def _read(files: Sequence[str], encoding: str, hint: str) -> str:
+    parts = []
+    for name in files:
+        try:
+            parts.append(Path(name).read_text(encoding=encoding))
+        except UnicodeDecodeError as exc:
+            raise CorpusError(f"{name}: not valid {encoding} at byte {exc.start}") from None
+        except OSError as exc:
+            raise CorpusError(f"{name}: cannot read the training text ({exc.strerror}); {hint}") from None
+    return "".join(parts)
+
+
+def reference_texts(corpus_options: dict, override: Path | None = None, encoding: str | None = None) -> ReferenceTexts:
+    """The training text recorded in a checkpoint's corpus options, split as training split it
+    (the validation files, or the last ``val_frac`` of the characters held out), or the whole of
+    ``override`` when given."""
+    hint = "pass --training-text FILE"
+    if override is not None:
+        return ReferenceTexts(_read([str(override)], encoding or "utf-8", hint), None, str(override))
+    files = corpus_options.get("train_files") or []
+    if not files:
+        raise CorpusError(f"the checkpoint does not record its training files; {hint}")
+    encoding = encoding or corpus_options.get("encoding", "utf-8")
+    text = _read(files, encoding, hint)
+    source = files[0] if len(files) == 1 else f"{len(files)} training files"
+    val_files = corpus_options.get("val_files") or []
+    if val_files:
+        return ReferenceTexts(text, _read(val_files, encoding, hint), source)
+    val_frac = corpus_options.get("val_frac", 0.0)
+    if val_frac <= 0:
+        return ReferenceTexts(text, None, source)
+    # The character split training used (byte and BPE runs cut at a token, within a few
+    # characters of this point).
+    cut = int(len(text) * (1 - val_frac))
+    return ReferenceTexts(text[:cut], text[cut:] or None, source)
+
+
+def unseen_baseline(references: ReferenceTexts, chars: int, min_run: int = DEFAULT_MIN_RUN) -> CopyReport | None:
+    """The same measure for a passage of ``chars`` characters the model never trained on."""
+    if not references.unseen or chars <= 0:
+        return None
+    return copy_report(references.unseen[:chars], references.train, min_run)
