@@ -479,7 +479,7 @@ def info(
 @user_errors
 def evaluate_command(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
-    files: Annotated[list[Path], typer.Argument(help="Text files to score.", show_default=False)],
+    files: Annotated[list[Path], typer.Argument(help="Text files to score, or a named corpus's split, e.g. ptb-char:test.", show_default=False)],
     best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint.")] = False,
     encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = "utf-8",
     device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.")] = DeviceChoice.auto,

@@ -92,12 +92,20 @@ def resolve_sources(specs: Sequence[str], val_specs: Sequence[str] = ()) -> Sour
         elif path.is_symlink():
             raise CorpusError(f"{spec}: broken symbolic link (its target does not exist)")
         else:
-            named = resolve_corpus_name(spec)
+            name, _, split = spec.partition(":")
+            named = resolve_corpus_name(name)
             if named is None:
                 raise CorpusError(
                     f"{spec}: no such file, directory or corpus "
                     "(`charrnn corpus list` shows the corpora it knows)"
                 )
+            if split:
+                # "ptb-char:test": one split of a named corpus, e.g. to score a model on it.
+                chosen = getattr(named, split, None) if split in ("train", "valid", "test") else None
+                if chosen is None:
+                    raise CorpusError(f"{spec}: corpus {name!r} has no {split!r} split")
+                train.append(chosen)
+                continue
             train.append(named.train)
             if named.valid is not None:
                 val.append(named.valid)

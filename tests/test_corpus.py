@@ -109,8 +109,24 @@ def test_ptb_brings_its_own_validation_split():
     if not (SHARED_CORPORA / "ptb.char.valid.txt").is_file():
         pytest.skip("PTB not present")
     sources = resolve_sources(["ptb-char"])
-    assert sources.train[0].name == "ptb.char.train.txt"
-    assert sources.val[0].name == "ptb.char.valid.txt"
+    assert sources.train[0].name.startswith("ptb-char.train.")
+    assert sources.val[0].name.startswith("ptb-char.valid.")
+    # The published figures' character counts: one per symbol, one per line end.
+    valid = sources.val[0].read_text(encoding="utf-8")
+    assert len(valid) == 393_042 and valid.count("\n") == 3_370
+    assert "_" not in valid and "  " not in valid
+    assert valid.startswith("consumers may want to move their telephones a little closer to the tv set\n")
+    assert len(sources.train[0].read_text(encoding="utf-8")) == 5_017_482
+    assert resolve_sources(["ptb-char"]).train == sources.train  # made once, then reused
+    test = resolve_sources(["ptb-char:test"])
+    assert test.train[0].name.startswith("ptb-char.test.") and test.val == ()
+    with pytest.raises(CorpusError, match="no 'test' split"):
+        resolve_sources(["tinyshakespeare:test"])
+
+
+def test_ptb_rewrite_matches_the_word_level_spelling():
+    raw = "a b _ c d \n e _ f \n "
+    assert catalog.ptb_symbols_as_text(raw) == "ab cd\ne f\n"
 
 
 def test_named_corpus_missing_says_how_to_fetch(monkeypatch, tmp_path):
