@@ -16,7 +16,10 @@ def complete(words: str, cword: int) -> list[str]:
     return done.stdout.split()
 
 
-def test_show_completion_prints_a_bash_script():
+def test_show_completion_prints_a_bash_script(monkeypatch):
+    # Name the shell instead of letting Typer detect it from the parent process, which is
+    # not a shell under every test runner (a detached job, a CI agent).
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     result = CliRunner().invoke(app, ["--show-completion", "bash"], prog_name="charrnn")
     assert result.exit_code == 0, result.stderr
     assert "complete -o default -F _charrnn_completion charrnn" in result.stdout
