@@ -15,8 +15,10 @@ class Preset(str, Enum):
 PRESETS: dict[str, dict] = {
     # ~0.1M parameters: fast sampling, embedded use, smoke tests.
     "tiny": {"layers": 1, "hidden": 128, "embed": 32, "dropout": 0.0},
-    # ~0.9M parameters: the default; fits a few minutes of CPU on a 1 MB corpus.
-    "small": {"layers": 2, "hidden": 256, "embed": 64, "dropout": 0.1},
+    # ~0.9M parameters: the default; fits a few minutes of CPU on a 1 MB corpus. No dropout:
+    # within the ~6 epochs of such a budget it only slowed learning (1.560 against 1.574
+    # nats/char on tiny shakespeare); raise it for runs of many epochs on a small corpus.
+    "small": {"layers": 2, "hidden": 256, "embed": 64, "dropout": 0.0},
     # ~3.3M parameters: tens of minutes of CPU, or a GPU.
     "medium": {"layers": 2, "hidden": 512, "embed": 128, "dropout": 0.2},
     # ~5.4M parameters: a GPU, or an hour-plus of CPU on a multi-MB corpus.
@@ -24,3 +26,12 @@ PRESETS: dict[str, dict] = {
 }
 
 DEFAULT_PRESET = "small"
+
+# Peak learning rate per preset (an explicit --lr wins). Small models take large steps: for
+# `small` on tiny shakespeare (16x64 windows, 6000 steps) 3e-3, 5e-3 and 8e-3 reached 1.515,
+# 1.509 and 1.498 nats/char. `medium` ran its PTB hour at 5e-3; `large` keeps the cautious 3e-3.
+PRESET_LR: dict[str, float] = {"tiny": 8e-3, "small": 8e-3, "medium": 5e-3, "large": 3e-3}
+
+
+def preset_lr(preset: str | None) -> float:
+    return PRESET_LR[preset or DEFAULT_PRESET]
