@@ -62,6 +62,13 @@ def start(env: LaunchEnv, device_choice: str) -> str:
 
 def stop() -> None:
     if dist.is_initialized():
+        # Tearing gloo down while a peer is still in its last collective can abort that peer
+        # ("terminate called without an active exception"): meet first, then leave together.
+        if dist.get_world_size() > 1:
+            try:
+                dist.barrier()
+            except RuntimeError:
+                pass  # a peer already gone: nothing left to wait for
         dist.destroy_process_group()
 
 
