@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from charrnn.errors import CorpusError
+from charrnn.tokenizer_modes import read_text
 
 # Common words and short phrases recur in any text; runs this long rarely do by chance.
 DEFAULT_MIN_RUN = 20
@@ -72,34 +73,28 @@ class ReferenceTexts:
     source: str  # where the training text came from, for the report
 
 
-def _read(files: Sequence[str], encoding: str, hint: str) -> str:
-    parts = []
-    for name in files:
-        try:
-            parts.append(Path(name).read_text(encoding=encoding))
-        except UnicodeDecodeError as exc:
-            raise CorpusError(f"{name}: not valid {encoding} at byte {exc.start}") from None
-        except OSError as exc:
-            raise CorpusError(f"{name}: cannot read the training text ({exc.strerror}); {hint}") from None
-    return "".join(parts)
+def _read(files: Sequence[str | Path], encoding: str) -> str:
+    try:
+        return "".join(read_text([Path(f) for f in files], encoding))
+    except CorpusError as exc:
+        raise CorpusError(f"{exc}; pass --training-text FILE") from None
 
 
-def reference_texts(corpus_options: dict, override: Path | None = None, encoding: str | None = None) -> ReferenceTexts:
+def reference_texts(corpus_options: dict, override: Path | None = None) -> ReferenceTexts:
     """The training text recorded in a checkpoint's corpus options, split as training split it
     (the validation files, or the last ``val_frac`` of the characters held out), or the whole of
     ``override`` when given."""
-    hint = "pass --training-text FILE"
     if override is not None:
-        return ReferenceTexts(_read([str(override)], encoding or "utf-8", hint), None, str(override))
+        return ReferenceTexts(_read([override], "utf-8"), None, str(override))
     files = corpus_options.get("train_files") or []
     if not files:
-        raise CorpusError(f"the checkpoint does not record its training files; {hint}")
-    encoding = encoding or corpus_options.get("encoding", "utf-8")
-    text = _read(files, encoding, hint)
+        raise CorpusError("the checkpoint does not record its training files; pass --training-text FILE")
+    encoding = corpus_options.get("encoding", "utf-8")
+    text = _read(files, encoding)
     source = files[0] if len(files) == 1 else f"{len(files)} training files"
     val_files = corpus_options.get("val_files") or []
     if val_files:
-        return ReferenceTexts(text, _read(val_files, encoding, hint), source)
+        return ReferenceTexts(text, _read(val_files, encoding), source)
     val_frac = corpus_options.get("val_frac", 0.0)
     if val_frac <= 0:
         return ReferenceTexts(text, None, source)
