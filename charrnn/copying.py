@@ -73,7 +73,8 @@ class ReferenceTexts:
     source: str  # where the training text came from, for the report
 
 
-def _read(files: Sequence[str | Path], encoding: str) -> str:
+def _recorded(files: Sequence[str], encoding: str) -> str:
+    """Files named in the checkpoint: if they moved, say how to point at them."""
     try:
         return "".join(read_text([Path(f) for f in files], encoding))
     except CorpusError as exc:
@@ -85,16 +86,16 @@ def reference_texts(corpus_options: dict, override: Path | None = None) -> Refer
     (the validation files, or the last ``val_frac`` of the characters held out), or the whole of
     ``override`` when given."""
     if override is not None:
-        return ReferenceTexts(_read([override], "utf-8"), None, str(override))
+        return ReferenceTexts("".join(read_text([override], "utf-8")), None, str(override))
     files = corpus_options.get("train_files") or []
     if not files:
         raise CorpusError("the checkpoint does not record its training files; pass --training-text FILE")
     encoding = corpus_options.get("encoding", "utf-8")
-    text = _read(files, encoding)
+    text = _recorded(files, encoding)
     source = files[0] if len(files) == 1 else f"{len(files)} training files"
     val_files = corpus_options.get("val_files") or []
     if val_files:
-        return ReferenceTexts(text, _read(val_files, encoding), source)
+        return ReferenceTexts(text, _recorded(val_files, encoding), source)
     val_frac = corpus_options.get("val_frac", 0.0)
     if val_frac <= 0:
         return ReferenceTexts(text, None, source)
