@@ -204,22 +204,20 @@ def generate_ids(
         next_ids = choose(logits, config, noise)
     else:
         next_ids = torch.randint(len(vocab), (n,), generator=generator, device=device)
-    if isinstance(stepper, FastStepper) and n == 1 and is_plain(config):
+    numpy_path = isinstance(stepper, FastStepper) and n == 1 and is_plain(config)
+    if numpy_path:
         next_ids = next_ids.numpy()
-        for produced in range(config.length):
-            yield next_ids
-            if produced + 1 == config.length:
-                return
-            logits, state = stepper.step_numpy(next_ids, state)
-            next_ids = draw_plain_numpy(logits, config.temperature, noise)
-        return
     for produced in range(config.length):
         yield next_ids
         if produced + 1 == config.length:
             return
-        history = remember(history, next_ids, config)
-        logits, state = stepper.step(next_ids, state)
-        next_ids = choose(logits, config, noise, history)
+        if numpy_path:
+            logits, state = stepper.step_numpy(next_ids, state)
+            next_ids = draw_plain_numpy(logits, config.temperature, noise)
+        else:
+            history = remember(history, next_ids, config)
+            logits, state = stepper.step(next_ids, state)
+            next_ids = choose(logits, config, noise, history)
 
 
 class StopMatcher:
