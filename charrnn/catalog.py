@@ -44,7 +44,7 @@ class CatalogEntry:
     valid: RemoteFile | None = None
     test: RemoteFile | None = None
     # A rewrite of each verified file into the form the literature's figures are measured on;
-    # the result is written to ./corpora as "<name>.<split>.txt" and trained on instead.
+    # the result is written to ./corpora as "<name>.<split>.<digest>.txt" and trained on instead.
     rewrite: Callable[[str], str] | None = None
 
     @property
@@ -217,14 +217,15 @@ def resolve_corpus_name(name: str) -> NamedCorpus | None:
                 f"corpus {name!r} is not on this machine: run `charrnn corpus fetch {name}` "
                 f"(needs internet) or put {remote.name} in a directory named by ${CORPORA_ENV}"
             )
-        paths[split] = local if entry.rewrite is None else _rewritten(entry, split, local)
+        paths[split] = local if entry.rewrite is None else _rewritten(entry, split, remote, local)
     return NamedCorpus(**paths)
 
 
-def _rewritten(entry: CatalogEntry, split: str, source: Path) -> Path:
+def _rewritten(entry: CatalogEntry, split: str, remote: RemoteFile, source: Path) -> Path:
     """``entry.rewrite`` of the verified ``source``, made once into ./corpora. The name
-    carries a digest of the source, so a changed source is never paired with a stale result."""
-    tag = sha256_of(source)[:12]
+    carries a digest of the source (the catalog's, which ``find_local`` has just checked), so a
+    changed source is never paired with a stale result."""
+    tag = (remote.sha256 or sha256_of(source))[:12]
     destination = DEFAULT_CORPORA_DIR / f"{entry.name}.{split}.{tag}.txt"
     if not destination.is_file():
         text = source.read_text(encoding="utf-8")

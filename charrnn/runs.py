@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-
 from charrnn import __version__, checkpoint, distributed
 from charrnn.batches import plan_layout
 from charrnn.corpus import Corpus, Sources, load_corpus, resolve_sources
