@@ -150,8 +150,15 @@ def test_run_directory_unwritable_while_training(tmp_path):
             proc.kill()
     assert proc.returncode == 1
     line = one_line(err)
-    assert "cannot write a checkpoint in" in line and "Permission denied" in line, line
+    # The directory turns read-only either before the next temporary file is created or between
+    # its creation and the rename; both are refused with the OS's reason and keep the old file.
+    assert "Permission denied" in line, line
+    assert ("cannot write a checkpoint in" in line
+            or ("could not save checkpoint" in line and "previous checkpoint is intact" in line)), line
     assert checkpoint.load(run_dir)["metrics"]["step"] >= 4
+    # In the second case the temporary cannot be unlinked from a read-only directory; the next
+    # run in it clears such leftovers.
+    checkpoint.remove_stale_temporaries(run_dir)
     assert not list(run_dir.glob(checkpoint.TMP_PREFIX + "*"))
 
 
