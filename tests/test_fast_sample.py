@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -157,3 +158,34 @@ def test_single_plain_sample_takes_the_numpy_path(trained):
     plain = next(generate_ids(model, vocab, SampleConfig(engine="fast", length=2, seed=1)))
     filtered = next(generate_ids(model, vocab, SampleConfig(engine="fast", length=2, seed=1, top_k=3)))
     assert type(plain).__module__ == "numpy" and isinstance(filtered, torch.Tensor)
+
+
+def test_gumbel_draw_picks_what_the_torch_draw_picks(monkeypatch):
+    import charrnn.sample
+    from charrnn.sample import draw_plain_numpy
+
+    monkeypatch.setattr(charrnn.sample, "NOISE_BLOCK_VALUES", 40 * 3 * 7)  # many block boundaries
+    for rows, temperature in ((1, 1.0), (1, 0.6), (3, 1.4)):
+        torch_noise = Noise(torch.Generator().manual_seed(3), rows, 40)
+        numpy_noise = Noise(torch.Generator().manual_seed(3), rows, 40)
+        picked = set()
+        for _ in range(2000):
+            logits = torch.randn(rows, 40) * 3
+            expected = draw(torch.softmax(logits / temperature, dim=-1), torch_noise)
+            got = draw_plain_numpy(logits.numpy(), temperature, numpy_noise)
+            assert got.tolist() == expected.tolist()
+            picked.update(got.tolist())
+        assert len(picked) > 20  # the draws really are random
+
+
+def test_advance_in_place_matches_step():
+    torch.manual_seed(0)
+    for cell in ("lstm", "gru", "rnn"):
+        model = CharRNN(ModelConfig(vocab_size=12, cell=cell, layers=2, hidden=16, embed=4)).eval()
+        stepper = FastStepper(model)
+        _, kept = stepper.prime(torch.tensor([[1, 2, 3]]))
+        _, owned = stepper.prime(torch.tensor([[1, 2, 3]]))
+        for token in (4, 7, 0, 11):
+            want, kept = stepper.step_numpy(np.array([token]), kept)
+            got = stepper.advance(np.array([token]), owned)
+            assert (got == want).all() and (owned.h == kept.h).all()
