@@ -23,7 +23,7 @@ from charrnn import __version__
 from charrnn.cli_errors import EXIT_INTERRUPTED, OneLineUsageErrors, fail, message_for, user_errors
 from charrnn.device import DeviceChoice, Precision
 from charrnn.model import Cell
-from charrnn.presets import PRESET_LR, Preset
+from charrnn.presets import PRESET_TRAINING, Preset
 from charrnn.stepper import Engine
 from charrnn.tokenizer_modes import TokenizerKind
 from charrnn.train import CPU_BATCH_SIZE, GPU_BATCH_SIZE, Schedule, TrainConfig
@@ -46,7 +46,10 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False)
 
 # Defaults named in --help come from the code that applies them, so the two cannot drift apart.
-_PRESET_LRS = ", ".join(f"{name} {lr:g}" for name, lr in PRESET_LR.items())
+
+
+def _per_preset(option: str) -> str:
+    return ", ".join(f"{name} {values[option]:g}" for name, values in PRESET_TRAINING.items())
 
 MODEL = "Model"
 TRAINING = "Training"
@@ -130,11 +133,11 @@ def train(
     dropout: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Dropout between layers and before the decoder.", rich_help_panel=MODEL)] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help=f"Parallel streams per step (shrinks for short texts). \\[default: {CPU_BATCH_SIZE}; {GPU_BATCH_SIZE} on a GPU]", rich_help_panel=TRAINING)] = None,
     seq_len: Annotated[Optional[int], typer.Option(min=1, help=f"Characters per truncated-BPTT window. \\[default: {TrainConfig.seq_len}]", rich_help_panel=TRAINING)] = None,
-    lr: Annotated[Optional[float], typer.Option(min=0.0, help=f"Peak learning rate (AdamW). \\[default: from the preset: {_PRESET_LRS}]", rich_help_panel=TRAINING)] = None,
+    lr: Annotated[Optional[float], typer.Option(min=0.0, help=f"Peak learning rate (AdamW). \\[default: from the preset: {_per_preset('lr')}]", rich_help_panel=TRAINING)] = None,
     schedule: Annotated[Optional[Schedule], typer.Option(help="Learning-rate schedule after warmup. \\[default: cosine]", rich_help_panel=TRAINING)] = None,
     warmup_steps: Annotated[Optional[int], typer.Option(min=0, help=f"Linear warmup steps. \\[default: {TrainConfig.warmup_steps}]", rich_help_panel=TRAINING)] = None,
     min_lr_frac: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Final rate as a fraction of --lr. \\[default: 0.1]", rich_help_panel=TRAINING)] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(min=0.0, help="AdamW weight decay (not on biases or embeddings). \\[default: 0.01]", rich_help_panel=TRAINING)] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(min=0.0, help=f"AdamW weight decay (not on biases or embeddings). \\[default: from the preset: {_per_preset('weight_decay')}]", rich_help_panel=TRAINING)] = None,
     grad_clip: Annotated[Optional[float], typer.Option(min=0.0, help="Gradient-norm clip; 0 = off. \\[default: 1.0]", rich_help_panel=TRAINING)] = None,
     max_steps: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many steps.", rich_help_panel=TRAINING)] = None,
     minutes: Annotated[Optional[float], typer.Option(min=0.0, help="Wall-clock training budget; the schedule is planned to end with it. \\[default: 10 if no other budget]", rich_help_panel=TRAINING)] = None,

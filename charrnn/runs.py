@@ -32,7 +32,7 @@ from charrnn.device import (
 )
 from charrnn.errors import CheckpointError, ConfigError
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.presets import DEFAULT_PRESET, PRESETS, preset_lr
+from charrnn.presets import DEFAULT_PRESET, PRESETS, preset_training
 from charrnn.train import Callback, EvalStats, StepStats, TrainConfig, Trainer, default_batch_size
 from charrnn.tokenizer_modes import SubwordVocab, load_token_corpus, tokenizer_kind, vocab_from_payload
 from charrnn.vocab import Vocab
@@ -278,7 +278,8 @@ def prepare_run(request: RunRequest) -> Run:
     train_options.update({k: v for k, v in request.train.items() if v is not None})
     train_options.setdefault("batch_size", default_batch_size(device))
     if not stored:
-        train_options.setdefault("lr", preset_lr(request.preset))
+        for name, value in preset_training(request.preset).items():
+            train_options.setdefault(name, value)
     if request.epochs is not None:
         if request.epochs <= 0:
             raise ConfigError("--epochs must be positive")

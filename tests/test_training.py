@@ -150,3 +150,30 @@ def test_gru_and_rnn_cells_train(text_file, tmp_path):
         assert train_run(run).step == 20
         model, _, _ = load_model(tmp_path / cell, device="cpu")
         assert type(model.rnn).__name__ == cell.upper()
+
+
+@pytest.mark.parametrize(
+    "preset, given, expected",
+    [
+        ("small", {}, {"lr": 8e-3, "weight_decay": 0.1}),
+        ("medium", {}, {"lr": 5e-3, "weight_decay": 0.01}),
+        ("large", {"weight_decay": 0.05}, {"lr": 3e-3, "weight_decay": 0.05}),  # explicit wins
+        (None, {"lr": 1e-3}, {"lr": 1e-3, "weight_decay": 0.1}),  # no preset: small's
+    ],
+)
+def test_presets_bring_their_training_defaults(text_file, tmp_path, preset, given, expected):
+    request = RunRequest(
+        sources=[str(text_file)], out=tmp_path / "run", preset=preset, train={"max_steps": 1, **given}, device="cpu"
+    )
+    run = prepare_run(request)
+    for name, value in expected.items():
+        assert getattr(run.trainer.config, name) == value
+    decayed = run.trainer.optimizer.param_groups[0]  # and the optimizer really uses them
+    assert decayed["weight_decay"] == expected["weight_decay"] and decayed["lr"] == expected["lr"]
+
+
+def test_resumed_run_keeps_its_own_weight_decay_not_the_presets(text_file, tmp_path):
+    run = make_run(text_file, tmp_path / "run", weight_decay=0.02, max_steps=3)
+    train_run(run)
+    resumed = make_run(text_file, tmp_path / "run", resume=tmp_path / "run", max_steps=6)
+    assert resumed.trainer.config.weight_decay == 0.02 and resumed.trainer.config.lr == TINY_TRAIN["lr"]
