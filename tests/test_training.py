@@ -155,10 +155,10 @@ def test_gru_and_rnn_cells_train(text_file, tmp_path):
 @pytest.mark.parametrize(
     "preset, given, expected",
     [
-        ("small", {}, {"lr": 8e-3, "weight_decay": 0.1}),
+        ("small", {}, {"lr": 8e-3, "weight_decay": 0.05}),
         ("medium", {}, {"lr": 5e-3, "weight_decay": 0.01}),
         ("large", {"weight_decay": 0.05}, {"lr": 3e-3, "weight_decay": 0.05}),  # explicit wins
-        (None, {"lr": 1e-3}, {"lr": 1e-3, "weight_decay": 0.1}),  # no preset: small's
+        (None, {"lr": 1e-3}, {"lr": 1e-3, "weight_decay": 0.05}),  # no preset: small's
     ],
 )
 def test_presets_bring_their_training_defaults(text_file, tmp_path, preset, given, expected):
