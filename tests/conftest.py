@@ -51,7 +51,9 @@ def shakespeare() -> Path:
 
 
 TINY_MODEL = {"layers": 2, "hidden": 32, "embed": 16, "dropout": 0.0}
-TINY_TRAIN = {"batch_size": 8, "seq_len": 32, "lr": 5e-3, "warmup_steps": 5, "eval_every": 20}
+# Every option that a preset or a tuned default could change is pinned, so that what the tests
+# train (and the thresholds they assert on it) does not move when the defaults are retuned.
+TINY_TRAIN = {"batch_size": 8, "seq_len": 32, "lr": 5e-3, "weight_decay": 0.01, "warmup_steps": 5, "eval_every": 20}
 
 
 def train_small_run(root: Path, model: dict, train: dict, sample_chars: int | None = None) -> Path:
