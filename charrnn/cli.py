@@ -45,11 +45,12 @@ app.add_typer(corpus_app, name="corpus")
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False)
 
-# Defaults named in --help come from the code that applies them, so the two cannot drift apart.
-
 
 def _per_preset(option: str) -> str:
+    """A training default per preset, for --help. Like every default --help names, it comes
+    from the code that applies it, so the help and the behaviour cannot drift apart."""
     return ", ".join(f"{name} {values[option]:g}" for name, values in PRESET_TRAINING.items())
+
 
 MODEL = "Model"
 TRAINING = "Training"
