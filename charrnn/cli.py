@@ -23,7 +23,7 @@ from charrnn import __version__
 from charrnn.cli_errors import EXIT_INTERRUPTED, OneLineUsageErrors, fail, message_for, user_errors
 from charrnn.device import DeviceChoice, Precision
 from charrnn.model import Cell
-from charrnn.presets import PRESET_TRAINING, Preset
+from charrnn.presets import DEFAULT_PRESET, GPU_DEFAULT_OVERRIDES, GPU_DEFAULT_PRESET, PRESET_TRAINING, Preset
 from charrnn.stepper import Engine
 from charrnn.tokenizer_modes import TokenizerKind
 from charrnn.train import CPU_BATCH_SIZE, GPU_BATCH_SIZE, Schedule, TrainConfig
@@ -126,7 +126,7 @@ def train(
     ] = False,
     tokenizer: Annotated[Optional[TokenizerKind], typer.Option(help="What the model reads: chars (each character of the corpus), bytes (UTF-8 bytes, any text), or bpe (byte-level BPE trained on the corpus, with --vocab-size). \\[default: chars]", rich_help_panel=DATA)] = None,
     vocab_size: Annotated[Optional[int], typer.Option(min=256, help="BPE vocabulary size (256 byte tokens + merges), with --tokenizer bpe.", rich_help_panel=DATA)] = None,
-    preset: Annotated[Optional[Preset], typer.Option(help="Model size; explicit options override it. \\[default: small]", rich_help_panel=MODEL)] = None,
+    preset: Annotated[Optional[Preset], typer.Option(help=f"Model size; explicit options override it. \\[default: {DEFAULT_PRESET}; on a GPU {GPU_DEFAULT_PRESET} with dropout {GPU_DEFAULT_OVERRIDES['dropout']}]", rich_help_panel=MODEL)] = None,
     cell: Annotated[Optional[Cell], typer.Option(help="Recurrent cell. \\[default: lstm]", rich_help_panel=MODEL)] = None,
     layers: Annotated[Optional[int], typer.Option(min=1, help="Recurrent layers.", rich_help_panel=MODEL)] = None,
     hidden: Annotated[Optional[int], typer.Option(min=1, help="Hidden units per layer.", rich_help_panel=MODEL)] = None,
@@ -157,7 +157,7 @@ def train(
     eval_sample_chars: Annotated[int, typer.Option(min=0, help="Characters of the sample written to samples.txt at each evaluation; 0 = none.", rich_help_panel=RUN)] = 200,
     tensorboard: Annotated[bool, typer.Option("--tensorboard/--no-tensorboard", help="Also write TensorBoard event files to RUN_DIR/tensorboard (needs the tensorboard extra).", rich_help_panel=RUN)] = False,
     precision: Annotated[Optional[Precision], typer.Option(help="auto = fp16 autocast on CUDA, fp32 on CPU.", rich_help_panel=RUN)] = None,
-    deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--no-deterministic", help="Deterministic kernels everywhere, so a resumed run matches an unstopped one bit-for-bit on CUDA too (CPU runs already do). \\[default: off]", show_default=False, rich_help_panel=RUN)] = None,
+    deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--no-deterministic", help="Deterministic kernels everywhere, so a resumed run matches an unstopped one bit-for-bit on CUDA too (CPU runs already do); on CUDA it needs --dropout 0 or one layer. \\[default: off]", show_default=False, rich_help_panel=RUN)] = None,
 ) -> None:
     """Train a model on text files; checkpoints and metrics go to a run directory."""
     from charrnn.runs import RunRequest, prepare_run, train_run
@@ -597,7 +597,7 @@ def plot(
 @user_errors
 def bench(
     long: Annotated[bool, typer.Option("--long", help="Measure ~4x longer for steadier figures (several minutes).")] = False,
-    preset: Annotated[Optional[list[Preset]], typer.Option(help="Model size to measure (repeatable). \\[default: small and large]")] = None,
+    preset: Annotated[Optional[list[Preset]], typer.Option(help="Model size to measure (repeatable), or a shape such as 3x1024. \\[default: small and large; on a GPU 2x512 and 3x1024]")] = None,
     cell: Annotated[Cell, typer.Option(help="Recurrent cell of the measured models.")] = Cell.lstm,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Training batch. \\[default: the trainer's default for the device]")] = None,
     seq_len: Annotated[Optional[int], typer.Option(min=1, help="Training window. \\[default: the trainer's default]")] = None,

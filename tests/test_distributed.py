@@ -49,7 +49,7 @@ def test_two_processes_match_one_with_the_same_global_batch_and_resume(text_file
     assert first.stderr.count("done (step budget reached) at step 20") == 1
     assert sorted(p.name for p in ddp.iterdir()) == ["best.pt", "config.json", "config.toml", "last.pt", "metrics.jsonl"]
 
-    resumed, seconds_resumed = torchrun("--resume", ddp, "--max-steps", 30)
+    resumed, seconds_resumed = torchrun("--resume", ddp, "--max-steps", 30, "--device", "cpu")
     assert "resuming" in resumed.stderr and "at step 30" in resumed.stderr
 
     single = tmp_path / "single"

@@ -1,13 +1,20 @@
 """The CUDA path: cuDNN's fused layers, mixed precision, large-batch defaults. Skipped without CUDA."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
+
+from charrnn import checkpoint
 
 from charrnn.device import bf16_rnn_supported, resolve_precision
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.runs import RunRequest, load_model, prepare_run, train_run
 from charrnn.sample import SampleConfig, stream
 from charrnn.stepper import EagerStepper, make_stepper
+from charrnn.presets import GPU_DEFAULT_OVERRIDES, GPU_DEFAULT_PRESET, PRESETS
 from charrnn.train import GPU_BATCH_SIZE
 
 from tests.conftest import TINY_MODEL, small_text
@@ -69,3 +76,38 @@ def test_cudnn_weights_are_one_flat_buffer_after_load(tmp_path):
     with torch.autocast("cuda", dtype=torch.float16):
         logits, loss, _ = model(x, targets=x)
     assert logits.dtype == torch.float16 and loss.dtype == torch.float32
+
+
+def test_default_run_on_gpu_builds_the_gpu_preset(tmp_path):
+    corpus = tmp_path / "verse.txt"
+    corpus.write_text(small_text(40), encoding="utf-8")
+    run = prepare_run(RunRequest(sources=[str(corpus)], out=tmp_path / "run", train={"max_steps": 1}, device="cuda"))
+    expected = {**PRESETS[GPU_DEFAULT_PRESET], **GPU_DEFAULT_OVERRIDES}
+    assert {key: getattr(run.model.config, key) for key in expected} == expected
+
+
+@pytest.mark.parametrize("shape", [["--layers", "2", "--dropout", "0"], ["--layers", "1", "--dropout", "0.2"]], ids=["2-layers-no-dropout", "1-layer-dropout"])
+def test_deterministic_gpu_run_resumes_bit_identically(tmp_path, shape):
+    """--deterministic on CUDA: 12 steps straight equal 6 steps, a new process, 6 more.
+    (Dropout between cuDNN's layers cannot be replayed, and is refused: test_bad_inputs.py.)"""
+    corpus = tmp_path / "verse.txt"
+    corpus.write_text(small_text(), encoding="utf-8")
+    # A constant rate, so that a 6-step run plans the same schedule as a 12-step one.
+    options = [*shape, "--hidden", "64", "--embed", "16", "--batch-size", "8", "--seq-len", "32",
+               "--schedule", "constant", "--eval-every", "3", "--eval-sample-chars", "0",
+               "--device", "cuda", "--deterministic", "--seed", "5"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"} | {"NO_COLOR": "1"}
+
+    def train(*args):
+        proc = subprocess.run([sys.executable, "-m", "charrnn", "train", *map(str, args)],
+                              capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+
+    train(corpus, "--out", tmp_path / "straight", "--max-steps", 12, *options)
+    train(corpus, "--out", tmp_path / "stopped", "--max-steps", 6, *options)
+    train("--resume", tmp_path / "stopped", "--max-steps", 12, "--device", "cuda")
+    straight = checkpoint.load(tmp_path / "straight" / "last.pt")["model"]
+    resumed = checkpoint.load(tmp_path / "stopped" / "last.pt")["model"]
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name

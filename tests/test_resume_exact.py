@@ -39,7 +39,8 @@ TRAIN_ARGS = [
 
 def _env() -> dict:
     env = {k: v for k, v in os.environ.items() if k != "DEBUG"}
-    env.update(NO_COLOR="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    # Bit-identical resume is a CPU promise; on a GPU it needs --deterministic (test_gpu.py).
+    env.update(NO_COLOR="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     return env
 
 
