@@ -597,7 +597,7 @@ def plot(
 @user_errors
 def bench(
     long: Annotated[bool, typer.Option("--long", help="Measure ~4x longer for steadier figures (several minutes).")] = False,
-    preset: Annotated[Optional[list[Preset]], typer.Option(help="Model size to measure (repeatable), or a shape such as 3x1024. \\[default: small and large; on a GPU 2x512 and 3x1024]")] = None,
+    preset: Annotated[Optional[list[Preset]], typer.Option(help="Model size to measure (repeatable). \\[default: small and large; on a GPU 2x512 and 3x1024]")] = None,
     cell: Annotated[Cell, typer.Option(help="Recurrent cell of the measured models.")] = Cell.lstm,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Training batch. \\[default: the trainer's default for the device]")] = None,
     seq_len: Annotated[Optional[int], typer.Option(min=1, help="Training window. \\[default: the trainer's default]")] = None,
