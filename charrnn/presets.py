@@ -44,6 +44,7 @@ def default_model_options(device_type: str) -> tuple[str, dict]:
         return GPU_DEFAULT_PRESET, {**PRESETS[GPU_DEFAULT_PRESET], **GPU_DEFAULT_OVERRIDES}
     return DEFAULT_PRESET, dict(PRESETS[DEFAULT_PRESET])
 
+
 # Training defaults per preset (an explicit option wins).
 # lr: small models take large steps: for `small` on tiny shakespeare (16x64 windows, 6000
 #   steps) 3e-3, 5e-3 and 8e-3 reached 1.515, 1.509 and 1.498 nats/char. `medium` ran its PTB
