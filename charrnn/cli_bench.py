@@ -19,6 +19,11 @@ def _num(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _model_name(row: dict) -> str:
+    """"small 2x256", or only "2x512" where the model was asked for by its shape."""
+    return row["shape"] if row["preset"] == row["shape"] else f"{row['preset']} {row['shape']}"
+
+
 def render_bench(result: BenchResult, console: Console) -> None:
     machine, peak = result.machine, result.peak
     unit = "GFLOP/s" if peak.get("reference") == "fp32" and "fp16_gflops" not in peak else "TFLOP/s"
@@ -42,7 +47,7 @@ def render_bench(result: BenchResult, console: Console) -> None:
             table.add_column(column, justify="right" if column != "model" else "left")
         for row in result.training:
             table.add_row(
-                f"{row['preset']} {row['shape']} {row['cell']}",
+                f"{_model_name(row)} {row['cell']}",
                 f"{row['batch_size']}x{row['seq_len']}",
                 _num(row["chars_per_s"]),
                 _num(row["gflops"] * scale, 2 if scale < 1 else 1),
@@ -63,7 +68,7 @@ def render_bench(result: BenchResult, console: Console) -> None:
         for row in result.sampling:
             cli = row.get("cli_batched_vs_separate")
             table.add_row(
-                f"{row['preset']} {row['shape']}",
+                _model_name(row),
                 _num(row["eager_b1"]),
                 _num(row["fast_b1"]),
                 f"{row['fast_vs_eager']:.1f}x",

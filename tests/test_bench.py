@@ -57,3 +57,29 @@ def test_bench_command_prints_the_table_and_writes_json(tmp_path):
 def test_bench_refuses_a_bad_option():
     result = CliRunner().invoke(app, ["bench", "--corpus-mb", "0"])
     assert result.exit_code == 2
+
+
+def test_gpu_defaults_measure_two_batches_and_name_shapes_once():
+    import io
+
+    import torch
+    from rich.console import Console
+
+    from charrnn.bench import GPU_THROUGHPUT_BATCH, BenchResult, default_batches, default_presets
+    from charrnn.cli_bench import render_bench
+    from charrnn.train import CPU_BATCH_SIZE, GPU_BATCH_SIZE
+
+    assert default_batches(torch.device("cpu")) == (CPU_BATCH_SIZE,)
+    assert default_batches(torch.device("cuda")) == (GPU_BATCH_SIZE, GPU_THROUGHPUT_BATCH)
+    assert default_presets(torch.device("cuda")) == ("2x512", "3x1024")
+    row = {"preset": "2x512", "shape": "2x512", "cell": "lstm", "batch_size": 128, "seq_len": 64,
+           "chars_per_s": 685_022.0, "gflops": 14_140.0, "ratio": 0.02, "flops_per_char": 20_650_000,
+           "parameters": 3_457_729}  # fmt: skip
+    result = BenchResult(machine={"device": "GPU", "cpus": 16, "torch_threads": 16, "torch": "x", "cudnn": 91900},
+                         peak={"reference": "fp16", "fp16_gflops": 719_780.0, "fp32_gflops": 52_160.0},
+                         training=[row, {**row, "preset": "small", "shape": "2x256"}])  # fmt: skip
+    buffer = io.StringIO()
+    render_bench(result, Console(file=buffer, width=150, no_color=True))
+    text = buffer.getvalue()
+    assert " 2x512 lstm " in text and "2x512 2x512" not in text and " small 2x256 lstm " in text
+    assert "TFLOP/s" in text and "14.14" in text
