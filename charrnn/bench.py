@@ -375,12 +375,12 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
     batches = (config.batch_size,) if config.batch_size else default_batches(device)
     seq = config.seq_len or default_seq_len(device)
     for preset in presets:
+        model_config = preset_model(preset, config.cell)
+        heavy = model_config.hidden * model_config.layers >= 1024 and device.type == "cpu"
+        steps = (3 if heavy else 6 if device.type == "cpu" else 20) * scale
         for batch in batches:
-            model_config = preset_model(preset, config.cell)
             progress(f"matrix-multiply peak, then training {preset} ({model_config.layers}x{model_config.hidden}) batch {batch}x{seq}")
             measure_peak()
-            heavy = model_config.hidden * model_config.layers >= 1024 and device.type == "cpu"
-            steps = (3 if heavy else 6 if device.type == "cpu" else 20) * scale
             row = train_speed(model_config, device, batch, seq, steps, amp_dtype=amp_dtype)
             row.update(preset=preset, shape=f"{model_config.layers}x{model_config.hidden}", cell=model_config.cell)
             result.training.append(row)

@@ -38,8 +38,10 @@ GPU_DEFAULT_PRESET = "medium"
 GPU_DEFAULT_OVERRIDES: dict = {"dropout": 0.4}
 
 
-def default_model_options(device_type: str) -> tuple[str, dict]:
-    """The preset name and model options used when no --preset is given."""
+def resolve_preset(preset: str | None, device_type: str) -> tuple[str, dict]:
+    """The preset's name and model options: those of ``preset``, or the device's default."""
+    if preset:
+        return preset, dict(PRESETS[preset])
     if device_type == "cuda":
         return GPU_DEFAULT_PRESET, {**PRESETS[GPU_DEFAULT_PRESET], **GPU_DEFAULT_OVERRIDES}
     return DEFAULT_PRESET, dict(PRESETS[DEFAULT_PRESET])

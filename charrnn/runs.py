@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import torch
-
 from charrnn import __version__, checkpoint, distributed
 from charrnn.batches import plan_layout
 from charrnn.corpus import Corpus, Sources, load_corpus, resolve_sources
@@ -35,7 +33,7 @@ from charrnn.device import (
 )
 from charrnn.errors import CheckpointError, ConfigError
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.presets import PRESETS, default_model_options, preset_training
+from charrnn.presets import preset_training, resolve_preset
 from charrnn.train import Callback, EvalStats, StepStats, TrainConfig, Trainer, default_batch_size
 from charrnn.tokenizer_modes import SubwordVocab, load_token_corpus, tokenizer_kind, vocab_from_payload
 from charrnn.vocab import Vocab
@@ -220,8 +218,8 @@ def _default_run_name(sources: Sources) -> str:
     return f"{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def _resolve_model_options(request: RunRequest, stored: dict | None, device: torch.device) -> dict:
-    options = dict(PRESETS[request.preset]) if request.preset else default_model_options(device.type)[1]
+def _resolve_model_options(request: RunRequest, stored: dict | None, preset_options: dict) -> dict:
+    options = dict(preset_options)
     options["cell"] = "lstm"
     if stored is not None:
         options.update({k: stored[k] for k in MODEL_KEYS})
@@ -275,13 +273,14 @@ def prepare_run(request: RunRequest) -> Run:
     }
 
     # -- configs -----------------------------------------------------------------
-    model_options = _resolve_model_options(request, stored["model_config"] if stored else None, device)
+    preset, preset_options = resolve_preset(request.preset, device.type)
+    model_options = _resolve_model_options(request, stored["model_config"] if stored else None, preset_options)
     model_config = ModelConfig(vocab_size=len(corpus.vocab), **model_options)
     train_options = TrainConfig.from_dict(stored["train_config"]).to_dict() if stored else {}
     train_options.update({k: v for k, v in request.train.items() if v is not None})
     train_options.setdefault("batch_size", default_batch_size(device))
     if not stored:
-        for name, value in preset_training(request.preset or default_model_options(device.type)[0]).items():
+        for name, value in preset_training(preset).items():
             train_options.setdefault(name, value)
     if request.epochs is not None:
         if request.epochs <= 0:
