@@ -177,3 +177,11 @@ def test_resumed_run_keeps_its_own_weight_decay_not_the_presets(text_file, tmp_p
     train_run(run)
     resumed = make_run(text_file, tmp_path / "run", resume=tmp_path / "run", max_steps=6)
     assert resumed.trainer.config.weight_decay == 0.02 and resumed.trainer.config.lr == TINY_TRAIN["lr"]
+
+
+def test_the_default_preset_follows_the_device_and_an_asked_for_one_wins():
+    from charrnn.presets import PRESETS, resolve_preset
+
+    assert resolve_preset(None, "cpu") == ("small", PRESETS["small"])
+    assert resolve_preset(None, "cuda") == ("medium", {**PRESETS["medium"], "dropout": 0.4})
+    assert resolve_preset("large", "cuda") == ("large", PRESETS["large"])
