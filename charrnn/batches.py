@@ -82,8 +82,7 @@ class StreamBatches:
         starts_epoch = self.window == 0
         t = self.window * self.layout.seq_len
         span = slice(t, t + self.layout.seq_len)
-        x = torch.from_numpy(np.ascontiguousarray(self._inputs[:, span], dtype=np.int64))
-        y = torch.from_numpy(np.ascontiguousarray(self._targets[:, span], dtype=np.int64))
+        x, y = _ids_tensor(self._inputs[:, span]), _ids_tensor(self._targets[:, span])
         self.window += 1
         if self.window == self.layout.windows:
             self.window = 0
@@ -98,17 +97,73 @@ class StreamBatches:
         self.epoch = int(state["epoch"])
 
 
-def eval_windows(ids: np.ndarray, batch_size: int, seq_len: int):
-    """Every character of ``ids`` (but at most B-1 at the end) as contiguous windows, the last
-    one possibly shorter, for exact evaluation with carried state."""
+# Characters each evaluation row (but the first) reads before it is scored. A row that starts
+# from a zero state scores its first characters badly: on tiny shakespeare's validation text a
+# trained 2x256 model scored 1.4631 nats/char read as one stream, 1.4643 cut into 16 zero-state
+# rows, 1.4745 into 128 and 1.5066 into 512. With 32 characters of burn-in 16 rows give 1.4632,
+# and with 128 every split from 16 to 512 rows is within 1e-4 of the single stream.
+EVAL_BURN_IN = 128
+
+
+@dataclass(frozen=True)
+class EvalStreams:
+    """The evaluated text as ``rows`` parallel streams that together score every character once.
+
+    Row r reads inputs ``r*n .. (r+1)*n - 1`` and scores the character after each. Row 0
+    starts where the text starts, from a zero state, exactly as one stream would; every later
+    row first reads the ``burn_in`` characters before its start (unscored), so that its state
+    is what one stream would carry there. The inputs left over (fewer than ``rows``) are the
+    ``tail``, which continues the last row. The inputs of a 14-character text (13 targets)::
+
+        text:    a b c d e f g h i j k l m n        rows = 3, n = 4, burn_in = 2
+        row 0:  |a b c d                            zero state; predicts b c d e
+        row 1:       c d|e f g h                    reads c d first; predicts f g h i
+        row 2:               g h|i j k l            predicts j k l m
+        tail:                            m          continues row 2; predicts n
+    """
+
+    burn_in: np.ndarray | None  # (rows - 1, burn_in) inputs of rows 1.. before they are scored
+    inputs: np.ndarray  # (rows, n)
+    targets: np.ndarray  # (rows, n)
+    tail_inputs: np.ndarray  # (k,), k < rows
+    tail_targets: np.ndarray
+
+    def primer(self) -> torch.Tensor | None:
+        """What rows 1.. read before they are scored, or None for a single row."""
+        return None if self.burn_in is None else _ids_tensor(self.burn_in)
+
+    def tail(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(inputs, targets) of the leftover characters as a one-row batch, or None."""
+        if not len(self.tail_targets):
+            return None
+        return _ids_tensor(self.tail_inputs[None]), _ids_tensor(self.tail_targets[None])
+
+    def windows(self, seq_len: int):
+        """(inputs, targets) windows of the rows, ``seq_len`` columns at a time (the last shorter)."""
+        n = self.inputs.shape[1]
+        for t in range(0, n, seq_len):
+            span = slice(t, min(t + seq_len, n))
+            yield _ids_tensor(self.inputs[:, span]), _ids_tensor(self.targets[:, span])
+
+
+def eval_streams(ids: np.ndarray, rows: int, min_row: int = 1, burn_in: int = EVAL_BURN_IN) -> EvalStreams:
+    """Cut ``ids`` into at most ``rows`` rows of at least ``min_row`` characters for evaluation."""
     usable = len(ids) - 1
-    rows = max(1, min(batch_size, usable // max(seq_len, 1)))
+    rows = max(1, min(rows, usable // max(min_row, 1)))
     n = usable // rows
-    inputs = ids[: rows * n].reshape(rows, n)
-    targets = ids[1 : rows * n + 1].reshape(rows, n)
-    for t in range(0, n, seq_len):
-        span = slice(t, min(t + seq_len, n))
-        yield (
-            torch.from_numpy(np.ascontiguousarray(inputs[:, span], dtype=np.int64)),
-            torch.from_numpy(np.ascontiguousarray(targets[:, span], dtype=np.int64)),
-        )
+    burn = min(burn_in, n)
+    starts = np.arange(1, rows) * n
+    primer = None
+    if rows > 1 and burn > 0:
+        primer = ids[starts[:, None] - burn + np.arange(burn)]
+    return EvalStreams(
+        burn_in=primer,
+        inputs=ids[: rows * n].reshape(rows, n),
+        targets=ids[1 : rows * n + 1].reshape(rows, n),
+        tail_inputs=ids[rows * n : usable],
+        tail_targets=ids[rows * n + 1 : usable + 1],
+    )
+
+
+def _ids_tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))

@@ -32,8 +32,8 @@ DEFAULT_PRESET = "small"
 # about what a 2x256 one does there (cuDNN's time per step is launch-bound, 11-13 ms on an
 # H100 at batch 128-1024), so the larger model is free; and at ~1M chars/s a 1 MB corpus is
 # seen 100+ times in 2 minutes, so it needs more dropout than `medium` carries for PTB on a
-# CPU. Tiny shakespeare, 2 minutes on an H100 (four runs sharing the GPU): small 1.546
-# (alone), medium 1.487, medium with dropout 0.4 1.459, and 1.447 with batch 128.
+# CPU. Tiny shakespeare, 2 minutes on an H100 (four runs sharing the GPU, batch 256): small
+# 1.546 (alone), medium 1.487, medium with dropout 0.4 1.459.
 GPU_DEFAULT_PRESET = "medium"
 GPU_DEFAULT_OVERRIDES: dict = {"dropout": 0.4}
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from charrnn import distributed
-from charrnn.batches import StreamBatches, eval_windows
+from charrnn.batches import StreamBatches, eval_streams
 from charrnn.device import capture_rng_state, restore_rng_state
 from charrnn.errors import ConfigError, TrainingDiverged
 from charrnn.model import (
@@ -103,8 +103,9 @@ class TrainConfig:
 CPU_BATCH_SIZE = 16
 # On a GPU a step of 2x512 costs 11-13 ms from batch 128 to 1024 (H100, launch-bound), so a
 # batch 8x the CPU's is free. Not larger by default: on a 1 MB corpus a 2-minute run already
-# makes 100+ passes, and more updates of fewer streams learned more (tiny shakespeare, medium,
-# dropout 0.4: batch 128 1.447, 256 1.459, 512 1.468 nats/char). Raise it for large corpora.
+# makes 100+ passes. Tiny shakespeare, medium, dropout 0.4 logged batch 128 1.447, 256 1.459,
+# 512 1.468 nats/char, but with zero-state evaluation rows, which cost larger batches more;
+# less that cost the three are level (~1.433-1.438, README, GPU). Raise it for large corpora.
 GPU_BATCH_SIZE = 128
 
 
@@ -444,8 +445,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, ids: np.ndarray) -> float:
-        # Rows as in training (each row starts from a zero state, so their number moves the
-        # figure slightly); longer windows only save per-call overhead, the state is carried.
+        # As many rows as the training batch, which the device is known to hold; longer windows
+        # than training's only save per-call overhead, the state is carried.
         return evaluate(self.model, ids, self.device, self.config.batch_size, max(self.config.seq_len, EVAL_WINDOW))
 
 
@@ -459,16 +460,44 @@ def evaluate(
     ids: np.ndarray,
     device: torch.device,
     batch_size: int = 64,
-    seq_len: int = 256,
+    seq_len: int = EVAL_WINDOW,
 ) -> float:
-    """Mean cross-entropy in nats per character of ``ids`` under ``model``, state carried."""
+    """Mean cross-entropy in nats per character of ``ids`` under ``model``, read as one stream
+    from a zero state: every character after the first is scored once, ``batch_size`` rows at
+    a time (each primed with the text before it), so the figure does not depend on the batch."""
     was_training = model.training
     model.eval()
-    total, count, state = 0.0, 0, None
-    for x, y in eval_windows(ids, batch_size, seq_len):
-        x, y = x.to(device), y.to(device)
-        _, loss, state = model(x, state, y)
+    streams = eval_streams(ids, batch_size, min_row=seq_len)
+    rows = streams.inputs.shape[0]
+    state = model.initial_state(rows, device)
+    primer = streams.primer()
+    if primer is not None:
+        _, _, primed = model(primer.to(device))
+        state = _first_row_zero(state, primed)
+    total, count = 0.0, 0
+    for x, y in streams.windows(seq_len):
+        _, loss, state = model(x.to(device), state, y.to(device))
+        total += loss.item() * y.numel()
+        count += y.numel()
+    tail = streams.tail()
+    if tail is not None:
+        x, y = tail
+        _, loss, _ = model(x.to(device), _last_row(state), y.to(device))
         total += loss.item() * y.numel()
         count += y.numel()
     model.train(was_training)
     return total / max(count, 1)
+
+
+def _first_row_zero(zero: State, primed: State) -> State:
+    """Row 0's zero state followed by the primed states of rows 1.. (state tensors are
+    (layers, batch, hidden))."""
+    if isinstance(zero, tuple):
+        return tuple(torch.cat([z[:, :1], p], dim=1) for z, p in zip(zero, primed))
+    return torch.cat([zero[:, :1], primed], dim=1)
+
+
+def _last_row(state: State) -> State:
+    if isinstance(state, tuple):
+        return tuple(s[:, -1:].contiguous() for s in state)
+    return state[:, -1:].contiguous()

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn.batches import StreamBatches, eval_windows, plan_layout
+from charrnn.batches import StreamBatches, eval_streams, plan_layout
 from charrnn.errors import CorpusError
 
 
@@ -66,8 +66,23 @@ def test_cursor_round_trips():
     assert torch.equal(a.next_window()[0], b.next_window()[0])
 
 
-def test_eval_windows_cover_every_row_character_once():
+def test_eval_streams_score_every_character_once_and_prime_each_row_with_the_text_before_it():
     ids = np.arange(103, dtype=np.int64)
-    seen = torch.cat([y for _, y in eval_windows(ids, batch_size=4, seq_len=8)], dim=1)
-    assert seen.numel() == 100  # 102 usable targets, 25 per row
-    assert sorted(seen.flatten().tolist()) == list(range(1, 101))
+    streams = eval_streams(ids, rows=4, min_row=8, burn_in=5)
+    windows = list(streams.windows(8))
+    seen = torch.cat([y for _, y in windows], dim=1)
+    tail_inputs, tail_targets = streams.tail()
+    assert seen.shape == (4, 25) and tail_targets.tolist() == [[101, 102]]
+    assert sorted(seen.flatten().tolist() + tail_targets.flatten().tolist()) == list(range(1, 103))
+    # Row r's first input follows the five characters it read first; row 0 has none to read.
+    primer = streams.primer()
+    assert primer.tolist() == [list(range(start - 5, start)) for start in (25, 50, 75)]
+    assert windows[0][0][:, 0].tolist() == [0, 25, 50, 75]
+    assert tail_inputs.tolist() == [[100, 101]]
+
+
+def test_eval_streams_shrink_rows_for_short_texts():
+    streams = eval_streams(np.arange(20, dtype=np.int64), rows=16, min_row=8)
+    assert streams.inputs.shape == (2, 9) and streams.primer().tolist() == [list(range(9))]
+    single = eval_streams(np.arange(5, dtype=np.int64), rows=16, min_row=8)
+    assert single.inputs.shape == (1, 4) and single.primer() is None and single.tail() is None

@@ -185,3 +185,23 @@ def test_the_default_preset_follows_the_device_and_an_asked_for_one_wins():
     assert resolve_preset(None, "cpu") == ("small", PRESETS["small"])
     assert resolve_preset(None, "cuda") == ("medium", {**PRESETS["medium"], "dropout": 0.4})
     assert resolve_preset("large", "cuda") == ("large", PRESETS["large"])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_validation_figure_does_not_depend_on_the_evaluation_batch(trained_run, cell):
+    """Read as one stream or as 8 or 40 primed rows, the text scores the same. Cold rows (the
+    earlier scheme) scored the trained model 0.018 nats/char worse at 8 rows and 0.10 at 40."""
+    from charrnn.model import CharRNN, ModelConfig
+    from charrnn.train import evaluate
+    from tests.conftest import small_text
+
+    if cell == "lstm":
+        model, vocab, _ = load_model(trained_run, device="cpu")
+    else:
+        _, vocab, _ = load_model(trained_run, device="cpu")
+        torch.manual_seed(0)
+        model = CharRNN(ModelConfig(vocab_size=len(vocab), cell="gru", **TINY_MODEL))
+    ids = vocab.encode(small_text(30))
+    one_stream = evaluate(model, ids, torch.device("cpu"), batch_size=1, seq_len=64)
+    for rows in (8, 40):
+        assert abs(evaluate(model, ids, torch.device("cpu"), batch_size=rows, seq_len=64) - one_stream) < 2e-5
