@@ -86,3 +86,14 @@ def test_eval_streams_shrink_rows_for_short_texts():
     assert streams.inputs.shape == (2, 9) and streams.primer().tolist() == [list(range(9))]
     single = eval_streams(np.arange(5, dtype=np.int64), rows=16, min_row=8)
     assert single.inputs.shape == (1, 4) and single.primer() is None and single.tail() is None
+
+
+def test_ranks_together_read_what_one_process_with_their_rows_reads_in_every_epoch():
+    ids = np.arange(2_001, dtype=np.int64)
+    single = StreamBatches(ids, batch_size=4, seq_len=10)
+    ranks = [StreamBatches(ids, batch_size=2, seq_len=10, rank=r, world_size=2) for r in range(2)]
+    for _ in range(3 * len(single)):  # three epochs
+        x, y, _ = single.next_window()
+        parts = [batches.next_window() for batches in ranks]
+        assert torch.equal(x, torch.cat([p[0] for p in parts])) and torch.equal(y, torch.cat([p[1] for p in parts]))
+    assert single.epoch == 3

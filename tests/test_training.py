@@ -66,11 +66,15 @@ def test_checkpoint_round_trip_gives_identical_logits(trained_run):
     torch.testing.assert_close(model_a(idx)[0], model_b(idx)[0], rtol=0, atol=0)
 
 
-def test_resume_is_bit_identical_to_an_uninterrupted_run(text_file, tmp_path):
-    straight = make_run(text_file, tmp_path / "straight", max_steps=40, checkpoint_every=10)
+# 32 rows of this text hold 20 windows each: the stop at step 25 falls in the second epoch,
+# after the state was reset at the epoch boundary.
+@pytest.mark.parametrize("layout", [{}, {"batch_size": 32}], ids=["one-epoch", "across-epochs"])
+def test_resume_is_bit_identical_to_an_uninterrupted_run(text_file, tmp_path, layout):
+    straight = make_run(text_file, tmp_path / "straight", max_steps=40, checkpoint_every=10, **layout)
     train_run(straight)
+    assert straight.trainer.batches.epoch == (0 if not layout else 2)
 
-    first = make_run(text_file, tmp_path / "split", max_steps=40, checkpoint_every=10)
+    first = make_run(text_file, tmp_path / "split", max_steps=40, checkpoint_every=10, **layout)
     result = train_run(first, [StopAt(25)])  # what Ctrl-C does: finish the step, save, return
     assert result.status == "interrupted" and result.step == 25
 
