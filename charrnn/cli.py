@@ -491,7 +491,7 @@ def evaluate_command(
     encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = "utf-8",
     device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.")] = DeviceChoice.auto,
 ) -> None:
-    """Print the bits per character the model assigns to text files."""
+    """Print the bits per character the model assigns to text files, read as one stream."""
     from charrnn.corpus import encode_files, resolve_sources
     from charrnn.device import resolve_device
     from charrnn.runs import load_model
