@@ -122,7 +122,7 @@ class EvalStreams:
         tail:                            m          continues row 2; predicts n
     """
 
-    burn_in: np.ndarray | None  # (rows - 1, burn_in) inputs of rows 1.. before they are scored
+    primer_inputs: np.ndarray | None  # (rows - 1, burn_in): what rows 1.. read before they are scored
     inputs: np.ndarray  # (rows, n)
     targets: np.ndarray  # (rows, n)
     tail_inputs: np.ndarray  # (k,), k < rows
@@ -130,7 +130,7 @@ class EvalStreams:
 
     def primer(self) -> torch.Tensor | None:
         """What rows 1.. read before they are scored, or None for a single row."""
-        return None if self.burn_in is None else _ids_tensor(self.burn_in)
+        return None if self.primer_inputs is None else _ids_tensor(self.primer_inputs)
 
     def tail(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(inputs, targets) of the leftover characters as a one-row batch, or None."""
@@ -157,7 +157,7 @@ def eval_streams(ids: np.ndarray, rows: int, min_row: int = 1, burn_in: int = EV
     if rows > 1 and burn > 0:
         primer = ids[starts[:, None] - burn + np.arange(burn)]
     return EvalStreams(
-        burn_in=primer,
+        primer_inputs=primer,
         inputs=ids[: rows * n].reshape(rows, n),
         targets=ids[1 : rows * n + 1].reshape(rows, n),
         tail_inputs=ids[rows * n : usable],

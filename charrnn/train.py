@@ -468,12 +468,11 @@ def evaluate(
     was_training = model.training
     model.eval()
     streams = eval_streams(ids, batch_size, min_row=seq_len)
-    rows = streams.inputs.shape[0]
-    state = model.initial_state(rows, device)
+    state = model.initial_state(1, device)  # row 0's: the text's start, as one stream
     primer = streams.primer()
     if primer is not None:
         _, _, primed = model(primer.to(device))
-        state = _first_row_zero(state, primed)
+        state = _stack_rows(state, primed)
     total, count = 0.0, 0
     for x, y in streams.windows(seq_len):
         _, loss, state = model(x.to(device), state, y.to(device))
@@ -489,12 +488,11 @@ def evaluate(
     return total / max(count, 1)
 
 
-def _first_row_zero(zero: State, primed: State) -> State:
-    """Row 0's zero state followed by the primed states of rows 1.. (state tensors are
-    (layers, batch, hidden))."""
-    if isinstance(zero, tuple):
-        return tuple(torch.cat([z[:, :1], p], dim=1) for z, p in zip(zero, primed))
-    return torch.cat([zero[:, :1], primed], dim=1)
+def _stack_rows(first: State, rest: State) -> State:
+    """One state whose rows are ``first``'s, then ``rest``'s (tensors are (layers, batch, hidden))."""
+    if isinstance(first, tuple):
+        return tuple(torch.cat([f, r], dim=1) for f, r in zip(first, rest))
+    return torch.cat([first, rest], dim=1)
 
 
 def _last_row(state: State) -> State:
