@@ -56,6 +56,10 @@ MODEL = "Model"
 TRAINING = "Training"
 DATA = "Data"
 RUN = "Run"
+THREADS_HELP = (
+    "CPU threads for torch and BLAS (OMP_NUM_THREADS also fixes it). \\[default: chosen by "
+    "measured speed, so that a busy machine does not slow the run down]"
+)
 
 
 def _version(value: bool) -> None:
@@ -154,6 +158,7 @@ def train(
     val_frac: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Fraction of the text, at its end, held out for validation. \\[default: 0.1]", rich_help_panel=DATA)] = None,
     encoding: Annotated[Optional[str], typer.Option(help="Text encoding of the files. \\[default: utf-8]", rich_help_panel=DATA)] = None,
     device: Annotated[DeviceChoice, typer.Option(help="Where to train.", rich_help_panel=RUN)] = DeviceChoice.auto,
+    threads: Annotated[Optional[int], typer.Option(min=1, help=THREADS_HELP, show_default=False, rich_help_panel=RUN)] = None,
     eval_sample_chars: Annotated[int, typer.Option(min=0, help="Characters of the sample written to samples.txt at each evaluation; 0 = none.", rich_help_panel=RUN)] = 200,
     tensorboard: Annotated[bool, typer.Option("--tensorboard/--no-tensorboard", help="Also write TensorBoard event files to RUN_DIR/tensorboard (needs the tensorboard extra).", rich_help_panel=RUN)] = False,
     precision: Annotated[Optional[Precision], typer.Option(help="auto = fp16 autocast on CUDA, fp32 on CPU.", rich_help_panel=RUN)] = None,
@@ -213,6 +218,7 @@ def train(
         },
         epochs=epochs,
         device=device_choice,
+        threads=threads,
     )
     if not request.sources and request.resume is None:
         err.print("charrnn: corpus: name a text file, directory or corpus to train on (or --resume a run)", markup=False)
@@ -238,6 +244,8 @@ def train(
         + f", budget {budget}, device {run.trainer.device}",
         markup=False,
     )
+    if run.trainer.device.type == "cpu":
+        err.print(f"threads: {run.threads.describe()}", markup=False)
     err.print(f"run directory: {run.directory}", markup=False)
     started = time.perf_counter()
     def stop_after_this_step(signum: int) -> None:
@@ -607,8 +615,12 @@ def bench(
     sampling: Annotated[bool, typer.Option(help="Measure sampling speed.")] = True,
     device: Annotated[DeviceChoice, typer.Option(help="Where to measure.")] = DeviceChoice.auto,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON here.")] = None,
+    contention: Annotated[bool, typer.Option("--contention", help="Instead: measure training and sampling beside other work (two trainings at once, a busy loop), adaptive threads against all cores, as ratios to each alone (about 3 minutes; --long: 12).")] = False,
 ) -> None:
     """Measure training, sampling and encoding speed against this machine's matmul peak."""
+    if contention:
+        _bench_contention(long, json_path)
+        return
     from charrnn.bench import BenchConfig, run_bench
     from charrnn.cli_bench import render_bench
 
@@ -628,6 +640,19 @@ def bench(
     result = run_bench(config, progress=lambda message: err.print(f"bench: {message}", markup=False))
     # A table too wide for 80 columns is still one line per row when piped to a file.
     render_bench(result, out if out.is_terminal else Console(highlight=False, width=140))
+    err.print(f"bench took {time.perf_counter() - started:.0f} s", markup=False)
+    if json_path is not None:
+        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+        err.print(f"wrote {json_path}", markup=False)
+
+
+def _bench_contention(long: bool, json_path: Optional[Path]) -> None:
+    from charrnn.cli_bench import render_contention
+    from charrnn.contention import run_contention
+
+    started = time.perf_counter()
+    result = run_contention(60.0 if long else 12.0, progress=lambda message: err.print(f"bench: {message}", markup=False))
+    render_contention(result, out if out.is_terminal else Console(highlight=False, width=140))
     err.print(f"bench took {time.perf_counter() - started:.0f} s", markup=False)
     if json_path is not None:
         json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")

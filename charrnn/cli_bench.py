@@ -97,3 +97,35 @@ def render_bench(result: BenchResult, console: Console) -> None:
     for note in result.notes:
         console.print(f"note: {note}", markup=False)
     console.print(FLOP_NOTE, markup=False)
+
+
+def render_contention(result, console: Console) -> None:
+    """Each process's chars/s side by side with other work, and the ratios against alone."""
+    console.print(
+        f"contention: {result.cores} cores, {result.seconds:g} s per measurement; small preset, "
+        "training 16x64 windows, sampling one stream",
+        markup=False,
+    )
+    table = Table(title="chars/s of each charrnn process", box=None)
+    for column in ("task", "beside it", "threads", "chars/s each", "time at 1 / more threads"):
+        table.add_column(column, justify="left" if column in ("task", "beside it", "threads") else "right")
+    for row in result.rows:
+        shares = row.get("threads", {})
+        one = shares.get("1", 0.0)
+        table.add_row(
+            row["task"], row["beside"], row["policy"], _num(row["chars_per_s"]), f"{one:.0%} / {1 - one:.0%}"
+        )
+    console.print(table)
+    table = Table(title="ratios (beside other work: against the same threads alone; alone: against all cores alone)", box=None)
+    for column in ("task", "beside it", "adaptive", "all cores", "target (adaptive)", "met"):
+        table.add_column(column, justify="left" if column in ("task", "beside it") else "right")
+    for ratio in result.ratios:
+        table.add_row(
+            ratio["task"],
+            ratio["beside"],
+            "-" if ratio["adaptive"] is None else f"{ratio['adaptive']:.2f}",
+            "-" if ratio["all cores"] is None else f"{ratio['all cores']:.2f}",
+            f">= {ratio['target']:.2f}",
+            "yes" if ratio["met"] else "NO",
+        )
+    console.print(table)

@@ -34,6 +34,7 @@ from charrnn.device import (
 from charrnn.errors import CheckpointError, ConfigError
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.presets import preset_training, resolve_preset
+from charrnn.threads import ThreadGovernor, ThreadPolicy, resolve_policy
 from charrnn.train import Callback, EvalStats, StepStats, TrainConfig, Trainer, default_batch_size
 from charrnn.tokenizer_modes import SubwordVocab, load_token_corpus, tokenizer_kind, vocab_from_payload
 from charrnn.vocab import Vocab
@@ -63,6 +64,7 @@ class RunRequest:
     train: dict = field(default_factory=dict)  # TrainConfig fields
     epochs: float | None = None
     device: str = "auto"
+    threads: int | None = None  # --threads: a fixed count; None lets the governor choose
     checkpoints_root: Path = Path("checkpoints")
 
 
@@ -74,6 +76,7 @@ class Run:
     trainer: Trainer
     corpus_options: dict
     resumed_from: Path | None = None
+    threads: ThreadPolicy | None = None
 
     @property
     def vocab(self) -> Vocab:
@@ -111,6 +114,27 @@ class CheckpointWriter(Callback):
         payload = self.run.payload()  # under torchrun, a collective: every rank takes part
         if distributed.is_main():
             checkpoint.save(payload, self.run.directory / name)
+
+
+class GovernThreads(Callback):
+    """Feeds each training step's speed to the thread governor, which may change the count
+    between steps (the result does not depend on it, only the speed)."""
+
+    def __init__(self, governor: ThreadGovernor) -> None:
+        self.governor = governor
+
+    def on_step(self, trainer: Trainer, stats: StepStats) -> None:
+        self.governor.observe(stats.seconds, stats.chars)
+
+
+def thread_callbacks(run: Run) -> list[Callback]:
+    """Apply the run's thread policy: a fixed count now, or a governor that paces the steps.
+    Only on the CPU: a GPU step's speed does not depend on the CPU's thread count."""
+    policy = run.threads or resolve_policy(None)
+    if run.trainer.device.type != "cpu":
+        return []
+    governor = ThreadGovernor.for_policy(policy)
+    return [] if governor is None else [GovernThreads(governor)]
 
 
 class MetricsLog(Callback):
@@ -153,6 +177,7 @@ class MetricsLog(Callback):
                 "lr": stats.lr,
                 "grad_norm": stats.grad_norm,
                 "chars_per_s": stats.chars / stats.seconds if stats.seconds else None,
+                "threads": stats.threads,
                 "elapsed": stats.elapsed,
                 "time": time.time(),
             }
@@ -362,7 +387,7 @@ def prepare_run(request: RunRequest) -> Run:
             "--extend-vocab makes a new model with a bigger vocabulary; give it its own "
             "run directory with --out DIR (the original run is kept)"
         )
-    run = Run(directory, corpus, model, trainer, corpus_options, resumed_from)
+    run = Run(directory, corpus, model, trainer, corpus_options, resumed_from, resolve_policy(request.threads))
     if distributed.is_main():  # the only rank that writes files
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -419,9 +444,10 @@ def train_run(
     """Fit with the checkpoint writer, metrics log and evaluation samples attached (0
     ``sample_chars`` turns the samples off; ``tensorboard`` mirrors the metrics into
     RUN_DIR/tensorboard); returns the ``FitResult``."""
+    pacing = thread_callbacks(run)
     if not distributed.is_main():
         # Other ranks take part in checkpoints (their state is gathered) but write nothing.
-        run.trainer.callbacks = [CheckpointWriter(run)]
+        run.trainer.callbacks = [CheckpointWriter(run), *pacing]
         return run.trainer.fit()
     resume_step = run.trainer.step if run.resumed_from is not None else None
     metrics = MetricsLog(run.directory / "metrics.jsonl", resume_step)
@@ -431,7 +457,7 @@ def train_run(
         from charrnn.tensorboard_log import TensorBoardLog
 
         board = TensorBoardLog(run.directory / "tensorboard", resume_step)
-    run.trainer.callbacks = [CheckpointWriter(run), metrics, samples, *([board] if board else []), *callbacks]
+    run.trainer.callbacks = [CheckpointWriter(run), metrics, samples, *([board] if board else []), *pacing, *callbacks]
     try:
         return run.trainer.fit()
     finally:

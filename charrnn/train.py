@@ -125,6 +125,7 @@ class StepStats:
     seconds: float  # wall time of this step
     elapsed: float  # training time so far, across resumes
     progress: float  # fraction of the step or time budget used, 0..1
+    threads: int = 1  # CPU threads the step ran on
 
 
 @dataclass
@@ -323,6 +324,7 @@ class Trainer:
 
     def train_step(self) -> StepStats:
         started = time.perf_counter()
+        threads = torch.get_num_threads()
         x, y, new_epoch = self.batches.next_window()
         if new_epoch:
             self.hidden = None  # the streams start over from the top of the text
@@ -366,6 +368,7 @@ class Trainer:
             seconds=seconds,
             elapsed=self.progress.elapsed,
             progress=self.budget_fraction(),
+            threads=threads,
         )
 
     def _budget_spent(self) -> str | None:
