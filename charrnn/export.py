@@ -36,6 +36,45 @@ METADATA = "charrnn.json"
 TOKENIZER = "tokenizer.json"
 
 
+def _utf8_length(text: str, start: int) -> int:
+    """Bytes of the UTF-8 character that starts at byte ``start`` of ``text``."""
+    # ord() of a one-byte TorchScript string is that byte; the mask keeps it 0..255 wherever
+    # char is signed.
+    lead = ord(text[start]) & 0xFF
+    if lead < 0x80:
+        return 1
+    size = 0
+    if 0xC2 <= lead < 0xE0:
+        size = 2
+    elif 0xE0 <= lead < 0xF0:
+        size = 3
+    elif 0xF0 <= lead < 0xF5:
+        size = 4
+    if size == 0 or start + size > len(text):
+        raise ValueError("text is not valid UTF-8 at byte " + str(start))
+    for k in range(start + 1, start + size):
+        if (ord(text[k]) & 0xC0) != 0x80:
+            raise ValueError("text is not valid UTF-8 at byte " + str(start))
+    return size
+
+
+def _codepoint_name(ch: str) -> str:
+    """The code point of the one UTF-8 character ``ch`` as U+XXXX, which names even the
+    characters that print as nothing."""
+    lead = ord(ch[0]) & 0xFF
+    point = lead
+    if len(ch) > 1:
+        point = lead & (0xFF >> (len(ch) + 1))
+        for k in range(1, len(ch)):
+            point = (point << 6) | (ord(ch[k]) & 0x3F)
+    digits = "0123456789ABCDEF"
+    out = ""
+    while point > 0 or len(out) < 4:
+        out = digits[point & 0xF] + out
+        point = point >> 4
+    return "U+" + out
+
+
 class _Exported(nn.Module):
     """What every exported model has: the layers and the vocabulary."""
 
@@ -56,15 +95,26 @@ class _Exported(nn.Module):
 
     @torch.jit.export
     def encode(self, text: str) -> List[int]:
+        # A TorchScript str is its UTF-8 bytes (len, indexing and iteration go byte by byte),
+        # so each character is cut out whole, its length read from its first byte, and looked
+        # up as the UTF-8 string that the index holds.
         ids: List[int] = []
-        for ch in text:
+        start = 0
+        while start < len(text):
+            end = start + _utf8_length(text, start)
+            ch = text[start:end]
             if ch not in self.index:
-                raise ValueError("character not in the vocabulary: " + ch)
+                raise ValueError("character not in the vocabulary: " + ch + " (" + _codepoint_name(ch) + ")")
             ids.append(self.index[ch])
+            start = end
         return ids
 
     @torch.jit.export
     def decode(self, ids: List[int]) -> str:
+        for i in ids:
+            # A negative id would index from the end and decode to a wrong character.
+            if i < 0 or i >= len(self.chars):
+                raise ValueError("id " + str(i) + " is not in the vocabulary (ids 0.." + str(len(self.chars) - 1) + ")")
         return "".join([self.chars[i] for i in ids])
 
     @torch.jit.export
@@ -74,6 +124,8 @@ class _Exported(nn.Module):
     @torch.jit.export
     def next_char_probs(self, text: str) -> torch.Tensor:
         """Probabilities (V,) of the character after ``text`` (from the initial state)."""
+        if len(text) == 0:
+            raise ValueError("next_char_probs needs at least one character of text")
         ids = torch.tensor([self.encode(text)], dtype=torch.long)
         with torch.no_grad():
             logits, _ = self.forward(ids, self.initial_state(1))

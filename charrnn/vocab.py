@@ -17,6 +17,9 @@ import numpy as np
 from charrnn.errors import VocabError
 
 UNKNOWN = -1
+# The tokenizer.json token for characters outside the vocabulary; longer than one character,
+# so it can never be one of them.
+UNK_TOKEN = "[UNK]"
 
 
 def codepoints(text: str) -> np.ndarray:
@@ -108,10 +111,20 @@ class Vocab:
     # -- Hugging Face tokenizers interop -------------------------------------------------
 
     def to_tokenizer(self):
-        """A ``tokenizers.Tokenizer`` with the same ids, loadable by ``PreTrainedTokenizerFast``."""
+        """A ``tokenizers.Tokenizer`` with the same ids, loadable by ``PreTrainedTokenizerFast``.
+
+        Characters the vocabulary lacks encode to ``UNK_TOKEN``, the id after the last
+        character (``len(self)``), which the model has no row for: the character ids stay
+        exactly the model's, and the tokenizer has one token more than the model.
+        """
         from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
-        tokenizer = Tokenizer(models.WordLevel({c: i for i, c in enumerate(self.chars)}))
+        table = {c: i for i, c in enumerate(self.chars)}
+        table[UNK_TOKEN] = len(self.chars)
+        # Without an unknown token WordLevel raises on any unseen character. UNK_TOKEN is not
+        # registered as an added token, which would turn the text "[UNK]" into it instead of
+        # its five characters.
+        tokenizer = Tokenizer(models.WordLevel(table, unk_token=UNK_TOKEN))
         # One token per code point; Fuse glues them back without inserting spaces.
         tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
         tokenizer.decoder = decoders.Fuse()
@@ -124,9 +137,14 @@ class Vocab:
     def from_tokenizer_json(cls, path: Path) -> "Vocab":
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-            table = data["model"]["vocab"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            table = dict(data["model"]["vocab"])
+            unk = data["model"].get("unk_token")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise VocabError(f"{path}: not a charrnn tokenizer.json ({exc})") from None
+        # The unknown token is the tokenizer's, not a character of the model: files written
+        # before it existed have none, and either way the characters are ids 0..V-1.
+        if unk is not None and table.get(unk) == len(table) - 1:
+            del table[unk]
         by_id = sorted(table.items(), key=lambda item: item[1])
         if [i for _, i in by_id] != list(range(len(by_id))):
             raise VocabError(f"{path}: token ids are not 0..{len(by_id) - 1}")

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from charrnn.cli import app
 from charrnn.runs import load_model
-from tests.conftest import TINY_TRAIN, train_small_run
+from tests.conftest import REPO, TINY_TRAIN, small_text, train_small_run
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 runner = CliRunner()
@@ -80,7 +80,7 @@ def test_export_runs_without_charrnn_and_embeds_the_vocabulary(trained_run, tmp_
     _, vocab, _ = load_model(trained_run, device="cpu")
     assert facts["vocab"] == list(vocab.chars) and facts["n"] == len(vocab)
     assert abs(facts["sum"] - 1) < 1e-5
-    assert facts["tok"] == {c: i for i, c in enumerate(vocab.chars)}
+    assert facts["tok"] == {**{c: i for i, c in enumerate(vocab.chars)}, "[UNK]": len(vocab)}
     assert done.returncode != 0 and "character not in the vocabulary: Q" in done.stderr
 
 
@@ -90,3 +90,83 @@ def test_export_default_path_and_bad_checkpoint(trained_run, tmp_path):
     assert (trained_run / "model.torchscript.pt").is_file()
     bad = runner.invoke(app, ["export", str(tmp_path / "missing")])
     assert bad.exit_code == 1 and "no such checkpoint" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# Accented Latin, CJK, and an emoji outside the Basic Multilingual Plane (4 UTF-8 bytes).
+UNICODE_LINE = "Grüße aus Köln 😀 und 東京 — ça va?\n"
+
+
+@pytest.fixture(scope="module")
+def unicode_run(tmp_path_factory):
+    from charrnn.runs import RunRequest, prepare_run, train_run
+
+    root = tmp_path_factory.mktemp("unicode")
+    corpus = root / "verse.txt"
+    corpus.write_text(small_text(40) + UNICODE_LINE * 20, encoding="utf-8")
+    run = prepare_run(RunRequest(
+        sources=[str(corpus)], out=root / "run", device="cpu",
+        model={"cell": "lstm", "layers": 1, "hidden": 24, "embed": 8, "dropout": 0.0},
+        train={**TINY_TRAIN, "max_steps": 20, "eval_every": 10},
+    ))
+    train_run(run, sample_chars=0)
+    return root / "run"
+
+
+# Runs as a user of the exported file would: torch alone, charrnn neither imported nor importable.
+UNICODE_SCRIPT = """
+import json, sys, torch
+path, texts, prompt = json.loads(sys.argv[1])
+m = torch.jit.load(path)
+assert 'charrnn' not in sys.modules
+
+def error(call, *args):
+    try:
+        call(*args)
+    except Exception as exc:
+        return str(exc)
+    return None
+
+ids = [m.encode(t) for t in texts]
+print(json.dumps({
+    'ids': ids,
+    'decoded': [m.decode(i) for i in ids],
+    'probs': m.next_char_probs(prompt).tolist(),
+    'unknown': error(m.encode, 'Köln Ж'),
+    'bad_id': error(m.decode, [0, 10**6]),
+    'empty': error(m.next_char_probs, ''),
+}))
+"""
+
+
+def test_export_encodes_decodes_and_predicts_any_character_of_the_vocabulary(unicode_run, tmp_path):
+    out = tmp_path / "m.pt"
+    # The real CLI with every warning shown: TorchScript's deprecation warnings stay off stderr.
+    done = subprocess.run(
+        [sys.executable, "-W", "always", "-m", "charrnn", "export", str(unicode_run), "--out", str(out)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1", "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr.count("\n") == 1 and "TorchScript" in done.stderr
+    assert "Warning" not in done.stderr
+
+    _, vocab, _ = load_model(unicode_run, device="cpu")
+    assert {"ü", "ß", "ç", "東", "京", "—", "😀"} <= set(vocab.chars)
+    texts = ["ç", "Grüße", "東京", "😀", "naïve café — 東京 😀!", UNICODE_LINE]
+    prompt = "Grüße aus 東京 😀"
+    done = subprocess.run(
+        [sys.executable, "-c", UNICODE_SCRIPT, json.dumps([str(out), texts, prompt])],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""},
+    )
+    assert done.returncode == 0, done.stderr
+    facts = json.loads(done.stdout)
+    assert facts["ids"] == [vocab.encode(t).tolist() for t in texts]
+    assert facts["decoded"] == texts
+    expected = reference_probs(unicode_run, prompt)[-1]
+    assert len(facts["probs"]) == len(vocab)
+    assert torch.allclose(torch.tensor(facts["probs"]), expected, atol=1e-5)
+    # An unknown character is named, with its code point (it may print as nothing).
+    assert "character not in the vocabulary: Ж (U+0416)" in facts["unknown"]
+    assert f"is not in the vocabulary (ids 0..{len(vocab) - 1})" in facts["bad_id"]
+    assert "next_char_probs needs at least one character" in facts["empty"]

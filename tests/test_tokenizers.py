@@ -101,6 +101,32 @@ def test_bytes_mode_takes_any_input(corpus, tmp_path):
     assert tmp_path.joinpath("bytes", "config.toml").read_text().count('tokenizer = "bytes"') == 1
 
 
+def test_chars_tokenizer_json_has_an_unknown_token_and_keeps_the_models_ids(corpus, tmp_path):
+    from tokenizers import Tokenizer
+
+    from charrnn.vocab import Vocab
+
+    _, train, _ = corpus
+    run = tmp_path / "chars"
+    result = invoke("train", train, "--out", run, "--max-steps", 4, "--eval-every", 2, *SHAPE)
+    assert result.exit_code == 0, result.stderr
+    assert invoke("vocab", run, "--out", tmp_path / "tok.json").exit_code == 0
+    model, vocab, _ = load_model(run, device="cpu")
+    tokenizer = Tokenizer.from_file(str(tmp_path / "tok.json"))
+    unk = tokenizer.token_to_id("[UNK]")
+    assert unk == len(vocab) == model.config.vocab_size
+    assert all(tokenizer.token_to_id(c) == i for i, c in enumerate(vocab.chars))
+    # Unseen characters (Z, ü, Ω, 🎉) become the unknown token instead of an error.
+    text = "[ROMEO] café 東京, Zürich Ω 🎉\n"
+    expected = [int(vocab.encode(c)[0]) if c in vocab.chars else unk for c in text]
+    assert expected.count(unk) == 4 and tokenizer.encode(text).ids == expected
+    known = "[ROMEO] café 東京, naïve\n"
+    assert tokenizer.encode(known).ids == vocab.encode(known).tolist()
+    assert tokenizer.decode(tokenizer.encode(known).ids) == known
+    # Read back, it is the model's vocabulary, not one character more.
+    assert Vocab.from_tokenizer_json(tmp_path / "tok.json") == vocab
+
+
 def test_streaming_decoder_never_emits_half_a_character():
     vocab = SubwordVocab.bytes_vocab()
     decode = piece_decoder(vocab)

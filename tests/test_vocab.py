@@ -57,3 +57,33 @@ def test_pretrained_tokenizer_fast_loads_the_export(tmp_path):
     vocab.save_tokenizer_json(path)
     tok = transformers.PreTrainedTokenizerFast(tokenizer_file=str(path))
     assert tok(TEXT)["input_ids"] == vocab.encode(TEXT).tolist()
+
+
+def test_tokenizer_json_encodes_unseen_characters_to_an_unknown_token_after_the_characters(tmp_path):
+    from tokenizers import Tokenizer
+
+    vocab = Vocab.from_text(TEXT + "UNK")
+    path = tmp_path / "tokenizer.json"
+    vocab.save_tokenizer_json(path)
+    tokenizer = Tokenizer.from_file(str(path))
+    unk = len(vocab)
+    assert tokenizer.token_to_id("[UNK]") == unk and tokenizer.get_vocab_size() == len(vocab) + 1
+    assert all(tokenizer.token_to_id(c) == i for i, c in enumerate(vocab.chars))
+    # Ж, 🎉 and Z are unseen; the text "[UNK]" is five known characters, not the token.
+    text = "naïve Ж 世界 🎉 [UNK] Z\n"
+    expected = [unk if c not in vocab.chars else int(vocab.encode(c)[0]) for c in text]
+    assert expected.count(unk) == 3
+    encoding = tokenizer.encode(text)
+    assert encoding.ids == expected
+    assert tokenizer.decode(encoding.ids) == "naïve [UNK] 世界 [UNK] [UNK] [UNK]\n"
+    # Read back, the unknown token is not a character: the model's vocabulary does not grow.
+    assert Vocab.from_tokenizer_json(path) == vocab
+
+
+def test_tokenizer_json_without_an_unknown_token_still_loads(tmp_path):
+    from tokenizers import Tokenizer, models
+
+    vocab = Vocab.from_text(TEXT)
+    path = tmp_path / "tokenizer.json"
+    Tokenizer(models.WordLevel({c: i for i, c in enumerate(vocab.chars)})).save(str(path))
+    assert Vocab.from_tokenizer_json(path) == vocab
