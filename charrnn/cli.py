@@ -21,12 +21,8 @@ from rich.text import Text
 
 from charrnn import __version__
 from charrnn.cli_errors import EXIT_INTERRUPTED, OneLineUsageErrors, fail, message_for, user_errors
-from charrnn.device import DeviceChoice, Precision
-from charrnn.model import Cell
+from charrnn.options import CPU_BATCH_SIZE, GPU_BATCH_SIZE, Cell, DeviceChoice, Engine, Precision, Schedule, TokenizerKind, TrainConfig
 from charrnn.presets import DEFAULT_PRESET, GPU_DEFAULT_OVERRIDES, GPU_DEFAULT_PRESET, PRESET_TRAINING, Preset
-from charrnn.stepper import Engine
-from charrnn.tokenizer_modes import TokenizerKind
-from charrnn.train import CPU_BATCH_SIZE, GPU_BATCH_SIZE, Schedule, TrainConfig
 
 class _Group(OneLineUsageErrors, typer.core.TyperGroup):
     pass

@@ -5,25 +5,12 @@ from __future__ import annotations
 import os
 import random
 import warnings
-from enum import Enum
 
 import numpy as np
 import torch
 
 from charrnn.errors import ConfigError, DeviceError
-
-
-class DeviceChoice(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class Precision(str, Enum):
-    auto = "auto"  # fp16 autocast on CUDA, fp32 on CPU
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
+from charrnn.options import DeviceChoice, Precision
 
 
 def resolve_device(choice: str = "auto") -> torch.device:

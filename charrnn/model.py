@@ -8,23 +8,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from enum import Enum
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from charrnn.errors import ConfigError
+from charrnn.options import Cell
 
 LN2 = math.log(2.0)
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
-
-
-class Cell(str, Enum):
-    lstm = "lstm"
-    gru = "gru"
-    rnn = "rnn"
 
 
 @dataclass

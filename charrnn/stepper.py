@@ -26,19 +26,13 @@ the same seed they draw the same characters; the tests check this on trained mod
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import Protocol
 
 import numpy as np
 import torch
 
 from charrnn.model import CharRNN, State
-
-
-class Engine(str, Enum):
-    auto = "auto"  # fast on CPU; the model's own fused layers (cuDNN) on GPU
-    fast = "fast"
-    eager = "eager"
+from charrnn.options import Engine
 
 
 class Stepper(Protocol):

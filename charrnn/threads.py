@@ -20,6 +20,7 @@ choice stays out of what exact resume compares (``tests/test_threads.py`` checks
 from __future__ import annotations
 
 import ctypes
+import importlib
 import os
 import statistics
 from collections import deque
@@ -126,7 +127,7 @@ def set_blas_threads(count: int) -> bool:
 
 
 def _find_blas_setter() -> Callable[[int], None] | None:
-    import numpy  # noqa: F401  (loads its BLAS, so that the library is in the map below)
+    importlib.import_module("numpy")  # loads its BLAS, so that the library is in the map below
 
     try:
         with open("/proc/self/maps", encoding="utf-8") as maps:

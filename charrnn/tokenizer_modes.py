@@ -18,19 +18,13 @@ from __future__ import annotations
 import codecs
 import json
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from charrnn.errors import ConfigError, CorpusError, VocabError
-
-class TokenizerKind(str, Enum):
-    chars = "chars"  # one token per character of the corpus (the default)
-    bytes = "bytes"  # UTF-8 bytes: 256 tokens, any text
-    bpe = "bpe"  # byte-level BPE trained on the corpus
-
+from charrnn.options import TokenizerKind
 
 KINDS = tuple(k.value for k in TokenizerKind)
 BYTES = 256

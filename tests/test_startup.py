@@ -1,0 +1,53 @@
+"""`charrnn --help`, every command's --help and shell completion start without torch or numpy
+(importing torch alone takes seconds); the time itself is measured by hand, not here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+PROBE = """
+import sys
+from charrnn.cli import main
+sys.argv = ["charrnn", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+heavy = sorted(m for m in ("torch", "numpy") if m in sys.modules)
+print("HEAVY:" + ",".join(heavy), file=sys.stderr)
+"""
+
+
+def heavy_modules(*args: str, env: dict | None = None) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=120
+    )
+    line = [l for l in result.stderr.splitlines() if l.startswith("HEAVY:")]
+    assert line, result.stderr
+    return line[-1][len("HEAVY:"):]
+
+
+def test_importing_the_command_line_imports_neither_torch_nor_numpy():
+    code = "import sys, charrnn.cli; print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["train"], ["sample"], ["eval"], ["info"], ["export"], ["plot"], ["vocab"], ["bench"], ["corpus"], ["corpus", "list"]],
+)
+def test_help_imports_neither_torch_nor_numpy(command):
+    assert heavy_modules(*command, "--help") == ""
+
+
+def test_completion_imports_neither_torch_nor_numpy():
+    import os
+
+    env = {**os.environ, "_CHARRNN_COMPLETE": "complete_bash", "COMP_WORDS": "charrnn train --pre", "COMP_CWORD": "2"}
+    assert heavy_modules(env=env) == ""
