@@ -37,6 +37,7 @@ import torch
 
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.presets import PRESETS
+from charrnn.threads import resolve_policy, set_threads, single_stream_threads
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 BENCH_VOCAB = 65  # tiny shakespeare's vocabulary size
@@ -55,6 +56,7 @@ class BenchConfig:
     memory: bool = True  # measure encoding and peak RSS (writes the corpus to a temp dir)
     sampling: bool = True
     source_text: Path | None = None  # text repeated to make the corpus (default: generated)
+    threads: int | None = None  # --threads: fixed for every figure; None: as the commands choose
 
 
 @dataclass
@@ -340,6 +342,9 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
     from charrnn.device import resolve_device
 
     device = resolve_device(config.device)
+    threads = resolve_policy(config.threads)
+    # Training and the matmul peak measure what the machine can do: every core it gives.
+    set_threads(threads.fixed or threads.most)
     result = BenchResult()
     result.machine = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
@@ -399,10 +404,13 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
             heavy = model_config.hidden * model_config.layers >= 1024 and device.type == "cpu"
             length = (500 if heavy else 2000) * scale
             row = {"preset": preset, "shape": f"{model_config.layers}x{model_config.hidden}"}
+            # The thread counts `charrnn sample` uses: one stream on its own count, a batch on all.
+            set_threads(single_stream_threads(threads))
             progress(f"sampling {preset}: batch 1, eager (reference)")
             row["eager_b1"] = sample_speed(model, "eager", 1, max(length // 4, 100), device)
             progress(f"sampling {preset}: batch 1, fast")
             row["fast_b1"] = sample_speed(model, "auto", 1, length, device)
+            set_threads(threads.fixed or threads.most)
             progress(f"sampling {preset}: batch {BATCHED_SAMPLES}")
             row["batched"] = sample_speed(model, "auto", BATCHED_SAMPLES, max(length // 8, 50), device)
             row["fast_vs_eager"] = row["fast_b1"] / row["eager_b1"]

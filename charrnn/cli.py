@@ -58,6 +58,13 @@ THREADS_HELP = (
 )
 
 
+def _thread_governor(threads: Optional[int]):
+    """The --threads count applied now, or (None given) a governor that picks it by speed."""
+    from charrnn.threads import ThreadGovernor, resolve_policy
+
+    return ThreadGovernor.for_policy(resolve_policy(threads))
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"charrnn {__version__}")
@@ -494,6 +501,7 @@ def evaluate_command(
     best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint.")] = False,
     encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = "utf-8",
     device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.")] = DeviceChoice.auto,
+    threads: Annotated[Optional[int], typer.Option(min=1, help=THREADS_HELP, show_default=False)] = None,
 ) -> None:
     """Print the bits per character the model assigns to text files, read as one stream."""
     from charrnn.corpus import encode_files, resolve_sources
@@ -516,7 +524,9 @@ def evaluate_command(
         from charrnn.errors import CorpusError
 
         raise CorpusError("the text to evaluate needs at least 2 characters")
-    nats = evaluate(model, ids, resolve_device(device.value)) * tokens_per_char
+    target = resolve_device(device.value)
+    governor = _thread_governor(threads) if target.type == "cpu" else None
+    nats = evaluate(model, ids, target, governor=governor) * tokens_per_char
     scored = f"{len(ids) - 1:,} characters" if tokens_per_char == 1.0 else f"{text.chars:,} characters ({len(ids) - 1:,} tokens)"
     print(f"{nats / 0.6931471805599453:.4f} bpc ({nats:.4f} nats/char) over {scored}")
 
@@ -611,6 +621,7 @@ def bench(
     sampling: Annotated[bool, typer.Option(help="Measure sampling speed.")] = True,
     device: Annotated[DeviceChoice, typer.Option(help="Where to measure.")] = DeviceChoice.auto,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON here.")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for every figure. \\[default: all cores for training and batches, one for a single sample, as the commands choose]", show_default=False)] = None,
     contention: Annotated[bool, typer.Option("--contention", help="Instead: measure training and sampling beside other work (two trainings at once, a busy loop), adaptive threads against all cores, as ratios to each alone (about 3 minutes; --long: 12).")] = False,
 ) -> None:
     """Measure training, sampling and encoding speed against this machine's matmul peak."""
@@ -631,6 +642,7 @@ def bench(
         memory=memory,
         sampling=sampling,
         source_text=text,
+        threads=threads,
     )
     started = time.perf_counter()
     result = run_bench(config, progress=lambda message: err.print(f"bench: {message}", markup=False))

@@ -16,6 +16,7 @@ from charrnn import distributed
 from charrnn.batches import StreamBatches, eval_streams
 from charrnn.device import capture_rng_state, restore_rng_state
 from charrnn.errors import ConfigError, TrainingDiverged
+from charrnn.threads import ThreadGovernor
 from charrnn.options import CPU_BATCH_SIZE, GPU_BATCH_SIZE, TrainConfig
 from charrnn.model import (
     LN2,
@@ -386,6 +387,7 @@ def evaluate(
     device: torch.device,
     batch_size: int = 64,
     seq_len: int = EVAL_WINDOW,
+    governor: ThreadGovernor | None = None,
 ) -> float:
     """Mean cross-entropy in nats per character of ``ids`` under ``model``, read as one stream
     from a zero state: every character after the first is scored once, ``batch_size`` rows at
@@ -400,9 +402,12 @@ def evaluate(
         state = _stack_rows(state, primed)
     total, count = 0.0, 0
     for x, y in streams.windows(seq_len):
+        started = time.perf_counter()
         _, loss, state = model(x.to(device), state, y.to(device))
         total += loss.item() * y.numel()
         count += y.numel()
+        if governor is not None:
+            governor.observe(time.perf_counter() - started, y.numel())
     tail = streams.tail()
     if tail is not None:
         x, y = tail
