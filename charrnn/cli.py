@@ -147,9 +147,12 @@ def train(
     min_lr_frac: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Final rate as a fraction of --lr. \\[default: 0.1]", rich_help_panel=TRAINING)] = None,
     weight_decay: Annotated[Optional[float], typer.Option(min=0.0, help=f"AdamW weight decay (not on biases or embeddings). \\[default: from the preset: {_per_preset('weight_decay')}]", rich_help_panel=TRAINING)] = None,
     grad_clip: Annotated[Optional[float], typer.Option(min=0.0, help="Gradient-norm clip; 0 = off. \\[default: 1.0]", rich_help_panel=TRAINING)] = None,
-    max_steps: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many steps.", rich_help_panel=TRAINING)] = None,
-    minutes: Annotated[Optional[float], typer.Option(min=0.0, help="Wall-clock training budget; the schedule is planned to end with it. \\[default: 10 if no other budget]", rich_help_panel=TRAINING)] = None,
+    max_steps: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many steps (with --resume: the run's total; see --extend-steps).", rich_help_panel=TRAINING)] = None,
+    minutes: Annotated[Optional[float], typer.Option(min=0.0, help="Training-time budget (steps, evaluations and checkpoints; start-up is not counted); the schedule is planned to end with it. With --resume: the run's total (see --extend-minutes). \\[default: 10 if no other budget]", rich_help_panel=TRAINING)] = None,
     epochs: Annotated[Optional[float], typer.Option(min=0.0, help="Stop after this many passes over the text.", rich_help_panel=TRAINING)] = None,
+    extend_steps: Annotated[Optional[int], typer.Option(min=1, help="With --resume: add this many steps to the run's budget (with --resume, --max-steps, --epochs and --minutes are totals). The learning rate goes on from where it is, decaying over the extension.", rich_help_panel=TRAINING)] = None,
+    extend_epochs: Annotated[Optional[float], typer.Option(min=0.0, help="With --resume: add this many passes over the text to the run's step budget.", rich_help_panel=TRAINING)] = None,
+    extend_minutes: Annotated[Optional[float], typer.Option(min=0.0, help="With --resume: add this many minutes to the run's time budget.", rich_help_panel=TRAINING)] = None,
     eval_every: Annotated[Optional[int], typer.Option(min=1, help=f"Steps between validation runs. \\[default: {TrainConfig.eval_every}]", rich_help_panel=TRAINING)] = None,
     eval_chars: Annotated[Optional[int], typer.Option(min=2, help="Evaluate on at most this many validation characters. \\[default: all]", rich_help_panel=TRAINING)] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(min=1, help="Steps between periodic checkpoints. \\[default: --eval-every]", rich_help_panel=TRAINING)] = None,
@@ -168,7 +171,7 @@ def train(
     deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--no-deterministic", help="Deterministic kernels everywhere, so a resumed run matches an unstopped one bit-for-bit on CUDA too (CPU runs already do); on CUDA it needs --dropout 0 or one layer. \\[default: off]", show_default=False, rich_help_panel=RUN)] = None,
 ) -> None:
     """Train a model on text files; checkpoints and metrics go to a run directory."""
-    from charrnn.runs import RunRequest, prepare_run, train_run
+    from charrnn.runs import RunRequest, describe_budget, prepare_run, train_run
     from charrnn.signals import graceful_stop
     from charrnn.cli_progress import TrainingDisplay
     from charrnn import distributed
@@ -220,6 +223,9 @@ def train(
             "deterministic": deterministic,
         },
         epochs=epochs,
+        extend_steps=extend_steps,
+        extend_epochs=extend_epochs,
+        extend_minutes=extend_minutes,
         device=device_choice,
         threads=threads,
     )
@@ -227,16 +233,19 @@ def train(
         err.print("charrnn: corpus: name a text file, directory or corpus to train on (or --resume a run)", markup=False)
         raise typer.Exit(2)
     run = prepare_run(request)
+    for notice in run.notices:
+        err.print(f"charrnn: warning: {notice}", markup=False)
     m, t = run.model.config, run.trainer.config
     layout = run.trainer.batches.layout
-    budget = " + ".join(
-        part
-        for part in (
-            f"{t.max_steps} steps" if t.max_steps else "",
-            f"{t.minutes:g} min" if t.minutes else "",
+    budget = f"budget {describe_budget(t)}"
+    if run.extended_by:
+        added = " + ".join(
+            f"{run.extended_by['steps']} steps" if key == "steps" else f"{run.extended_by['minutes']:g} min"
+            for key in run.extended_by
         )
-        if part
-    )
+        budget = f"extending the budget by {added} to {describe_budget(t)} total"
+    elif run.resumed_from and t.minutes:
+        budget += f" ({run.trainer.progress.elapsed / 60:.1f} min used)"
     verb = f"resuming {run.resumed_from} at step {run.trainer.step}" if run.resumed_from else "training"
     err.print(
         f"{verb}: {m.layers}x{m.hidden} {m.cell.upper()}, {run.model.num_parameters():,} parameters, "
@@ -244,7 +253,7 @@ def train(
         f"{0 if run.corpus.val is None else len(run.corpus.val):,} val characters, "
         f"batch {layout.batch_size}x{layout.seq_len}"
         + (f" on each of {run.trainer.world_size} processes" if run.trainer.world_size > 1 else "")
-        + f", budget {budget}, device {run.trainer.device}",
+        + f", {budget}, device {run.trainer.device}",
         markup=False,
     )
     if run.trainer.device.type == "cpu":

@@ -14,6 +14,7 @@ Run directory::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -21,8 +22,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from charrnn import __version__, checkpoint, distributed
-from charrnn.batches import plan_layout
+from charrnn.batches import StreamLayout, plan_layout
 from charrnn.corpus import Corpus, Sources, load_corpus, resolve_sources
 from charrnn.device import (
     check_deterministic_resume,
@@ -31,7 +34,7 @@ from charrnn.device import (
     seed_everything,
     use_deterministic_algorithms,
 )
-from charrnn.errors import CheckpointError, ConfigError
+from charrnn.errors import CheckpointError, ConfigError, CorpusError
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.presets import preset_training, resolve_preset
 from charrnn.threads import ThreadGovernor, ThreadPolicy, resolve_policy
@@ -63,6 +66,10 @@ class RunRequest:
     model: dict = field(default_factory=dict)  # cell, layers, hidden, embed, dropout
     train: dict = field(default_factory=dict)  # TrainConfig fields
     epochs: float | None = None
+    # With --resume: added to the stored budget (--max-steps, --epochs and --minutes are totals).
+    extend_steps: int | None = None
+    extend_epochs: float | None = None
+    extend_minutes: float | None = None
     device: str = "auto"
     threads: int | None = None  # --threads: a fixed count; None lets the governor choose
     checkpoints_root: Path = Path("checkpoints")
@@ -76,6 +83,9 @@ class Run:
     trainer: Trainer
     corpus_options: dict
     resumed_from: Path | None = None
+    extended_by: dict = field(default_factory=dict)  # "steps", "minutes": what a resume added
+    # One line each about a resume that cannot continue exactly as it was: the caller shows them.
+    notices: list[str] = field(default_factory=list)
     threads: ThreadPolicy | None = None
 
     @property
@@ -266,6 +276,11 @@ def prepare_run(request: RunRequest) -> Run:
     resumed_from = None
     if request.extend_vocab and request.resume is None:
         raise ConfigError("--extend-vocab fine-tunes a trained model: it needs --resume RUN")
+    for option, value in _extensions(request):
+        if request.resume is None:
+            raise ConfigError(f"{option} adds to the budget of a run being resumed: it needs --resume RUN")
+        if value <= 0:
+            raise ConfigError(f"{option} must be positive")
     if request.resume is not None:
         resumed_from = checkpoint.resolve(request.resume)
         stored = checkpoint.load(resumed_from)
@@ -302,7 +317,11 @@ def prepare_run(request: RunRequest) -> Run:
     model_options = _resolve_model_options(request, stored["model_config"] if stored else None, preset_options)
     model_config = ModelConfig(vocab_size=len(corpus.vocab), **model_options)
     train_options = TrainConfig.from_dict(stored["train_config"]).to_dict() if stored else {}
-    train_options.update({k: v for k, v in request.train.items() if v is not None})
+    given = {k: v for k, v in request.train.items() if v is not None}
+    # A resumed run keeps its budget: totals given again are checked against it once the
+    # trainer stands where the checkpoint left it (``_resolve_budget``).
+    given_totals = {k: given.pop(k) for k in BUDGET_KEYS if stored and k in given}
+    train_options.update(given)
     train_options.setdefault("batch_size", default_batch_size(device))
     if not stored:
         for name, value in preset_training(preset).items():
@@ -310,7 +329,8 @@ def prepare_run(request: RunRequest) -> Run:
     if request.epochs is not None:
         if request.epochs <= 0:
             raise ConfigError("--epochs must be positive")
-        train_options["max_steps"] = None  # computed below from the batch layout
+        if not stored:
+            train_options["max_steps"] = None  # computed below from the batch layout
     if (
         not stored
         and request.epochs is None
@@ -318,7 +338,7 @@ def prepare_run(request: RunRequest) -> Run:
         and train_options.get("minutes") is None
     ):
         train_options["minutes"] = DEFAULT_MINUTES
-    train_config = TrainConfig(**train_options) if request.epochs is None else None
+    train_config = TrainConfig(**train_options) if request.epochs is None or stored else None
     if train_options.get("deterministic"):
         check_deterministic_resume(device, model_config.layers, model_config.dropout)
 
@@ -360,12 +380,20 @@ def prepare_run(request: RunRequest) -> Run:
         ddp_model=ddp_model,
     )
     trainer.tokens_per_char = tokens_per_char
+    fingerprint = _text_fingerprint(corpus.train, trainer.val_ids)
+    corpus_options["fingerprint"] = fingerprint
+    notices: list[str] = []
+    extended_by: dict = {}
     if stored:
         if len(corpus.vocab) == len(stored["vocab"]):
             trainer.load_state_dict(stored["trainer"])
         else:
-            # New characters change the parameter shapes: the optimizer starts afresh.
-            trainer.progress.step = int(stored["trainer"]["progress"]["step"])
+            # New characters change the parameter shapes: the optimizer starts afresh, and the
+            # run's place in its budget and schedule carries on.
+            trainer.load_schedule_position(stored["trainer"]["progress"])
+        stored_config = TrainConfig.from_dict(stored["train_config"])
+        notices += _check_continuation(trainer, stored_config, stored_corpus.get("fingerprint"), fingerprint, kind)
+        extended_by = _resolve_budget(request, given_totals, trainer, len(corpus.train))
 
     # -- directory ---------------------------------------------------------------
     if request.out is not None:
@@ -387,7 +415,9 @@ def prepare_run(request: RunRequest) -> Run:
             "--extend-vocab makes a new model with a bigger vocabulary; give it its own "
             "run directory with --out DIR (the original run is kept)"
         )
-    run = Run(directory, corpus, model, trainer, corpus_options, resumed_from, resolve_policy(request.threads))
+    run = Run(
+        directory, corpus, model, trainer, corpus_options, resumed_from, extended_by, notices, resolve_policy(request.threads)
+    )
     if distributed.is_main():  # the only rank that writes files
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -396,6 +426,169 @@ def prepare_run(request: RunRequest) -> Run:
         checkpoint.remove_stale_temporaries(directory)
         _write_config(run)
     return run
+
+
+BUDGET_KEYS = ("max_steps", "minutes")
+
+
+def _extensions(request: RunRequest) -> list[tuple[str, float]]:
+    given = [
+        ("--extend-steps", request.extend_steps),
+        ("--extend-epochs", request.extend_epochs),
+        ("--extend-minutes", request.extend_minutes),
+    ]
+    return [(option, value) for option, value in given if value is not None]
+
+
+def describe_budget(config: TrainConfig) -> str:
+    """A budget in words: "400 steps", "10 min" or "400 steps + 10 min"."""
+    parts = [f"{config.max_steps} steps" if config.max_steps else "", f"{config.minutes:g} min" if config.minutes else ""]
+    return " + ".join(part for part in parts if part)
+
+
+def _resolve_budget(request: RunRequest, totals: dict, trainer: Trainer, train_ids: int) -> dict:
+    """Extend a resumed run's budget as asked, refuse what would silently change or not use it,
+    and return what was added ({"steps": N, "minutes": M}, empty when nothing was).
+
+    With --resume, --max-steps, --epochs and --minutes are totals: the stored value again
+    changes nothing, a bigger one extends the run to it (as --extend-* would), a smaller one is
+    refused. A run whose budget is spent is refused unless the resume extends it."""
+    config = trainer.config
+    windows = plan_layout(train_ids, config.batch_size, config.seq_len).windows
+    steps = request.extend_steps or 0
+    if request.extend_epochs:
+        steps += max(1, math.ceil(request.extend_epochs * windows))
+    minutes = request.extend_minutes or 0.0
+    named = describe_budget(config)
+    total_steps = []  # (the option as given, the step total it asks for)
+    if "max_steps" in totals:
+        total_steps.append((f"--max-steps {totals['max_steps']}", totals["max_steps"]))
+    if request.epochs is not None:
+        epoch_steps = max(1, math.ceil(request.epochs * windows))
+        total_steps.append((f"--epochs {request.epochs:g} ({epoch_steps} steps)", epoch_steps))
+    for label, total in total_steps:
+        if config.max_steps is None:
+            raise ConfigError(
+                f"{label} adds a step budget to a run planned in minutes ({named}); "
+                "extend it with --extend-minutes M"
+            )
+        if steps:
+            raise ConfigError(f"give {label.split()[0]} (the new total) or --extend-steps / --extend-epochs, not both")
+        if total < config.max_steps:
+            raise ConfigError(
+                f"{label} is below this run's budget of {config.max_steps} steps: with --resume "
+                "the budget is a total; to train N more steps, give --extend-steps N"
+            )
+        steps = total - config.max_steps
+    if "minutes" in totals:
+        total = totals["minutes"]
+        if config.minutes is None:
+            raise ConfigError(
+                f"--minutes {total:g} adds a time budget to a run planned in steps ({named}); "
+                "extend it with --extend-steps N"
+            )
+        if minutes:
+            raise ConfigError("give --minutes (the new total) or --extend-minutes, not both")
+        if total < config.minutes:
+            raise ConfigError(
+                f"--minutes {total:g} is below this run's budget of {config.minutes:g} min: with "
+                "--resume the budget is a total; to train M more minutes, give --extend-minutes M"
+            )
+        minutes = total - config.minutes
+    if steps and config.max_steps is None:
+        raise ConfigError(f"this run's budget is {named}, not steps: extend it with --extend-minutes M")
+    if minutes and config.minutes is None:
+        raise ConfigError(f"this run's budget is {named}, not minutes: extend it with --extend-steps N")
+    extended_by = {k: v for k, v in (("steps", steps), ("minutes", minutes)) if v}
+    if extended_by:
+        trainer.extend_budget(steps, minutes)
+    spent = trainer.budget_spent()
+    if spent is not None:
+        p, c = trainer.progress, trainer.config
+        if spent == "finished":
+            what, option = f"{p.step} of {c.max_steps} steps", "--extend-steps N"
+        else:
+            what, option = f"{p.elapsed / 60:.3g} of {c.minutes:g} minutes", "--extend-minutes M"
+        raise ConfigError(
+            f"this run has spent its budget{', extension included' if extended_by else ''}: {what}; "
+            f"train on with: charrnn train --resume {request.resume} {option}"
+        )
+    return extended_by
+
+
+FINGERPRINT_CHUNK = 1 << 20  # ids hashed at a time: 4 MB as uint32
+
+
+def _text_fingerprint(train: np.ndarray, val: np.ndarray | None) -> dict:
+    """Enough to tell whether a resume reads the text the run was trained and scored on: the
+    training length, and the length and sha256 of the ids each evaluation scores."""
+    digest = hashlib.sha256()
+    if val is not None:
+        for start in range(0, len(val), FINGERPRINT_CHUNK):
+            # A fixed width: the same text hashes alike whatever id dtype the vocabulary takes.
+            digest.update(np.asarray(val[start : start + FINGERPRINT_CHUNK], dtype="<u4").tobytes())
+    return {
+        "train_ids": int(len(train)),
+        "val_ids": 0 if val is None else int(len(val)),
+        "val_sha256": None if val is None else digest.hexdigest(),
+    }
+
+
+def _check_continuation(
+    trainer: Trainer, stored: TrainConfig, stored_print: dict | None, fingerprint: dict, kind: str
+) -> list[str]:
+    """What keeps a resume from continuing the run exactly, one line each. Another window
+    layout or another training text restarts the carried hidden state; another validation
+    text restarts the best so far, so that best.pt is never chosen across two validation sets."""
+    notices = []
+    config = trainer.config
+    changed = [
+        f"--{name.replace('_', '-')} {getattr(config, name)} (the run's is {getattr(stored, name)})"
+        for name in ("batch_size", "seq_len")
+        if getattr(config, name) != getattr(stored, name)
+    ]
+    if changed and _layout_or_none(fingerprint["train_ids"], stored, trainer.world_size) != trainer.batches.layout:
+        trainer.hidden = None
+        notices.append(
+            f"{' and '.join(changed)}: the windows no longer continue the run's, so this resume "
+            "is not exact (the carried hidden state restarts from zero)"
+        )
+    if stored_print is None:
+        return notices  # a checkpoint from before fingerprints: nothing to compare
+    unit = "characters" if kind == "chars" else "tokens"
+    train_differs = stored_print["train_ids"] != fingerprint["train_ids"]
+    val_differs = (stored_print["val_ids"], stored_print["val_sha256"]) != (
+        fingerprint["val_ids"],
+        fingerprint["val_sha256"],
+    )
+    sizes = f"{stored_print['train_ids']:,} -> {fingerprint['train_ids']:,} training"
+    if train_differs:
+        trainer.hidden = None
+    if val_differs:
+        trainer.progress.best_val_loss = None
+        trainer.progress.evals_without_improvement = 0
+        sizes = (f"{sizes}, " if train_differs else "") + (
+            f"{stored_print['val_ids']:,} -> {fingerprint['val_ids']:,} validation"
+        )
+        notices.append(
+            f"the {'text' if train_differs else 'validation text'} differs from this run's "
+            f"({sizes} {unit}): the best so far starts over, so best.pt will hold the best on "
+            "the new validation text" + ("; the carried hidden state restarts from zero" if train_differs else "")
+        )
+    elif train_differs:
+        notices.append(
+            f"the training text differs from this run's ({sizes} {unit}), so this resume is not "
+            "exact (the carried hidden state restarts from zero)"
+        )
+    return notices
+
+
+def _layout_or_none(train_ids: int, stored: TrainConfig, world_size: int) -> StreamLayout | None:
+    """The layout the run's own options give on this text (None if they no longer fit it)."""
+    try:
+        return plan_layout(train_ids, stored.batch_size, stored.seq_len, world_size)
+    except CorpusError:
+        return None
 
 
 def _same_dir(a: Path, b: Path) -> bool:

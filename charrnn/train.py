@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -89,6 +89,11 @@ class _Progress:
     best_val_loss: float | None = None
     evals_without_improvement: int = 0
     lr_scale: float = 1.0  # the plateau schedule's decay so far
+    # Where the cosine decay currently runs from: the start, or the point at which the budget
+    # was last extended, with the scale the rate had reached there (see ``extend_budget``).
+    cosine_step: int = 0
+    cosine_elapsed: float = 0.0
+    cosine_scale: float = 1.0
 
 
 class Trainer:
@@ -157,17 +162,49 @@ class Trainer:
             fractions.append(self.progress.elapsed / (self.config.minutes * 60))
         return min(1.0, max(fractions))
 
+    def _cosine_fraction(self) -> float:
+        """How far the cosine decay has gone, 0..1: from its start (the run's start, or its last
+        extension) to the end of the budget, by steps or time, whichever is further along."""
+        c, p = self.config, self.progress
+        fractions = [0.0]
+        if c.max_steps:
+            fractions.append(_leg(p.step, p.cosine_step, c.max_steps))
+        if c.minutes:
+            fractions.append(_leg(p.elapsed, p.cosine_elapsed, c.minutes * 60))
+        return min(1.0, max(fractions))
+
+    def _cosine_scale(self) -> float:
+        c, p = self.config, self.progress
+        cosine = 0.5 * (1 + math.cos(math.pi * self._cosine_fraction()))
+        return c.min_lr_frac + (p.cosine_scale - c.min_lr_frac) * cosine
+
     def learning_rate(self) -> float:
         c = self.config
         warmup = min(1.0, (self.progress.step + 1) / c.warmup_steps) if c.warmup_steps else 1.0
         if c.schedule == "cosine":
-            cosine = 0.5 * (1 + math.cos(math.pi * self.budget_fraction()))
-            scale = c.min_lr_frac + (1 - c.min_lr_frac) * cosine
+            scale = self._cosine_scale()
         elif c.schedule == "plateau":
             scale = max(c.min_lr_frac, self.progress.lr_scale)
         else:
             scale = 1.0
         return c.lr * warmup * scale
+
+    def extend_budget(self, steps: int = 0, minutes: float = 0.0) -> None:
+        """Add ``steps`` and ``minutes`` to the budget. The cosine schedule does not start over
+        (a bigger budget would move it back up): from the rate reached so far it decays to the
+        minimum over the rest of the new budget, so a finished run goes on at the minimum."""
+        c, p = self.config, self.progress
+        scale = self._cosine_scale()
+        self.config = replace(
+            c,
+            max_steps=c.max_steps + steps if steps else c.max_steps,
+            minutes=c.minutes + minutes if minutes else c.minutes,
+        )
+        p.cosine_step, p.cosine_elapsed, p.cosine_scale = p.step, p.elapsed, scale
+
+    def budget_spent(self) -> str | None:
+        """"finished" when the step budget is spent, "time" when the time budget is, else None."""
+        return self._budget_spent()
 
     # -- state -----------------------------------------------------------------------
 
@@ -185,6 +222,9 @@ class Trainer:
                 "best_val_loss": p.best_val_loss,
                 "evals_without_improvement": p.evals_without_improvement,
                 "lr_scale": p.lr_scale,
+                "cosine_step": p.cosine_step,
+                "cosine_elapsed": p.cosine_elapsed,
+                "cosine_scale": p.cosine_scale,
             },
             "world_size": self.world_size,
         }
@@ -216,12 +256,22 @@ class Trainer:
         restore_rng_state(state["rng"])
         p = state["progress"]
         self.progress = _Progress(
-            step=int(p["step"]),
-            elapsed=float(p["elapsed"]),
             best_val_loss=p["best_val_loss"],
             evals_without_improvement=int(p["evals_without_improvement"]),
             lr_scale=float(p["lr_scale"]),
         )
+        self.load_schedule_position(p)
+
+    def load_schedule_position(self, progress: dict) -> None:
+        """Where a run stands in its budget and schedule: steps, training time, and the start of
+        the cosine decay (checkpoints written before budgets could be extended have none: the
+        decay runs from the start)."""
+        p = self.progress
+        p.step = int(progress["step"])
+        p.elapsed = float(progress["elapsed"])
+        p.cosine_step = int(progress.get("cosine_step", 0))
+        p.cosine_elapsed = float(progress.get("cosine_elapsed", 0.0))
+        p.cosine_scale = float(progress.get("cosine_scale", 1.0))
 
     # -- the loop --------------------------------------------------------------------
 
@@ -374,6 +424,11 @@ class Trainer:
         # As many rows as the training batch, which the device is known to hold; longer windows
         # than training's only save per-call overhead, the state is carried.
         return evaluate(self.model, ids, self.device, self.config.batch_size, max(self.config.seq_len, EVAL_WINDOW))
+
+
+def _leg(now: float, start: float, end: float) -> float:
+    span = end - start
+    return 1.0 if span <= 0 else (now - start) / span
 
 
 def _state_batch(state: State) -> int:

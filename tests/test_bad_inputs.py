@@ -128,6 +128,8 @@ def test_unknown_encoding(text_file, tmp_path):
         pytest.param(["--dropout", "1"], "--dropout", id="dropout-one"),
         pytest.param(["--precision", "fp16"], "needs a CUDA GPU", id="fp16-on-cpu"),
         pytest.param(["--extend-vocab"], "--extend-vocab fine-tunes a trained model: it needs --resume", id="extend-vocab-without-resume"),
+        pytest.param(["--extend-steps", "5"], "--extend-steps adds to the budget of a run being resumed: it needs --resume RUN", id="extend-steps-without-resume"),
+        pytest.param(["--extend-minutes", "1"], "--extend-minutes adds to the budget of a run being resumed: it needs --resume RUN", id="extend-minutes-without-resume"),
     ],
 )
 def test_nonsense_training_option(text_file, tmp_path, args, fragment):
@@ -206,7 +208,7 @@ def test_extend_vocab_fine_tunes_into_a_new_run(own_run, tmp_path):
 
     from charrnn.runs import RunRequest, prepare_run
 
-    run = prepare_run(RunRequest(sources=[str(new)], resume=own_run, extend_vocab=True, out=tmp_path / "ft", device="cpu"))
+    run = prepare_run(RunRequest(sources=[str(new)], resume=own_run, extend_vocab=True, extend_steps=8, out=tmp_path / "ft", device="cpu"))
     old_chars = original["vocab"]
     assert list(run.vocab.chars[: len(old_chars)]) == old_chars
     assert {"Z", "~", "{", "}", "q", "x"} <= set(run.vocab.chars[len(old_chars):]) | set(old_chars)
@@ -222,6 +224,54 @@ def test_extend_vocab_fine_tunes_into_a_new_run(own_run, tmp_path):
     assert sample.exit_code == 0, sample.stderr
     assert sample.stdout.startswith("Zebra ~")
     assert (own_run / "last.pt").read_bytes() == before  # the original run is untouched
+
+
+def test_resume_of_a_spent_budget_says_how_to_extend(own_run):
+    """A finished run resumed as it is would train nothing: refused, naming what was spent and
+    the option that adds to it; with that option it trains on."""
+    before = (own_run / "last.pt").read_bytes()
+    line = answered(invoke("train", "--resume", own_run), "this run has spent its budget: 12 of 12 steps", 2)
+    assert f"charrnn train --resume {own_run} --extend-steps N" in line
+    answered(invoke("train", "--resume", own_run, "--max-steps", 12), "spent its budget: 12 of 12 steps", 2)
+    assert (own_run / "last.pt").read_bytes() == before
+    result = invoke("train", "--resume", own_run, "--extend-steps", 3)
+    assert result.exit_code == 0, result.stderr
+    assert "extending the budget by 3 steps to 15 steps total" in result.stderr
+    assert checkpoint.load(own_run)["metrics"]["step"] == 15
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        pytest.param(["--max-steps", 8], "--max-steps 8 is below this run's budget of 12 steps: with --resume the budget is a total; to train N more steps, give --extend-steps N", id="smaller-total"),
+        pytest.param(["--minutes", 5], "--minutes 5 adds a time budget to a run planned in steps (12 steps); extend it with --extend-steps N", id="another-kind-of-total"),
+        pytest.param(["--extend-minutes", 5], "this run's budget is 12 steps, not minutes: extend it with --extend-steps N", id="extension-of-another-kind"),
+        pytest.param(["--max-steps", 20, "--extend-steps", 4], "give --max-steps (the new total) or --extend-steps / --extend-epochs, not both", id="total-and-extension"),
+    ],
+)
+def test_budget_given_with_resume(own_run, args, fragment):
+    before = (own_run / "last.pt").read_bytes()
+    answered(invoke("train", "--resume", own_run, *args), fragment, 2)
+    assert (own_run / "last.pt").read_bytes() == before
+
+
+def test_resume_with_another_window_layout_warns(own_run):
+    """Another --batch-size or --seq-len cannot continue the carried state: the resume goes on,
+    after one warning line saying that it is not exact."""
+    result = invoke("train", "--resume", own_run, "--extend-steps", 2, "--batch-size", 4)
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("charrnn: warning:")]
+    assert warnings == [
+        "charrnn: warning: --batch-size 4 (the run's is 8): the windows no longer continue the run's, "
+        "so this resume is not exact (the carried hidden state restarts from zero)"
+    ]
+    assert "batch 4x32" in result.stderr and checkpoint.load(own_run)["metrics"]["step"] == 14
+    # The layout is the run's own now: the next resume continues it exactly, without a word.
+    result = invoke("train", "--resume", own_run, "--extend-steps", 2)
+    assert result.exit_code == 0 and "warning" not in result.stderr, result.stderr
+    result = invoke("train", "--resume", own_run, "--extend-steps", 2, "--seq-len", 16)
+    assert result.exit_code == 0, result.stderr
+    assert "charrnn: warning: --seq-len 16 (the run's is 32): the windows no longer continue" in result.stderr
 
 
 def test_resume_on_text_the_vocabulary_covers_is_accepted(own_run, tmp_path):
