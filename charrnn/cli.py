@@ -21,10 +21,11 @@ from rich.text import Text
 
 from charrnn import __version__
 from charrnn.cli_errors import EXIT_INTERRUPTED, OneLineUsageErrors, fail, message_for, user_errors
-from charrnn.options import CPU_BATCH_SIZE, GPU_BATCH_SIZE, Cell, DeviceChoice, Engine, Precision, Schedule, TokenizerKind, TrainConfig
+from charrnn.cli_help import HelpCommand, HelpGroup
+from charrnn.options import CPU_BATCH_SIZE, GPU_BATCH_SIZE, MAX_LR, Cell, DeviceChoice, Engine, Precision, Schedule, TokenizerKind, TrainConfig
 from charrnn.presets import DEFAULT_PRESET, GPU_DEFAULT_OVERRIDES, GPU_DEFAULT_PRESET, PRESET_TRAINING, Preset
 
-class _Group(OneLineUsageErrors, typer.core.TyperGroup):
+class _Group(OneLineUsageErrors, HelpGroup):
     pass
 
 
@@ -35,7 +36,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=True,
 )
-corpus_app = typer.Typer(help="List, fetch and build named corpora.", no_args_is_help=True)
+corpus_app = typer.Typer(cls=HelpGroup, help="List, fetch and build named corpora.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -52,6 +53,11 @@ MODEL = "Model"
 TRAINING = "Training"
 DATA = "Data"
 RUN = "Run"
+BUDGET = "Budget and evaluation"
+DEVICE = "Device"
+MODES = "Modes"
+COPYING = "Copying check"
+MEASURED = "What to measure"
 THREADS_HELP = (
     "CPU threads for torch and BLAS (OMP_NUM_THREADS also fixes it). \\[default: chosen by "
     "measured speed, so that a busy machine does not slow the run down]"
@@ -104,7 +110,7 @@ def _config_file(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
 
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 @user_errors
 def train(
     paths: Annotated[
@@ -125,7 +131,7 @@ def train(
     ] = None,
     out_dir: Annotated[
         Optional[Path],
-        typer.Option("--out", help="Run directory. Default: checkpoints/<corpus>-<time>/.", rich_help_panel=RUN),
+        typer.Option("--out", help="Run directory. \\[default: a new directory in checkpoints/, named after the corpus and the time]", rich_help_panel=RUN),
     ] = None,
     extend_vocab: Annotated[
         bool,
@@ -138,36 +144,36 @@ def train(
     layers: Annotated[Optional[int], typer.Option(min=1, help="Recurrent layers.", rich_help_panel=MODEL)] = None,
     hidden: Annotated[Optional[int], typer.Option(min=1, help="Hidden units per layer.", rich_help_panel=MODEL)] = None,
     embed: Annotated[Optional[int], typer.Option(min=1, help="Character embedding size.", rich_help_panel=MODEL)] = None,
-    dropout: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Dropout between layers and before the decoder.", rich_help_panel=MODEL)] = None,
+    dropout: Annotated[Optional[float], typer.Option(min=0, max=0.99, help="Dropout between layers and before the decoder.", rich_help_panel=MODEL)] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help=f"Parallel streams per step (shrinks for short texts). \\[default: {CPU_BATCH_SIZE}; {GPU_BATCH_SIZE} on a GPU]", rich_help_panel=TRAINING)] = None,
     seq_len: Annotated[Optional[int], typer.Option(min=1, help=f"Characters per truncated-BPTT window. \\[default: {TrainConfig.seq_len}]", rich_help_panel=TRAINING)] = None,
-    lr: Annotated[Optional[float], typer.Option(min=0.0, help=f"Peak learning rate (AdamW). \\[default: from the preset: {_per_preset('lr')}]", rich_help_panel=TRAINING)] = None,
+    lr: Annotated[Optional[float], typer.Option(help=f"Peak learning rate (AdamW): above 0, at most {MAX_LR:g}. \\[default: from the preset: {_per_preset('lr')}]", rich_help_panel=TRAINING)] = None,
     schedule: Annotated[Optional[Schedule], typer.Option(help="Learning-rate schedule after warmup. \\[default: cosine]", rich_help_panel=TRAINING)] = None,
     warmup_steps: Annotated[Optional[int], typer.Option(min=0, help=f"Linear warmup steps. \\[default: {TrainConfig.warmup_steps}]", rich_help_panel=TRAINING)] = None,
-    min_lr_frac: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Final rate as a fraction of --lr. \\[default: 0.1]", rich_help_panel=TRAINING)] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(min=0.0, help=f"AdamW weight decay (not on biases or embeddings). \\[default: from the preset: {_per_preset('weight_decay')}]", rich_help_panel=TRAINING)] = None,
-    grad_clip: Annotated[Optional[float], typer.Option(min=0.0, help="Gradient-norm clip; 0 = off. \\[default: 1.0]", rich_help_panel=TRAINING)] = None,
-    max_steps: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many steps (with --resume: the run's total; see --extend-steps).", rich_help_panel=TRAINING)] = None,
-    minutes: Annotated[Optional[float], typer.Option(min=0.0, help="Training-time budget (steps, evaluations and checkpoints; start-up is not counted); the schedule is planned to end with it. With --resume: the run's total (see --extend-minutes). \\[default: 10 if no other budget]", rich_help_panel=TRAINING)] = None,
-    epochs: Annotated[Optional[float], typer.Option(min=0.0, help="Stop after this many passes over the text.", rich_help_panel=TRAINING)] = None,
-    extend_steps: Annotated[Optional[int], typer.Option(min=1, help="With --resume: add this many steps to the run's budget (with --resume, --max-steps, --epochs and --minutes are totals). The learning rate goes on from where it is, decaying over the extension.", rich_help_panel=TRAINING)] = None,
-    extend_epochs: Annotated[Optional[float], typer.Option(min=0.0, help="With --resume: add this many passes over the text to the run's step budget.", rich_help_panel=TRAINING)] = None,
-    extend_minutes: Annotated[Optional[float], typer.Option(min=0.0, help="With --resume: add this many minutes to the run's time budget.", rich_help_panel=TRAINING)] = None,
-    eval_every: Annotated[Optional[int], typer.Option(min=1, help=f"Steps between validation runs. \\[default: {TrainConfig.eval_every}]", rich_help_panel=TRAINING)] = None,
-    eval_chars: Annotated[Optional[int], typer.Option(min=2, help="Evaluate on at most this many validation characters. \\[default: all]", rich_help_panel=TRAINING)] = None,
-    checkpoint_every: Annotated[Optional[int], typer.Option(min=1, help="Steps between periodic checkpoints. \\[default: --eval-every]", rich_help_panel=TRAINING)] = None,
-    patience: Annotated[Optional[int], typer.Option(min=0, help="Stop after this many evaluations without improvement; 0 = never. \\[default: 0]", rich_help_panel=TRAINING)] = None,
+    min_lr_frac: Annotated[Optional[float], typer.Option(min=0, max=1, help="Final rate as a fraction of --lr. \\[default: 0.1]", rich_help_panel=TRAINING)] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(min=0, help=f"AdamW weight decay (not on biases or embeddings). \\[default: from the preset: {_per_preset('weight_decay')}]", rich_help_panel=TRAINING)] = None,
+    grad_clip: Annotated[Optional[float], typer.Option(min=0, help="Gradient-norm clip; 0 = off. \\[default: 1.0]", rich_help_panel=TRAINING)] = None,
+    max_steps: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many steps (with --resume: the run's total; see --extend-steps).", rich_help_panel=BUDGET)] = None,
+    minutes: Annotated[Optional[float], typer.Option(help="Training-time budget, above 0 (steps, evaluations and checkpoints; start-up is not counted); the schedule is planned to end with it. With --resume: the run's total (see --extend-minutes). \\[default: 10 if no other budget]", rich_help_panel=BUDGET)] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="Stop after this many passes over the text (above 0; fractions allowed).", rich_help_panel=BUDGET)] = None,
+    extend_steps: Annotated[Optional[int], typer.Option(min=1, help="With --resume: add this many steps to the run's budget (with --resume, --max-steps, --epochs and --minutes are totals). The learning rate goes on from where it is, decaying over the extension.", rich_help_panel=BUDGET)] = None,
+    extend_epochs: Annotated[Optional[float], typer.Option(help="With --resume: add this many passes over the text (above 0) to the run's step budget.", rich_help_panel=BUDGET)] = None,
+    extend_minutes: Annotated[Optional[float], typer.Option(help="With --resume: add this many minutes (above 0) to the run's time budget.", rich_help_panel=BUDGET)] = None,
+    eval_every: Annotated[Optional[int], typer.Option(min=1, help=f"Steps between validation runs. \\[default: {TrainConfig.eval_every}]", rich_help_panel=BUDGET)] = None,
+    eval_chars: Annotated[Optional[int], typer.Option(min=2, help="Evaluate on at most this many validation characters. \\[default: all]", rich_help_panel=BUDGET)] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(min=1, help="Steps between periodic checkpoints. \\[default: --eval-every]", rich_help_panel=BUDGET)] = None,
+    patience: Annotated[Optional[int], typer.Option(min=0, help="Stop after this many evaluations without improvement; 0 = never. \\[default: 0]", rich_help_panel=BUDGET)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed for initialisation and dropout. \\[default: 1337]", rich_help_panel=TRAINING)] = None,
     val_file: Annotated[
         Optional[list[str]], typer.Option(help="Validation text (repeatable), instead of the last --val-frac of the training text.", rich_help_panel=DATA)
     ] = None,
-    val_frac: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Fraction of the text, at its end, held out for validation. \\[default: 0.1]", rich_help_panel=DATA)] = None,
+    val_frac: Annotated[Optional[float], typer.Option(min=0, max=0.99, help="Fraction of the text, at its end, held out for validation. \\[default: 0.1]", rich_help_panel=DATA)] = None,
     encoding: Annotated[Optional[str], typer.Option(help="Text encoding of the files. \\[default: utf-8]", rich_help_panel=DATA)] = None,
-    device: Annotated[DeviceChoice, typer.Option(help="Where to train.", rich_help_panel=RUN)] = DeviceChoice.auto,
-    threads: Annotated[Optional[int], typer.Option(min=1, help=THREADS_HELP, show_default=False, rich_help_panel=RUN)] = None,
-    eval_sample_chars: Annotated[int, typer.Option(min=0, help="Characters of the sample written to samples.txt at each evaluation; 0 = none.", rich_help_panel=RUN)] = 200,
+    device: Annotated[DeviceChoice, typer.Option(help="Where to train.", rich_help_panel=DEVICE)] = DeviceChoice.auto,
+    threads: Annotated[Optional[int], typer.Option(min=1, help=THREADS_HELP, show_default=False, rich_help_panel=DEVICE)] = None,
+    eval_sample_chars: Annotated[int, typer.Option(min=0, help="Characters of the sample written to samples.txt at each evaluation; 0 = none.", rich_help_panel=BUDGET)] = 200,
     tensorboard: Annotated[bool, typer.Option("--tensorboard/--no-tensorboard", help="Also write TensorBoard event files to RUN_DIR/tensorboard (needs the tensorboard extra).", rich_help_panel=RUN)] = False,
-    precision: Annotated[Optional[Precision], typer.Option(help="auto = fp16 autocast on CUDA, fp32 on CPU.", rich_help_panel=RUN)] = None,
+    precision: Annotated[Optional[Precision], typer.Option(help="auto = fp16 autocast on CUDA, fp32 on CPU.", rich_help_panel=DEVICE)] = None,
     deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--no-deterministic", help="Deterministic kernels everywhere, so a resumed run matches an unstopped one bit-for-bit on CUDA too (CPU runs already do); on CUDA it needs --dropout 0 or one layer. \\[default: off]", show_default=False, rich_help_panel=RUN)] = None,
 ) -> None:
     """Train a model on text files; checkpoints and metrics go to a run directory."""
@@ -289,30 +295,30 @@ def train(
 # ----------------------------------------------------------------------------- sample
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 @user_errors
 def sample(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
     length: Annotated[int, typer.Option(min=1, help="Characters to generate per sample.")] = 1000,
-    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature; 0 = greedy.")] = 0.8,
+    temperature: Annotated[float, typer.Option(min=0, help="Sampling temperature; 0 = greedy.")] = 0.8,
     top_k: Annotated[int, typer.Option(min=0, help="Sample only among the k most likely characters; 0 = off.")] = 0,
-    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling mass; 1 = off.")] = 1.0,
-    min_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Drop characters less likely than this fraction of the most likely one; 0 = off.")] = 0.0,
-    repetition_penalty: Annotated[float, typer.Option(min=0.0, help="Above 1, characters seen in the last --repetition-window become less likely; 1 = off.")] = 1.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass, above 0 and at most 1; 1 = off.")] = 1.0,
+    min_p: Annotated[float, typer.Option(min=0, max=1, help="Drop characters less likely than this fraction of the most likely one; 0 = off.")] = 0.0,
+    repetition_penalty: Annotated[float, typer.Option(help="Above 1, characters seen in the last --repetition-window become less likely; 1 = off; above 0 and below 1, more likely.")] = 1.0,
     repetition_window: Annotated[int, typer.Option(min=1, help="Recent characters (prime included) the repetition penalty looks at.")] = 64,
-    beam: Annotated[int, typer.Option(min=0, help="Beam search with this many beams instead of sampling: the most likely continuation, deterministic; good for short completions, repetitive on long ones. 0 = sample.")] = 0,
-    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Prompt loop: each line you type is continued; /help lists commands (/temp, /len, ...), /quit or EOF ends.")] = False,
+    beam: Annotated[int, typer.Option(min=0, help="Beam search with this many beams instead of sampling: the most likely continuation, deterministic; good for short completions, repetitive on long ones. 0 = sample.", rich_help_panel=MODES)] = 0,
+    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Prompt loop: each line you type is continued; /help lists commands (/temp, /len, ...), /quit or EOF ends.", rich_help_panel=MODES)] = False,
     prime: Annotated[str, typer.Option(help="Text to condition on first (printed before the sample).")] = "",
     seed: Annotated[Optional[int], typer.Option(help="Random seed: same seed, same text. \\[default: random, reported]")] = None,
     num_samples: Annotated[int, typer.Option(min=1, help="Samples to make, generated together in one batch.")] = 1,
     stop: Annotated[Optional[list[str]], typer.Option(help="End a sample at this string (repeatable; not printed).")] = None,
-    unknown: Annotated[str, typer.Option(help="Prime characters outside the vocabulary: error or skip.")] = "error",
-    best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint, not its latest.")] = False,
-    device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.")] = DeviceChoice.auto,
-    engine: Annotated[Engine, typer.Option(help="fast = weights laid out once for single steps (CPU); eager = the model's own forward (the reference; cuDNN on GPU); auto = fast on CPU, eager on GPU. Same seed, same text either way.")] = Engine.auto,
-    check_copying: Annotated[bool, typer.Option("--check-copying", help="After sampling, report on stderr the longest substring of each sample found verbatim in the training text, and the share of it in copied runs of --copy-min-run+ characters, beside the same figures for unseen validation text. About 1 s per 1,000 sampled characters per MB of training text.")] = False,
-    training_text: Annotated[Optional[Path], typer.Option(help="Check copying against this file instead of the training files the checkpoint records (implies --check-copying).", show_default=False)] = None,
-    copy_min_run: Annotated[int, typer.Option(min=1, help="Shortest verbatim run counted as copied by --check-copying.")] = 20,
+    unknown: Annotated[str, typer.Option(metavar="<error|skip>", help="Prime characters outside the vocabulary: error (names them) or skip.")] = "error",
+    best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint, not its latest.", rich_help_panel=MODEL)] = False,
+    device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.", rich_help_panel=MODEL)] = DeviceChoice.auto,
+    engine: Annotated[Engine, typer.Option(help="fast = weights laid out once for single steps (CPU); eager = the model's own forward (the reference; cuDNN on GPU); auto = fast on CPU, eager on GPU. Same seed, same text either way.", rich_help_panel=MODEL)] = Engine.auto,
+    check_copying: Annotated[bool, typer.Option("--check-copying", help="After sampling, report on stderr the longest substring of each sample found verbatim in the training text, and the share of it in copied runs of --copy-min-run+ characters, beside the same figures for unseen validation text. About 1 s per 1,000 sampled characters per MB of training text.", rich_help_panel=COPYING)] = False,
+    training_text: Annotated[Optional[Path], typer.Option(help="Check copying against this file instead of the training files the checkpoint records (implies --check-copying).", show_default=False, rich_help_panel=COPYING)] = None,
+    copy_min_run: Annotated[int, typer.Option(min=1, help="Shortest verbatim run counted as copied by --check-copying.", rich_help_panel=COPYING)] = 20,
 ) -> None:
     """Generate text, streaming it to stdout as it is made."""
     from charrnn.device import resolve_device
@@ -462,7 +468,7 @@ def _sample_interactive(model, vocab, config, target) -> None:
 # ----------------------------------------------------------------------------- info, eval
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 @user_errors
 def info(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
@@ -484,7 +490,7 @@ def info(
         "vocab_size": len(vocab),
         "vocab": "".join(vocab.chars),
         "step": metrics.get("step"),
-        "train_minutes": round(metrics.get("elapsed", 0.0) / 60, 2),
+        "train_minutes": metrics.get("elapsed", 0.0) / 60,
         "best_val_bpc": metrics.get("best_val_bpc"),
         "train_config": payload.get("train_config"),
         "corpus": payload.get("corpus"),
@@ -494,15 +500,40 @@ def info(
         return
     table = Table(show_header=False, box=None)
     for key, value in facts.items():
-        if key == "vocab":
+        if key == "train_minutes":
+            key, value = "train_time", _duration(value * 60)
+        elif key == "best_val_bpc":
+            value = "-" if value is None else f"{value:.4f} bpc ({value * 0.6931471805599453:.4f} nats/char)"
+        elif key == "vocab":
             value = repr(value)
         elif isinstance(value, dict):
-            value = ", ".join(f"{k}={v}" for k, v in value.items())
-        table.add_row(Text(key, style="bold"), Text(str(value)))
+            value = ", ".join(f"{k}={_figure(v)}" for k, v in value.items())
+        elif key in ("parameters", "vocab_size", "step") and isinstance(value, int):
+            value = f"{value:,}"
+        else:
+            value = _figure(value)
+        table.add_row(Text(key, style="bold"), Text(value))
     out.print(table)
 
 
-@app.command("eval")
+def _figure(value) -> str:
+    """A float to six significant digits (0.003, not 0.0030000000000000001); full precision
+    stays in ``info --json``."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {seconds:02d} s"
+    return f"{seconds} s"
+
+
+@app.command("eval", cls=HelpCommand)
 @user_errors
 def evaluate_command(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
@@ -540,7 +571,7 @@ def evaluate_command(
     print(f"{nats / 0.6931471805599453:.4f} bpc ({nats:.4f} nats/char) over {scored}")
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 @user_errors
 def vocab(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
@@ -557,7 +588,7 @@ def vocab(
 # ----------------------------------------------------------------------------- export
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 @user_errors
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
@@ -585,13 +616,13 @@ def export(
 # ----------------------------------------------------------------------------- plot
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 @user_errors
 def plot(
-    runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", help="Run directories (or metrics.jsonl files); several are drawn on one figure.", show_default=False)],
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR", help="Run directories (or metrics.jsonl files); several are drawn on one figure.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--out", help="PNG to write. \\[default: RUN/curves.png for one run, curves.png for several]", show_default=False)] = None,
     terminal: Annotated[bool, typer.Option("--terminal", help="Draw the curves as text on stdout instead (no display or matplotlib needed); with --out, the PNG too.")] = False,
-    x_axis: Annotated[str, typer.Option("--x", help="Horizontal axis of the text chart: step or time.")] = "step",
+    x_axis: Annotated[str, typer.Option("--x", metavar="<step|time>", help="Horizontal axis of the text chart: step or time.")] = "step",
     width: Annotated[int, typer.Option(min=20, max=400, help="Text chart width in characters.")] = 72,
     height: Annotated[int, typer.Option(min=5, max=200, help="Text chart height in lines.")] = 16,
 ) -> None:
@@ -616,18 +647,18 @@ def plot(
 # ----------------------------------------------------------------------------- bench
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 @user_errors
 def bench(
-    long: Annotated[bool, typer.Option("--long", help="Measure ~4x longer for steadier figures (several minutes).")] = False,
-    preset: Annotated[Optional[list[Preset]], typer.Option(help="Model size to measure (repeatable). \\[default: small and large; on a GPU 2x512 and 3x1024]")] = None,
+    long: Annotated[bool, typer.Option("--long", help="Measure ~4x longer for steadier figures (several minutes).", rich_help_panel=MEASURED)] = False,
+    preset: Annotated[Optional[list[Preset]], typer.Option(metavar="<preset>...", help=f"Model size to measure (repeatable): {', '.join(p.value for p in Preset)}. \\[default: small and large; on a GPU 2x512 and 3x1024]")] = None,
     cell: Annotated[Cell, typer.Option(help="Recurrent cell of the measured models.")] = Cell.lstm,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Training batch. \\[default: the trainer's default for the device]")] = None,
     seq_len: Annotated[Optional[int], typer.Option(min=1, help="Training window. \\[default: the trainer's default]")] = None,
-    corpus_mb: Annotated[int, typer.Option(min=1, help="Size of the generated corpus for encoding speed and peak RSS.")] = 100,
-    text: Annotated[Optional[Path], typer.Option(help="Text repeated to make that corpus. \\[default: generated words]")] = None,
-    memory: Annotated[bool, typer.Option(help="Measure encoding speed and training peak RSS.")] = True,
-    sampling: Annotated[bool, typer.Option(help="Measure sampling speed.")] = True,
+    corpus_mb: Annotated[int, typer.Option(min=1, help="Size of the generated corpus for encoding speed and peak RSS.", rich_help_panel=MEASURED)] = 100,
+    text: Annotated[Optional[Path], typer.Option(help="Text repeated to make that corpus. \\[default: generated words]", rich_help_panel=MEASURED)] = None,
+    memory: Annotated[bool, typer.Option(help="Measure encoding speed and training peak RSS.", rich_help_panel=MEASURED)] = True,
+    sampling: Annotated[bool, typer.Option(help="Measure sampling speed.", rich_help_panel=MEASURED)] = True,
     device: Annotated[DeviceChoice, typer.Option(help="Where to measure.")] = DeviceChoice.auto,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON here.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for every figure. \\[default: all cores for training and batches, one for a single sample, as the commands choose]", show_default=False)] = None,
@@ -679,7 +710,7 @@ def _bench_contention(long: bool, json_path: Optional[Path]) -> None:
 # ----------------------------------------------------------------------------- corpus
 
 
-@corpus_app.command("list")
+@corpus_app.command("list", cls=HelpCommand)
 @user_errors
 def corpus_list() -> None:
     """The corpora charrnn knows by name, and whether each is on this machine."""
@@ -698,7 +729,7 @@ def corpus_list() -> None:
     out.print(table)
 
 
-@corpus_app.command("fetch")
+@corpus_app.command("fetch", cls=HelpCommand)
 @user_errors
 def corpus_fetch(
     name: Annotated[str, typer.Argument(help="Corpus name from `charrnn corpus list`.", show_default=False)],

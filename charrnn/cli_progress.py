@@ -22,7 +22,12 @@ def _rate(chars_per_s: float) -> str:
 
 
 class TrainingDisplay(Callback):
-    """Shows step, train loss, val bpc, chars/s, elapsed and remaining time."""
+    """Shows step, train loss, val bpc, chars/s, elapsed and remaining time.
+
+    "val" is the latest validation figure, the one metrics.jsonl logged last. The last step's
+    evaluation comes after its step, so the closing line is written when training ends, not
+    at the last step, where it would still show the evaluation before.
+    """
 
     def __init__(self, console: Console, plain_every_s: float = 10.0) -> None:
         self.console = console
@@ -35,6 +40,8 @@ class TrainingDisplay(Callback):
         self.best_bpc: float | None = None
         self._progress: Progress | None = None
         self._task = None
+        self._fields: dict | None = None  # of the latest step
+        self._printed: dict | None = None  # the latest plain line
 
     def __enter__(self) -> "TrainingDisplay":
         if self.live:
@@ -56,9 +63,11 @@ class TrainingDisplay(Callback):
             )
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         if self._progress is not None:
             self._progress.stop()
+        elif exc_type is None and self._fields is not None and self._fields != self._printed:
+            self._print_plain()
 
     def on_step(self, trainer: Trainer, stats: StepStats) -> None:
         alpha = 0.1
@@ -74,21 +83,30 @@ class TrainingDisplay(Callback):
             "elapsed": _clock(stats.elapsed),
             "left": _clock(left),
         }
+        self._fields = fields
         if self._progress is not None:
             self._progress.update(self._task, completed=int(stats.progress * 1000), **fields)
             return
         now = time.monotonic()
-        if now - self._last_plain >= self.plain_every_s or stats.progress >= 1.0:
+        if now - self._last_plain >= self.plain_every_s:
             self._last_plain = now
-            self.console.print(
-                f"step {fields['step']} | loss {fields['loss']} nats | val {fields['val']} bpc | "
-                f"{fields['rate']} chars/s | {fields['elapsed']} elapsed | {fields['left']} left",
-                markup=False,
-                highlight=False,
-            )
+            self._print_plain()
+
+    def _print_plain(self) -> None:
+        fields = self._printed = dict(self._fields)
+        self.console.print(
+            f"step {fields['step']} | loss {fields['loss']} nats | val {fields['val']} bpc | "
+            f"{fields['rate']} chars/s | {fields['elapsed']} elapsed | {fields['left']} left",
+            markup=False,
+            highlight=False,
+        )
 
     def on_eval(self, trainer: Trainer, stats: EvalStats) -> None:
         self.val_bpc = stats.val_bpc
+        if self._fields is not None:
+            self._fields = {**self._fields, "val": f"{stats.val_bpc:.3f}"}
+            if self._progress is not None:
+                self._progress.update(self._task, val=self._fields["val"])
         if stats.improved:
             self.best_bpc = stats.val_bpc
         mark = " (best)" if stats.improved else ""
