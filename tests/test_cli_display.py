@@ -138,6 +138,7 @@ RUNS = {
     "train": lambda tmp, text_file, run: ["train", text_file, "--out", tmp, "--max-steps", 1, "--eval-every", 1, *TINY],
     "sample": lambda tmp, text_file, run: ["sample", run, "--length", 5, "--seed", 1],
     "plot": lambda tmp, text_file, run: ["plot", run, "--terminal"],
+    "eval": lambda tmp, text_file, run: ["eval", run, text_file],
 }
 # bench measures for minutes, so its ranges (sizes of at least 1) are not run here.
 NOT_RUN = {"bench"}
