@@ -294,6 +294,8 @@ def train(
 
 # ----------------------------------------------------------------------------- sample
 
+DEFAULT_SEPARATOR = "--- sample {i} of {n} {status} ---"
+
 
 @app.command(cls=HelpCommand)
 @user_errors
@@ -310,7 +312,8 @@ def sample(
     interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Prompt loop: each line you type is continued; /help lists commands (/temp, /len, ...), /quit or EOF ends.", rich_help_panel=MODES)] = False,
     prime: Annotated[str, typer.Option(help="Text to condition on first (printed before the sample).")] = "",
     seed: Annotated[Optional[int], typer.Option(help="Random seed: same seed, same text. \\[default: random, reported]")] = None,
-    num_samples: Annotated[int, typer.Option(min=1, help="Samples to make, generated together in one batch.")] = 1,
+    num_samples: Annotated[int, typer.Option(min=1, help="Samples to make, generated together in one batch; each is written out as soon as its text is final, in order, followed by a --separator line.")] = 1,
+    separator: Annotated[str, typer.Option(help="With --num-samples > 1, the line written on stdout after each sample, for scripts to split on: {i} becomes the sample's number, {n} the number of samples, {status} 'complete' or 'cut short' (Ctrl-C).")] = DEFAULT_SEPARATOR,
     stop: Annotated[Optional[list[str]], typer.Option(help="End a sample at this string (repeatable; not printed).")] = None,
     unknown: Annotated[str, typer.Option(metavar="<error|skip>", help="Prime characters outside the vocabulary: error (names them) or skip.")] = "error",
     best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint, not its latest.", rich_help_panel=MODEL)] = False,
@@ -323,7 +326,7 @@ def sample(
     """Generate text, streaming it to stdout as it is made."""
     from charrnn.device import resolve_device
     from charrnn.runs import load_model
-    from charrnn.sample import SampleConfig, generate_batch, stream
+    from charrnn.sample import SampleConfig
 
     config = SampleConfig(
         length=length,
@@ -340,9 +343,12 @@ def sample(
         unknown=unknown,
         engine=engine.value,
     )
+    from charrnn.errors import ConfigError
+
+    if not separator:
+        raise ConfigError("--separator must not be empty: it is the line that tells samples apart")
     target = resolve_device(device.value)
     model, vocab, payload = load_model(checkpoint, "best" if best else "last", device.value)
-    from charrnn.errors import ConfigError
 
     if beam and interactive:
         raise ConfigError("--beam and --interactive cannot be combined")
@@ -366,28 +372,81 @@ def sample(
     if interactive:
         _sample_interactive(model, vocab, config, target)
         return
-    started = time.perf_counter()
-    if num_samples == 1:
-        pieces = stream(model, vocab, config, target)
-        first = next(pieces, "")  # errors (a bad prime) surface before anything is printed
-        sys.stdout.write(prime)
-        streamed = []
-        for piece in itertools.chain([first], pieces):
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-            streamed.append(piece)
-        sys.stdout.write("\n")
-        texts = ["".join(streamed)]
-    else:
-        texts = generate_batch(model, vocab, config, target)
-        for i, text in enumerate(texts, 1):
-            err.print(f"--- sample {i}/{len(texts)} ---", markup=False)
-            sys.stdout.write(prime + text + "\n")
-            sys.stdout.flush()
-    seconds = time.perf_counter() - started
+    texts, cut, seconds = _stream_samples(model, vocab, config, target, separator)
     produced = sum(len(text) for text in texts)
     err.print(f"{produced} characters in {seconds:.2f} s ({produced / max(seconds, 1e-9):,.0f} chars/s)", markup=False)
+    if num_samples > 1:
+        _warn_separator_clashes(texts, prime, separator)
+    if cut is not None:
+        fail(f"charrnn: interrupted: {_cut_summary(cut, num_samples)}", EXIT_INTERRUPTED)
     _report_copying(references, texts, copy_min_run)
+
+
+def _separator_line(template: str, number: int, count: int, cut: bool) -> str:
+    # str.replace, not str.format: any other braces in the template are kept as written.
+    fields = {"{i}": str(number), "{n}": str(count), "{status}": "cut short" if cut else "complete"}
+    for field, value in fields.items():
+        template = template.replace(field, value)
+    return template
+
+
+def _stream_samples(model, vocab, config, target, separator: str):
+    """Write the samples to stdout as ``stream_samples`` gives them out: the first as it is
+    made, each later one as soon as its text is final. The first Ctrl-C (or SIGTERM) ends
+    generation and writes out every sample made so far; a second one quits at once.
+    Returns the texts, the numbers of the samples cut short (None without a Ctrl-C), seconds."""
+    from charrnn.sample import stream_samples
+    from charrnn.signals import graceful_stop
+
+    stop_requested = False
+
+    def request_stop(signum: int) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    n = config.num_samples
+    parts: list[list[str]] = [[] for _ in range(n)]
+    cut: list[int] = []
+    started = time.perf_counter()
+    with graceful_stop(request_stop):
+        pieces = stream_samples(model, vocab, config, target, should_stop=lambda: stop_requested)
+        first = next(pieces)  # errors (a bad prime) surface before anything is printed
+        for piece in itertools.chain([first], pieces):
+            if not parts[piece.sample]:
+                sys.stdout.write(config.prime)
+            parts[piece.sample].append(piece.text)
+            sys.stdout.write(piece.text)
+            if piece.last:
+                sys.stdout.write("\n")
+                if piece.cut:
+                    cut.append(piece.sample + 1)
+                if n > 1:
+                    sys.stdout.write(_separator_line(separator, piece.sample + 1, n, piece.cut) + "\n")
+            sys.stdout.flush()
+    seconds = time.perf_counter() - started
+    return ["".join(p) for p in parts], (cut if stop_requested else None), seconds
+
+
+def _cut_summary(cut: list[int], count: int) -> str:
+    if count == 1:
+        return "the sample was cut short; what was made is on stdout" if cut else "the sample was complete"
+    if not cut:
+        return f"all {count} samples were complete"
+    numbers = ", ".join(str(i) for i in cut)
+    return f"{len(cut)} of {count} samples cut short ({numbers}); what was made is on stdout"
+
+
+def _warn_separator_clashes(texts: list[str], prime: str, separator: str) -> None:
+    """A sample with a line equal to a separator line would split wrongly: say so."""
+    n = len(texts)
+    lines = {_separator_line(separator, i, n, cut) for i in range(1, n + 1) for cut in (False, True)}
+    clashes = [str(i) for i, text in enumerate(texts, 1) if lines.intersection((prime + text).split("\n"))]
+    if clashes:
+        err.print(
+            f"warning: sample {', '.join(clashes)} has a line equal to a separator line; "
+            "choose another with --separator to split the samples reliably",
+            markup=False,
+        )
 
 
 def _report_copying(references, texts: list[str], min_run: int) -> None:
@@ -453,16 +512,68 @@ def _sample_interactive(model, vocab, config, target) -> None:
         sys.stderr.write("> ")
         sys.stderr.flush()
 
+    def edited_line() -> str:
+        try:
+            return input("> ") + "\n"
+        except EOFError:
+            return ""
+
     err.print(HELP, markup=False)
+    readline = _line_editing()
     io = InteractiveIO(
-        read_line=sys.stdin.readline,
+        read_line=edited_line if readline else sys.stdin.readline,
         write=write,
         tell=lambda line: err.print(line, markup=False),
-        prompt=prompt,
+        # input() shows the prompt itself (on the terminal), so that editing can redraw it.
+        prompt=(lambda: None) if readline else prompt,
     )
-    replies = InteractiveSession(model, vocab, config, target).run(io)
+    history = _load_prompt_history(readline)
+    try:
+        replies = InteractiveSession(model, vocab, config, target).run(io)
+    finally:
+        _save_prompt_history(readline, history)
     sys.stderr.write("\n")
     err.print(f"{replies} replies", markup=False)
+
+
+def _line_editing():
+    """Python's readline module, which gives input() arrow keys, editing and history, when
+    stdin and stdout are a terminal (input() uses it only then); None otherwise, or where
+    the module is absent (Windows)."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return None
+    try:
+        import readline
+    except ImportError:
+        return None
+    return readline
+
+
+def _load_prompt_history(readline) -> Path | None:
+    """Earlier prompts from the history file in the cache directory (none when the cache is
+    off); a history that cannot be read starts empty."""
+    from charrnn.cache import cache_dir
+
+    directory = cache_dir()
+    if readline is None or directory is None:
+        return None
+    path = directory / "sample_history"
+    readline.set_history_length(1000)
+    try:
+        readline.read_history_file(path)
+    except OSError:
+        pass
+    return path
+
+
+def _save_prompt_history(readline, path: Path | None) -> None:
+    if readline is None or path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        readline.write_history_file(path)
+    except OSError:
+        pass  # history is a convenience: an unwritable cache must not fail the command
 
 
 # ----------------------------------------------------------------------------- info, eval

@@ -8,6 +8,7 @@ the loop is the same for a terminal, a pipe or a test.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -37,9 +38,15 @@ HELP = (
 )
 
 
+# A terminal's key code (CSI or SS3 sequence, or ESC and one key): what arrow and function
+# keys send when nothing edits the line.
+KEY_CODE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|O.|.)?", re.DOTALL)
+
+
 @dataclass
 class InteractiveIO:
-    read_line: Callable[[], str]  # "" at end of input, like file.readline()
+    # "" at end of input, like file.readline(); KeyboardInterrupt (Ctrl-C) drops the line.
+    read_line: Callable[[], str]
     write: Callable[[str], None]  # generated text (stdout)
     tell: Callable[[str], None]  # status and messages, one line each (stderr)
     prompt: Callable[[], None] = lambda: None  # shown before each read
@@ -85,9 +92,14 @@ class InteractiveSession:
         return True
 
     def reply(self, prime: str, io: InteractiveIO) -> None:
+        """Stream the continuation of ``prime``; Ctrl-C ends it early, back at the prompt."""
         config = dataclasses.replace(self.config, prime=prime, num_samples=1)
         pieces = stream(self.model, self.vocab, config, self.device)
-        first = next(pieces, "")  # a bad prompt fails here, before anything is written
+        try:
+            first = next(pieces, "")  # a bad prompt fails here, before anything is written
+        except KeyboardInterrupt:
+            io.tell("(reply interrupted)")
+            return
         # The next reply gets the next seed: a seeded session is repeatable, replies differ.
         self.config = dataclasses.replace(self.config, seed=self.config.seed + 1)
         self.replies += 1
@@ -102,20 +114,43 @@ class InteractiveSession:
         io.write("\n")
 
     def run(self, io: InteractiveIO) -> int:
-        """Serve prompts until /quit or end of input; returns the number of replies."""
+        """Serve prompts until /quit or end of input; returns the number of replies. Ctrl-C
+        at the prompt drops the line being typed and prompts again."""
+        interrupted = False
         while True:
-            io.prompt()
-            line = io.read_line()
-            if line == "":
-                return self.replies
-            line = line.rstrip("\r\n")
-            if line.startswith("/") and not line.startswith("//"):
-                if not self.command(line, io):
-                    return self.replies
-                continue
-            if line.startswith("//"):
-                line = line[1:]
             try:
-                self.reply(line, io)
-            except CharRNNError as exc:
-                io.tell(f"{exc}; try another prompt")
+                if interrupted:
+                    interrupted = False
+                    io.tell("")  # the next prompt starts on a line of its own
+                if not self.serve_one(io):
+                    return self.replies
+            except KeyboardInterrupt:
+                # Everything that may take a second Ctrl-C runs inside the try.
+                interrupted = True
+
+    def serve_one(self, io: InteractiveIO) -> bool:
+        """Read one line and act on it; False means the session ends."""
+        io.prompt()
+        line = io.read_line()
+        if line == "":
+            return False
+        line = line.rstrip("\r\n")
+        key = KEY_CODE.search(line)
+        if key:
+            # Without line editing the keys arrive as text; fed to the model they would be
+            # refused as unknown characters, or (with --unknown skip) half of them kept.
+            io.tell(
+                f"that line holds the terminal key code {key.group()!r} (an arrow or function key), "
+                "not text, so nothing was sent; type it again without such keys "
+                "(line editing works when stdin and stdout are a terminal)"
+            )
+            return True
+        if line.startswith("/") and not line.startswith("//"):
+            return self.command(line, io)
+        if line.startswith("//"):
+            line = line[1:]
+        try:
+            self.reply(line, io)
+        except CharRNNError as exc:
+            io.tell(f"{exc}; try another prompt")
+        return True

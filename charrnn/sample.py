@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -290,17 +290,72 @@ def stream(
         yield tail
 
 
+@dataclass(frozen=True)
+class Piece:
+    """Text of one sample (``sample`` counts from 0). ``last``: the sample ends with this
+    piece; ``cut``: it ends because generation was stopped, not because it was complete."""
+
+    sample: int
+    text: str
+    last: bool = False
+    cut: bool = False
+
+
+def stream_samples(
+    model: CharRNN,
+    vocab: Vocab,
+    config: SampleConfig,
+    device: torch.device | str = "cpu",
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[Piece]:
+    """``config.num_samples`` samples made together in one batched pass, given out one whole
+    sample after another, each as soon as its text is final: the first as it is made; the
+    text a later one already has when the one before it ends comes at once, the rest of it as
+    it is made. Every sample ends with a ``last`` piece.
+
+    ``should_stop`` is asked once per character; when it answers True, generation ends and
+    every sample not yet complete is given out as made so far, marked ``cut``: nothing made
+    is lost. The same seed gives the same characters as ``generate_batch`` (and, for one
+    sample, ``stream``)."""
+    n = config.num_samples
+    matchers = [StopMatcher(config.stop) for _ in range(n)]
+    decoders = [piece_decoder(vocab) for _ in range(n)]
+    held: list[list[str]] = [[] for _ in range(n)]  # made, not yet given out
+    current = 0  # the sample being given out; those before it are out in full
+    cut = False
+    for step, next_ids in enumerate(generate_ids(model, vocab, config, device), 1):
+        for i, char_id in enumerate(next_ids.tolist()):
+            matcher = matchers[i]
+            if not matcher.stopped:
+                text = matcher.feed(decoders[i](char_id))
+                if text:
+                    held[i].append(text)
+        while current < n:
+            text = "".join(held[current])
+            held[current].clear()
+            if not matchers[current].stopped:
+                if text:
+                    yield Piece(current, text)
+                break
+            yield Piece(current, text, last=True)
+            current += 1
+        if current == n:
+            return
+        # Not after the last step: then every sample is complete, whatever the answer.
+        if step < config.length and should_stop is not None and should_stop():
+            cut = True
+            break
+    for i in range(current, n):
+        # A stop string's partial match held back at the end is text: the sample did not stop.
+        tail = "" if matchers[i].stopped else matchers[i].flush()
+        yield Piece(i, "".join(held[i]) + tail, last=True, cut=cut and not matchers[i].stopped)
+
+
 def generate_batch(
     model: CharRNN, vocab: Vocab, config: SampleConfig, device: torch.device | str = "cpu"
 ) -> list[str]:
     """``config.num_samples`` samples made together in one batched pass."""
-    matchers = [StopMatcher(config.stop) for _ in range(config.num_samples)]
-    decoders = [piece_decoder(vocab) for _ in range(config.num_samples)]
-    texts = [[] for _ in range(config.num_samples)]
-    for next_ids in generate_ids(model, vocab, config, device):
-        for i, char_id in enumerate(next_ids.tolist()):
-            if not matchers[i].stopped:
-                texts[i].append(matchers[i].feed(decoders[i](char_id)))
-        if all(m.stopped for m in matchers):
-            break
-    return ["".join(parts) + (m.flush() if not m.stopped else "") for parts, m in zip(texts, matchers)]
+    texts: list[list[str]] = [[] for _ in range(config.num_samples)]
+    for piece in stream_samples(model, vocab, config, device):
+        texts[piece.sample].append(piece.text)
+    return ["".join(parts) for parts in texts]

@@ -291,6 +291,7 @@ def test_resume_on_text_the_vocabulary_covers_is_accepted(own_run, tmp_path):
         pytest.param(["--top-k", "-1"], "--top-k", id="negative-top-k"),
         pytest.param(["--num-samples", "0"], "--num-samples", id="zero-samples"),
         pytest.param(["--length", "0"], "--length", id="zero-length"),
+        pytest.param(["--num-samples", "2", "--separator", ""], "--separator must not be empty", id="empty-separator"),
         pytest.param(["--prime", "\u00e9\u00e9\u00e9 \U0001f600"], "not in the model's vocabulary", id="prime-emoji"),
     ],
 )
