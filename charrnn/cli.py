@@ -71,6 +71,17 @@ def _thread_governor(threads: Optional[int]):
     return ThreadGovernor.for_policy(resolve_policy(threads))
 
 
+def _generation_threads(threads: Optional[int], streams: int):
+    """One stream runs on one thread (unless --threads says otherwise); a batch of streams is
+    paced by a governor like training. Returns the governor, or None where the count is fixed."""
+    from charrnn.threads import resolve_policy, set_threads, single_stream_threads
+
+    if streams == 1:
+        set_threads(single_stream_threads(resolve_policy(threads)))
+        return None
+    return _thread_governor(threads)
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"charrnn {__version__}")
@@ -318,6 +329,7 @@ def sample(
     unknown: Annotated[str, typer.Option(metavar="<error|skip>", help="Prime characters outside the vocabulary: error (names them) or skip.")] = "error",
     best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint, not its latest.", rich_help_panel=MODEL)] = False,
     device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.", rich_help_panel=MODEL)] = DeviceChoice.auto,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch and BLAS (OMP_NUM_THREADS also fixes it). \\[default: 1 for one sample; for several, chosen by measured speed]", show_default=False, rich_help_panel=MODEL)] = None,
     engine: Annotated[Engine, typer.Option(help="fast = weights laid out once for single steps (CPU); eager = the model's own forward (the reference; cuDNN on GPU); auto = fast on CPU, eager on GPU. Same seed, same text either way.", rich_help_panel=MODEL)] = Engine.auto,
     check_copying: Annotated[bool, typer.Option("--check-copying", help="After sampling, report on stderr the longest substring of each sample found verbatim in the training text, and the share of it in copied runs of --copy-min-run+ characters, beside the same figures for unseen validation text. About 1 s per 1,000 sampled characters per MB of training text.", rich_help_panel=COPYING)] = False,
     training_text: Annotated[Optional[Path], typer.Option(help="Check copying against this file instead of the training files the checkpoint records (implies --check-copying).", show_default=False, rich_help_panel=COPYING)] = None,
@@ -349,6 +361,7 @@ def sample(
         raise ConfigError("--separator must not be empty: it is the line that tells samples apart")
     target = resolve_device(device.value)
     model, vocab, payload = load_model(checkpoint, "best" if best else "last", device.value)
+    governor = _generation_threads(threads, 1 if beam or interactive else num_samples) if target.type == "cpu" else None
 
     if beam and interactive:
         raise ConfigError("--beam and --interactive cannot be combined")
@@ -372,7 +385,7 @@ def sample(
     if interactive:
         _sample_interactive(model, vocab, config, target)
         return
-    texts, cut, seconds = _stream_samples(model, vocab, config, target, separator)
+    texts, cut, seconds = _stream_samples(model, vocab, config, target, separator, governor)
     produced = sum(len(text) for text in texts)
     err.print(f"{produced} characters in {seconds:.2f} s ({produced / max(seconds, 1e-9):,.0f} chars/s)", markup=False)
     if num_samples > 1:
@@ -390,7 +403,7 @@ def _separator_line(template: str, number: int, count: int, cut: bool) -> str:
     return template
 
 
-def _stream_samples(model, vocab, config, target, separator: str):
+def _stream_samples(model, vocab, config, target, separator: str, governor=None):
     """Write the samples to stdout as ``stream_samples`` gives them out: the first as it is
     made, each later one as soon as its text is final. The first Ctrl-C (or SIGTERM) ends
     generation and writes out every sample made so far; a second one quits at once.
@@ -409,7 +422,7 @@ def _stream_samples(model, vocab, config, target, separator: str):
     cut: list[int] = []
     started = time.perf_counter()
     with graceful_stop(request_stop):
-        pieces = stream_samples(model, vocab, config, target, should_stop=lambda: stop_requested)
+        pieces = stream_samples(model, vocab, config, target, should_stop=lambda: stop_requested, governor=governor)
         first = next(pieces)  # errors (a bad prime) surface before anything is printed
         for piece in itertools.chain([first], pieces):
             if not parts[piece.sample]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -13,6 +14,7 @@ import torch
 from charrnn.errors import ConfigError, VocabError
 from charrnn.model import CharRNN
 from charrnn.stepper import FastStepper, make_stepper
+from charrnn.threads import ThreadGovernor
 from charrnn.tokenizer_modes import piece_decoder
 from charrnn.vocab import Vocab
 
@@ -192,10 +194,15 @@ def prime_ids(vocab: Vocab, config: SampleConfig) -> list[int]:
 
 @torch.no_grad()
 def generate_ids(
-    model: CharRNN, vocab: Vocab, config: SampleConfig, device: torch.device | str = "cpu"
+    model: CharRNN,
+    vocab: Vocab,
+    config: SampleConfig,
+    device: torch.device | str = "cpu",
+    governor: ThreadGovernor | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield the next id of every sample, (num_samples,) at a time, ``config.length`` times
-    (a tensor, or a numpy array on the single-sample fast path)."""
+    (a tensor, or a numpy array on the single-sample fast path). ``governor`` hears how long
+    each step took (it may change the thread count between steps; the text stays the same)."""
     model.eval()
     stepper = make_stepper(model, config.engine, config.num_samples)
     generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -226,6 +233,7 @@ def generate_ids(
         yield next_ids
         if produced + 1 == config.length:
             return
+        started = time.perf_counter() if governor is not None else 0.0
         if numpy_path:
             logits = stepper.advance(next_ids, state)  # the state is ours alone: in place
             next_ids = draw_plain_numpy(logits, config.temperature, noise)
@@ -233,6 +241,8 @@ def generate_ids(
             history = remember(history, next_ids, config)
             logits, state = stepper.step(next_ids, state)
             next_ids = choose(logits, config, noise, history)
+        if governor is not None:
+            governor.observe(time.perf_counter() - started, n)
 
 
 class StopMatcher:
@@ -307,6 +317,7 @@ def stream_samples(
     config: SampleConfig,
     device: torch.device | str = "cpu",
     should_stop: Callable[[], bool] | None = None,
+    governor: ThreadGovernor | None = None,
 ) -> Iterator[Piece]:
     """``config.num_samples`` samples made together in one batched pass, given out one whole
     sample after another, each as soon as its text is final: the first as it is made; the
@@ -323,7 +334,7 @@ def stream_samples(
     held: list[list[str]] = [[] for _ in range(n)]  # made, not yet given out
     current = 0  # the sample being given out; those before it are out in full
     cut = False
-    for step, next_ids in enumerate(generate_ids(model, vocab, config, device), 1):
+    for step, next_ids in enumerate(generate_ids(model, vocab, config, device, governor), 1):
         for i, char_id in enumerate(next_ids.tolist()):
             matcher = matchers[i]
             if not matcher.stopped:
