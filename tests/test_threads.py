@@ -106,11 +106,12 @@ def test_training_result_does_not_depend_on_the_thread_count():
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
     cores = max(2, min(4, os.cpu_count() or 2))
+    before = torch.get_num_threads()
     try:
         fixed = train([1] * 6)
         changing = train([cores, 1, cores, 1, 1, cores])
     finally:
-        set_threads(torch.get_num_threads())
+        set_threads(before)
     assert torch.equal(fixed, changing)
 
 
@@ -178,3 +179,23 @@ def test_contention_workers_measure_side_by_side():
     assert len(rows) == 2 and all(r["chars_per_s"] > 0 for r in rows)
     (sampled,) = _run_scenario("sample", "busy loop", "adaptive", 1.0)
     assert sampled["threads"] == {"1": 1.0} and sampled["chars_per_s"] > 0
+
+
+def test_batched_sampling_paced_by_a_governor_gives_the_same_text(tmp_path):
+    """The governor may change the count between generation steps; the text must not change."""
+    from charrnn.bench import _bench_vocab
+    from charrnn.sample import SampleConfig, generate_ids
+
+    torch.manual_seed(0)
+    model = CharRNN(preset_model("tiny")).eval()
+    config = SampleConfig(length=300, temperature=0.8, seed=5, num_samples=4)
+    # A governor that switches at every step: the harshest case.
+    governor = ThreadGovernor((2, 1), apply=set_threads, first_look=0.0, skip=0, probe_steps=1, margin=0.0)
+    before = torch.get_num_threads()
+    try:
+        plain = torch.stack(list(generate_ids(model, _bench_vocab(), config)))
+        paced = torch.stack(list(generate_ids(model, _bench_vocab(), config, governor=governor)))
+    finally:
+        set_threads(before)
+    assert governor.switches > 10
+    assert torch.equal(plain, paced)
