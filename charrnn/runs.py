@@ -359,7 +359,10 @@ def prepare_run(request: RunRequest) -> Run:
     amp_dtype = resolve_precision(train_options.get("precision", "auto"), device)
     if train_config is None:
         provisional = TrainConfig(**train_options)
-        windows = plan_layout(len(corpus.train), provisional.batch_size, provisional.seq_len).windows
+        # Steps per pass over the text: under torchrun each step reads a window on every rank.
+        windows = plan_layout(
+            len(corpus.train), provisional.batch_size, provisional.seq_len, distributed.world_size()
+        ).windows
         train_options["max_steps"] = max(1, math.ceil(request.epochs * windows))
         train_config = TrainConfig(**train_options)
     ddp_model = None
@@ -393,7 +396,7 @@ def prepare_run(request: RunRequest) -> Run:
             trainer.load_schedule_position(stored["trainer"]["progress"])
         stored_config = TrainConfig.from_dict(stored["train_config"])
         notices += _check_continuation(trainer, stored_config, stored_corpus.get("fingerprint"), fingerprint, kind)
-        extended_by = _resolve_budget(request, given_totals, trainer, len(corpus.train))
+        extended_by = _resolve_budget(request, given_totals, trainer)
 
     # -- directory ---------------------------------------------------------------
     if request.out is not None:
@@ -446,7 +449,7 @@ def describe_budget(config: TrainConfig) -> str:
     return " + ".join(part for part in parts if part)
 
 
-def _resolve_budget(request: RunRequest, totals: dict, trainer: Trainer, train_ids: int) -> dict:
+def _resolve_budget(request: RunRequest, totals: dict, trainer: Trainer) -> dict:
     """Extend a resumed run's budget as asked, refuse what would silently change or not use it,
     and return what was added ({"steps": N, "minutes": M}, empty when nothing was).
 
@@ -454,7 +457,7 @@ def _resolve_budget(request: RunRequest, totals: dict, trainer: Trainer, train_i
     changes nothing, a bigger one extends the run to it (as --extend-* would), a smaller one is
     refused. A run whose budget is spent is refused unless the resume extends it."""
     config = trainer.config
-    windows = plan_layout(train_ids, config.batch_size, config.seq_len).windows
+    windows = trainer.batches.layout.windows  # steps per pass over the text, on every rank
     steps = request.extend_steps or 0
     if request.extend_epochs:
         steps += max(1, math.ceil(request.extend_epochs * windows))

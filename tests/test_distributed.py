@@ -81,3 +81,22 @@ def test_two_processes_match_one_with_the_same_global_batch_and_resume(text_file
     wrong = runner.invoke(app, ["train", "--resume", str(ddp), "--max-steps", "40"])
     assert wrong.exit_code == 1 and "trained on 2 process(es) and cannot continue on 1" in wrong.stderr
     assert "Traceback" not in wrong.stderr
+
+
+def test_one_epoch_on_two_processes_is_one_pass_over_the_text(text_file, tmp_path):
+    """--epochs counts passes over the whole text, whatever the number of processes: two ranks
+    each reading their own rows cover the text in half the steps one process needs."""
+    from charrnn.batches import plan_layout
+
+    run = tmp_path / "epoch"
+    done, _ = torchrun(text_file, "--out", run, "--epochs", 1, "--batch-size", 4, *SHAPE, *PLAN)
+    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [s for s in steps if s["event"] == "step"]
+    chars = sum(1 for _ in steps) * 4 * 2 * 24  # steps x rows x ranks x window
+    ids = len(text_file.read_text(encoding="utf-8"))
+    train_ids = ids - int(ids * 0.1)  # the default --val-frac takes the last tenth
+    layout = plan_layout(train_ids, 4, 24, world_size=2)
+    assert len(steps) == layout.windows
+    assert all(s["epoch"] == 0 for s in steps[:-1])  # the cursor wraps only after the last
+    print(f"\n--epochs 1 on 2 processes: {len(steps)} steps, {chars:,} characters read of {train_ids:,}")
+    assert 0.9 * train_ids <= chars <= train_ids
