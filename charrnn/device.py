@@ -6,6 +6,7 @@ import os
 import random
 import warnings
 from enum import Enum
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -66,6 +67,37 @@ def resolve_precision(choice: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def available_memory(device: torch.device) -> int | None:
+    """Bytes that ``device`` can still hand out, or None where that cannot be told. On the
+    CPU: the least of the kernel's MemAvailable, physical memory, and a cgroup's limit less
+    its usage (a container's share of a bigger machine)."""
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except (RuntimeError, AssertionError):
+            return None
+    known = []
+    try:
+        known.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    known.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text(encoding="ascii").strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text(encoding="ascii"))
+            known.append(max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return min(known) if known else None
+
+
 def check_deterministic_resume(device: torch.device, layers: int, dropout: float) -> None:
     """Refuse --deterministic where a resumed run could not replay the unstopped one.
 
@@ -89,6 +121,11 @@ def use_deterministic_algorithms(on: bool) -> None:
     torch.use_deterministic_algorithms(on)
     torch.backends.cudnn.deterministic = on
     torch.backends.cudnn.benchmark = False
+
+
+# The largest seed: torch's generators take a signed 64-bit integer (2**64 and more overflow
+# there), and negative seeds would be a second spelling of large ones.
+MAX_SEED = 2**63 - 1
 
 
 def seed_everything(seed: int) -> None:

@@ -62,6 +62,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.schedule = Schedule(self.schedule).value
+        for name in ("lr", "min_lr_frac", "weight_decay", "grad_clip", "minutes"):
+            value = getattr(self, name)
+            if isinstance(value, float) and not math.isfinite(value):
+                # Checked first: NaN fails no comparison below, and inf passes the ranges.
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, not {value}")
         checks = [
             (self.batch_size >= 1, "--batch-size must be at least 1"),
             (self.seq_len >= 1, "--seq-len must be at least 1"),

@@ -14,9 +14,17 @@ from typing import Iterable
 
 import numpy as np
 
-from charrnn.errors import VocabError
+from charrnn.errors import CheckpointError, VocabError
 
 UNKNOWN = -1
+
+
+def write_tokenizer_json(path: Path, text: str) -> None:
+    """Write a tokenizer.json, with a failure as one line that names the file."""
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def codepoints(text: str) -> np.ndarray:
@@ -118,7 +126,7 @@ class Vocab:
         return tokenizer
 
     def save_tokenizer_json(self, path: Path) -> None:
-        self.to_tokenizer().save(str(path))
+        write_tokenizer_json(path, self.to_tokenizer().to_str(pretty=True))
 
     @classmethod
     def from_tokenizer_json(cls, path: Path) -> "Vocab":
