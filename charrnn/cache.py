@@ -6,7 +6,8 @@ memory, and the ids are never held as Python objects or int64 tensors: training 
 window at a time through views (``charrnn.batches``).
 
 A cache entry is named by a hash of what determines its content: each file's resolved path,
-size and modification time, the text encoding, and (for ids) the vocabulary. Editing a file
+size and modification time, the text encoding, the version of the reading rules
+(``READER_VERSION``), and (for ids) the vocabulary. Editing a file
 changes its size or mtime and so its key; stale entries are simply never read again.
 
 The file is written in one streaming pass: the .npy header is reserved first and filled in
@@ -120,5 +121,11 @@ def _in_memory(build: Callable[[], Iterator[np.ndarray]], dtype: np.dtype) -> np
     return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
 
 
+# How files are read into text. Raised whenever reading changes what the same bytes become
+# (2: a leading byte-order mark is dropped, NUL is refused), so that no entry made by the
+# older reading is served for the same files.
+READER_VERSION = 2
+
+
 def files_material(files: Sequence[Path], encoding: str) -> dict:
-    return {"files": file_fingerprints(files), "encoding": encoding}
+    return {"files": file_fingerprints(files), "encoding": encoding, "reader": READER_VERSION}

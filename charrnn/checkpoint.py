@@ -120,6 +120,13 @@ def resolve(path: Path, which: str = "last") -> Path:
     if path.is_dir():
         candidate = path / (BEST if which == "best" else LAST)
         if not candidate.is_file():
+            if which == "best" and (path / LAST).is_file():
+                # best.pt comes from validation: a run without validation text never has one.
+                raise CheckpointError(
+                    f"{path}: run directory has no {BEST} (no validation ran: --val-frac 0, a text "
+                    f"too short to hold part out, or a stop before the first evaluation); drop "
+                    f"--best to use its {LAST}"
+                )
             raise CheckpointError(f"{path}: run directory has no {candidate.name}")
         return candidate
     if not path.exists():

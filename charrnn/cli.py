@@ -22,7 +22,7 @@ from rich.text import Text
 from charrnn import __version__
 from charrnn.cli_errors import EXIT_INTERRUPTED, OneLineUsageErrors, fail, message_for, user_errors
 from charrnn.cli_help import HelpCommand, HelpGroup
-from charrnn.options import CPU_BATCH_SIZE, GPU_BATCH_SIZE, MAX_LR, Cell, DeviceChoice, Engine, Precision, Schedule, TokenizerKind, TrainConfig
+from charrnn.options import CPU_BATCH_SIZE, GPU_BATCH_SIZE, MAX_LR, MAX_SEED, Cell, DeviceChoice, Engine, Precision, Schedule, TokenizerKind, TrainConfig
 from charrnn.presets import DEFAULT_PRESET, GPU_DEFAULT_OVERRIDES, GPU_DEFAULT_PRESET, PRESET_TRAINING, Preset
 
 class _Group(OneLineUsageErrors, HelpGroup):
@@ -82,6 +82,35 @@ def _generation_threads(threads: Optional[int], streams: int):
     return _thread_governor(threads)
 
 
+def _out_path(value) -> Path:
+    """--out as a path, refusing the empty string: Path("") is the current directory, where a
+    run or an export would land unasked."""
+    if isinstance(value, Path):
+        return value
+    if not str(value).strip():
+        raise typer.BadParameter("must not be empty: name the directory or file to write")
+    return Path(value)
+
+
+def _given_path(value) -> Path:
+    """A path argument, refusing the empty string, which Path("") would read as the current
+    directory (and so score every file in it)."""
+    if isinstance(value, Path):
+        return value
+    if not str(value).strip():
+        raise typer.BadParameter("an empty path was given; name a file")
+    return Path(value)
+
+
+def _file_not_directory(output: Optional[Path], example: str) -> None:
+    """--out names a file for this command; a directory there is a mistake to say, not a
+    place to write into under a name the user did not choose."""
+    if output is not None and output.is_dir():
+        from charrnn.errors import ConfigError
+
+        raise ConfigError(f"--out {output} is a directory; name the file to write, e.g. --out {output / example}")
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"charrnn {__version__}")
@@ -100,6 +129,14 @@ def _root(
 # ----------------------------------------------------------------------------- train
 
 
+def _value_kind(param) -> str:
+    """What a --config value for ``param`` must be: bool, int, float, or str (paths, choices)."""
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    if getattr(param, "is_bool_flag", False) or annotation is bool:
+        return "bool"
+    return {int: "int", float: "float"}.get(annotation, "str")
+
+
 def _config_file(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
     """Eager: the file's values become the command's defaults before any option is read,
     so the command line wins and every value goes through the option's own checks."""
@@ -109,7 +146,7 @@ def _config_file(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
     from charrnn.errors import CharRNNError
 
     params = [
-        (p.name, list(p.opts), bool(getattr(p, "multiple", False) or p.nargs == -1))
+        (p.name, list(p.opts), bool(getattr(p, "multiple", False) or p.nargs == -1), _value_kind(p))
         for p in ctx.command.params
         if p.name != "config"
     ]
@@ -142,7 +179,7 @@ def train(
     ] = None,
     out_dir: Annotated[
         Optional[Path],
-        typer.Option("--out", help="Run directory. \\[default: a new directory in checkpoints/, named after the corpus and the time]", rich_help_panel=RUN),
+        typer.Option("--out", parser=_out_path, help="Run directory. Default: checkpoints/<corpus>-<time>/.", rich_help_panel=RUN),
     ] = None,
     extend_vocab: Annotated[
         bool,
@@ -174,7 +211,7 @@ def train(
     eval_chars: Annotated[Optional[int], typer.Option(min=2, help="Evaluate on at most this many validation characters. \\[default: all]", rich_help_panel=BUDGET)] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(min=1, help="Steps between periodic checkpoints. \\[default: --eval-every]", rich_help_panel=BUDGET)] = None,
     patience: Annotated[Optional[int], typer.Option(min=0, help="Stop after this many evaluations without improvement; 0 = never. \\[default: 0]", rich_help_panel=BUDGET)] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed for initialisation and dropout. \\[default: 1337]", rich_help_panel=TRAINING)] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, max=MAX_SEED, help="Random seed for initialisation and dropout. \\[default: 1337]", rich_help_panel=TRAINING)] = None,
     val_file: Annotated[
         Optional[list[str]], typer.Option(help="Validation text (repeatable), instead of the last --val-frac of the training text.", rich_help_panel=DATA)
     ] = None,
@@ -264,10 +301,12 @@ def train(
     elif run.resumed_from and t.minutes:
         budget += f" ({run.trainer.progress.elapsed / 60:.1f} min used)"
     verb = f"resuming {run.resumed_from} at step {run.trainer.step}" if run.resumed_from else "training"
+    # Byte and BPE runs count tokens: calling them characters would misstate the text's size.
+    units = "characters" if run.corpus_options.get("tokenizer", "chars") == "chars" else "tokens"
     err.print(
         f"{verb}: {m.layers}x{m.hidden} {m.cell.upper()}, {run.model.num_parameters():,} parameters, "
         f"vocabulary {len(run.vocab)}, {len(run.corpus.train):,} train / "
-        f"{0 if run.corpus.val is None else len(run.corpus.val):,} val characters, "
+        f"{0 if run.corpus.val is None else len(run.corpus.val):,} val {units}, "
         f"batch {layout.batch_size}x{layout.seq_len}"
         + (f" on each of {run.trainer.world_size} processes" if run.trainer.world_size > 1 else "")
         + f", {budget}, device {run.trainer.device}",
@@ -276,6 +315,14 @@ def train(
     if run.trainer.device.type == "cpu":
         err.print(f"threads: {run.threads.describe()}", markup=False)
     err.print(f"run directory: {run.directory}", markup=False)
+    if run.trainer.val_ids is None:
+        no_split = not run.corpus_options.get("val_files") and not run.corpus_options.get("val_frac")
+        why = "--val-frac 0" if no_split else "too short a text to hold part of it out"
+        err.print(
+            f"warning: no validation text ({why}), so no best.pt will be written and `sample --best` "
+            "will have nothing to load; pass --val-file FILE (or --val-frac) to track the best checkpoint",
+            markup=False,
+        )
     started = time.perf_counter()
     def stop_after_this_step(signum: int) -> None:
         run.trainer.request_stop()
@@ -322,7 +369,7 @@ def sample(
     beam: Annotated[int, typer.Option(min=0, help="Beam search with this many beams instead of sampling: the most likely continuation, deterministic; good for short completions, repetitive on long ones. 0 = sample.", rich_help_panel=MODES)] = 0,
     interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Prompt loop: each line you type is continued; /help lists commands (/temp, /len, ...), /quit or EOF ends.", rich_help_panel=MODES)] = False,
     prime: Annotated[str, typer.Option(help="Text to condition on first (printed before the sample).")] = "",
-    seed: Annotated[Optional[int], typer.Option(help="Random seed: same seed, same text. \\[default: random, reported]")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, max=MAX_SEED, help="Random seed: same seed, same text. \\[default: random, reported]")] = None,
     num_samples: Annotated[int, typer.Option(min=1, help="Samples to make, generated together in one batch; each is written out as soon as its text is final, in order, followed by a --separator line.")] = 1,
     separator: Annotated[str, typer.Option(help="With --num-samples > 1, the line written on stdout after each sample, for scripts to split on: {i} becomes the sample's number, {n} the number of samples, {status} 'complete' or 'cut short' (Ctrl-C).")] = DEFAULT_SEPARATOR,
     stop: Annotated[Optional[list[str]], typer.Option(help="End a sample at this string (repeatable; not printed).")] = None,
@@ -661,29 +708,37 @@ def _duration(seconds: float) -> str:
 @user_errors
 def evaluate_command(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
-    files: Annotated[list[Path], typer.Argument(help="Text files to score, or a named corpus's split, e.g. ptb-char:test.", show_default=False)],
+    files: Annotated[list[Path], typer.Argument(parser=_given_path, help="Text files to score, or a named corpus's split, e.g. ptb-char:test.", show_default=False)],
     best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint.")] = False,
     encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = "utf-8",
     device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.")] = DeviceChoice.auto,
+    unknown: Annotated[str, typer.Option(metavar="<error|skip>", help="Characters outside the model's vocabulary: error, or skip (leave them out of the text scored, and say how many).")] = "error",
     threads: Annotated[Optional[int], typer.Option(min=1, help=THREADS_HELP, show_default=False)] = None,
 ) -> None:
     """Print the bits per character the model assigns to text files, read as one stream."""
-    from charrnn.corpus import encode_files, resolve_sources
+    from charrnn.corpus import encode_files, encode_files_skipping_unknown, resolve_sources
     from charrnn.device import resolve_device
+    from charrnn.errors import ConfigError
     from charrnn.runs import load_model
     from charrnn.train import evaluate
 
+    if unknown not in ("error", "skip"):
+        raise ConfigError("--unknown must be 'error' or 'skip'")
     model, vocab, _ = load_model(checkpoint, "best" if best else "last", device.value)
-    sources = resolve_sources([str(f) for f in files])
+    sources = resolve_sources([str(f) for f in files], encoding=encoding)
     from charrnn.tokenizer_modes import SubwordVocab, encode_text
 
     tokens_per_char = 1.0
+    skipped = 0
     if isinstance(vocab, SubwordVocab):
         # Scored per token, reported per character, so models with any tokenizer compare.
         text = encode_text(sources.train, vocab, encoding)
         ids, tokens_per_char = text.ids, len(text.ids) / max(text.chars, 1)
+    elif unknown == "skip":
+        ids, skipped = encode_files_skipping_unknown(sources.train, vocab, encoding)
     else:
-        ids = encode_files(sources.train, vocab, encoding)
+        advice = "eval cannot score characters the model never saw; pass --unknown skip to leave them out"
+        ids = encode_files(sources.train, vocab, encoding, advice)
     if len(ids) < 2:
         from charrnn.errors import CorpusError
 
@@ -692,18 +747,20 @@ def evaluate_command(
     governor = _thread_governor(threads) if target.type == "cpu" else None
     nats = evaluate(model, ids, target, governor=governor) * tokens_per_char
     scored = f"{len(ids) - 1:,} characters" if tokens_per_char == 1.0 else f"{text.chars:,} characters ({len(ids) - 1:,} tokens)"
-    print(f"{nats / 0.6931471805599453:.4f} bpc ({nats:.4f} nats/char) over {scored}")
+    left_out = f" ({skipped:,} characters outside the vocabulary left out)" if skipped else ""
+    print(f"{nats / 0.6931471805599453:.4f} bpc ({nats:.4f} nats/char) over {scored}{left_out}")
 
 
 @app.command(cls=HelpCommand)
 @user_errors
 def vocab(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
-    output: Annotated[Path, typer.Option("--out", help="Where to write the Hugging Face tokenizer.json.")] = Path("tokenizer.json"),
+    output: Annotated[Path, typer.Option("--out", parser=_out_path, metavar="<path>", help="Where to write the Hugging Face tokenizer.json.")] = Path("tokenizer.json"),
 ) -> None:
     """Export the vocabulary as a Hugging Face tokenizer.json (PreTrainedTokenizerFast loads it)."""
     from charrnn.runs import load_model
 
+    _file_not_directory(output, "tokenizer.json")
     _, chars, _ = load_model(checkpoint, device="cpu")
     chars.save_tokenizer_json(output)
     err.print(f"wrote {output} ({len(chars)} characters)", markup=False)
@@ -716,7 +773,7 @@ def vocab(
 @user_errors
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--out", help="File to write. \\[default: RUN/model.torchscript.pt, or beside the checkpoint file]", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", parser=_out_path, metavar="<path>", help="File to write. \\[default: RUN/model.torchscript.pt, or beside the checkpoint file]", show_default=False)] = None,
     best: Annotated[bool, typer.Option("--best", help="Export the run directory's best checkpoint.")] = False,
 ) -> None:
     """Write a TorchScript model with the vocabulary embedded, usable with torch alone."""
@@ -724,6 +781,7 @@ def export(
     from charrnn.export import export_torchscript
     from charrnn.runs import load_model
 
+    _file_not_directory(output, "model.torchscript.pt")
     path = ckpt.resolve(checkpoint, "best" if best else "last")
     model, vocab, payload = load_model(path, device="cpu")
     if output is None:
@@ -744,7 +802,7 @@ def export(
 @user_errors
 def plot(
     runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR", help="Run directories (or metrics.jsonl files); several are drawn on one figure.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--out", help="PNG to write. \\[default: RUN/curves.png for one run, curves.png for several]", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", parser=_out_path, help="PNG to write. \\[default: RUN/curves.png for one run, curves.png for several]", show_default=False)] = None,
     terminal: Annotated[bool, typer.Option("--terminal", help="Draw the curves as text on stdout instead (no display or matplotlib needed); with --out, the PNG too.")] = False,
     x_axis: Annotated[str, typer.Option("--x", metavar="<step|time>", help="Horizontal axis of the text chart: step or time.")] = "step",
     width: Annotated[int, typer.Option(min=20, max=400, help="Text chart width in characters.")] = 72,
@@ -756,6 +814,7 @@ def plot(
 
     if x_axis not in ("step", "time"):
         raise ConfigError("--x must be step or time")
+    _file_not_directory(output, "curves.png")
     curves = [load_curves(path) for path in runs]
     if terminal:
         sys.stdout.write(text_chart(curves, x_axis, width, height))

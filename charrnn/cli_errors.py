@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 
 from charrnn.errors import (
@@ -14,6 +15,7 @@ from charrnn.errors import (
     CorpusError,
     DeviceError,
     DownloadError,
+    InsufficientMemory,
     TrainingDiverged,
     VocabError,
 )
@@ -29,6 +31,7 @@ _MESSAGES: list[tuple[type[BaseException], str, int]] = [
     (CheckpointError, "checkpoint", EXIT_ERROR),
     (ConfigError, "invalid options", EXIT_USAGE),
     (DeviceError, "device", EXIT_ERROR),
+    (InsufficientMemory, "out of memory", EXIT_ERROR),
     (TrainingDiverged, "training diverged", EXIT_ERROR),
     (DownloadError, "download", EXIT_ERROR),
     (CharRNNError, "error", EXIT_ERROR),
@@ -42,6 +45,7 @@ def debug_enabled() -> bool:
 
 
 def message_for(exc: BaseException) -> tuple[str, int]:
+    exc = _allocation_failure(exc) or exc
     for kind, prefix, code in _MESSAGES:
         if isinstance(exc, kind):
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else kind.__name__
@@ -50,6 +54,31 @@ def message_for(exc: BaseException) -> tuple[str, int]:
     return (
         f"charrnn: internal error: {type(exc).__name__}: {detail} (run with DEBUG=1 for details)",
         EXIT_ERROR,
+    )
+
+
+# How torch says an allocation failed: the CPU allocator ("can't allocate memory: you tried to
+# allocate 640000000000 bytes"), CUDA's ("CUDA out of memory. Tried to allocate 2.00 GiB").
+_ALLOCATION_FAILED = re.compile(r"can't allocate memory|out of memory", re.I)
+_ASKED_BYTES = re.compile(r"tried to allocate (\d+) bytes", re.I)
+_ASKED_SIZE = re.compile(r"tried to allocate ([\d.]+ [KMGT]iB)", re.I)
+
+
+def _allocation_failure(exc: BaseException) -> InsufficientMemory | None:
+    """torch's RuntimeError for a failed allocation, as the one line every other bad input
+    gets: how much was asked for, and which options make it smaller."""
+    if not isinstance(exc, RuntimeError) or not _ALLOCATION_FAILED.search(str(exc)):
+        return None
+    text = str(exc)
+    if (found := _ASKED_BYTES.search(text)) is not None:
+        asked = f" {int(found.group(1)) / 2**30:,.1f} GiB"
+    elif (found := _ASKED_SIZE.search(text)) is not None:
+        asked = f" {found.group(1)}"
+    else:
+        asked = ""
+    return InsufficientMemory(
+        f"could not allocate{asked}; the model or batch does not fit in this machine's memory "
+        "(choose a smaller --hidden, --layers, --batch-size or --seq-len)"
     )
 
 

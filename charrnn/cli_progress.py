@@ -14,6 +14,8 @@ from charrnn.train import Callback, EvalStats, StepStats, Trainer
 def _clock(seconds: float | None) -> str:
     if seconds is None:
         return "?"
+    if seconds >= timedelta.max.total_seconds():  # a step budget no machine will finish
+        return f"{seconds / (365.25 * 86400):.3g} years"
     return str(timedelta(seconds=int(max(0, seconds))))
 
 

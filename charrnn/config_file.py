@@ -37,18 +37,37 @@ def read_toml(path: Path) -> dict:
         raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
 
 
-def defaults_from_file(path: Path, params: Iterable[tuple[str, list[str], bool]]) -> dict:
+# What a TOML value must be for an option of each kind. bool is a subclass of int in Python,
+# so `layers = true` would pass an isinstance check for int (and become 1 layer) without the
+# explicit exclusion; a flag takes only true or false.
+_KINDS = {
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "str": (lambda v: isinstance(v, str), "a string (in quotes)"),
+}
+
+
+def _toml_repr(value) -> str:
+    try:
+        return _toml_value(value)
+    except ConfigError:
+        return repr(value)
+
+
+def defaults_from_file(path: Path, params: Iterable[tuple]) -> dict:
     """The file's values keyed by parameter name, for a command's ``default_map``.
 
-    ``params`` is (parameter name, its option strings, whether it takes a list) per parameter.
-    Unknown keys, nested tables and values of the wrong shape are a ``ConfigError``.
+    ``params`` is (parameter name, its option strings, whether it takes a list[, kind]) per
+    parameter, kind being "bool", "int", "float" or "str" (a path or a choice is a string).
+    Unknown keys, nested tables and values of the wrong shape or type are a ``ConfigError``.
     """
     data = read_toml(path)
-    by_key: dict[str, tuple[str, bool]] = {}
-    for name, opts, many in params:
+    by_key: dict[str, tuple[str, bool, str | None]] = {}
+    for name, opts, many, *kind in params:
         for key in [name, *(o.lstrip("-") for o in opts if o.startswith("--"))]:
-            by_key[key] = (name, many)
-            by_key[key.replace("-", "_")] = (name, many)
+            by_key[key] = (name, many, kind[0] if kind else None)
+            by_key[key.replace("-", "_")] = (name, many, kind[0] if kind else None)
     defaults = {}
     for key, value in data.items():
         if isinstance(value, dict):
@@ -60,14 +79,15 @@ def defaults_from_file(path: Path, params: Iterable[tuple[str, list[str], bool]]
             close = difflib.get_close_matches(key, sorted(by_key), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"--config {path}: unknown key '{key}'{hint}")
-        name, many = by_key[key]
+        name, many, kind = by_key[key]
         if many:
             value = [value] if not isinstance(value, list) else value
-            if not all(isinstance(v, (str, int, float)) for v in value):
-                raise ConfigError(f"--config {path}: '{key}' must be a list of strings")
-            value = [str(v) for v in value]
+            if not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"--config {path}: '{key}' must be a list of strings (in quotes)")
         elif isinstance(value, list):
             raise ConfigError(f"--config {path}: '{key}' takes one value, not a list")
+        elif kind in _KINDS and not _KINDS[kind][0](value):
+            raise ConfigError(f"--config {path}: '{key}' must be {_KINDS[kind][1]}, not {_toml_repr(value)}")
         if name in defaults:
             raise ConfigError(f"--config {path}: '{key}' is given twice")
         defaults[name] = value

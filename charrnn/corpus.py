@@ -47,24 +47,58 @@ class Sources:
     val: tuple[Path, ...] = ()
 
 
-def looks_binary(path: Path) -> bool:
+# Byte-order marks that mean "this is UTF-16 or UTF-32 text", for a file read as UTF-8.
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+
+
+def wide_encoding(encoding: str) -> bool:
+    """Whether text in ``encoding`` holds NUL bytes (UTF-16, UTF-32): there a NUL byte is no
+    sign of a binary file, a decoded NUL character is. Unknown encodings are a CorpusError."""
+    try:
+        return b"\0" in "a".encode(encoding)
+    except LookupError:  # no such codec, or one that is not a text encoding (rot13, base64)
+        raise CorpusError(f"unknown text encoding {encoding!r}") from None
+    except UnicodeError:
+        return False
+
+
+def looks_binary(path: Path, encoding: str = "utf-8") -> bool:
+    """NUL in the first few KiB: a NUL byte in an 8-bit encoding; with UTF-16 or UTF-32, a
+    NUL character or bytes that do not decode."""
     with open(path, "rb") as handle:
-        return b"\0" in handle.read(BINARY_SNIFF_BYTES)
+        head = handle.read(BINARY_SNIFF_BYTES)
+    if not wide_encoding(encoding):
+        return b"\0" in head
+    try:
+        return "\0" in codecs.getincrementaldecoder(encoding)().decode(head, final=False)
+    except UnicodeError:
+        return True
 
 
-def _expand_directory(directory: Path) -> list[Path]:
+def _binary_message(path: Path, head: bytes, at: int, encoding: str) -> str:
+    """Why a file with a NUL byte is refused; UTF-16/32 text read as 8-bit says which option."""
+    for bom, family in _WIDE_BOMS:
+        if head.startswith(bom):
+            return (
+                f"{path}: looks like {family.upper()} text (it starts with a {family.upper()} "
+                f"byte-order mark), not {encoding}; pass --encoding {family}"
+            )
+    return f"{path}: looks like a binary file (it contains a NUL byte at byte {at}), not text"
+
+
+def _expand_directory(directory: Path, encoding: str = "utf-8") -> list[Path]:
     files = sorted(
         p
         for p in directory.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
     )
-    text_files = [p for p in files if p.stat().st_size > 0 and not looks_binary(p)]
+    text_files = [p for p in files if p.stat().st_size > 0 and not looks_binary(p, encoding)]
     if not text_files:
         raise CorpusError(f"{directory}: directory holds no non-empty text files")
     return text_files
 
 
-def _check_file(path: Path) -> Path:
+def _check_file(path: Path, encoding: str = "utf-8") -> Path:
     if not path.is_file():
         # Reading a FIFO, socket or device would block or never end; text lives in regular files.
         raise CorpusError(f"{path}: not a regular file (a pipe, socket or device), so not text to train on")
@@ -72,23 +106,33 @@ def _check_file(path: Path) -> Path:
         raise CorpusError(f"{path}: permission denied")
     if path.stat().st_size == 0:
         raise CorpusError(f"{path}: file is empty")
-    if looks_binary(path):
-        raise CorpusError(f"{path}: looks like a binary file (it contains NUL bytes), not text")
+    if not wide_encoding(encoding):
+        # Answered before any other file is read; a NUL further in is found while reading.
+        with open(path, "rb") as handle:
+            head = handle.read(BINARY_SNIFF_BYTES)
+        if b"\0" in head:
+            raise CorpusError(_binary_message(path, head, head.index(b"\0"), encoding))
     return path
 
 
-def resolve_sources(specs: Sequence[str], val_specs: Sequence[str] = ()) -> Sources:
-    """Turn paths and corpus names into concrete files; a named corpus may bring its own split."""
+def resolve_sources(specs: Sequence[str], val_specs: Sequence[str] = (), encoding: str = "utf-8") -> Sources:
+    """Turn paths and corpus names into concrete files; a named corpus may bring its own split.
+    ``encoding`` decides what a binary file looks like (NUL bytes are text in UTF-16)."""
     if not specs:
         raise CorpusError("no training text given: name a file, a directory, or a corpus")
+    wide_encoding(encoding)  # an unknown encoding is answered before any file is looked at
     train: list[Path] = []
     val: list[Path] = []
+    for spec in [*specs, *val_specs]:
+        if not str(spec).strip():
+            # Path("") is the current directory: an empty argument would train on all of it.
+            raise CorpusError("an empty path was given; name a text file, directory or corpus")
     for spec in specs:
         path = Path(spec)
         if path.is_dir():
-            train.extend(_expand_directory(path))
+            train.extend(_expand_directory(path, encoding))
         elif path.exists():
-            train.append(_check_file(path))
+            train.append(_check_file(path, encoding))
         elif path.is_symlink():
             raise CorpusError(f"{spec}: broken symbolic link (its target does not exist)")
         else:
@@ -114,9 +158,9 @@ def resolve_sources(specs: Sequence[str], val_specs: Sequence[str] = ()) -> Sour
         for spec in val_specs:
             path = Path(spec)
             if path.is_dir():
-                val.extend(_expand_directory(path))
+                val.extend(_expand_directory(path, encoding))
             elif path.exists():
-                val.append(_check_file(path))
+                val.append(_check_file(path, encoding))
             elif path.is_symlink():
                 raise CorpusError(f"{spec}: broken symbolic link (its target does not exist)")
             else:
@@ -124,33 +168,61 @@ def resolve_sources(specs: Sequence[str], val_specs: Sequence[str] = ()) -> Sour
     return Sources(tuple(train), tuple(val))
 
 
-def iter_codepoint_chunks(path: Path, encoding: str = "utf-8") -> Iterator[np.ndarray]:
-    """Yield the file's code points in chunks, naming the byte offset of any undecodable byte."""
-    try:
-        decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
-    except LookupError:
-        raise CorpusError(f"unknown text encoding {encoding!r}") from None
+def iter_text_chunks(path: Path, encoding: str = "utf-8") -> Iterator[str]:
+    """Yield the file's text in chunks, naming the byte offset of any undecodable byte or NUL.
+
+    A byte-order mark at the start of the file is dropped (utf-8-sig's reading, for every
+    encoding): it marks the encoding, it is not a character of the text. NUL anywhere is
+    refused, as the README promises for binary files: in 8-bit encodings found in the raw
+    bytes (one memchr per chunk), in UTF-16/32 in the decoded code points."""
+    wide = wide_encoding(encoding)
+    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     consumed = 0
+    at_start = True
     try:
         with open(path, "rb") as handle:
             while True:
                 chunk = handle.read(CHUNK_BYTES)
+                if not wide and (nul := chunk.find(b"\0")) >= 0:
+                    raise CorpusError(_binary_message(path, chunk if consumed == 0 else b"", consumed + nul, encoding))
                 pending = len(decoder.getstate()[0])
                 try:
                     text = decoder.decode(chunk, final=not chunk)
-                except UnicodeDecodeError as exc:
-                    offset = consumed - pending + exc.start
+                except UnicodeError as exc:
+                    # A UnicodeDecodeError names its position; UTF-16/32 without a byte-order
+                    # mark is a plain UnicodeError at the start of the file.
+                    start = exc.start if isinstance(exc, UnicodeDecodeError) else 0
+                    reason = exc.reason if isinstance(exc, UnicodeDecodeError) else str(exc)
                     raise CorpusError(
-                        f"{path}: not valid {encoding} at byte {offset} "
-                        f"({exc.reason}); pass --encoding if the file uses another one"
+                        f"{path}: not valid {encoding} at byte {consumed - pending + start} "
+                        f"({reason}); pass --encoding if the file uses another one"
                     ) from None
+                if text and wide and "\0" in text:
+                    # Bytes this text came from end where the decoder's pending bytes begin.
+                    end = consumed + len(chunk) - len(decoder.getstate()[0])
+                    before = text[: text.index("\0")]
+                    offset = end - len(text.encode(encoding)) + len(before.encode(encoding))
+                    raise CorpusError(
+                        f"{path}: looks like a binary file (it contains a NUL character at byte "
+                        f"{offset}), not text"
+                    )
+                if text and at_start:
+                    at_start = False
+                    if text[0] == "\ufeff":
+                        text = text[1:]
                 if text:
-                    yield codepoints(text)
+                    yield text
                 if not chunk:
                     return
                 consumed += len(chunk)
     except OSError as exc:
         raise CorpusError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def iter_codepoint_chunks(path: Path, encoding: str = "utf-8") -> Iterator[np.ndarray]:
+    """``iter_text_chunks`` as code points."""
+    for text in iter_text_chunks(path, encoding):
+        yield codepoints(text)
 
 
 def collect_codepoints(files: Sequence[Path], encoding: str) -> np.ndarray:
@@ -170,26 +242,44 @@ def _distinct(files: Sequence[Path], encoding: str) -> np.ndarray:
     return np.flatnonzero(present).astype(np.uint32)
 
 
-def encode_files(files: Sequence[Path], vocab: Vocab, encoding: str) -> np.ndarray:
-    """All ``files`` concatenated and encoded with ``vocab``; unknown characters are an error.
+# What to do about characters outside the vocabulary, said where training text has them.
+TRAINING_ADVICE = "train a new model, or pass --extend-vocab to fine-tune with them"
+
+
+def encode_files(files: Sequence[Path], vocab: Vocab, encoding: str, advice: str = TRAINING_ADVICE) -> np.ndarray:
+    """All ``files`` concatenated and encoded with ``vocab``; unknown characters are an error
+    whose message ends with ``advice`` (what the command at hand can do about them).
 
     The result is memory-mapped from the encoded-corpus cache (``charrnn.cache``) when the
     cache directory is writable, so that its size costs page cache, not process memory."""
     key = cache.cache_key(
         kind="ids", vocab=list(vocab.chars), **cache.files_material(files, encoding)
     )
-    return cache.cached_array("ids", key, vocab.id_dtype, lambda: _encoded_chunks(files, vocab, encoding))
+    return cache.cached_array("ids", key, vocab.id_dtype, lambda: _encoded_chunks(files, vocab, encoding, advice))
 
 
-def _encoded_chunks(files: Sequence[Path], vocab: Vocab, encoding: str) -> Iterator[np.ndarray]:
+def encode_files_skipping_unknown(files: Sequence[Path], vocab: Vocab, encoding: str) -> tuple[np.ndarray, int]:
+    """``encode_files`` with the characters outside ``vocab`` left out, and how many were.
+    Not cached: the count belongs to the result and is made while reading."""
+    parts, skipped = [], 0
+    for path in files:
+        for chunk in iter_codepoint_chunks(path, encoding):
+            ids = vocab.ids_of_codepoints(chunk)
+            known = ids >= 0
+            skipped += int(len(ids) - np.count_nonzero(known))
+            parts.append(ids[known].astype(vocab.id_dtype))
+    ids = np.concatenate(parts) if parts else np.zeros(0, vocab.id_dtype)
+    return ids, skipped
+
+
+def _encoded_chunks(files: Sequence[Path], vocab: Vocab, encoding: str, advice: str = TRAINING_ADVICE) -> Iterator[np.ndarray]:
     for path in files:
         for chunk in iter_codepoint_chunks(path, encoding):
             ids = vocab.ids_of_codepoints(chunk)
             if (ids < 0).any():
                 raise VocabError(
                     f"{path}: characters not in the checkpoint's vocabulary: "
-                    f"{describe_chars(vocab.missing(chunk))} "
-                    "(train a new model, or pass --extend-vocab to fine-tune with them)"
+                    f"{describe_chars(vocab.missing(chunk))} ({advice})"
                 )
             yield ids.astype(vocab.id_dtype)
 

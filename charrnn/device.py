@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,6 +52,37 @@ def resolve_precision(choice: str, device: torch.device) -> torch.dtype:
             raise DeviceError("this GPU's cuDNN cannot run bf16 recurrent layers; use fp16")
         return torch.bfloat16
     return torch.float32
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes that ``device`` can still hand out, or None where that cannot be told. On the
+    CPU: the least of the kernel's MemAvailable, physical memory, and a cgroup's limit less
+    its usage (a container's share of a bigger machine)."""
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except (RuntimeError, AssertionError):
+            return None
+    known = []
+    try:
+        known.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    known.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text(encoding="ascii").strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text(encoding="ascii"))
+            known.append(max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return min(known) if known else None
 
 
 def check_deterministic_resume(device: torch.device, layers: int, dropout: float) -> None:

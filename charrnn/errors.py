@@ -25,6 +25,10 @@ class DeviceError(CharRNNError):
     """A device or precision that this machine cannot provide."""
 
 
+class InsufficientMemory(CharRNNError):
+    """A model or batch bigger than the memory of the device it would run on."""
+
+
 class TrainingDiverged(CharRNNError):
     """The loss became NaN or infinite; no checkpoint was written for that step."""
 

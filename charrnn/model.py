@@ -44,6 +44,13 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def num_parameters(self) -> int:
+        """``CharRNN(self).num_parameters()`` without allocating the model: a size to check
+        against the memory there is before asking for it."""
+        gates = _GATES[self.cell] * self.hidden
+        rnn = sum(gates * (width + self.hidden) + 2 * gates for width in [self.embed] + [self.hidden] * (self.layers - 1))
+        return self.vocab_size * self.embed + rnn + (self.hidden + 1) * self.vocab_size
+
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
         names = {f.name for f in fields(cls)}
@@ -51,6 +58,7 @@ class ModelConfig:
 
 
 _RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
 class CharRNN(nn.Module):

@@ -4,10 +4,16 @@ and must start at once."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from enum import Enum
 
 from charrnn.errors import ConfigError
+
+
+# The largest seed: torch's generators take a signed 64-bit integer (2**64 and more overflow
+# there), and negative seeds would be a second spelling of large ones.
+MAX_SEED = 2**63 - 1
 
 
 class DeviceChoice(str, Enum):
@@ -74,6 +80,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.schedule = Schedule(self.schedule).value
+        for name in ("lr", "min_lr_frac", "weight_decay", "grad_clip", "minutes"):
+            value = getattr(self, name)
+            if isinstance(value, float) and not math.isfinite(value):
+                # Checked first: NaN fails no comparison below, and inf passes the ranges.
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, not {value}")
         checks = [
             (self.batch_size >= 1, "--batch-size must be at least 1"),
             (self.seq_len >= 1, "--seq-len must be at least 1"),

@@ -41,12 +41,17 @@ def load_curves(run_dir: Path) -> Curves:
         raise CheckpointError(f"{run_dir}: no {METRICS} here; is it a charrnn run directory?")
     curves = Curves(name=(path.parent.name if path.name == METRICS else path.stem))
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # A torn or foreign line is skipped below; undecodable bytes must not end the reading.
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
+    records = 0
     for line in lines:
         try:
             record = json.loads(line)
+            if not isinstance(record, dict) or record.get("event") not in ("step", "eval"):
+                continue
+            records += 1
             if record.get("event") == "step" and record.get("loss") is not None:
                 curves.step.append(int(record["step"]))
                 curves.train_bpc.append(float(record["loss"]) / LN2)
@@ -57,6 +62,11 @@ def load_curves(run_dir: Path) -> Curves:
                 curves.val_seconds.append(float(record.get("elapsed") or 0.0))
         except (ValueError, KeyError, TypeError, AttributeError):
             continue
+    if records == 0 and len(lines) > 0:
+        raise CheckpointError(
+            f"{path}: not a run directory or a {METRICS} (it holds no training records); "
+            "plot takes run directories or their metrics.jsonl"
+        )
     if not curves.step and not curves.val_step:
         raise CheckpointError(f"{path}: no training steps logged yet")
     return curves
@@ -104,10 +114,15 @@ def write_png(runs: list[Curves], path: Path, dpi: int = 120) -> Path:
     fig.suptitle("train (smoothed) and validation bpc")
     fig.tight_layout()
     path = Path(path)
+    if not path.suffix:
+        # What savefig does with a name without an extension; the caller reports this name.
+        path = path.with_name(path.name + ".png")
     try:
         fig.savefig(path, dpi=dpi)
     except OSError as exc:
         raise CheckpointError(f"cannot write {path}: {exc.strerror}") from None
+    except ValueError:  # "Format 'txt' is not supported"
+        raise ConfigError(f"--out {path}: cannot draw a {path.suffix} file; name a .png, .svg or .pdf") from None
     finally:
         plt.close(fig)
     return path

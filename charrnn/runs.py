@@ -17,25 +17,29 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from charrnn import __version__, checkpoint, distributed
 from charrnn.batches import StreamLayout, plan_layout
 from charrnn.corpus import Corpus, Sources, load_corpus, resolve_sources
 from charrnn.device import (
+    available_memory,
     check_deterministic_resume,
     resolve_device,
     resolve_precision,
     seed_everything,
     use_deterministic_algorithms,
 )
-from charrnn.errors import CheckpointError, ConfigError, CorpusError
+from charrnn.errors import CheckpointError, ConfigError, CorpusError, InsufficientMemory
 from charrnn.model import CharRNN, ModelConfig
+from charrnn.options import MAX_SEED
 from charrnn.presets import preset_training, resolve_preset
 from charrnn.threads import ThreadGovernor, ThreadPolicy, resolve_policy
 from charrnn.train import Callback, EvalStats, StepStats, TrainConfig, Trainer, default_batch_size
@@ -43,6 +47,7 @@ from charrnn.tokenizer_modes import SubwordVocab, load_token_corpus, tokenizer_k
 from charrnn.vocab import Vocab
 
 ARCHITECTURE_KEYS = ("cell", "layers", "hidden", "embed")
+MAX_INTEGER = 2**63 - 1
 MODEL_KEYS = ARCHITECTURE_KEYS + ("dropout",)
 DEFAULT_MINUTES = 10.0
 EVAL_SAMPLE_CHARS = 200
@@ -269,8 +274,57 @@ def _resolve_model_options(request: RunRequest, stored: dict | None, preset_opti
     return options
 
 
+def _check_numbers(request: RunRequest) -> None:
+    """Refuse what no later check catches before the run directory exists: NaN and infinity
+    (NaN fails no comparison, so ranges let it through; infinity passes open ranges and cannot
+    be written to config.toml), integers past 64 bits, seeds the random generators cannot
+    take, and an empty encoding (which would silently mean the default)."""
+    numbers = {
+        **{f"--{k.replace('_', '-')}": v for k, v in {**request.model, **request.train}.items()},
+        "--val-frac": request.val_frac,
+        "--epochs": request.epochs,
+        "--vocab-size": request.vocab_size,
+    }
+    for option, value in numbers.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{option} must be a finite number, not {value}")
+        if isinstance(value, int) and value > MAX_INTEGER:
+            # Checkpoints and config.toml hold 64-bit integers; a bigger count is a typo.
+            raise ConfigError(f"{option} must be at most {MAX_INTEGER} (2**63 - 1), not {value}")
+    seed = request.train.get("seed")
+    if seed is not None and not (isinstance(seed, int) and 0 <= seed <= MAX_SEED):
+        raise ConfigError(f"--seed must be in 0..{MAX_SEED} (2**63 - 1), not {seed}")
+    if request.encoding is not None and not request.encoding.strip():
+        raise ConfigError("--encoding must not be empty: name a text encoding such as utf-8")
+
+
+# Bytes per parameter while training: the fp32 weight, its gradient, AdamW's two moments.
+TRAINING_BYTES_PER_PARAMETER = 16
+
+
+def _check_model_fits(config: ModelConfig, device) -> None:
+    """Refuse a model whose training state cannot fit in the device's memory, saying how big
+    it is, before allocating it (a failed allocation says less, and may take minutes of
+    swapping first). The model is built on the CPU before it moves to a GPU."""
+    parameters = config.num_parameters()
+    needs = [(device, parameters * TRAINING_BYTES_PER_PARAMETER, "weights, gradients and AdamW state")]
+    if device.type != "cpu":
+        needs.append((torch.device("cpu"), parameters * 4, "weights, built on the CPU first"))
+    for where, need, what in needs:
+        free = available_memory(where)
+        if free is not None and need > free:
+            raise InsufficientMemory(
+                f"a {config.layers}x{config.hidden} {config.cell.upper()} with vocabulary "
+                f"{config.vocab_size} has {parameters:,} parameters: training needs "
+                f"{need / 2**30:,.1f} GiB ({what}), more than the {free / 2**30:,.1f} GiB of "
+                f"{'GPU ' if where.type == 'cuda' else ''}memory available; choose a smaller "
+                "--hidden, --layers or --embed"
+            )
+
+
 def prepare_run(request: RunRequest) -> Run:
     """Everything up to the first training step; raises ``CharRNNError`` on bad input."""
+    _check_numbers(request)
     device = resolve_device(request.device)
     stored = None
     resumed_from = None
@@ -293,8 +347,13 @@ def prepare_run(request: RunRequest) -> Run:
     val_frac = request.val_frac if request.val_frac is not None else stored_corpus.get("val_frac", 0.1)
     if not 0 <= val_frac < 1:
         raise ConfigError("--val-frac must be in [0, 1)")
-    sources = resolve_sources(specs, val_specs)
+    sources = resolve_sources(specs, val_specs, encoding)
     kind = tokenizer_kind(request.tokenizer, stored)
+    if kind == "chars" and request.vocab_size is not None:
+        raise ConfigError(
+            "--vocab-size applies to --tokenizer bpe only; the chars tokenizer's vocabulary "
+            "is every character of the text"
+        )
     tokens_per_char = 1.0
     if kind == "chars":
         vocab = Vocab(tuple(stored["vocab"])) if stored else None
@@ -343,6 +402,7 @@ def prepare_run(request: RunRequest) -> Run:
         check_deterministic_resume(device, model_config.layers, model_config.dropout)
 
     # -- model and trainer -------------------------------------------------------
+    _check_model_fits(model_config, device)
     if not stored:
         seed_everything(TrainConfig(**train_options).seed)
     model = CharRNN(model_config)
@@ -422,12 +482,19 @@ def prepare_run(request: RunRequest) -> Run:
         directory, corpus, model, trainer, corpus_options, resumed_from, extended_by, notices, resolve_policy(request.threads)
     )
     if distributed.is_main():  # the only rank that writes files
+        created = _first_missing(directory)
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CheckpointError(f"cannot create run directory {directory}: {exc.strerror}") from None
-        checkpoint.remove_stale_temporaries(directory)
-        _write_config(run)
+        try:
+            checkpoint.remove_stale_temporaries(directory)
+            _write_config(run)
+        except BaseException:
+            # A failed start leaves no half-made run behind: only what this call created.
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
+            raise
     return run
 
 
@@ -592,6 +659,17 @@ def _layout_or_none(train_ids: int, stored: TrainConfig, world_size: int) -> Str
         return plan_layout(train_ids, stored.batch_size, stored.seq_len, world_size)
     except CorpusError:
         return None
+
+
+def _first_missing(directory: Path) -> Path | None:
+    """The outermost of ``directory`` and its parents that does not exist yet (what
+    ``mkdir(parents=True)`` creates), or None when ``directory`` exists."""
+    missing = None
+    for candidate in (directory, *directory.parents):
+        if candidate.exists() or candidate.is_symlink():
+            break
+        missing = candidate
+    return missing
 
 
 def _same_dir(a: Path, b: Path) -> bool:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from charrnn.options import MAX_SEED
 from charrnn.errors import ConfigError, VocabError
 from charrnn.model import CharRNN
 from charrnn.stepper import FastStepper, make_stepper
@@ -18,11 +20,18 @@ from charrnn.threads import ThreadGovernor
 from charrnn.tokenizer_modes import piece_decoder
 from charrnn.vocab import Vocab
 
+# Temperatures outside [MIN_TEMPERATURE, MAX_TEMPERATURE] have a defined limit instead of a
+# float32 division that overflows (1e-45) or underflows (1e308): below, the draw is greedy
+# (the most likely character, as at 0); above, it is uniform over the characters that top-k,
+# top-p and min-p keep. At the bounds a logit gap of 0.002 already decides the draw 10^8 to
+# one, and 60 nats of logits move a probability by under 1%, so neither limit is a jump.
+MIN_TEMPERATURE = 1e-4
+MAX_TEMPERATURE = 1e4
 
 @dataclass
 class SampleConfig:
     length: int = 1000  # characters generated after the prime
-    temperature: float = 1.0  # 0 = greedy (always the most likely character; seed irrelevant)
+    temperature: float = 1.0  # 0 (or below MIN_TEMPERATURE) = greedy; above MAX_TEMPERATURE = uniform
     top_k: int = 0  # keep only the k most likely characters; 0 = off
     top_p: float = 1.0  # keep the smallest set with this much probability; 1 = off
     min_p: float = 0.0  # drop characters less likely than min_p x the most likely one; 0 = off
@@ -36,6 +45,10 @@ class SampleConfig:
     engine: str = "auto"  # "fast", "eager" (the model's own forward) or "auto"; see charrnn.stepper
 
     def __post_init__(self) -> None:
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, not {value}")
         checks = [
             (self.length >= 1, "--length must be at least 1"),
             (self.temperature >= 0, "--temperature must be >= 0 (0 means greedy)"),
@@ -52,6 +65,8 @@ class SampleConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"--seed must be in 0..{MAX_SEED} (2**63 - 1), not {self.seed}")
         if self.seed is None:
             self.seed = secrets.randbelow(2**31)
 
@@ -99,8 +114,11 @@ def choose(
     logits = logits.float()
     if history is not None:
         logits = penalize_repetition(logits, history, config.repetition_penalty)
-    if config.temperature == 0:
+    if config.temperature < MIN_TEMPERATURE:
         return logits.argmax(dim=-1)
+    if config.temperature > MAX_TEMPERATURE:
+        kept = filter_logits(logits / MAX_TEMPERATURE, config.top_k, config.top_p, config.min_p)
+        return draw((kept > float("-inf")).float(), noise)  # equal weight for every kept id
     logits = filter_logits(logits / config.temperature, config.top_k, config.top_p, config.min_p)
     probs = torch.softmax(logits, dim=-1)
     return draw(probs, noise)
@@ -162,8 +180,10 @@ def draw_plain_numpy(logits: np.ndarray, temperature: float, noise: Noise) -> np
     noise as the torch path, applied as Gumbel noise to the tempered logits (the Gumbel-max
     form of the same draw, so the same characters up to float rounding) in three numpy calls
     instead of a dozen torch calls of a few microseconds' dispatch each."""
-    if temperature == 0:
+    if temperature < MIN_TEMPERATURE:
         return np.argmax(logits, axis=-1)  # the first of equal maxima, as torch's argmax
+    if temperature > MAX_TEMPERATURE:
+        return np.argmax(noise.next_gumbel(), axis=-1)  # uniform: the noise alone decides
     z = logits / np.float32(temperature)
     z += noise.next_gumbel()
     return np.argmax(z, axis=-1)

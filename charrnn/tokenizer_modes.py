@@ -28,6 +28,7 @@ from charrnn.options import TokenizerKind
 
 KINDS = tuple(k.value for k in TokenizerKind)
 BYTES = 256
+MAX_TOKENS = 2**32
 ENCODE_BATCH_LINES = 4096
 
 
@@ -94,6 +95,8 @@ class SubwordVocab:
 
         if vocab_size < BYTES:
             raise ConfigError(f"--vocab-size must be at least {BYTES} (the byte alphabet) for --tokenizer bpe")
+        if vocab_size > MAX_TOKENS:
+            raise ConfigError(f"--vocab-size must be at most {MAX_TOKENS:,}: token ids are stored as 32-bit integers")
         tokenizer = _byte_level(Tokenizer(models.BPE()))
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
@@ -129,7 +132,9 @@ class SubwordVocab:
         return Tokenizer.from_str(self.tokenizer_json)
 
     def save_tokenizer_json(self, path: Path) -> None:
-        Path(path).write_text(self.tokenizer_json, encoding="utf-8")
+        from charrnn.vocab import write_tokenizer_json
+
+        write_tokenizer_json(path, self.tokenizer_json)
 
     def encode(self, text: str, unknown: str = "error") -> np.ndarray:
         """Ids of ``text``; every text is covered (``unknown`` is accepted for the interface)."""
@@ -165,13 +170,12 @@ class TokenText:
 
 
 def read_text(files: Iterable[Path], encoding: str) -> Iterator[str]:
+    """Each file's text, read as the character corpus reads it (byte-order mark dropped, NUL
+    and undecodable bytes refused with their offset)."""
+    from charrnn.corpus import iter_text_chunks
+
     for path in files:
-        try:
-            yield Path(path).read_text(encoding=encoding)
-        except UnicodeDecodeError as exc:
-            raise CorpusError(f"{path}: not valid {encoding} at byte {exc.start}") from None
-        except OSError as exc:
-            raise CorpusError(f"{path}: cannot read ({exc.strerror})") from None
+        yield "".join(iter_text_chunks(Path(path), encoding))
 
 
 def encode_text(files: Iterable[Path], vocab: SubwordVocab, encoding: str) -> TokenText:

@@ -14,12 +14,20 @@ from typing import Iterable
 
 import numpy as np
 
-from charrnn.errors import VocabError
+from charrnn.errors import CheckpointError, VocabError
 
 UNKNOWN = -1
 # The tokenizer.json token for characters outside the vocabulary; longer than one character,
 # so it can never be one of them.
 UNK_TOKEN = "[UNK]"
+
+
+def write_tokenizer_json(path: Path, text: str) -> None:
+    """Write a tokenizer.json, with a failure as one line that names the file."""
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def codepoints(text: str) -> np.ndarray:
@@ -131,7 +139,7 @@ class Vocab:
         return tokenizer
 
     def save_tokenizer_json(self, path: Path) -> None:
-        self.to_tokenizer().save(str(path))
+        write_tokenizer_json(path, self.to_tokenizer().to_str(pretty=True))
 
     @classmethod
     def from_tokenizer_json(cls, path: Path) -> "Vocab":
