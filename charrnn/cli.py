@@ -22,7 +22,7 @@ from rich.text import Text
 from charrnn import __version__
 from charrnn.cli_errors import EXIT_INTERRUPTED, OneLineUsageErrors, fail, message_for, user_errors
 from charrnn.cli_help import HelpCommand, HelpGroup
-from charrnn.options import CPU_BATCH_SIZE, GPU_BATCH_SIZE, MAX_LR, MAX_SEED, Cell, DeviceChoice, Engine, Precision, Schedule, TokenizerKind, TrainConfig
+from charrnn.options import CPU_BATCH_SIZE, GPU_BATCH_SIZE, MAX_LR, Cell, DeviceChoice, Engine, Precision, Schedule, TokenizerKind, TrainConfig
 from charrnn.presets import DEFAULT_PRESET, GPU_DEFAULT_OVERRIDES, GPU_DEFAULT_PRESET, PRESET_TRAINING, Preset
 
 class _Group(OneLineUsageErrors, HelpGroup):
@@ -179,7 +179,7 @@ def train(
     ] = None,
     out_dir: Annotated[
         Optional[Path],
-        typer.Option("--out", parser=_out_path, help="Run directory. Default: checkpoints/<corpus>-<time>/.", rich_help_panel=RUN),
+        typer.Option("--out", parser=_out_path, help="Run directory. \\[default: a new directory in checkpoints/, named after the corpus and the time]", rich_help_panel=RUN),
     ] = None,
     extend_vocab: Annotated[
         bool,
@@ -211,7 +211,7 @@ def train(
     eval_chars: Annotated[Optional[int], typer.Option(min=2, help="Evaluate on at most this many validation characters. \\[default: all]", rich_help_panel=BUDGET)] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(min=1, help="Steps between periodic checkpoints. \\[default: --eval-every]", rich_help_panel=BUDGET)] = None,
     patience: Annotated[Optional[int], typer.Option(min=0, help="Stop after this many evaluations without improvement; 0 = never. \\[default: 0]", rich_help_panel=BUDGET)] = None,
-    seed: Annotated[Optional[int], typer.Option(min=0, max=MAX_SEED, help="Random seed for initialisation and dropout. \\[default: 1337]", rich_help_panel=TRAINING)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed for initialisation and dropout, 0 to 2**63-1. \\[default: 1337]", rich_help_panel=TRAINING)] = None,
     val_file: Annotated[
         Optional[list[str]], typer.Option(help="Validation text (repeatable), instead of the last --val-frac of the training text.", rich_help_panel=DATA)
     ] = None,
@@ -369,7 +369,7 @@ def sample(
     beam: Annotated[int, typer.Option(min=0, help="Beam search with this many beams instead of sampling: the most likely continuation, deterministic; good for short completions, repetitive on long ones. 0 = sample.", rich_help_panel=MODES)] = 0,
     interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Prompt loop: each line you type is continued; /help lists commands (/temp, /len, ...), /quit or EOF ends.", rich_help_panel=MODES)] = False,
     prime: Annotated[str, typer.Option(help="Text to condition on first (printed before the sample).")] = "",
-    seed: Annotated[Optional[int], typer.Option(min=0, max=MAX_SEED, help="Random seed: same seed, same text. \\[default: random, reported]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed, 0 to 2**63-1: same seed, same text. \\[default: random, reported]")] = None,
     num_samples: Annotated[int, typer.Option(min=1, help="Samples to make, generated together in one batch; each is written out as soon as its text is final, in order, followed by a --separator line.")] = 1,
     separator: Annotated[str, typer.Option(help="With --num-samples > 1, the line written on stdout after each sample, for scripts to split on: {i} becomes the sample's number, {n} the number of samples, {status} 'complete' or 'cut short' (Ctrl-C).")] = DEFAULT_SEPARATOR,
     stop: Annotated[Optional[list[str]], typer.Option(help="End a sample at this string (repeatable; not printed).")] = None,
