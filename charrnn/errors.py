@@ -1,4 +1,4 @@
-"""The project's exceptions. The CLI (``charrnn.cli_errors``) turns each into one line on stderr."""
+"""The project's exceptions. The CLI (``charrnn.cli.errors``) turns each into one line on stderr."""
 
 
 class CharRNNError(Exception):

@@ -58,7 +58,7 @@ TINY_TRAIN = {"batch_size": 8, "seq_len": 32, "lr": 5e-3, "weight_decay": 0.01, 
 
 def train_small_run(root: Path, model: dict, train: dict, sample_chars: int | None = None) -> Path:
     """A real training run on ``small_text()`` in ``root``; returns its run directory."""
-    from charrnn.runs import RunRequest, prepare_run, train_run
+    from charrnn.training.runs import RunRequest, prepare_run, train_run
 
     corpus = root / "verse.txt"
     corpus.write_text(small_text(), encoding="utf-8")
@@ -81,14 +81,14 @@ def trained_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def model_and_vocab(trained_run):
-    from charrnn.runs import load_model
+    from charrnn.training.runs import load_model
 
     model, vocab, _ = load_model(trained_run, device="cpu")
     return model, vocab
 
 
 def sample_text(model_and_vocab, **options) -> str:
-    from charrnn.sample import SampleConfig, stream
+    from charrnn.generation.sample import SampleConfig, stream
 
     model, vocab = model_and_vocab
     return "".join(stream(model, vocab, SampleConfig(**options)))

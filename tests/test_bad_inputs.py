@@ -21,7 +21,7 @@ import torch
 from typer.testing import CliRunner
 
 from charrnn import checkpoint
-from charrnn.cli import app
+from charrnn.cli.app import app
 from tests.conftest import REPO, small_text
 from tests.test_checkpoint import RunsACommand
 
@@ -206,7 +206,7 @@ def test_extend_vocab_fine_tunes_into_a_new_run(own_run, tmp_path):
     answered(invoke("train", new, "--resume", own_run, "--extend-vocab", "--max-steps", 20), "give it its own run directory with --out", 2)
     assert (own_run / "last.pt").read_bytes() == before
 
-    from charrnn.runs import RunRequest, prepare_run
+    from charrnn.training.runs import RunRequest, prepare_run
 
     run = prepare_run(RunRequest(sources=[str(new)], resume=own_run, extend_vocab=True, extend_steps=8, out=tmp_path / "ft", device="cpu"))
     old_chars = original["vocab"]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn.batches import StreamBatches, eval_streams, plan_layout
+from charrnn.data.batches import StreamBatches, eval_streams, plan_layout
 from charrnn.errors import CorpusError
 
 

@@ -5,9 +5,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from charrnn.bench import encode_speed, flops_per_char, preset_model, write_corpus
-from charrnn.cli import app
-from charrnn.model import CharRNN, ModelConfig
+from charrnn.bench.speed import encode_speed, flops_per_char, preset_model, write_corpus
+from charrnn.cli.app import app
+from charrnn.model.network import CharRNN, ModelConfig
 
 
 def test_flop_formula():
@@ -65,9 +65,9 @@ def test_gpu_defaults_measure_two_batches_and_name_shapes_once():
     import torch
     from rich.console import Console
 
-    from charrnn.bench import GPU_THROUGHPUT_BATCH, BenchResult, default_batches, default_presets
-    from charrnn.cli_bench import render_bench
-    from charrnn.train import CPU_BATCH_SIZE, GPU_BATCH_SIZE
+    from charrnn.bench.speed import GPU_THROUGHPUT_BATCH, BenchResult, default_batches, default_presets
+    from charrnn.cli.bench_tables import render_bench
+    from charrnn.training.trainer import CPU_BATCH_SIZE, GPU_BATCH_SIZE
 
     assert default_batches(torch.device("cpu")) == (CPU_BATCH_SIZE,)
     assert default_batches(torch.device("cuda")) == (GPU_BATCH_SIZE, GPU_THROUGHPUT_BATCH)

@@ -6,7 +6,7 @@ import sys
 
 from typer.testing import CliRunner
 
-from charrnn.cli import app
+from charrnn.cli.app import app
 
 
 def complete(words: str, cword: int) -> list[str]:

@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from charrnn import checkpoint
-from charrnn.cli import app
+from charrnn.cli.app import app
 from charrnn.config_file import to_toml
 
 if sys.version_info >= (3, 11):

@@ -6,9 +6,9 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from charrnn.cli import app
-from charrnn.copying import copy_report, matching_lengths, reference_texts
-from charrnn.corpus import load_corpus, resolve_sources
+from charrnn.cli.app import app
+from charrnn.generation.copying import copy_report, matching_lengths, reference_texts
+from charrnn.data.corpus import load_corpus, resolve_sources
 
 runner = CliRunner()
 

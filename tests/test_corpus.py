@@ -5,10 +5,10 @@ import tarfile
 import numpy as np
 import pytest
 
-from charrnn import catalog
-from charrnn.corpus import Sources, load_corpus, resolve_sources
+from charrnn.data import catalog
+from charrnn.data.corpus import Sources, load_corpus, resolve_sources
 from charrnn.errors import CorpusError, DownloadError, VocabError
-from charrnn.vocab import Vocab
+from charrnn.data.vocab import Vocab
 
 
 def test_invalid_utf8_names_file_and_byte_offset(tmp_path):
@@ -19,7 +19,7 @@ def test_invalid_utf8_names_file_and_byte_offset(tmp_path):
 
 
 def test_invalid_byte_offset_across_chunk_boundary(tmp_path, monkeypatch):
-    monkeypatch.setattr("charrnn.corpus.CHUNK_BYTES", 6)  # splits the two bytes of é
+    monkeypatch.setattr("charrnn.data.corpus.CHUNK_BYTES", 6)  # splits the two bytes of é
     path = tmp_path / "bad.txt"
     path.write_bytes("abcdeé".encode() + b"xyz\xc3" + b"(")  # lead byte 10 lacks its continuation
     with pytest.raises(CorpusError, match="at byte 10"):

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from charrnn import checkpoint
-from charrnn.cli import app
+from charrnn.cli.app import app
 from tests.conftest import small_text
 from tests.test_resume_exact import _env, assert_every_checkpoint_loads, wait_for_step
 
@@ -213,8 +213,8 @@ def test_non_finite_weights_are_never_checkpointed(text_file, tmp_path):
     import torch
 
     from charrnn.errors import TrainingDiverged
-    from charrnn.runs import RunRequest, prepare_run, train_run
-    from charrnn.train import Callback
+    from charrnn.training.runs import RunRequest, prepare_run, train_run
+    from charrnn.training.trainer import Callback
     from tests.conftest import TINY_MODEL, TINY_TRAIN
 
     class OverflowAt(Callback):

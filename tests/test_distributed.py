@@ -12,9 +12,9 @@ import torch
 from typer.testing import CliRunner
 
 from charrnn import checkpoint
-from charrnn.cli import app
-from charrnn.distributed import weights_digest
-from charrnn.model import CharRNN, ModelConfig
+from charrnn.cli.app import app
+from charrnn.training.distributed import weights_digest
+from charrnn.model.network import CharRNN, ModelConfig
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -86,7 +86,7 @@ def test_two_processes_match_one_with_the_same_global_batch_and_resume(text_file
 def test_one_epoch_on_two_processes_is_one_pass_over_the_text(text_file, tmp_path):
     """--epochs counts passes over the whole text, whatever the number of processes: two ranks
     each reading their own rows cover the text in half the steps one process needs."""
-    from charrnn.batches import plan_layout
+    from charrnn.data.batches import plan_layout
 
     run = tmp_path / "epoch"
     done, _ = torchrun(text_file, "--out", run, "--epochs", 1, "--batch-size", 4, *SHAPE, *PLAN)

@@ -10,8 +10,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from charrnn.cli import app
-from charrnn.runs import load_model
+from charrnn.cli.app import app
+from charrnn.training.runs import load_model
 from tests.conftest import REPO, TINY_TRAIN, small_text, train_small_run
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
@@ -98,7 +98,7 @@ UNICODE_LINE = "Grüße aus Köln 😀 und 東京 — ça va?\n"
 
 @pytest.fixture(scope="module")
 def unicode_run(tmp_path_factory):
-    from charrnn.runs import RunRequest, prepare_run, train_run
+    from charrnn.training.runs import RunRequest, prepare_run, train_run
 
     root = tmp_path_factory.mktemp("unicode")
     corpus = root / "verse.txt"

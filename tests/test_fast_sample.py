@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn.model import CharRNN, ModelConfig
-from charrnn.runs import load_model
-from charrnn.sample import Noise, SampleConfig, draw, generate_batch, stream
-from charrnn.stepper import EagerStepper, FastStepper, make_stepper
+from charrnn.model.network import CharRNN, ModelConfig
+from charrnn.training.runs import load_model
+from charrnn.generation.sample import Noise, SampleConfig, draw, generate_batch, stream
+from charrnn.generation.stepper import EagerStepper, FastStepper, make_stepper
 
 from tests.conftest import TINY_MODEL, TINY_TRAIN, train_small_run
 
@@ -141,18 +141,18 @@ def test_noise_blocks_do_not_change_the_draws():
 
 @pytest.mark.parametrize("block_values", [65 * 3, 1])
 def test_text_for_a_seed_does_not_depend_on_the_noise_block(trained, monkeypatch, block_values):
-    import charrnn.sample
+    import charrnn.generation.sample
 
     model, vocab = trained
     options = dict(length=300, seed=5, temperature=1.0)
     reference = text(model, vocab, "eager", **options)
-    monkeypatch.setattr(charrnn.sample, "NOISE_BLOCK_VALUES", block_values)
+    monkeypatch.setattr(charrnn.generation.sample, "NOISE_BLOCK_VALUES", block_values)
     assert text(model, vocab, "fast", **options) == reference
     assert text(model, vocab, "eager", **options) == reference
 
 
 def test_single_plain_sample_takes_the_numpy_path(trained):
-    from charrnn.sample import generate_ids
+    from charrnn.generation.sample import generate_ids
 
     model, vocab = trained
     plain = next(generate_ids(model, vocab, SampleConfig(engine="fast", length=2, seed=1)))
@@ -161,10 +161,10 @@ def test_single_plain_sample_takes_the_numpy_path(trained):
 
 
 def test_gumbel_draw_picks_what_the_torch_draw_picks(monkeypatch):
-    import charrnn.sample
-    from charrnn.sample import draw_plain_numpy
+    import charrnn.generation.sample
+    from charrnn.generation.sample import draw_plain_numpy
 
-    monkeypatch.setattr(charrnn.sample, "NOISE_BLOCK_VALUES", 40 * 3 * 7)  # many block boundaries
+    monkeypatch.setattr(charrnn.generation.sample, "NOISE_BLOCK_VALUES", 40 * 3 * 7)  # many block boundaries
     for rows, temperature in ((1, 1.0), (1, 0.6), (3, 1.4)):
         torch_noise = Noise(torch.Generator().manual_seed(3), rows, 40)
         numpy_noise = Noise(torch.Generator().manual_seed(3), rows, 40)

@@ -10,12 +10,12 @@ import torch
 from charrnn import checkpoint
 
 from charrnn.device import bf16_rnn_supported, resolve_precision
-from charrnn.model import CharRNN, ModelConfig
-from charrnn.runs import RunRequest, load_model, prepare_run, train_run
-from charrnn.sample import SampleConfig, stream
-from charrnn.stepper import EagerStepper, make_stepper
-from charrnn.presets import GPU_DEFAULT_OVERRIDES, GPU_DEFAULT_PRESET, PRESETS
-from charrnn.train import GPU_BATCH_SIZE
+from charrnn.model.network import CharRNN, ModelConfig
+from charrnn.training.runs import RunRequest, load_model, prepare_run, train_run
+from charrnn.generation.sample import SampleConfig, stream
+from charrnn.generation.stepper import EagerStepper, make_stepper
+from charrnn.model.presets import GPU_DEFAULT_OVERRIDES, GPU_DEFAULT_PRESET, PRESETS
+from charrnn.training.trainer import GPU_BATCH_SIZE
 
 from tests.conftest import TINY_MODEL, small_text
 

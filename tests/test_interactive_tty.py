@@ -13,7 +13,7 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from charrnn.cli import app
+from charrnn.cli.app import app
 from tests.conftest import sample_text
 
 pytest.importorskip("readline")  # line editing needs it; absent on some platforms

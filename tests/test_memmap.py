@@ -5,11 +5,11 @@ import os
 import numpy as np
 import pytest
 
-from charrnn import cache
-from charrnn.batches import StreamBatches
-from charrnn.corpus import load_corpus, resolve_sources
+from charrnn.data import cache
+from charrnn.data.batches import StreamBatches
+from charrnn.data.corpus import load_corpus, resolve_sources
 from charrnn.errors import VocabError
-from charrnn.vocab import Vocab
+from charrnn.data.vocab import Vocab
 
 from tests.conftest import small_text
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from charrnn.errors import ConfigError
-from charrnn.model import CharRNN, ModelConfig, detach_state
+from charrnn.model.network import CharRNN, ModelConfig, detach_state
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])

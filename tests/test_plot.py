@@ -6,8 +6,8 @@ import torch
 from typer.testing import CliRunner
 
 from charrnn import checkpoint
-from charrnn.cli import app
-from charrnn.plot import load_curves, text_chart
+from charrnn.cli.app import app
+from charrnn.training.plot import load_curves, text_chart
 
 runner = CliRunner()
 TINY = ["--layers", "1", "--hidden", "24", "--embed", "8", "--batch-size", "4", "--seq-len", "24", "--dropout", "0.2"]

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from charrnn.errors import ConfigError, VocabError
-from charrnn.sample import SampleConfig, StopMatcher, filter_logits, generate_batch
+from charrnn.generation.sample import SampleConfig, StopMatcher, filter_logits, generate_batch
 from tests.conftest import sample_text
 
 

@@ -14,8 +14,8 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from charrnn.cli import app
-from charrnn.sample import SampleConfig, generate_batch, generate_ids, stream, stream_samples
+from charrnn.cli.app import app
+from charrnn.generation.sample import SampleConfig, generate_batch, generate_ids, stream, stream_samples
 
 runner = CliRunner()
 SEPARATOR = re.compile(r"^--- sample (\d+) of (\d+) (complete|cut short) ---$", re.M)

@@ -10,11 +10,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from charrnn.beam import BeamConfig, beam_search
-from charrnn.cli import app
+from charrnn.generation.beam import BeamConfig, beam_search
+from charrnn.cli.app import app
 from charrnn.errors import ConfigError
-from charrnn.runs import load_model
-from charrnn.sample import SampleConfig, filter_logits, penalize_repetition
+from charrnn.training.runs import load_model
+from charrnn.generation.sample import SampleConfig, filter_logits, penalize_repetition
 from tests.conftest import sample_text
 
 runner = CliRunner()

@@ -12,7 +12,7 @@ from tests.conftest import REPO
 
 PROBE = """
 import sys
-from charrnn.cli import main
+from charrnn.cli.app import main
 sys.argv = ["charrnn", *sys.argv[1:]]
 try:
     main()
@@ -33,7 +33,7 @@ def heavy_modules(*args: str, env: dict | None = None) -> str:
 
 
 def test_importing_the_command_line_imports_neither_torch_nor_numpy():
-    code = "import sys, charrnn.cli; print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))"
+    code = "import sys, charrnn.cli.app; print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert result.stdout.strip() == "[]"
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn.bench import preset_model
-from charrnn.contention import _run_scenario, contention_ratios
-from charrnn.model import CharRNN
+from charrnn.bench.speed import preset_model
+from charrnn.bench.contention import _run_scenario, contention_ratios
+from charrnn.model.network import CharRNN
 from charrnn.threads import ThreadGovernor, resolve_policy, set_blas_threads, set_threads
-from charrnn.train import TrainConfig, Trainer
+from charrnn.training.trainer import TrainConfig, Trainer
 from tests.conftest import REPO
 
 
@@ -183,8 +183,8 @@ def test_contention_workers_measure_side_by_side():
 
 def test_batched_sampling_paced_by_a_governor_gives_the_same_text(tmp_path):
     """The governor may change the count between generation steps; the text must not change."""
-    from charrnn.bench import _bench_vocab
-    from charrnn.sample import SampleConfig, generate_ids
+    from charrnn.bench.speed import _bench_vocab
+    from charrnn.generation.sample import SampleConfig, generate_ids
 
     torch.manual_seed(0)
     model = CharRNN(preset_model("tiny")).eval()

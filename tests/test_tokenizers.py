@@ -7,9 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from charrnn import checkpoint
-from charrnn.cli import app
-from charrnn.runs import load_model
-from charrnn.tokenizer_modes import SubwordVocab, piece_decoder
+from charrnn.cli.app import app
+from charrnn.training.runs import load_model
+from charrnn.data.vocab_kinds import SubwordVocab, piece_decoder
 from tests.conftest import small_text
 
 runner = CliRunner()
@@ -104,7 +104,7 @@ def test_bytes_mode_takes_any_input(corpus, tmp_path):
 def test_chars_tokenizer_json_has_an_unknown_token_and_keeps_the_models_ids(corpus, tmp_path):
     from tokenizers import Tokenizer
 
-    from charrnn.vocab import Vocab
+    from charrnn.data.vocab import Vocab
 
     _, train, _ = corpus
     run = tmp_path / "chars"

@@ -6,8 +6,8 @@ import torch
 
 from charrnn import checkpoint
 from charrnn.errors import ConfigError, TrainingDiverged
-from charrnn.train import Callback
-from charrnn.runs import RunRequest, load_model, prepare_run, train_run
+from charrnn.training.trainer import Callback
+from charrnn.training.runs import RunRequest, load_model, prepare_run, train_run
 from tests.conftest import TINY_MODEL, TINY_TRAIN
 
 
@@ -184,7 +184,7 @@ def test_resumed_run_keeps_its_own_weight_decay_not_the_presets(text_file, tmp_p
 
 
 def test_the_default_preset_follows_the_device_and_an_asked_for_one_wins():
-    from charrnn.presets import PRESETS, resolve_preset
+    from charrnn.model.presets import PRESETS, resolve_preset
 
     assert resolve_preset(None, "cpu") == ("small", PRESETS["small"])
     assert resolve_preset(None, "cuda") == ("medium", {**PRESETS["medium"], "dropout": 0.4})
@@ -195,8 +195,8 @@ def test_the_default_preset_follows_the_device_and_an_asked_for_one_wins():
 def test_validation_figure_does_not_depend_on_the_evaluation_batch(trained_run, cell):
     """Read as one stream or as 8 or 40 primed rows, the text scores the same. Cold rows (the
     earlier scheme) scored the trained model 0.018 nats/char worse at 8 rows and 0.10 at 40."""
-    from charrnn.model import CharRNN, ModelConfig
-    from charrnn.train import evaluate
+    from charrnn.model.network import CharRNN, ModelConfig
+    from charrnn.training.trainer import evaluate
     from tests.conftest import small_text
 
     if cell == "lstm":

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from charrnn.errors import VocabError
-from charrnn.vocab import Vocab
+from charrnn.data.vocab import Vocab
 
 TEXT = "Hello, 世界! [bold]naïve[/bold] 😀\n\ttab"
 

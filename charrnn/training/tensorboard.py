@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from charrnn.errors import ConfigError
-from charrnn.model import LN2
-from charrnn.train import Callback, EvalStats, StepStats, Trainer
+from charrnn.model.network import LN2
+from charrnn.training.trainer import Callback, EvalStats, StepStats, Trainer
 
 
 class TensorBoardLog(Callback):

@@ -29,8 +29,8 @@ import torch.nn as nn
 
 from charrnn import __version__
 from charrnn.errors import CheckpointError
-from charrnn.model import CharRNN
-from charrnn.vocab import Vocab
+from charrnn.model.network import CharRNN
+from charrnn.data.vocab import Vocab
 
 METADATA = "charrnn.json"
 TOKENIZER = "tokenizer.json"

@@ -2,7 +2,7 @@
 samples when the machine is doing something else too.
 
 Every figure comes from worker processes started by this module (``python -m
-charrnn.contention worker ...``), measured in the same run, with two thread policies:
+charrnn.bench.contention worker ...``), measured in the same run, with two thread policies:
 
 - ``adaptive``: what charrnn does by default (``charrnn.threads``): training paced by the
   thread governor, one thread for a single sample;
@@ -67,10 +67,10 @@ def _train_worker(policy_name: str, seconds: float, wait: Callable[[], None]) ->
     import numpy as np
     import torch
 
-    from charrnn.bench import preset_model
-    from charrnn.model import CharRNN
+    from charrnn.bench.speed import preset_model
+    from charrnn.model.network import CharRNN
     from charrnn.threads import ThreadGovernor
-    from charrnn.train import TrainConfig, Trainer
+    from charrnn.training.trainer import TrainConfig, Trainer
 
     torch.manual_seed(0)
     model = CharRNN(preset_model(TRAIN_SHAPE["preset"]))
@@ -96,9 +96,9 @@ def _train_worker(policy_name: str, seconds: float, wait: Callable[[], None]) ->
 def _sample_worker(policy_name: str, seconds: float, wait: Callable[[], None]) -> dict:
     import torch
 
-    from charrnn.bench import _bench_vocab, preset_model
-    from charrnn.model import CharRNN
-    from charrnn.sample import SampleConfig, generate_ids
+    from charrnn.bench.speed import _bench_vocab, preset_model
+    from charrnn.model.network import CharRNN
+    from charrnn.generation.sample import SampleConfig, generate_ids
     from charrnn.threads import set_threads, single_stream_threads
 
     policy = _policy(policy_name)
@@ -140,7 +140,7 @@ def _barrier(directory: Path, parties: int, timeout: float = 120.0) -> Callable[
 
 
 def worker_main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m charrnn.contention worker")
+    parser = argparse.ArgumentParser(prog="python -m charrnn.bench.contention worker")
     parser.add_argument("task", choices=("train", "sample"))
     parser.add_argument("--policy", choices=POLICIES, required=True)
     parser.add_argument("--seconds", type=float, required=True)
@@ -163,7 +163,7 @@ def _run_scenario(task: str, beside: str, policy: str, seconds: float) -> list[d
             busy = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
         # The environment must not fix the count, or every policy would measure the same.
         env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-        command = [sys.executable, "-m", "charrnn.contention", "worker", task, "--policy", policy,
+        command = [sys.executable, "-m", "charrnn.bench.contention", "worker", task, "--policy", policy,
                    "--seconds", str(seconds), "--barrier", scratch, "--parties", str(workers)]  # fmt: skip
         try:
             processes = [
@@ -231,4 +231,4 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["worker"]:
         worker_main(sys.argv[2:])
     else:
-        sys.exit("usage: python -m charrnn.contention worker ... (started by charrnn bench --contention)")
+        sys.exit("usage: python -m charrnn.bench.contention worker ... (started by charrnn bench --contention)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from charrnn.bench import BATCHED_SAMPLES, BenchResult
+from charrnn.bench.speed import BATCHED_SAMPLES, BenchResult
 
 FLOP_NOTE = (
     "FLOPs counted: matrix multiplies only. Per character, a recurrent layer's forward is "

@@ -4,7 +4,7 @@
 RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous address in the environment; each joins the
 process group (gloo on CPU, NCCL on GPU), wraps the model in DistributedDataParallel (which
 averages the gradients in backward) and trains on its own B rows of the B x world rows the
-text is cut into (``charrnn.batches``). Every rank runs the same number of steps, carries its
+text is cut into (``charrnn.data.batches``). Every rank runs the same number of steps, carries its
 own hidden state, and takes the same decisions: the clock used for the time budget and the
 learning-rate schedule is rank 0's and a stop request on any rank stops all of them, so no
 rank is ever left waiting in a collective. Only rank 0 writes files and prints progress.

@@ -3,7 +3,7 @@
 A corpus is decoded and encoded once; later runs (and the second pass of the same run)
 ``np.load(..., mmap_mode="r")`` the result, so a 100 MB text costs page cache, not process
 memory, and the ids are never held as Python objects or int64 tensors: training reads one
-window at a time through views (``charrnn.batches``).
+window at a time through views (``charrnn.data.batches``).
 
 A cache entry is named by a hash of what determines its content: each file's resolved path,
 size and modification time, the text encoding, the version of the reading rules

@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charrnn import __version__, checkpoint, distributed
-from charrnn.batches import StreamLayout, plan_layout
-from charrnn.corpus import Corpus, Sources, load_corpus, resolve_sources
+from charrnn import __version__, checkpoint
+from charrnn.training import distributed
+from charrnn.data.batches import StreamLayout, plan_layout
+from charrnn.data.corpus import Corpus, Sources, load_corpus, resolve_sources
 from charrnn.device import (
     available_memory,
     check_deterministic_resume,
@@ -38,13 +39,13 @@ from charrnn.device import (
     use_deterministic_algorithms,
 )
 from charrnn.errors import CheckpointError, ConfigError, CorpusError, InsufficientMemory
-from charrnn.model import CharRNN, ModelConfig
+from charrnn.model.network import CharRNN, ModelConfig
 from charrnn.options import MAX_SEED
-from charrnn.presets import preset_training, resolve_preset
+from charrnn.model.presets import preset_training, resolve_preset
 from charrnn.threads import ThreadGovernor, ThreadPolicy, resolve_policy
-from charrnn.train import Callback, EvalStats, StepStats, TrainConfig, Trainer, default_batch_size
-from charrnn.tokenizer_modes import SubwordVocab, load_token_corpus, tokenizer_kind, vocab_from_payload
-from charrnn.vocab import Vocab
+from charrnn.training.trainer import Callback, EvalStats, StepStats, TrainConfig, Trainer, default_batch_size
+from charrnn.data.vocab_kinds import SubwordVocab, load_token_corpus, tokenizer_kind, vocab_from_payload
+from charrnn.data.vocab import Vocab
 
 ARCHITECTURE_KEYS = ("cell", "layers", "hidden", "embed")
 MAX_INTEGER = 2**63 - 1
@@ -244,7 +245,7 @@ class EvalSamples(Callback):
             raise CheckpointError(f"cannot append to {self.path}: {exc.strerror}") from None
 
     def on_eval(self, trainer: Trainer, stats: EvalStats) -> None:
-        from charrnn.sample import SampleConfig, generate_batch
+        from charrnn.generation.sample import SampleConfig, generate_batch
 
         if self.chars <= 0:
             return
@@ -728,7 +729,7 @@ def train_run(
     samples = EvalSamples(run.directory / "samples.txt", run.vocab, sample_chars, run.trainer.config.seed, resume_step)
     board = None
     if tensorboard:
-        from charrnn.tensorboard_log import TensorBoardLog
+        from charrnn.training.tensorboard import TensorBoardLog
 
         board = TensorBoardLog(run.directory / "tensorboard", resume_step)
     run.trainer.callbacks = [CheckpointWriter(run), metrics, samples, *([board] if board else []), *pacing, *callbacks]

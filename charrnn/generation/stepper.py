@@ -1,7 +1,7 @@
 """One generation step at a time: ``step(ids, state) -> logits, state``.
 
 Two interchangeable steppers, so that the sampling loop and its filters live in one place
-(``charrnn.sample``) whichever runs the model:
+(``charrnn.generation.sample``) whichever runs the model:
 
 - ``EagerStepper`` calls the model itself: the reference path, and cuDNN on a GPU.
 - ``FastStepper`` (CPU) runs the same equations on weights laid out once for single steps.
@@ -31,7 +31,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from charrnn.model import CharRNN, State
+from charrnn.model.network import CharRNN, State
 from charrnn.options import Engine
 
 

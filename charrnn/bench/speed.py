@@ -35,8 +35,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from charrnn.model import CharRNN, ModelConfig
-from charrnn.presets import PRESETS
+from charrnn.model.network import CharRNN, ModelConfig
+from charrnn.model.presets import PRESETS
 from charrnn.threads import resolve_policy, set_threads, single_stream_threads
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -137,7 +137,7 @@ def train_speed(
     amp_dtype: torch.dtype = torch.float32,
 ) -> dict:
     """chars/s of the real training step on random ids (speed does not depend on the text)."""
-    from charrnn.train import TrainConfig, Trainer
+    from charrnn.training.trainer import TrainConfig, Trainer
 
     torch.manual_seed(0)
     model = CharRNN(model_config).to(device)
@@ -177,7 +177,7 @@ def train_speed(
 
 
 def _bench_vocab():
-    from charrnn.vocab import Vocab
+    from charrnn.data.vocab import Vocab
 
     return Vocab(tuple(chr(32 + i) for i in range(BENCH_VOCAB - 1)) + ("\n",))
 
@@ -187,7 +187,7 @@ def sample_speed(
 ) -> float:
     """Generated chars/s over all samples through the loop ``charrnn sample`` uses; the best
     of ``repeats`` runs of ``length`` steps."""
-    from charrnn.sample import SampleConfig, generate_ids
+    from charrnn.generation.sample import SampleConfig, generate_ids
 
     vocab = _bench_vocab()
     # Without an engine the config is also valid for the core release, which the README's
@@ -253,7 +253,7 @@ def write_corpus(path: Path, megabytes: int, source: Path | None = None) -> int:
 
 def encode_speed(path: Path) -> dict:
     """Both passes (vocabulary, then ids) without the cache, in M chars/s."""
-    from charrnn import corpus
+    from charrnn.data import corpus
 
     previous = os.environ.get("CHARRNN_CACHE")
     os.environ["CHARRNN_CACHE"] = "off"
@@ -261,7 +261,7 @@ def encode_speed(path: Path) -> dict:
         started = time.perf_counter()
         points = corpus.collect_codepoints([path], "utf-8")
         vocab_s = time.perf_counter() - started
-        from charrnn.vocab import Vocab
+        from charrnn.data.vocab import Vocab
 
         vocab = Vocab.from_codepoints(points)
         started = time.perf_counter()
@@ -325,7 +325,7 @@ GPU_THROUGHPUT_BATCH = 1024
 
 
 def default_batches(device: torch.device) -> tuple[int, ...]:
-    from charrnn.train import default_batch_size
+    from charrnn.training.trainer import default_batch_size
 
     if device.type == "cuda":
         return (default_batch_size(device), GPU_THROUGHPUT_BATCH)
@@ -333,7 +333,7 @@ def default_batches(device: torch.device) -> tuple[int, ...]:
 
 
 def default_seq_len(device: torch.device) -> int:
-    from charrnn.train import TrainConfig
+    from charrnn.training.trainer import TrainConfig
 
     return TrainConfig().seq_len
 

@@ -132,7 +132,7 @@ class SubwordVocab:
         return Tokenizer.from_str(self.tokenizer_json)
 
     def save_tokenizer_json(self, path: Path) -> None:
-        from charrnn.vocab import write_tokenizer_json
+        from charrnn.data.vocab import write_tokenizer_json
 
         write_tokenizer_json(path, self.tokenizer_json)
 
@@ -172,7 +172,7 @@ class TokenText:
 def read_text(files: Iterable[Path], encoding: str) -> Iterator[str]:
     """Each file's text, read as the character corpus reads it (byte-order mark dropped, NUL
     and undecodable bytes refused with their offset)."""
-    from charrnn.corpus import iter_text_chunks
+    from charrnn.data.corpus import iter_text_chunks
 
     for path in files:
         yield "".join(iter_text_chunks(Path(path), encoding))
@@ -213,7 +213,7 @@ def split(vocab: SubwordVocab, text: TokenText, val: TokenText | None, val_frac:
 
 def vocab_from_payload(payload: dict):
     """The vocabulary a checkpoint was trained with: characters, or a stored tokenizer."""
-    from charrnn.vocab import Vocab
+    from charrnn.data.vocab import Vocab
 
     if payload.get("tokenizer"):
         return SubwordVocab.from_payload(payload["tokenizer"])
@@ -232,7 +232,7 @@ def tokenizer_kind(requested: str | None, stored: dict | None) -> str:
 def load_token_corpus(sources, encoding: str, val_frac: float, kind: str, vocab_size: int | None, stored: dict | None, extend_vocab: bool = False):
     """The ``Corpus`` for a byte or BPE run (the tokenizer trained on the training files, or
     the checkpoint's), and the validation text's tokens per character."""
-    from charrnn.corpus import Corpus
+    from charrnn.data.corpus import Corpus
 
     if extend_vocab:
         raise ConfigError("--extend-vocab is for character vocabularies; byte and BPE tokenizers cover any text")

@@ -20,10 +20,10 @@ from rich.table import Table
 from rich.text import Text
 
 from charrnn import __version__
-from charrnn.cli_errors import EXIT_INTERRUPTED, OneLineUsageErrors, fail, message_for, user_errors
-from charrnn.cli_help import HelpCommand, HelpGroup
+from charrnn.cli.errors import EXIT_INTERRUPTED, OneLineUsageErrors, fail, message_for, user_errors
+from charrnn.cli.help import HelpCommand, HelpGroup
 from charrnn.options import CPU_BATCH_SIZE, GPU_BATCH_SIZE, MAX_LR, Cell, DeviceChoice, Engine, Precision, Schedule, TokenizerKind, TrainConfig
-from charrnn.presets import DEFAULT_PRESET, GPU_DEFAULT_OVERRIDES, GPU_DEFAULT_PRESET, PRESET_TRAINING, Preset
+from charrnn.model.presets import DEFAULT_PRESET, GPU_DEFAULT_OVERRIDES, GPU_DEFAULT_PRESET, PRESET_TRAINING, Preset
 
 class _Group(OneLineUsageErrors, HelpGroup):
     pass
@@ -225,10 +225,10 @@ def train(
     deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--no-deterministic", help="Deterministic kernels everywhere, so a resumed run matches an unstopped one bit-for-bit on CUDA too (CPU runs already do); on CUDA it needs --dropout 0 or one layer. \\[default: off]", show_default=False, rich_help_panel=RUN)] = None,
 ) -> None:
     """Train a model on text files; checkpoints and metrics go to a run directory."""
-    from charrnn.runs import RunRequest, describe_budget, prepare_run, train_run
-    from charrnn.signals import graceful_stop
-    from charrnn.cli_progress import TrainingDisplay
-    from charrnn import distributed
+    from charrnn.training.runs import RunRequest, describe_budget, prepare_run, train_run
+    from charrnn.cli.signals import graceful_stop
+    from charrnn.cli.progress import TrainingDisplay
+    from charrnn.training import distributed
 
     device_choice = device.value
     launch = distributed.launch_env()
@@ -384,8 +384,8 @@ def sample(
 ) -> None:
     """Generate text, streaming it to stdout as it is made."""
     from charrnn.device import resolve_device
-    from charrnn.runs import load_model
-    from charrnn.sample import SampleConfig
+    from charrnn.training.runs import load_model
+    from charrnn.generation.sample import SampleConfig
 
     config = SampleConfig(
         length=length,
@@ -417,7 +417,7 @@ def sample(
         raise ConfigError("--check-copying works on generated samples, not the --interactive loop")
     references = None
     if check_copying:
-        from charrnn.copying import reference_texts
+        from charrnn.generation.copying import reference_texts
 
         # Read before sampling: a missing training file is answered before any output.
         references = reference_texts(payload.get("corpus", {}), training_text)
@@ -425,7 +425,7 @@ def sample(
         texts = _sample_beam(model, vocab, config, beam, target)
         _report_copying(references, texts, copy_min_run)
         return
-    from charrnn.sample import prime_ids
+    from charrnn.generation.sample import prime_ids
 
     prime_ids(vocab, config)  # a prime the model cannot read is answered before any output
     err.print(f"seed {config.seed}", markup=False)
@@ -455,8 +455,8 @@ def _stream_samples(model, vocab, config, target, separator: str, governor=None)
     made, each later one as soon as its text is final. The first Ctrl-C (or SIGTERM) ends
     generation and writes out every sample made so far; a second one quits at once.
     Returns the texts, the numbers of the samples cut short (None without a Ctrl-C), seconds."""
-    from charrnn.sample import stream_samples
-    from charrnn.signals import graceful_stop
+    from charrnn.generation.sample import stream_samples
+    from charrnn.cli.signals import graceful_stop
 
     stop_requested = False
 
@@ -514,7 +514,7 @@ def _report_copying(references, texts: list[str], min_run: int) -> None:
     figures for unseen text of the same length, so the user can tell learning from copying."""
     if references is None:
         return
-    from charrnn.copying import copy_report, unseen_baseline
+    from charrnn.generation.copying import copy_report, unseen_baseline
 
     err.print(f"copying check against {references.source} ({len(references.train):,} training characters):", markup=False)
     for i, text in enumerate(texts, 1):
@@ -534,7 +534,7 @@ def _copy_figures(report) -> str:
 
 
 def _sample_beam(model, vocab, config, width: int, target) -> list[str]:
-    from charrnn.beam import BeamConfig, beam_search
+    from charrnn.generation.beam import BeamConfig, beam_search
     from charrnn.errors import ConfigError
 
     if config.num_samples > width:
@@ -562,7 +562,7 @@ def _sample_beam(model, vocab, config, width: int, target) -> list[str]:
 
 
 def _sample_interactive(model, vocab, config, target) -> None:
-    from charrnn.interactive import HELP, InteractiveIO, InteractiveSession
+    from charrnn.generation.interactive import HELP, InteractiveIO, InteractiveSession
 
     def write(text: str) -> None:
         sys.stdout.write(text)
@@ -612,7 +612,7 @@ def _line_editing():
 def _load_prompt_history(readline) -> Path | None:
     """Earlier prompts from the history file in the cache directory (none when the cache is
     off); a history that cannot be read starts empty."""
-    from charrnn.cache import cache_dir
+    from charrnn.data.cache import cache_dir
 
     directory = cache_dir()
     if readline is None or directory is None:
@@ -648,7 +648,7 @@ def info(
 ) -> None:
     """Show a checkpoint's model, vocabulary, training progress and best validation bpc."""
     from charrnn import checkpoint as ckpt
-    from charrnn.runs import load_model
+    from charrnn.training.runs import load_model
 
     path = ckpt.resolve(checkpoint, "best" if best else "last")
     model, vocab, payload = load_model(path, device="cpu")
@@ -716,17 +716,17 @@ def evaluate_command(
     threads: Annotated[Optional[int], typer.Option(min=1, help=THREADS_HELP, show_default=False)] = None,
 ) -> None:
     """Print the bits per character the model assigns to text files, read as one stream."""
-    from charrnn.corpus import encode_files, encode_files_skipping_unknown, resolve_sources
+    from charrnn.data.corpus import encode_files, encode_files_skipping_unknown, resolve_sources
     from charrnn.device import resolve_device
     from charrnn.errors import ConfigError
-    from charrnn.runs import load_model
-    from charrnn.train import evaluate
+    from charrnn.training.runs import load_model
+    from charrnn.training.trainer import evaluate
 
     if unknown not in ("error", "skip"):
         raise ConfigError("--unknown must be 'error' or 'skip'")
     model, vocab, _ = load_model(checkpoint, "best" if best else "last", device.value)
     sources = resolve_sources([str(f) for f in files], encoding=encoding)
-    from charrnn.tokenizer_modes import SubwordVocab, encode_text
+    from charrnn.data.vocab_kinds import SubwordVocab, encode_text
 
     tokens_per_char = 1.0
     skipped = 0
@@ -758,7 +758,7 @@ def vocab(
     output: Annotated[Path, typer.Option("--out", parser=_out_path, metavar="<path>", help="Where to write the Hugging Face tokenizer.json.")] = Path("tokenizer.json"),
 ) -> None:
     """Export the vocabulary as a Hugging Face tokenizer.json (PreTrainedTokenizerFast loads it)."""
-    from charrnn.runs import load_model
+    from charrnn.training.runs import load_model
 
     _file_not_directory(output, "tokenizer.json")
     _, chars, _ = load_model(checkpoint, device="cpu")
@@ -778,8 +778,8 @@ def export(
 ) -> None:
     """Write a TorchScript model with the vocabulary embedded, usable with torch alone."""
     from charrnn import checkpoint as ckpt
-    from charrnn.export import export_torchscript
-    from charrnn.runs import load_model
+    from charrnn.export.torchscript import export_torchscript
+    from charrnn.training.runs import load_model
 
     _file_not_directory(output, "model.torchscript.pt")
     path = ckpt.resolve(checkpoint, "best" if best else "last")
@@ -810,7 +810,7 @@ def plot(
 ) -> None:
     """Plot train and validation bits per character against steps and wall time."""
     from charrnn.errors import ConfigError
-    from charrnn.plot import load_curves, text_chart, write_png
+    from charrnn.training.plot import load_curves, text_chart, write_png
 
     if x_axis not in ("step", "time"):
         raise ConfigError("--x must be step or time")
@@ -851,8 +851,8 @@ def bench(
     if contention:
         _bench_contention(long, json_path)
         return
-    from charrnn.bench import BenchConfig, run_bench
-    from charrnn.cli_bench import render_bench
+    from charrnn.bench.speed import BenchConfig, run_bench
+    from charrnn.cli.bench_tables import render_bench
 
     config = BenchConfig(
         long=long,
@@ -878,8 +878,8 @@ def bench(
 
 
 def _bench_contention(long: bool, json_path: Optional[Path]) -> None:
-    from charrnn.cli_bench import render_contention
-    from charrnn.contention import run_contention
+    from charrnn.cli.bench_tables import render_contention
+    from charrnn.bench.contention import run_contention
 
     started = time.perf_counter()
     result = run_contention(60.0 if long else 12.0, progress=lambda message: err.print(f"bench: {message}", markup=False))
@@ -897,7 +897,7 @@ def _bench_contention(long: bool, json_path: Optional[Path]) -> None:
 @user_errors
 def corpus_list() -> None:
     """The corpora charrnn knows by name, and whether each is on this machine."""
-    from charrnn.catalog import CATALOG, STDLIB_NAME, find_local, stdlib_corpus_path
+    from charrnn.data.catalog import CATALOG, STDLIB_NAME, find_local, stdlib_corpus_path
 
     table = Table("name", "on this machine", "description", box=None)
     built = stdlib_corpus_path()
@@ -918,7 +918,7 @@ def corpus_fetch(
     name: Annotated[str, typer.Argument(help="Corpus name from `charrnn corpus list`.", show_default=False)],
 ) -> None:
     """Download a corpus (checking its sha256), or build the stdlib corpus."""
-    from charrnn.catalog import fetch
+    from charrnn.data.catalog import fetch
 
     found = fetch(name)
     for split in ("train", "valid", "test"):

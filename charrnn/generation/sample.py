@@ -14,11 +14,11 @@ import torch
 
 from charrnn.options import MAX_SEED
 from charrnn.errors import ConfigError, VocabError
-from charrnn.model import CharRNN
-from charrnn.stepper import FastStepper, make_stepper
+from charrnn.model.network import CharRNN
+from charrnn.generation.stepper import FastStepper, make_stepper
 from charrnn.threads import ThreadGovernor
-from charrnn.tokenizer_modes import piece_decoder
-from charrnn.vocab import Vocab
+from charrnn.data.vocab_kinds import piece_decoder
+from charrnn.data.vocab import Vocab
 
 # Temperatures outside [MIN_TEMPERATURE, MAX_TEMPERATURE] have a defined limit instead of a
 # float32 division that overflows (1e-45) or underflows (1e308): below, the draw is greedy
@@ -42,7 +42,7 @@ class SampleConfig:
     num_samples: int = 1
     stop: tuple[str, ...] = ()  # a sample ends at the first of these (not included)
     unknown: str = "error"  # prime characters outside the vocabulary: "error" or "skip"
-    engine: str = "auto"  # "fast", "eager" (the model's own forward) or "auto"; see charrnn.stepper
+    engine: str = "auto"  # "fast", "eager" (the model's own forward) or "auto"; see charrnn.generation.stepper
 
     def __post_init__(self) -> None:
         for name in ("temperature", "top_p", "min_p", "repetition_penalty"):

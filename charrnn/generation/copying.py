@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from charrnn.errors import CorpusError
-from charrnn.tokenizer_modes import read_text
+from charrnn.data.vocab_kinds import read_text
 
 # Common words and short phrases recur in any text; runs this long rarely do by chance.
 DEFAULT_MIN_RUN = 20

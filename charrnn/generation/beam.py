@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 
 from charrnn.errors import ConfigError, VocabError
-from charrnn.model import CharRNN, State
-from charrnn.sample import StopMatcher, penalize_repetition
-from charrnn.vocab import Vocab
+from charrnn.model.network import CharRNN, State
+from charrnn.generation.sample import StopMatcher, penalize_repetition
+from charrnn.data.vocab import Vocab
 
 
 @dataclass

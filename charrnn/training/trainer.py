@@ -12,13 +12,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from charrnn import distributed
-from charrnn.batches import StreamBatches, eval_streams
+from charrnn.training import distributed
+from charrnn.data.batches import StreamBatches, eval_streams
 from charrnn.device import capture_rng_state, restore_rng_state
 from charrnn.errors import ConfigError, TrainingDiverged
 from charrnn.threads import ThreadGovernor
 from charrnn.options import CPU_BATCH_SIZE, GPU_BATCH_SIZE, TrainConfig
-from charrnn.model import (
+from charrnn.model.network import (
     LN2,
     CharRNN,
     State,

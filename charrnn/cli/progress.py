@@ -8,7 +8,7 @@ from datetime import timedelta
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
-from charrnn.train import Callback, EvalStats, StepStats, Trainer
+from charrnn.training.trainer import Callback, EvalStats, StepStats, Trainer
 
 
 def _clock(seconds: float | None) -> str:

@@ -15,9 +15,9 @@ from typing import Callable
 import torch
 
 from charrnn.errors import CharRNNError, ConfigError
-from charrnn.model import CharRNN
-from charrnn.sample import SampleConfig, stream
-from charrnn.vocab import Vocab
+from charrnn.model.network import CharRNN
+from charrnn.generation.sample import SampleConfig, stream
+from charrnn.data.vocab import Vocab
 
 # command -> (SampleConfig field, parser, what it sets)
 SETTINGS: dict[str, tuple[str, Callable[[str], object], str]] = {

@@ -15,10 +15,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from charrnn import cache
-from charrnn.catalog import resolve_corpus_name
+from charrnn.data import cache
+from charrnn.data.catalog import resolve_corpus_name
 from charrnn.errors import CorpusError, VocabError
-from charrnn.vocab import Vocab, codepoints, describe_chars
+from charrnn.data.vocab import Vocab, codepoints, describe_chars
 
 # 4 MB of text: the decoded chunk and its arrays take ~13x that transiently, so encoding a
 # corpus of any size stays under ~60 MB beyond the ids themselves.
@@ -226,7 +226,7 @@ def iter_codepoint_chunks(path: Path, encoding: str = "utf-8") -> Iterator[np.nd
 
 
 def collect_codepoints(files: Sequence[Path], encoding: str) -> np.ndarray:
-    """The distinct code points of all ``files`` (cached, see ``charrnn.cache``)."""
+    """The distinct code points of all ``files`` (cached, see ``charrnn.data.cache``)."""
     key = cache.cache_key(kind="codepoints", **cache.files_material(files, encoding))
     return np.asarray(
         cache.cached_array("codepoints", key, np.uint32, lambda: iter([_distinct(files, encoding)]))
@@ -250,7 +250,7 @@ def encode_files(files: Sequence[Path], vocab: Vocab, encoding: str, advice: str
     """All ``files`` concatenated and encoded with ``vocab``; unknown characters are an error
     whose message ends with ``advice`` (what the command at hand can do about them).
 
-    The result is memory-mapped from the encoded-corpus cache (``charrnn.cache``) when the
+    The result is memory-mapped from the encoded-corpus cache (``charrnn.data.cache``) when the
     cache directory is writable, so that its size costs page cache, not process memory."""
     key = cache.cache_key(
         kind="ids", vocab=list(vocab.chars), **cache.files_material(files, encoding)

@@ -1,0 +1,1 @@
+"""Files a model can be shipped as, for use without charrnn."""
