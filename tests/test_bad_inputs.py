@@ -1,7 +1,7 @@
 """Every bad input answered: one clear line on stderr, a non-zero exit, never a traceback.
 
-Each case here backs a row of the README table "Bad inputs and what charrnn answers";
-`test_readme_table_names_real_tests` keeps the table and the tests in step.
+Each case here backs a row of the table "Bad inputs and what charrnn answers" in
+docs/reliability.md; `test_reliability_table_names_real_tests` keeps the table and the tests in step.
 """
 
 from __future__ import annotations
@@ -383,14 +383,39 @@ def test_malicious_checkpoint_is_refused_and_its_command_never_runs(tmp_path):
         assert not marker.exists(), "the pickled command ran"
 
 
-# ---------------------------------------------------------------------------- the README table
+# ------------------------------------------------------------- the table in docs/reliability.md
+
+TABLE_PAGE = REPO / "docs" / "reliability.md"
+TABLE_HEADING = "## Bad inputs and what charrnn answers"
+# `tests/test_x.py::test_y` or `tests/test_x.py::test_y[id]`; "..." in an id stands for any text.
+NAMED_TEST = re.compile(r"`(tests/test_\w+\.py)::(test_\w+)(?:\[([^\]`]+)\])?`")
 
 
-def test_readme_table_names_real_tests():
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Bad inputs and what charrnn answers", 1)[1].split("\n## ", 1)[0]
-    named = re.findall(r"`(tests/test_\w+\.py)::(test_\w+)", section)
-    assert len(named) >= 25
-    for file, function in named:
-        source = (REPO / file).read_text(encoding="utf-8")
-        assert re.search(rf"^def {function}\(", source, re.M), f"{file}::{function} does not exist"
+def test_reliability_table_names_real_tests():
+    """Every row of the table names a test, and every test it names, with its parameter id
+    where one is given, is one that pytest collects."""
+    page = TABLE_PAGE.read_text(encoding="utf-8")
+    assert TABLE_HEADING in page, f"{TABLE_PAGE} has no section {TABLE_HEADING!r}"
+    section = page.split(TABLE_HEADING, 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| bad input |")]
+    assert len(rows) >= 40, f"the table in {TABLE_PAGE} lost rows: {len(rows)} left"
+    named = []
+    for row in rows:
+        found = NAMED_TEST.findall(row.rstrip().rstrip("|").rsplit(" | ", 1)[-1])
+        assert found, f"a row of the table names no test: {row[:100]}"
+        named += found
+    files = sorted({file for file, _, _ in named})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *files],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert collected.returncode == 0, collected.stdout[-2000:] + collected.stderr[-2000:]
+    ids = {line.strip() for line in collected.stdout.splitlines() if "::" in line}
+    for file, function, param in named:
+        test = f"{file}::{function}"
+        if param:
+            wanted = re.compile(re.escape(f"{test}[") + ".*".join(map(re.escape, param.split("..."))) + r"\]")
+            assert any(wanted.fullmatch(i) for i in ids), f"{test}[{param}] is named in {TABLE_PAGE.name} but not collected"
+        else:
+            assert test in ids or any(i.startswith(f"{test}[") for i in ids), f"{test} is named in {TABLE_PAGE.name} but does not exist"
