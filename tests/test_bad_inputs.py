@@ -299,6 +299,27 @@ def test_nonsense_sampling_option(trained_run, args, fragment):
     answered(invoke("sample", trained_run, *args), fragment)
 
 
+def test_extreme_temperatures_sample_their_limits_in_both_engines(trained_run):
+    from charrnn.training.runs import load_model
+
+    def sample(temperature, engine, *more):
+        result = invoke("sample", trained_run, "--length", 3000, "--seed", 4, "--temperature", temperature, "--engine", engine, *more)
+        assert result.exit_code == 0, result.stderr
+        return result.stdout
+
+    greedy = sample(0, "eager")
+    vocab_size = len(load_model(trained_run, device="cpu")[1])
+    for engine in ("fast", "eager"):
+        # Far below 1e-4: greedy, as at 0 (a float32 division by 1e-45 would overflow).
+        assert sample("1e-45", engine) == greedy
+        # Far above 1e4: uniform over what the filters keep (1e308 would underflow to ties).
+        assert sample("1e308", engine, "--top-k", 1) == greedy
+        assert sample("1e308", engine, "--top-k", 3) != greedy
+    uniform = sample("1e308", "fast")
+    assert uniform == sample("1e308", "eager")
+    assert len(set(uniform)) > 0.9 * vocab_size  # 3000 uniform draws reach nearly every character
+
+
 def test_eval_on_text_with_unseen_characters(trained_run, tmp_path):
     other = tmp_path / "other.txt"
     other.write_text("ZZZ ~~~ qqq\n" * 20, encoding="utf-8")

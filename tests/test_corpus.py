@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from charrnn.data import catalog
-from charrnn.data.corpus import Sources, load_corpus, resolve_sources
+from charrnn.data.corpus import Sources, hold_out, load_corpus, resolve_sources
 from charrnn.errors import CorpusError, DownloadError, VocabError
 from charrnn.data.vocab import Vocab
 
@@ -72,6 +72,45 @@ def test_split_is_last_val_frac_like_nanogpt(text_file):
     assert len(corpus.train) == int(n * 0.9)
     ids = corpus.vocab.encode(text_file.read_text(encoding="utf-8"))
     assert np.array_equal(np.concatenate([corpus.train, corpus.val]), ids)
+
+
+@pytest.mark.parametrize(
+    "n, val_frac, train_len, val_len",
+    [
+        (100, 0.0, 100, None),  # no split: everything trains
+        (100, 0.1, 90, 10),
+        (11, 0.1, 9, 2),  # 9.9 rounds down: two held out
+        (10, 0.1, 9, None),  # one held-out item predicts nothing: no validation, same cut
+        (1, 0.5, 0, None),
+        (0, 0.1, 0, None),
+    ],
+)
+def test_hold_out_edge_cases(n, val_frac, train_len, val_len):
+    for items in (np.arange(n), "abcdefghij" * (n // 10) + "x" * (n % 10)):
+        train, val = hold_out(items, val_frac)
+        assert len(train) == train_len
+        if val_len is None:
+            assert val is None
+        else:
+            assert len(val) == val_len
+            assert list(train) + list(val) == list(items)
+
+
+@pytest.mark.parametrize("chars, held", [(11, "j\n"), (10, None)])
+def test_every_split_of_a_tiny_text_agrees(tmp_path, chars, held):
+    from charrnn.data.vocab_kinds import load_token_corpus
+    from charrnn.generation.copying import reference_texts
+
+    path = tmp_path / "tiny.txt"
+    path.write_text("abcdefghij"[: chars - 1] + "\n", encoding="utf-8")
+    sources = resolve_sources([str(path)])
+    characters = load_corpus(sources, val_frac=0.1)
+    byte_ids, _ = load_token_corpus(sources, "utf-8", 0.1, "bytes", None, None)
+    reference = reference_texts({"train_files": [str(path)], "val_frac": 0.1})
+    assert reference.train == "abcdefghi" and reference.unseen == held
+    assert characters.vocab.decode(characters.train.tolist()) == byte_ids.vocab.decode(byte_ids.train.tolist()) == "abcdefghi"
+    for corpus in (characters, byte_ids):
+        assert (corpus.val is None) if held is None else corpus.vocab.decode(corpus.val.tolist()) == held
 
 
 def test_val_file_replaces_the_split(text_file, tmp_path):

@@ -59,6 +59,16 @@ def test_run_directory_holds_last_best_metrics_and_config(trained_run):
     assert best["metrics"]["best_val_loss"] == min(eval_losses(trained_run))
 
 
+def test_bits_per_character_are_nats_per_token_over_ln2_times_tokens_per_char(trained_run):
+    from charrnn.units import bpc_to_nats, nats_to_bpc
+
+    assert nats_to_bpc(math.log(2)) == pytest.approx(1.0)
+    assert nats_to_bpc(math.log(16), tokens_per_char=0.25) == pytest.approx(1.0)  # 4 bits a token, 4 chars a token
+    assert bpc_to_nats(nats_to_bpc(1.37)) == pytest.approx(1.37)
+    metrics = checkpoint.load(trained_run, "best")["metrics"]
+    assert metrics["best_val_bpc"] == pytest.approx(metrics["best_val_loss"] / math.log(2))
+
+
 def test_checkpoint_round_trip_gives_identical_logits(trained_run):
     model_a, vocab, _ = load_model(trained_run, device="cpu")
     model_b, _, _ = load_model(trained_run / "last.pt", device="cpu")

@@ -333,7 +333,9 @@ def train(
     with TrainingDisplay(err) as display, graceful_stop(stop_after_this_step):
         result = train_run(run, [display], sample_chars=eval_sample_chars, tensorboard=tensorboard)
     seconds = time.perf_counter() - started
-    best = "-" if result.best_val_loss is None else f"{result.best_val_loss * run.trainer.tokens_per_char / 0.6931471805599453:.4f}"
+    from charrnn.units import nats_to_bpc
+
+    best = "-" if result.best_val_loss is None else f"{nats_to_bpc(result.best_val_loss, run.trainer.tokens_per_char):.4f}"
     where = run.directory / "last.pt"
     if result.status == "interrupted":
         err.print(
@@ -674,7 +676,9 @@ def info(
         if key == "train_minutes":
             key, value = "train_time", _duration(value * 60)
         elif key == "best_val_bpc":
-            value = "-" if value is None else f"{value:.4f} bpc ({value * 0.6931471805599453:.4f} nats/char)"
+            from charrnn.units import bpc_to_nats
+
+            value = "-" if value is None else f"{value:.4f} bpc ({bpc_to_nats(value):.4f} nats/char)"
         elif key == "vocab":
             value = repr(value)
         elif isinstance(value, dict):
@@ -748,7 +752,9 @@ def evaluate_command(
     nats = evaluate(model, ids, target, governor=governor) * tokens_per_char
     scored = f"{len(ids) - 1:,} characters" if tokens_per_char == 1.0 else f"{text.chars:,} characters ({len(ids) - 1:,} tokens)"
     left_out = f" ({skipped:,} characters outside the vocabulary left out)" if skipped else ""
-    print(f"{nats / 0.6931471805599453:.4f} bpc ({nats:.4f} nats/char) over {scored}{left_out}")
+    from charrnn.units import nats_to_bpc
+
+    print(f"{nats_to_bpc(nats):.4f} bpc ({nats:.4f} nats/char) over {scored}{left_out}")
 
 
 @app.command(cls=HelpCommand)

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
 from charrnn.training.trainer import Callback, EvalStats, StepStats, Trainer
+from charrnn.units import bpc_to_nats
 
 
 def _clock(seconds: float | None) -> str:
@@ -113,7 +114,7 @@ class TrainingDisplay(Callback):
             self.best_bpc = stats.val_bpc
         mark = " (best)" if stats.improved else ""
         self.console.print(
-            f"step {stats.step}: val {stats.val_bpc:.4f} bpc ({stats.val_bpc * 0.6931471805599453:.4f} nats/char){mark}",
+            f"step {stats.step}: val {stats.val_bpc:.4f} bpc ({bpc_to_nats(stats.val_bpc):.4f} nats/char){mark}",
             markup=False,
             highlight=False,
         )

@@ -11,7 +11,7 @@ import codecs
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -284,6 +284,24 @@ def _encoded_chunks(files: Sequence[Path], vocab: Vocab, encoding: str, advice: 
             yield ids.astype(vocab.id_dtype)
 
 
+Held = TypeVar("Held", np.ndarray, str)
+
+# A validation text needs an input and the next item to predict from it.
+MIN_VAL_ITEMS = 2
+
+
+def hold_out(items: Held, val_frac: float) -> tuple[Held, Held | None]:
+    """(training part, validation part or None): the last ``val_frac`` of ``items`` (ids or
+    characters) held out, nanoGPT's split, so results compare. None when ``val_frac`` is 0, or
+    when the held-out tail would be shorter than MIN_VAL_ITEMS (the training part still ends
+    at the cut)."""
+    if val_frac <= 0:
+        return items, None
+    cut = int(len(items) * (1 - val_frac))
+    held = items[cut:]
+    return items[:cut], held if len(held) >= MIN_VAL_ITEMS else None
+
+
 def load_corpus(
     sources: Sources,
     encoding: str = "utf-8",
@@ -310,11 +328,6 @@ def load_corpus(
         raise CorpusError("the training text is empty")
     if sources.val:
         train, val = ids, encode_files(sources.val, vocab, encoding)
-    elif val_frac > 0:
-        cut = int(len(ids) * (1 - val_frac))  # nanoGPT's split, so results compare
-        train, val = ids[:cut], ids[cut:]
-        if len(val) < 2:
-            val = None
     else:
-        train, val = ids, None
+        train, val = hold_out(ids, val_frac)
     return Corpus(vocab, train, val, tuple(sources.train), tuple(sources.val))

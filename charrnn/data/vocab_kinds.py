@@ -198,17 +198,16 @@ def build_vocab(kind: str, vocab_size: int | None, files: Iterable[Path], encodi
 def split(vocab: SubwordVocab, text: TokenText, val: TokenText | None, val_frac: float):
     """(train ids, val ids or None, validation tokens per character), split like the character
     corpus: the validation files, or the last ``val_frac`` of the text (nanoGPT's split)."""
+    from charrnn.data.corpus import hold_out
+
     if len(text.ids) == 0:
         raise CorpusError("the training text is empty")
     if val is not None:
         return text.ids, val.ids, len(val.ids) / max(val.chars, 1)
-    if val_frac <= 0:
-        return text.ids, None, 1.0
-    cut = int(len(text.ids) * (1 - val_frac))
-    held = text.ids[cut:]
-    if len(held) < 2:
-        return text.ids[:cut], None, 1.0
-    return text.ids[:cut], held, len(held) / max(len(vocab.decode(held.tolist())), 1)
+    train, held = hold_out(text.ids, val_frac)
+    if held is None:
+        return train, None, 1.0
+    return train, held, len(held) / max(len(vocab.decode(held.tolist())), 1)
 
 
 def vocab_from_payload(payload: dict):

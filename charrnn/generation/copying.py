@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from charrnn.errors import CorpusError
+from charrnn.data.corpus import hold_out
 from charrnn.data.vocab_kinds import read_text
 
 # Common words and short phrases recur in any text; runs this long rarely do by chance.
@@ -96,13 +97,10 @@ def reference_texts(corpus_options: dict, override: Path | None = None) -> Refer
     val_files = corpus_options.get("val_files") or []
     if val_files:
         return ReferenceTexts(text, _recorded(val_files, encoding), source)
-    val_frac = corpus_options.get("val_frac", 0.0)
-    if val_frac <= 0:
-        return ReferenceTexts(text, None, source)
     # The character split training used (byte and BPE runs cut at a token, within a few
     # characters of this point).
-    cut = int(len(text) * (1 - val_frac))
-    return ReferenceTexts(text[:cut], text[cut:] or None, source)
+    train, unseen = hold_out(text, corpus_options.get("val_frac", 0.0))
+    return ReferenceTexts(train, unseen, source)
 
 
 def unseen_baseline(references: ReferenceTexts, chars: int, min_run: int = DEFAULT_MIN_RUN) -> CopyReport | None:

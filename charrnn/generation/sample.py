@@ -15,7 +15,7 @@ import torch
 from charrnn.options import MAX_SEED
 from charrnn.errors import ConfigError, VocabError
 from charrnn.model.network import CharRNN
-from charrnn.generation.stepper import FastStepper, make_stepper
+from charrnn.generation.stepper import make_stepper
 from charrnn.threads import ThreadGovernor
 from charrnn.data.vocab_kinds import piece_decoder
 from charrnn.data.vocab import Vocab
@@ -103,25 +103,42 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float, min_p: float =
     return logits
 
 
-def choose(
-    logits: torch.Tensor,
+def sample_next(
+    logits: torch.Tensor | np.ndarray,
     config: SampleConfig,
     noise: Noise,
     history: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Next ids (N,) from logits (N, V); ``history`` (N, L) holds the recent ids that the
-    repetition penalty applies to (keep it with ``remember``)."""
-    logits = logits.float()
-    if history is not None:
-        logits = penalize_repetition(logits, history, config.repetition_penalty)
-    if config.temperature < MIN_TEMPERATURE:
-        return logits.argmax(dim=-1)
-    if config.temperature > MAX_TEMPERATURE:
-        kept = filter_logits(logits / MAX_TEMPERATURE, config.top_k, config.top_p, config.min_p)
-        return draw((kept > float("-inf")).float(), noise)  # equal weight for every kept id
-    logits = filter_logits(logits / config.temperature, config.top_k, config.top_p, config.min_p)
-    probs = torch.softmax(logits, dim=-1)
-    return draw(probs, noise)
+) -> torch.Tensor | np.ndarray:
+    """The next id of every sample (N,) from logits (N, V): the one place where the
+    repetition penalty, the temperature (with its limits), top-k, top-p and min-p apply and
+    the noise decides, whichever stepper made the logits. ``history`` (N, L) holds the recent
+    ids the penalty applies to (keep it with ``remember``).
+
+    Numpy logits (the fast stepper's) stay numpy when nothing but the temperature applies,
+    and so do the ids: the draw is then the Gumbel-max form of the same draw, argmax(z - log q)
+    for argmax(softmax(z) / q) with the same q ~ Exp(1) (the same characters up to float
+    rounding; a test checks it), three numpy calls instead of a dozen torch calls of a few
+    microseconds' dispatch each. Otherwise the logits become a tensor once, for the filters."""
+    plain = is_plain(config)
+    if not plain or not isinstance(logits, np.ndarray):
+        logits = torch.as_tensor(logits).float()
+        if history is not None:
+            logits = penalize_repetition(logits, history, config.repetition_penalty)
+    temperature = config.temperature
+    if temperature < MIN_TEMPERATURE:
+        return logits.argmax(-1)  # numpy's and torch's both take the first of equal maxima
+    uniform = temperature > MAX_TEMPERATURE
+    if isinstance(logits, np.ndarray):
+        gumbel = noise.next_gumbel()
+        if uniform:
+            return gumbel.argmax(-1)  # nothing filtered: the noise alone decides
+        z = logits / np.float32(temperature)
+        z += gumbel
+        return z.argmax(-1)
+    z = filter_logits(logits / min(temperature, MAX_TEMPERATURE), config.top_k, config.top_p, config.min_p)
+    # Uniform: equal weight for every id the filters keep.
+    weights = (z > float("-inf")).float() if uniform else torch.softmax(z, dim=-1)
+    return draw(weights, noise)
 
 
 class Noise:
@@ -176,17 +193,8 @@ def draw(probs: torch.Tensor, noise: Noise) -> torch.Tensor:
 
 
 def draw_plain_numpy(logits: np.ndarray, temperature: float, noise: Noise) -> np.ndarray:
-    """``choose`` without filters or penalty, in numpy, for one sample on the CPU: the same
-    noise as the torch path, applied as Gumbel noise to the tempered logits (the Gumbel-max
-    form of the same draw, so the same characters up to float rounding) in three numpy calls
-    instead of a dozen torch calls of a few microseconds' dispatch each."""
-    if temperature < MIN_TEMPERATURE:
-        return np.argmax(logits, axis=-1)  # the first of equal maxima, as torch's argmax
-    if temperature > MAX_TEMPERATURE:
-        return np.argmax(noise.next_gumbel(), axis=-1)  # uniform: the noise alone decides
-    z = logits / np.float32(temperature)
-    z += noise.next_gumbel()
-    return np.argmax(z, axis=-1)
+    """``sample_next`` for numpy logits and a temperature alone."""
+    return sample_next(logits, SampleConfig(temperature=temperature, seed=0), noise)
 
 
 def is_plain(config: SampleConfig) -> bool:
@@ -236,16 +244,18 @@ def generate_ids(
         if config.repetition_penalty != 1.0:
             history = prompt[:, -config.repetition_window :]
         logits, state = stepper.prime(prompt)
-        next_ids = choose(logits, config, noise, history)
+        next_ids = sample_next(logits, config, noise, history)
     elif "\n" in vocab.chars:
         # No prime: start as if at the beginning of a line (the newline is not output).
         newline = torch.full((n, 1), vocab.chars.index("\n"), device=device)
         logits, state = stepper.prime(newline)
-        next_ids = choose(logits, config, noise)
+        next_ids = sample_next(logits, config, noise)
     else:
         next_ids = torch.randint(len(vocab), (n,), generator=generator, device=device)
-    numpy_path = isinstance(stepper, FastStepper) and n == 1 and is_plain(config)
-    if numpy_path:
+    # One plain sample on a numpy stepper stays in numpy: the stepper advances its state in
+    # place and ``sample_next`` draws from its logits without a tensor in between.
+    in_numpy = stepper.numpy_steps and n == 1 and is_plain(config)
+    if in_numpy:
         next_ids = next_ids.numpy()
         if state is None:
             state = stepper.initial_state(n)
@@ -254,13 +264,12 @@ def generate_ids(
         if produced + 1 == config.length:
             return
         started = time.perf_counter() if governor is not None else 0.0
-        if numpy_path:
+        if in_numpy:
             logits = stepper.advance(next_ids, state)  # the state is ours alone: in place
-            next_ids = draw_plain_numpy(logits, config.temperature, noise)
         else:
             history = remember(history, next_ids, config)
             logits, state = stepper.step(next_ids, state)
-            next_ids = choose(logits, config, noise, history)
+        next_ids = sample_next(logits, config, noise, history)
         if governor is not None:
             governor.observe(time.perf_counter() - started, n)
 

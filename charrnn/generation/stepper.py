@@ -36,6 +36,11 @@ from charrnn.options import Engine
 
 
 class Stepper(Protocol):
+    # True: ``initial_state(n)`` and ``advance(ids, state) -> logits`` also step numpy ids
+    # in place and give numpy logits, which a loop that owns its state may use instead of
+    # ``step`` (see FastStepper.advance).
+    numpy_steps: bool
+
     def prime(self, ids: torch.Tensor) -> tuple[torch.Tensor, object]:
         """Run a prompt (N, T) from the initial state: logits of its last step (N, V), state."""
 
@@ -49,6 +54,8 @@ class Stepper(Protocol):
 
 class EagerStepper:
     """The reference path: the model's own forward, one character at a time."""
+
+    numpy_steps = False
 
     def __init__(self, model: CharRNN) -> None:
         self.model = model.eval()
@@ -97,6 +104,8 @@ def _sigmoid_from_tanh_(t: np.ndarray) -> np.ndarray:
 
 class FastStepper:
     """The same model on the CPU, weights laid out once for single steps (module docstring)."""
+
+    numpy_steps = True
 
     def __init__(self, model: CharRNN) -> None:
         if model.decoder.weight.device.type != "cpu":

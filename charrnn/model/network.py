@@ -6,7 +6,6 @@ in one kernel sequence on GPU.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -15,8 +14,6 @@ import torch.nn.functional as F
 
 from charrnn.errors import ConfigError
 from charrnn.options import Cell
-
-LN2 = math.log(2.0)
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 

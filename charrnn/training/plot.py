@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from charrnn.errors import CheckpointError, ConfigError
+from charrnn.units import nats_to_bpc
 
-LN2 = math.log(2.0)
 METRICS = "metrics.jsonl"
 
 
@@ -54,7 +54,7 @@ def load_curves(run_dir: Path) -> Curves:
             records += 1
             if record.get("event") == "step" and record.get("loss") is not None:
                 curves.step.append(int(record["step"]))
-                curves.train_bpc.append(float(record["loss"]) / LN2)
+                curves.train_bpc.append(nats_to_bpc(float(record["loss"])))
                 curves.train_seconds.append(float(record.get("elapsed") or 0.0))
             elif record.get("event") == "eval":
                 curves.val_step.append(int(record["step"]))

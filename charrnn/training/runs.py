@@ -43,6 +43,7 @@ from charrnn.model.network import CharRNN, ModelConfig
 from charrnn.options import MAX_SEED
 from charrnn.model.presets import preset_training, resolve_preset
 from charrnn.threads import ThreadGovernor, ThreadPolicy, resolve_policy
+from charrnn.units import nats_to_bpc
 from charrnn.training.trainer import Callback, EvalStats, StepStats, TrainConfig, Trainer, default_batch_size
 from charrnn.data.vocab_kinds import SubwordVocab, load_token_corpus, tokenizer_kind, vocab_from_payload
 from charrnn.data.vocab import Vocab
@@ -116,7 +117,7 @@ class Run:
                 "best_val_loss": progress.best_val_loss,
                 "best_val_bpc": None
                 if progress.best_val_loss is None
-                else progress.best_val_loss * self.trainer.tokens_per_char / math.log(2),
+                else nats_to_bpc(progress.best_val_loss, self.trainer.tokens_per_char),
             },
         }
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from charrnn.errors import ConfigError
-from charrnn.model.network import LN2
 from charrnn.training.trainer import Callback, EvalStats, StepStats, Trainer
+from charrnn.units import nats_to_bpc
 
 
 class TensorBoardLog(Callback):
@@ -28,7 +28,7 @@ class TensorBoardLog(Callback):
         )
 
     def on_step(self, trainer: Trainer, stats: StepStats) -> None:
-        self.writer.add_scalar("train/loss_bits", stats.loss / LN2, stats.step)
+        self.writer.add_scalar("train/loss_bits", nats_to_bpc(stats.loss), stats.step)
         self.writer.add_scalar("train/lr", stats.lr, stats.step)
         self.writer.add_scalar("train/grad_norm", stats.grad_norm, stats.step)
         if stats.seconds > 0:

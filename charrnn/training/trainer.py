@@ -18,8 +18,8 @@ from charrnn.device import capture_rng_state, restore_rng_state
 from charrnn.errors import ConfigError, TrainingDiverged
 from charrnn.threads import ThreadGovernor
 from charrnn.options import CPU_BATCH_SIZE, GPU_BATCH_SIZE, TrainConfig
+from charrnn.units import nats_to_bpc
 from charrnn.model.network import (
-    LN2,
     CharRNN,
     State,
     detach_state,
@@ -61,7 +61,7 @@ class EvalStats:
 
     @property
     def val_bpc(self) -> float:
-        return self.val_loss * self.tokens_per_char / LN2
+        return nats_to_bpc(self.val_loss, self.tokens_per_char)
 
 
 @dataclass
