@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 CONSTRAINTS ?= constraints-cpu.txt
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test docs clean
 
 $(BIN)/charrnn: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Regenerate the option tables of docs/usage.md from the commands themselves.
+docs: setup
+	$(BIN)/python -m charrnn.cli.usage_doc
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
