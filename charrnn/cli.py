@@ -87,6 +87,14 @@ def _file_not_directory(output: Optional[Path], example: str) -> None:
         raise ConfigError(f"--out {output} is a directory; name the file to write, e.g. --out {output / example}")
 
 
+def _seed_range(value: Optional[int]) -> Optional[int]:
+    """Seeds the random generators take: torch's are 64-bit (a bigger one is an overflow deep
+    inside torch), and a negative seed would be a second name for a large one."""
+    if value is not None and not 0 <= value <= MAX_SEED:
+        raise typer.BadParameter(f"{value} is outside 0..{MAX_SEED} (2**63 - 1)")
+    return value
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"charrnn {__version__}")
@@ -184,7 +192,7 @@ def train(
     eval_chars: Annotated[Optional[int], typer.Option(min=2, help="Evaluate on at most this many validation characters. \\[default: all]", rich_help_panel=TRAINING)] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(min=1, help="Steps between periodic checkpoints. \\[default: --eval-every]", rich_help_panel=TRAINING)] = None,
     patience: Annotated[Optional[int], typer.Option(min=0, help="Stop after this many evaluations without improvement; 0 = never. \\[default: 0]", rich_help_panel=TRAINING)] = None,
-    seed: Annotated[Optional[int], typer.Option(min=0, max=MAX_SEED, help="Random seed for initialisation and dropout. \\[default: 1337]", rich_help_panel=TRAINING)] = None,
+    seed: Annotated[Optional[int], typer.Option(callback=_seed_range, help="Random seed for initialisation and dropout. \\[default: 1337]", rich_help_panel=TRAINING)] = None,
     val_file: Annotated[
         Optional[list[str]], typer.Option(help="Validation text (repeatable), instead of the last --val-frac of the training text.", rich_help_panel=DATA)
     ] = None,
@@ -330,7 +338,7 @@ def sample(
     beam: Annotated[int, typer.Option(min=0, help="Beam search with this many beams instead of sampling: the most likely continuation, deterministic; good for short completions, repetitive on long ones. 0 = sample.")] = 0,
     interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Prompt loop: each line you type is continued; /help lists commands (/temp, /len, ...), /quit or EOF ends.")] = False,
     prime: Annotated[str, typer.Option(help="Text to condition on first (printed before the sample).")] = "",
-    seed: Annotated[Optional[int], typer.Option(min=0, max=MAX_SEED, help="Random seed: same seed, same text. \\[default: random, reported]")] = None,
+    seed: Annotated[Optional[int], typer.Option(callback=_seed_range, help="Random seed: same seed, same text. \\[default: random, reported]")] = None,
     num_samples: Annotated[int, typer.Option(min=1, help="Samples to make, generated together in one batch.")] = 1,
     stop: Annotated[Optional[list[str]], typer.Option(help="End a sample at this string (repeatable; not printed).")] = None,
     unknown: Annotated[str, typer.Option(help="Prime characters outside the vocabulary: error or skip.")] = "error",

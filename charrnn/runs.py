@@ -478,7 +478,6 @@ def _write_config(run: Run) -> None:
         "corpus": run.corpus_options,
         "resumed_from": str(run.resumed_from) if run.resumed_from else None,
     }
-    checkpoint.atomic_write(run.directory / "config.json", (json.dumps(config, indent=2) + "\n").encode("utf-8"), "run config")
     from charrnn.config_file import resolved_options, to_toml
 
     options = resolved_options(config["model"], config["train"], config["corpus"])
@@ -486,7 +485,11 @@ def _write_config(run: Run) -> None:
         f"charrnn {__version__}: the resolved options of this run.\n"
         "Repeat it with: charrnn train --config THIS_FILE --out NEW_DIR"
     )
-    checkpoint.atomic_write(run.directory / "config.toml", to_toml(options, header).encode("utf-8"), "run config")
+    # Both made before either is written: a value one cannot hold leaves neither behind.
+    as_json = (json.dumps(config, indent=2) + "\n").encode("utf-8")
+    as_toml = to_toml(options, header).encode("utf-8")
+    checkpoint.atomic_write(run.directory / "config.json", as_json, "run config")
+    checkpoint.atomic_write(run.directory / "config.toml", as_toml, "run config")
 
 
 def train_run(
