@@ -284,6 +284,16 @@ def _encoded_chunks(files: Sequence[Path], vocab: Vocab, encoding: str, advice: 
             yield ids.astype(vocab.id_dtype)
 
 
+def check_validation_size(count: int) -> None:
+    """Validation files that hold less than one prediction (two tokens) are a mistake to say,
+    not a reason to train silently without validation."""
+    if count < 2:
+        raise CorpusError(
+            f"the validation text (--val-file) holds {count} character{'s' if count != 1 else ''}; "
+            "it needs at least 2"
+        )
+
+
 def load_corpus(
     sources: Sources,
     encoding: str = "utf-8",
@@ -310,6 +320,7 @@ def load_corpus(
         raise CorpusError("the training text is empty")
     if sources.val:
         train, val = ids, encode_files(sources.val, vocab, encoding)
+        check_validation_size(len(val))
     elif val_frac > 0:
         cut = int(len(ids) * (1 - val_frac))  # nanoGPT's split, so results compare
         train, val = ids[:cut], ids[cut:]

@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from charrnn.device import MAX_SEED
 from charrnn.errors import CharRNNError, ConfigError
 from charrnn.model import CharRNN
 from charrnn.sample import SampleConfig, stream
@@ -89,7 +90,7 @@ class InteractiveSession:
         pieces = stream(self.model, self.vocab, config, self.device)
         first = next(pieces, "")  # a bad prompt fails here, before anything is written
         # The next reply gets the next seed: a seeded session is repeatable, replies differ.
-        self.config = dataclasses.replace(self.config, seed=self.config.seed + 1)
+        self.config = dataclasses.replace(self.config, seed=(self.config.seed + 1) % (MAX_SEED + 1))
         self.replies += 1
         try:
             io.write(first)

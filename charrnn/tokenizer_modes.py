@@ -207,6 +207,9 @@ def split(vocab: SubwordVocab, text: TokenText, val: TokenText | None, val_frac:
     if len(text.ids) == 0:
         raise CorpusError("the training text is empty")
     if val is not None:
+        from charrnn.corpus import check_validation_size
+
+        check_validation_size(len(val.ids))
         return text.ids, val.ids, len(val.ids) / max(val.chars, 1)
     if val_frac <= 0:
         return text.ids, None, 1.0

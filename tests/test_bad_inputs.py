@@ -592,6 +592,18 @@ def test_eval_skips_unseen_characters_on_request(trained_run, tmp_path):
     answered(invoke("eval", trained_run, other, "--unknown", "guess"), "--unknown must be 'error' or 'skip'", 2)
 
 
+@pytest.mark.parametrize("tokenizer", ["chars", "bytes"])
+def test_validation_file_without_two_characters_is_refused(text_file, tmp_path, tokenizer):
+    bom_only = tmp_path / "bom-only.txt"
+    bom_only.write_bytes(b"\xef\xbb\xbf")  # not empty on disk, empty as text
+    one = tmp_path / "one.txt"
+    one.write_text("a", encoding="utf-8")
+    for path, count in ((bom_only, "0 characters"), (one, "1 character;")):
+        args = ["train", text_file, "--val-file", path, "--tokenizer", tokenizer, "--out", tmp_path / "r", "--max-steps", 1, *TINY]
+        answered(invoke(*args), f"the validation text (--val-file) holds {count}", 1)
+        assert not (tmp_path / "r").exists()
+
+
 def test_training_without_validation_warns_and_best_names_last(text_file, tmp_path):
     run = tmp_path / "run"
     result = invoke("train", text_file, "--val-frac", 0, "--out", run, "--max-steps", 2, *TINY)
