@@ -401,6 +401,17 @@ def test_seed_outside_64_bits_is_refused(trained_run, text_file, tmp_path, comma
     assert not (tmp_path / "r").exists()
 
 
+def test_a_run_saved_with_a_negative_seed_still_resumes(own_run):
+    """Seeds were not range-checked before: a run stored with seed -1 continues (its
+    evaluation samples fold the seed into range) instead of failing at its first evaluation."""
+    payload = checkpoint.load(own_run)
+    payload["train_config"]["seed"] = -1
+    checkpoint.save(payload, own_run / "last.pt")
+    result = invoke("train", "--resume", own_run, "--max-steps", 18)
+    assert result.exit_code == 0, result.stderr
+    assert checkpoint.load(own_run)["metrics"]["step"] == 18
+
+
 def test_largest_seed_is_accepted(trained_run):
     assert _sampled(trained_run, "--seed", 2**63 - 1, "--length", 20) == _sampled(trained_run, "--seed", 2**63 - 1, "--length", 20)
 
