@@ -323,7 +323,9 @@ def test_extreme_temperatures_sample_their_limits_in_both_engines(trained_run):
 def test_eval_on_text_with_unseen_characters(trained_run, tmp_path):
     other = tmp_path / "other.txt"
     other.write_text("ZZZ ~~~ qqq\n" * 20, encoding="utf-8")
-    answered(invoke("eval", trained_run, other), "characters not in the checkpoint's vocabulary", 1)
+    line = answered(invoke("eval", trained_run, other), "characters not in the checkpoint's vocabulary", 1)
+    # eval has no --extend-vocab: its advice is what eval itself can do.
+    assert "'Z'" in line and "pass --unknown skip to leave them out" in line and "--extend-vocab" not in line
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -410,6 +412,306 @@ TABLE_PAGE = REPO / "docs" / "reliability.md"
 TABLE_HEADING = "## Bad inputs and what charrnn answers"
 # `tests/test_x.py::test_y` or `tests/test_x.py::test_y[id]`; "..." in an id stands for any text.
 NAMED_TEST = re.compile(r"`(tests/test_\w+\.py)::(test_\w+)(?:\[([^\]`]+)\])?`")
+
+
+# ---------------------------------------------------------------------------- extreme numbers
+
+
+def _greedy_reference(run: Path, prime: str, length: int) -> str:
+    """Greedy text from the model's own forward and a plain argmax, one character at a time."""
+    from charrnn.training.runs import load_model
+
+    model, vocab, _ = load_model(run, device="cpu")
+    ids = torch.tensor([vocab.encode(prime).tolist()])
+    out = []
+    with torch.no_grad():
+        logits, _, state = model(ids)
+        for _ in range(length):
+            next_id = int(logits[0, -1].argmax())
+            out.append(vocab.chars[next_id])
+            logits, _, state = model(torch.tensor([[next_id]]), state)
+    return "".join(out)
+
+
+def _sampled(run, *args) -> str:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's overflow warning must not happen at all
+        result = invoke("sample", run, "--prime", "[JULIET]", *args)
+    assert result.exit_code == 0, result.stderr
+    assert "Warning" not in result.stderr, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("engine", ["fast", "eager"])
+def test_tiny_temperature_is_greedy(trained_run, engine):
+    expected = "[JULIET]" + _greedy_reference(trained_run, "[JULIET]", 120) + "\n"
+    for temperature in ("1e-45", "1e-30", "5e-5"):
+        assert _sampled(trained_run, "--temperature", temperature, "--engine", engine, "--length", 120, "--seed", 4) == expected
+    assert _sampled(trained_run, "--temperature", 0, "--engine", engine, "--length", 120) == expected
+
+
+def test_huge_temperature_is_a_uniform_draw_alike_in_both_engines(trained_run):
+    """1e308 overflowed numpy's float32; now it is the uniform limit: every character about
+    equally often, however sure the model is, and the same text from either engine."""
+    from collections import Counter
+
+    from charrnn.training.runs import load_model
+
+    _, vocab, _ = load_model(trained_run, device="cpu")
+    fast = _sampled(trained_run, "--temperature", "1e308", "--engine", "fast", "--length", 6000, "--seed", 8)
+    eager = _sampled(trained_run, "--temperature", "1e308", "--engine", "eager", "--length", 6000, "--seed", 8)
+    assert fast == eager
+    counts = Counter(fast[len("[JULIET]") : -1])
+    expected = 6000 / len(vocab)
+    assert set(counts) == set(vocab.chars)
+    assert all(0.5 * expected < n < 1.6 * expected for n in counts.values()), counts
+    # The model's own distribution at temperature 1 is nothing like it.
+    peaked = Counter(_sampled(trained_run, "--temperature", 1, "--length", 6000, "--seed", 8)[len("[JULIET]") : -1])
+    assert max(peaked.values()) > 3 * expected
+
+
+@pytest.mark.parametrize("command", ["sample", "train"])
+@pytest.mark.parametrize("seed", ["99999999999999999999999", "9223372036854775808", "-1"])
+def test_seed_outside_64_bits_is_refused(trained_run, text_file, tmp_path, command, seed):
+    args = ["sample", trained_run] if command == "sample" else ["train", text_file, "--out", tmp_path / "r", "--max-steps", 1, *TINY]
+    line = answered(invoke(*args, "--seed", seed), "--seed", 2)
+    assert "9223372036854775807" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_run_saved_with_a_negative_seed_still_resumes(own_run):
+    """Seeds were not range-checked before: a run stored with seed -1 continues (its
+    evaluation samples fold the seed into range) instead of failing at its first evaluation."""
+    payload = checkpoint.load(own_run)
+    payload["train_config"]["seed"] = -1
+    checkpoint.save(payload, own_run / "last.pt")
+    result = invoke("train", "--resume", own_run, "--max-steps", 18)
+    assert result.exit_code == 0, result.stderr
+    assert checkpoint.load(own_run)["metrics"]["step"] == 18
+
+
+def test_largest_seed_is_accepted(trained_run):
+    assert _sampled(trained_run, "--seed", 2**63 - 1, "--length", 20) == _sampled(trained_run, "--seed", 2**63 - 1, "--length", 20)
+
+
+def test_model_too_big_for_memory_is_refused_before_allocating(text_file, tmp_path, monkeypatch):
+    line = answered(invoke("train", text_file, "--out", tmp_path / "r", "--hidden", 200000, "--max-steps", 1), "out of memory", 1)
+    assert "a 2x200000 LSTM" in line and "GiB" in line and "--hidden" in line
+    assert not (tmp_path / "r").exists()
+    # The size is the model's own: 16 bytes per parameter against what the machine has left.
+    from charrnn.model.network import CharRNN, ModelConfig
+
+    parameters = CharRNN(ModelConfig(vocab_size=len(set(small_text())), layers=1, hidden=32, embed=8)).num_parameters()
+    monkeypatch.setattr("charrnn.training.runs.available_memory", lambda device: 16 * parameters - 1)
+    line = answered(invoke("train", text_file, "--out", tmp_path / "r", "--max-steps", 1, *TINY), "out of memory", 1)
+    assert f"has {parameters:,} parameters" in line
+    monkeypatch.setattr("charrnn.training.runs.available_memory", lambda device: 16 * parameters)
+    assert invoke("train", text_file, "--out", tmp_path / "r", "--max-steps", 1, *TINY).exit_code == 0
+
+
+def test_failed_allocation_is_one_line(text_file, tmp_path, monkeypatch):
+    """Where the size check cannot tell (no memory figure), torch's own allocation failure is
+    the same kind of line. A 2**22-unit layer asks for 256 TiB at once: more than any
+    process's address space, so it fails for real on every machine."""
+    monkeypatch.setattr("charrnn.training.runs.available_memory", lambda device: None)
+    line = answered(
+        invoke("train", text_file, "--out", tmp_path / "r", "--max-steps", 1, "--layers", 1, "--embed", 8, "--hidden", 2**22),
+        "charrnn: out of memory: could not allocate", 1,
+    )
+    assert "GiB" in line and "--hidden" in line
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        pytest.param(["--weight-decay", "inf"], "--weight-decay must be a finite number, not inf", id="weight-decay-inf"),
+        pytest.param(["--lr", "inf"], "--lr must be a finite number, not inf", id="lr-inf"),
+        pytest.param(["--grad-clip", "inf"], "--grad-clip must be a finite number", id="grad-clip-inf"),
+        pytest.param(["--minutes", "inf"], "--minutes must be a finite number", id="minutes-inf"),
+        pytest.param(["--epochs", "inf"], "--epochs must be a finite number", id="epochs-inf"),
+        pytest.param(["--weight-decay", "nan"], "--weight-decay", id="weight-decay-nan"),
+        pytest.param(["--dropout", "nan"], "--dropout", id="dropout-nan"),
+        pytest.param(["--val-frac", "nan"], "--val-frac", id="val-frac-nan"),
+        pytest.param(["--min-lr-frac", "nan"], "--min-lr-frac", id="min-lr-frac-nan"),
+        pytest.param(["--max-steps", "99999999999999999999"], "--max-steps must be at most 9223372036854775807", id="max-steps-past-64-bits"),
+        pytest.param(["--vocab-size", "300"], "--vocab-size applies to --tokenizer bpe only", id="vocab-size-with-chars"),
+        pytest.param(["--tokenizer", "bpe", "--vocab-size", "99999999999"], "--vocab-size must be at most 4,294,967,296", id="bpe-vocab-size-past-32-bits"),
+        pytest.param(["--encoding", ""], "--encoding must not be empty", id="empty-encoding"),
+    ],
+)
+def test_non_finite_or_oversized_number_is_refused_before_any_directory(text_file, tmp_path, args, fragment):
+    answered(invoke("train", text_file, "--out", tmp_path / "r", "--max-steps", 1, *TINY, *args), fragment, 2)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        pytest.param(["--temperature", "inf"], "--temperature must be a finite number", id="temperature-inf"),
+        pytest.param(["--temperature", "nan"], "--temperature", id="temperature-nan"),
+        pytest.param(["--top-p", "nan"], "--top-p", id="top-p-nan"),
+        pytest.param(["--repetition-penalty", "inf"], "--repetition-penalty must be a finite number", id="repetition-penalty-inf"),
+    ],
+)
+def test_non_finite_sampling_number_is_refused(trained_run, args, fragment):
+    answered(invoke("sample", trained_run, *args), fragment, 2)
+
+
+def test_eta_past_any_clock_is_shown_in_years():
+    from charrnn.cli.progress import _clock
+
+    assert _clock(1e20) == "3.17e+12 years" and _clock(3661) == "1:01:01"
+
+
+def test_a_failed_start_leaves_no_half_made_run_directory(text_file, tmp_path, monkeypatch):
+    """Whatever fails while the run directory is being set up, a directory this start made
+    (parents included) is gone again, and one that existed keeps what it held."""
+    from charrnn.errors import ConfigError
+
+    def refuse(*args, **kwargs):
+        raise ConfigError("cannot write this to TOML")
+
+    monkeypatch.setattr("charrnn.config_file.to_toml", refuse)
+    answered(invoke("train", text_file, "--out", tmp_path / "new" / "deeper" / "run", "--max-steps", 1, *TINY), "cannot write this to TOML", 2)
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    answered(invoke("train", text_file, "--out", kept, "--max-steps", 1, *TINY), "cannot write this to TOML", 2)
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
+
+
+# ---------------------------------------------------------------------------- encodings and bytes
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_utf16_and_utf32_text_trains_with_encoding(tmp_path, encoding):
+    path = tmp_path / f"{encoding}.txt"
+    path.write_text(small_text(), encoding=encoding)
+    result = invoke("train", path, "--encoding", encoding, "--out", tmp_path / "r", "--max-steps", 1, *TINY)
+    assert result.exit_code == 0, result.stderr
+    # The same characters as the UTF-8 text: no NUL, no byte-order mark.
+    assert checkpoint.load(tmp_path / "r")["vocab"] == sorted(set(small_text()))
+
+
+def test_utf16_text_read_as_utf8_says_which_encoding(tmp_path):
+    path = tmp_path / "wide.txt"
+    path.write_text(small_text(), encoding="utf-16")
+    answered(invoke("train", path, "--out", tmp_path / "r", "--max-steps", 1), f"charrnn: corpus: {path}: looks like UTF-16 text (it starts with a UTF-16 byte-order mark), not utf-8; pass --encoding utf-16", 1)
+
+
+@pytest.mark.parametrize(
+    "encoding, content, fragment",
+    [
+        pytest.param("utf-16", small_text().encode("utf-8"), "not valid utf-16 at byte 0 (UTF-16 stream does not start with BOM)", id="utf16-on-utf8"),
+        pytest.param("utf-16-le", "abc".encode("utf-16-le") * 100 + b"x", "not valid utf-16-le at byte 600 (truncated data)", id="utf16le-odd-length"),
+        pytest.param("utf-32", small_text().encode("utf-8"), "not valid utf-32 at byte 0", id="utf32-on-utf8"),
+    ],
+)
+def test_wrong_encoding_names_file_encoding_and_offset(tmp_path, encoding, content, fragment):
+    path = tmp_path / "text.txt"
+    path.write_bytes(content)
+    answered(invoke("train", path, "--encoding", encoding, "--out", tmp_path / "r", "--max-steps", 1), f"{path}: {fragment}", 1)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("tokenizer", ["chars", "bytes"])
+def test_nul_byte_anywhere_is_refused_with_its_offset(tmp_path, tokenizer):
+    data = small_text().encode("utf-8")
+    path = tmp_path / "late-nul.txt"
+    path.write_bytes(data[:20000] + b"\x00" + data[20000:])
+    line = answered(invoke("train", path, "--tokenizer", tokenizer, "--out", tmp_path / "r", "--max-steps", 1, *TINY), "looks like a binary file (it contains a NUL byte at byte 20000), not text", 1)
+    assert str(path) in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_utf8_byte_order_mark_is_not_a_character(tmp_path):
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + small_text().encode("utf-8"))
+    result = invoke("train", path, "--out", tmp_path / "r", "--max-steps", 1, *TINY)
+    assert result.exit_code == 0, result.stderr
+    assert checkpoint.load(tmp_path / "r")["vocab"] == sorted(set(small_text()))
+
+
+# ---------------------------------------------------------------------------- outputs and other commands
+
+
+def test_empty_out_is_refused_by_every_command(text_file, trained_run, tmp_path):
+    for args in (["train", text_file, *TINY], ["vocab", trained_run], ["export", trained_run], ["plot", trained_run]):
+        answered(invoke(*args, "--out", ""), "Invalid value for '--out': must not be empty", 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [text_file.name]  # nothing in the working directory
+
+
+def test_empty_path_argument_is_refused(trained_run):
+    answered(invoke("train", "", "--max-steps", 1), "an empty path was given", 1)
+    answered(invoke("eval", trained_run, ""), "an empty path was given", 2)
+
+
+def test_out_is_a_directory_where_a_file_is_written(trained_run, tmp_path):
+    for command, example in (("vocab", "tokenizer.json"), ("export", "model.torchscript.pt"), ("plot", "curves.png")):
+        answered(invoke(command, trained_run, "--out", tmp_path), f"--out {tmp_path} is a directory; name the file to write, e.g. --out {tmp_path / example}", 2)
+    answered(invoke("vocab", trained_run, "--out", tmp_path / "no" / "tokenizer.json"), f"cannot write {tmp_path / 'no' / 'tokenizer.json'}: No such file or directory", 1)
+    answered(invoke("plot", trained_run, "--out", tmp_path / "c.txt"), "cannot draw a .txt file; name a .png, .svg or .pdf", 2)
+
+
+def test_plot_of_a_file_that_is_not_a_metrics_log(text_file, trained_run):
+    for path in (text_file, trained_run / "last.pt"):
+        answered(invoke("plot", path), f"{path}: not a run directory or a metrics.jsonl", 1)
+
+
+def test_plot_out_without_extension_says_the_file_it_wrote(trained_run, tmp_path):
+    pytest.importorskip("matplotlib")
+    result = invoke("plot", trained_run, "--out", tmp_path / "curves")
+    assert result.exit_code == 0, result.stderr
+    assert f"wrote {tmp_path / 'curves.png'}" in result.stderr and (tmp_path / "curves.png").is_file()
+
+
+def test_eval_skips_unseen_characters_on_request(trained_run, tmp_path):
+    """--unknown skip scores the text with the unseen characters left out: the same figure
+    as for that text written without them, and it says how many it left out."""
+    other = tmp_path / "other.txt"
+    other.write_text("ZZ[ROMEO] O, she ~doth teach the torches to burn bright!\n" * 20, encoding="utf-8")
+    clean = tmp_path / "clean.txt"
+    clean.write_text("[ROMEO] O, she doth teach the torches to burn bright!\n" * 20, encoding="utf-8")
+    skipped = invoke("eval", trained_run, other, "--unknown", "skip")
+    reference = invoke("eval", trained_run, clean)
+    assert skipped.exit_code == 0 and reference.exit_code == 0, skipped.stderr + reference.stderr
+    assert skipped.stdout.split(" over ")[0] == reference.stdout.split(" over ")[0]
+    assert "(60 characters outside the vocabulary left out)" in skipped.stdout
+    answered(invoke("eval", trained_run, other, "--unknown", "guess"), "--unknown must be 'error' or 'skip'", 2)
+
+
+@pytest.mark.parametrize("tokenizer", ["chars", "bytes"])
+def test_validation_file_without_two_characters_is_refused(text_file, tmp_path, tokenizer):
+    bom_only = tmp_path / "bom-only.txt"
+    bom_only.write_bytes(b"\xef\xbb\xbf")  # not empty on disk, empty as text
+    one = tmp_path / "one.txt"
+    one.write_text("a", encoding="utf-8")
+    for path, count in ((bom_only, "0 characters"), (one, "1 character;")):
+        args = ["train", text_file, "--val-file", path, "--tokenizer", tokenizer, "--out", tmp_path / "r", "--max-steps", 1, *TINY]
+        answered(invoke(*args), f"the validation text (--val-file) holds {count}", 1)
+        assert not (tmp_path / "r").exists()
+
+
+def test_training_without_validation_warns_and_best_names_last(text_file, tmp_path):
+    run = tmp_path / "run"
+    result = invoke("train", text_file, "--val-frac", 0, "--out", run, "--max-steps", 2, *TINY)
+    assert result.exit_code == 0, result.stderr
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warning == [
+        "warning: no validation text (--val-frac 0), so no best.pt will be written and `sample --best` "
+        "will have nothing to load; pass --val-file FILE (or --val-frac) to track the best checkpoint"
+    ]
+    assert (run / "last.pt").exists() and not (run / "best.pt").exists()
+    line = answered(invoke("sample", run, "--best"), "run directory has no best.pt (no validation ran", 1)
+    assert "drop --best to use its last.pt" in line
+    with_val = invoke("train", text_file, "--out", tmp_path / "val", "--max-steps", 2, *TINY)
+    assert not [line for line in with_val.stderr.splitlines() if line.startswith("warning:")]
+
+
+# ---------------------------------------------------------------------------- the README table
 
 
 def test_reliability_table_names_real_tests():

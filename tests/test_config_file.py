@@ -69,6 +69,13 @@ def test_a_run_repeats_exactly_from_its_config_toml(text_file, tmp_path):
         ("layers = [1, 2]\n", "'layers' takes one value, not a list"),
         ("[model]\nlayers = 2\n", "[model] is a table; write the options at the top level"),
         ('seq-len = 8\nseq_len = 9\n', "'seq_len' is given twice"),
+        ("layers = true\n", "'layers' must be an integer, not true"),
+        ("hidden = 32.0\n", "'hidden' must be an integer, not 32.0"),
+        ('lr = "0.1"\n', "'lr' must be a number, not \"0.1\""),
+        ("lr = false\n", "'lr' must be a number, not false"),
+        ("deterministic = 1\n", "'deterministic' must be true or false, not 1"),
+        ("cell = 3\n", "'cell' must be a string (in quotes), not 3"),
+        ("paths = [1]\n", "'paths' must be a list of strings (in quotes)"),
     ],
 )
 def test_bad_config_files_are_one_clear_line(tmp_path, content, fragment):
@@ -95,3 +102,14 @@ def test_config_values_get_the_options_own_checks(text_file, tmp_path):
 def test_toml_writer_round_trips_awkward_strings():
     options = {"paths": ['a "quoted"\\path', "東京\n"], "lr": 1e-05, "deterministic": False, "seed": 7}
     assert tomllib.loads(to_toml(options, "a header\nof two lines")) == options
+
+
+def test_config_values_of_the_right_type_are_taken(text_file, tmp_path):
+    """An integer where a number is wanted is fine; true/false only for flags, and kept."""
+    config = write_config(tmp_path / "c.toml", text_file, lr=1, deterministic=True, out=str(tmp_path / "run"))
+    config.write_text(config.read_text().replace("lr = 1\n", "lr = 1\nweight-decay = 0\n"), encoding="utf-8")
+    result = runner.invoke(app, ["train", "--config", str(config), "--max-steps", "2"])
+    assert result.exit_code == 0, result.stderr
+    train = checkpoint.load(tmp_path / "run")["train_config"]
+    assert train["lr"] == 1.0 and train["weight_decay"] == 0.0 and train["deterministic"] is True
+    assert checkpoint.load(tmp_path / "run")["model_config"]["layers"] == 1

@@ -200,3 +200,66 @@ def test_fetch_refuses_a_checksum_mismatch(monkeypatch, tmp_path):
     with pytest.raises(DownloadError, match="does not match"):
         catalog.fetch("fake")
     assert not (catalog.DEFAULT_CORPORA_DIR / "fake.train.txt").exists()
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 1 << 22])
+def test_nul_anywhere_is_refused_with_its_byte_offset(tmp_path, monkeypatch, chunk_bytes):
+    """Past the first 8 KiB too, in any chunk: 8-bit text by its NUL byte, UTF-16 and UTF-32
+    by the decoded NUL character, each with the byte offset in the file."""
+    monkeypatch.setattr("charrnn.data.corpus.CHUNK_BYTES", chunk_bytes)
+    text = "héllo wörld\n" * 800  # > 8 KiB of UTF-8
+    cases = [
+        ("utf-8", text.encode("utf-8") + b"\x00tail", len(text.encode("utf-8")), "NUL byte"),
+        ("latin-1", text.encode("latin-1") + b"\x00", len(text.encode("latin-1")), "NUL byte"),
+        ("utf-16", (text + "\0").encode("utf-16"), 2 + 2 * len(text), "NUL character"),
+        ("utf-16-be", ("東京\U0001f600" + text + "\0").encode("utf-16-be"), 2 * (len(text) + 4), "NUL character"),
+        ("utf-32", (text + "\0x").encode("utf-32"), 4 + 4 * len(text), "NUL character"),
+    ]
+    for encoding, data, offset, what in cases:
+        path = tmp_path / f"{encoding}.txt"
+        path.write_bytes(data)
+        with pytest.raises(CorpusError, match=rf"{encoding}.txt: looks like a binary file \(it contains a {what} at byte {offset}\)"):
+            load_corpus(resolve_sources([str(path)], encoding=encoding), encoding=encoding)
+
+
+def test_wide_encodings_read_their_nul_bytes_as_text(tmp_path):
+    (tmp_path / "d").mkdir()
+    for name, encoding in (("a.txt", "utf-16"), ("b.txt", "utf-16")):
+        (tmp_path / "d" / name).write_text("abc déf\n" * 50, encoding=encoding)
+    (tmp_path / "d" / "img.bin").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x00")
+    sources = resolve_sources([str(tmp_path / "d")], encoding="utf-16")
+    assert [p.name for p in sources.train] == ["a.txt", "b.txt"]
+    corpus = load_corpus(sources, encoding="utf-16", val_frac=0)
+    assert corpus.vocab.chars == tuple(sorted(set("abc déf\n")))
+    # Read as UTF-8 the same directory holds no text at all.
+    with pytest.raises(CorpusError, match="no non-empty text files"):
+        resolve_sources([str(tmp_path / "d")])
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 1 << 22])
+def test_leading_byte_order_mark_of_each_file_is_dropped(tmp_path, monkeypatch, chunk_bytes):
+    monkeypatch.setattr("charrnn.data.corpus.CHUNK_BYTES", chunk_bytes)
+    first, second = tmp_path / "one.txt", tmp_path / "two.txt"
+    first.write_bytes(b"\xef\xbb\xbf" + "abc\n".encode() * 20)
+    second.write_bytes(b"\xef\xbb\xbf" + "cab\ufeffd\n".encode() * 20)  # a BOM inside is a character
+    corpus = load_corpus(resolve_sources([str(first), str(second)]), val_frac=0)
+    assert corpus.vocab.decode(corpus.train.tolist()) == "abc\n" * 20 + "cab\ufeffd\n" * 20
+
+
+def test_cache_entries_of_the_older_reading_are_not_served(tmp_path):
+    """A leading BOM used to be a character; an entry cached then (its key lacked the reader
+    version) must not come back now for the same file."""
+    from charrnn.data import cache
+    from charrnn.data.corpus import encode_files
+
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + b"abc\n" * 20)
+    vocab = Vocab.from_text("\ufeffabc\n")
+    old_material = {"files": cache.file_fingerprints([path]), "encoding": "utf-8"}
+    old_key = cache.cache_key(kind="ids", vocab=list(vocab.chars), **old_material)
+    stale = np.array([vocab.chars.index("\ufeff")] + [1, 2, 3, 0] * 20, dtype=vocab.id_dtype)
+    cache.cache_dir().mkdir(parents=True, exist_ok=True)
+    np.save(cache.cache_dir() / f"ids-{old_key}.npy", stale)
+    ids = encode_files([path], vocab, "utf-8")
+    assert vocab.decode(ids.tolist()) == "abc\n" * 20
+    assert vocab.decode(encode_files([path], vocab, "utf-8").tolist()) == "abc\n" * 20  # now from the cache

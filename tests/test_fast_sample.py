@@ -43,6 +43,9 @@ def text(model, vocab, engine, **options):
         {"temperature": 0.7, "top_k": 5, "seed": 12, "prime": "[JULIET]"},
         {"temperature": 1.3, "top_p": 0.9, "seed": 13},
         {"temperature": 0},
+        {"temperature": 1e-45, "seed": 14},
+        {"temperature": 1e308, "seed": 15},
+        {"temperature": 1e308, "top_k": 4, "seed": 16},
     ],
 )
 def test_fast_path_yields_the_reference_characters(trained, options):

@@ -41,3 +41,10 @@ def test_lstm_forget_gate_bias_starts_at_one():
 def test_nonsense_configs_are_refused(kwargs):
     with pytest.raises((ConfigError, ValueError)):
         ModelConfig(vocab_size=5, **kwargs)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("layers", [1, 3])
+def test_parameter_count_is_known_before_the_model_exists(cell, layers):
+    config = ModelConfig(vocab_size=67, cell=cell, layers=layers, hidden=37, embed=11)
+    assert config.num_parameters() == CharRNN(config).num_parameters()

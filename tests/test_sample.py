@@ -68,8 +68,34 @@ def test_top_p_keeps_the_smallest_nucleus():
 
 @pytest.mark.parametrize(
     "options",
-    [{"length": 0}, {"temperature": -1}, {"top_p": 0}, {"top_p": 1.5}, {"top_k": -1}, {"num_samples": 0}],
+    [{"length": 0}, {"temperature": -1}, {"top_p": 0}, {"top_p": 1.5}, {"top_k": -1}, {"num_samples": 0},
+     {"temperature": float("inf")}, {"temperature": float("nan")}, {"repetition_penalty": float("inf")},
+     {"seed": -1}, {"seed": 2**63}],
 )
 def test_nonsense_sampling_options_are_refused(options):
     with pytest.raises(ConfigError):
         SampleConfig(**options)
+
+
+def test_temperatures_past_the_bounds_are_greedy_and_uniform():
+    """Below MIN_TEMPERATURE the draw is the argmax; above MAX_TEMPERATURE it is uniform over
+    the characters top-k keeps, whatever the logits say, with no overflow."""
+    import warnings
+    from collections import Counter
+
+    from charrnn.generation.sample import MAX_TEMPERATURE, MIN_TEMPERATURE, Noise, sample_next
+
+    torch.manual_seed(0)
+    logits = torch.randn(4, 30) * 8
+    noise = Noise(torch.Generator().manual_seed(1), 4, 30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for temperature in (1e-45, MIN_TEMPERATURE / 2):
+            assert torch.equal(sample_next(logits, SampleConfig(temperature=temperature), noise), logits.argmax(-1))
+        top5 = set(torch.topk(logits[0], 5).indices.tolist())
+        one_row = Noise(torch.Generator().manual_seed(2), 1, 30)
+        config = SampleConfig(temperature=1e308, top_k=5)
+        counts = Counter(int(sample_next(logits[:1], config, one_row)) for _ in range(4000))
+    assert set(counts) == top5
+    assert all(600 < n < 1000 for n in counts.values()), counts
+    assert MAX_TEMPERATURE < 1e308

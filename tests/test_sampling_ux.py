@@ -140,3 +140,14 @@ def test_interactive_in_a_real_process_ends_at_end_of_input(trained_run):
     # "//" sent "/not a command" as text, and '/' is not in this model's vocabulary.
     assert "not in the model's vocabulary: '/'" in done.stderr
     assert "1 replies" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_interactive_seed_wraps_at_the_largest_seed(trained_run):
+    """Each reply takes the next seed; after 2**63 - 1 comes 0, not a refused seed."""
+    script = "[ROMEO]\n/show\n[JULIET]\n/show\n"
+    result = runner.invoke(app, ["sample", str(trained_run), "-i", "--length", "12", "--seed", str(2**63 - 1)], input=script)
+    assert result.exit_code == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2 and "try another prompt" not in result.stderr
+    import re
+
+    assert re.findall(r"/seed (\d+)", result.stderr) == ["0", "1"]

@@ -145,3 +145,18 @@ def test_tokenizer_option_errors_are_one_line(corpus, tmp_path, args, fragment):
     _, train, _ = corpus
     result = invoke("train", train, "--out", tmp_path / "x", "--max-steps", 1, *args)
     assert result.exit_code == 2 and fragment in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("tokenizer", ["bpe", "bytes", "chars"])
+def test_training_header_counts_tokens_as_tokens(corpus, tmp_path, tokenizer):
+    root, train, val = corpus
+    extra = ["--vocab-size", 300] if tokenizer == "bpe" else []
+    result = invoke("train", train, "--val-file", val, "--out", tmp_path / "run", "--tokenizer", tokenizer, *extra,
+                    "--max-steps", 1, *SHAPE)
+    assert result.exit_code == 0, result.stderr
+    header = result.stderr.splitlines()[0]
+    model, vocab, _ = load_model(tmp_path / "run", device="cpu")
+    val_count = len(vocab.encode(val.read_text(encoding="utf-8")))
+    unit = "characters" if tokenizer == "chars" else "tokens"
+    assert f"/ {val_count:,} val {unit}," in header, header
+    assert tokenizer == "chars" or val_count != len(val.read_text(encoding="utf-8"))

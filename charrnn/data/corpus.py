@@ -302,6 +302,16 @@ def hold_out(items: Held, val_frac: float) -> tuple[Held, Held | None]:
     return items[:cut], held if len(held) >= MIN_VAL_ITEMS else None
 
 
+def check_validation_size(count: int) -> None:
+    """Validation files that hold less than one prediction (two tokens) are a mistake to say,
+    not a reason to train silently without validation."""
+    if count < MIN_VAL_ITEMS:
+        raise CorpusError(
+            f"the validation text (--val-file) holds {count} character{'s' if count != 1 else ''}; "
+            "it needs at least 2"
+        )
+
+
 def load_corpus(
     sources: Sources,
     encoding: str = "utf-8",
@@ -328,6 +338,7 @@ def load_corpus(
         raise CorpusError("the training text is empty")
     if sources.val:
         train, val = ids, encode_files(sources.val, vocab, encoding)
+        check_validation_size(len(val))
     else:
         train, val = hold_out(ids, val_frac)
     return Corpus(vocab, train, val, tuple(sources.train), tuple(sources.val))

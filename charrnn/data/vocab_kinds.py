@@ -203,6 +203,9 @@ def split(vocab: SubwordVocab, text: TokenText, val: TokenText | None, val_frac:
     if len(text.ids) == 0:
         raise CorpusError("the training text is empty")
     if val is not None:
+        from charrnn.data.corpus import check_validation_size
+
+        check_validation_size(len(val.ids))
         return text.ids, val.ids, len(val.ids) / max(val.chars, 1)
     train, held = hold_out(text.ids, val_frac)
     if held is None:

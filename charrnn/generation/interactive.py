@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from charrnn.device import MAX_SEED
 from charrnn.errors import CharRNNError, ConfigError
 from charrnn.model.network import CharRNN
 from charrnn.generation.sample import SampleConfig, stream
@@ -101,7 +102,7 @@ class InteractiveSession:
             io.tell("(reply interrupted)")
             return
         # The next reply gets the next seed: a seeded session is repeatable, replies differ.
-        self.config = dataclasses.replace(self.config, seed=self.config.seed + 1)
+        self.config = dataclasses.replace(self.config, seed=(self.config.seed + 1) % (MAX_SEED + 1))
         self.replies += 1
         try:
             io.write(first)

@@ -250,7 +250,8 @@ class EvalSamples(Callback):
 
         if self.chars <= 0:
             return
-        config = SampleConfig(length=self.chars, temperature=0.8, seed=self.seed)
+        # A run from before seeds were range-checked may hold a negative one: fold it in.
+        config = SampleConfig(length=self.chars, temperature=0.8, seed=self.seed % (MAX_SEED + 1))
         (text,) = generate_batch(trainer.model, self.vocab, config, trainer.device)
         self._append(f"=== step {stats.step}, val {stats.val_bpc:.4f} bpc ===\n{text}\n\n")
 
@@ -700,7 +701,6 @@ def _write_config(run: Run) -> None:
         "corpus": run.corpus_options,
         "resumed_from": str(run.resumed_from) if run.resumed_from else None,
     }
-    checkpoint.atomic_write(run.directory / "config.json", (json.dumps(config, indent=2) + "\n").encode("utf-8"), "run config")
     from charrnn.config_file import resolved_options, to_toml
 
     options = resolved_options(config["model"], config["train"], config["corpus"])
@@ -708,7 +708,11 @@ def _write_config(run: Run) -> None:
         f"charrnn {__version__}: the resolved options of this run.\n"
         "Repeat it with: charrnn train --config THIS_FILE --out NEW_DIR"
     )
-    checkpoint.atomic_write(run.directory / "config.toml", to_toml(options, header).encode("utf-8"), "run config")
+    # Both made before either is written: a value one cannot hold leaves neither behind.
+    as_json = (json.dumps(config, indent=2) + "\n").encode("utf-8")
+    as_toml = to_toml(options, header).encode("utf-8")
+    checkpoint.atomic_write(run.directory / "config.json", as_json, "run config")
+    checkpoint.atomic_write(run.directory / "config.toml", as_toml, "run config")
 
 
 def train_run(
