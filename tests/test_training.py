@@ -7,7 +7,8 @@ import torch
 from charrnn import checkpoint
 from charrnn.errors import ConfigError, TrainingDiverged
 from charrnn.training.trainer import Callback
-from charrnn.training.runs import RunRequest, load_model, prepare_run, train_run
+from charrnn.model.loading import load_model
+from charrnn.training.runs import RunRequest, prepare_run, train_run
 from tests.conftest import TINY_MODEL, TINY_TRAIN
 
 
