@@ -281,6 +281,8 @@ class _ByteLevel(VocabKind):
     def load_corpus(self, sources, encoding, val_frac, saved, vocab_size, extend_vocab):
         from charrnn.data.corpus import Corpus
 
+        if extend_vocab:
+            raise ConfigError("--extend-vocab is for character vocabularies; byte and BPE tokenizers cover any text")
         if saved is not None:
             vocab = self.restore(saved)
         else:
@@ -298,7 +300,6 @@ class _ByteLevel(VocabKind):
 
 
 _KINDS: dict[str, VocabKind] = {"chars": _Chars(), "bytes": _ByteLevel("bytes"), "bpe": _ByteLevel("bpe")}
-assert set(_KINDS) == set(KINDS)
 
 
 def vocab_kind(name: str) -> VocabKind:

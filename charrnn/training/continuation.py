@@ -37,44 +37,49 @@ def check_continuation(
     """What keeps a resume from continuing the run exactly, one line each. Another window
     layout or another training text restarts the carried hidden state; another validation
     text restarts the best so far, so that best.pt is never chosen across two validation sets."""
-    notices = []
+    notices = _layout_changes(trainer, stored, fingerprint)
+    if stored_print is not None:  # None: a checkpoint from before fingerprints, nothing to compare
+        notices += _text_changes(trainer, stored_print, fingerprint, "characters" if kind == "chars" else "tokens")
+    return notices
+
+
+def _layout_changes(trainer: Trainer, stored: TrainConfig, fingerprint: TextFingerprint) -> list[str]:
     config = trainer.config
     changed = [
         f"--{name.replace('_', '-')} {getattr(config, name)} (the run's is {getattr(stored, name)})"
         for name in ("batch_size", "seq_len")
         if getattr(config, name) != getattr(stored, name)
     ]
-    if changed and _layout_or_none(fingerprint.train_ids, stored, trainer.world_size) != trainer.batches.layout:
-        trainer.hidden = None
-        notices.append(
-            f"{' and '.join(changed)}: the windows no longer continue the run's, so this resume "
-            "is not exact (the carried hidden state restarts from zero)"
-        )
-    if stored_print is None:
-        return notices  # a checkpoint from before fingerprints: nothing to compare
-    unit = "characters" if kind == "chars" else "tokens"
-    train_differs = stored_print.train_ids != fingerprint.train_ids
-    val_differs = (stored_print.val_ids, stored_print.val_sha256) != (fingerprint.val_ids, fingerprint.val_sha256)
-    sizes = f"{stored_print.train_ids:,} -> {fingerprint.train_ids:,} training"
+    if not changed or _layout_or_none(fingerprint.train_ids, stored, trainer.world_size) == trainer.batches.layout:
+        return []
+    trainer.hidden = None
+    return [
+        f"{' and '.join(changed)}: the windows no longer continue the run's, so this resume "
+        "is not exact (the carried hidden state restarts from zero)"
+    ]
+
+
+def _text_changes(trainer: Trainer, stored: TextFingerprint, fingerprint: TextFingerprint, unit: str) -> list[str]:
+    train_differs = stored.train_ids != fingerprint.train_ids
+    val_differs = (stored.val_ids, stored.val_sha256) != (fingerprint.val_ids, fingerprint.val_sha256)
+    sizes = f"{stored.train_ids:,} -> {fingerprint.train_ids:,} training"
     if train_differs:
         trainer.hidden = None
     if val_differs:
         trainer.progress.best_val_loss = None
         trainer.progress.evals_without_improvement = 0
-        sizes = (f"{sizes}, " if train_differs else "") + (
-            f"{stored_print.val_ids:,} -> {fingerprint.val_ids:,} validation"
-        )
-        notices.append(
+        sizes = (f"{sizes}, " if train_differs else "") + f"{stored.val_ids:,} -> {fingerprint.val_ids:,} validation"
+        return [
             f"the {'text' if train_differs else 'validation text'} differs from this run's "
             f"({sizes} {unit}): the best so far starts over, so best.pt will hold the best on "
             "the new validation text" + ("; the carried hidden state restarts from zero" if train_differs else "")
-        )
-    elif train_differs:
-        notices.append(
+        ]
+    if train_differs:
+        return [
             f"the training text differs from this run's ({sizes} {unit}), so this resume is not "
             "exact (the carried hidden state restarts from zero)"
-        )
-    return notices
+        ]
+    return []
 
 
 def _layout_or_none(train_ids: int, stored: TrainConfig, world_size: int) -> StreamLayout | None:

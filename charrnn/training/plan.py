@@ -15,16 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from charrnn.data.batches import plan_layout
+from charrnn.data.vocab_kinds import KINDS
 from charrnn.errors import ConfigError
 from charrnn.model.presets import preset_training, resolve_preset
-from charrnn.options import DEFAULTS, MAX_SEED, ModelConfig, TokenizerKind, TrainConfig
+from charrnn.options import DEFAULTS, MAX_SEED, ModelConfig, TrainConfig
 from charrnn.saved import CorpusOptions, SavedRun
 
 ARCHITECTURE_KEYS = ("cell", "layers", "hidden", "embed")
 MODEL_KEYS = ARCHITECTURE_KEYS + ("dropout",)
 BUDGET_KEYS = ("max_steps", "minutes")
 MAX_INTEGER = 2**63 - 1
-KINDS = tuple(k.value for k in TokenizerKind)
 
 
 @dataclass
@@ -293,8 +293,6 @@ def _check_vocab_options(plan: CorpusPlan, saved: SavedRun | None) -> None:
                 "is every character of the text"
             )
         return
-    if plan.extend_vocab:
-        raise ConfigError("--extend-vocab is for character vocabularies; byte and BPE tokenizers cover any text")
     if saved is not None and plan.vocab_size is not None and plan.vocab_size != len(saved.vocab):
         raise ConfigError("--vocab-size differs from the checkpoint's; a resumed model keeps its tokenizer")
 
