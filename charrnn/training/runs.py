@@ -45,7 +45,7 @@ from charrnn.saved import CorpusOptions, Metrics, SavedRun
 from charrnn.threads import ThreadGovernor, ThreadPolicy, resolve_policy
 from charrnn.training import distributed
 from charrnn.training.continuation import check_continuation, text_fingerprint
-from charrnn.training.plan import RunPlan, RunRequest, check_request, describe_budget, resolve_plan  # noqa: F401 (RunRequest, describe_budget: the run's API)
+from charrnn.training.plan import RunPlan, RunRequest, check_request, resolve_plan
 from charrnn.training.trainer import Callback, EvalStats, StepStats, Trainer
 
 
