@@ -1,5 +1,6 @@
 """The choices a user makes by name, as str Enums that the command line offers and the library
-checks. Nothing here imports torch or numpy: ``charrnn --help`` and shell completion read these
+checks; the model's and the trainer's configs; and ``DEFAULTS``, the one table of every option's
+default. Nothing here imports torch or numpy: ``charrnn --help`` and shell completion read these
 and must start at once."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 from enum import Enum
+from typing import Any
 
 from charrnn.errors import ConfigError
 
@@ -53,30 +55,191 @@ class TokenizerKind(str, Enum):
     bpe = "bpe"  # byte-level BPE trained on the corpus
 
 
+class Preset(str, Enum):
+    tiny = "tiny"
+    small = "small"
+    medium = "medium"
+    large = "large"
+
+
 MAX_LR = 1e30
+
+# -- the defaults ------------------------------------------------------------------------
+# Every default of every option, in one table: the run's resolver (charrnn.training.plan)
+# applies it, ModelConfig, TrainConfig and SampleConfig take their field defaults from it, and
+# `--help` states it, so no two of them can disagree. Keys are the options' names with
+# underscores. A value that depends on the device is in the "gpu" section (what changes on a
+# CUDA device); one that depends on the preset is in PRESETS or PRESET_TRAINING.
+
+# Named model sizes; any model option given explicitly wins.
+PRESETS: dict[str, dict] = {
+    # ~0.1M parameters: fast sampling, embedded use, smoke tests.
+    "tiny": {"layers": 1, "hidden": 128, "embed": 32, "dropout": 0.0},
+    # ~0.9M parameters: the default; fits a few minutes of CPU on a 1 MB corpus. No dropout:
+    # in a 6-minute run on tiny shakespeare 0.1 gained per step (1.492 against 1.506
+    # nats/char at 7,750 steps) but cost 11% of the speed, and weight decay (below) did
+    # better for free; raise it for runs of many epochs on a small corpus.
+    "small": {"layers": 2, "hidden": 256, "embed": 64, "dropout": 0.0},
+    # ~3.3M parameters: tens of minutes of CPU, or a GPU.
+    "medium": {"layers": 2, "hidden": 512, "embed": 128, "dropout": 0.2},
+    # ~5.4M parameters: a GPU, or an hour-plus of CPU on a multi-MB corpus.
+    "large": {"layers": 3, "hidden": 512, "embed": 128, "dropout": 0.25},
+}
+
+# Training defaults per preset (an explicit option wins).
+# lr: small models take large steps: for `small` on tiny shakespeare (16x64 windows, 6000
+#   steps) 3e-3, 5e-3 and 8e-3 reached 1.515, 1.509 and 1.498 nats/char. `medium` ran its PTB
+#   hour at 5e-3; `large` keeps the cautious 3e-3.
+# weight_decay: the regulariser that pays for itself in a short run on a small corpus. For
+#   `small` on tiny shakespeare at 7,750 steps (what 6 minutes hold), AdamW's decay 0.01,
+#   0.05, 0.1, 0.15 and 0.3 reached 1.506, 1.456, 1.466, 1.479 and ~1.52 nats/char; dropout
+#   0.1 reached 1.492 and costs 11% of the speed (torch's CPU dropout masks). `medium` and
+#   `large` keep 0.01, with which the PTB figures were measured.
+PRESET_TRAINING: dict[str, dict] = {
+    "tiny": {"lr": 8e-3, "weight_decay": 0.05},
+    "small": {"lr": 8e-3, "weight_decay": 0.05},
+    "medium": {"lr": 5e-3, "weight_decay": 0.01},
+    "large": {"lr": 3e-3, "weight_decay": 0.01},
+}
+
+DEFAULT_PRESET = "small"
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"preset": DEFAULT_PRESET, "cell": "lstm", **PRESETS[DEFAULT_PRESET]},
+    "corpus": {"tokenizer": "chars", "encoding": "utf-8", "val_frac": 0.1},
+    "train": {
+        # Measured on tiny shakespeare on 2 cores: 32x64 windows ran no slower per character
+        # than 64x128 and made 4.6x the updates (6 minutes: 3001 vs 655 steps; val 1.577 vs
+        # 1.771 nats/char); 16x64 runs ~10% slower per character than 32x64 but, over the same
+        # 6.1M characters, reached 1.515 against 1.560 nats/char (docs/results.md, "How the
+        # defaults were chosen").
+        "batch_size": 16,
+        "seq_len": 64,
+        **PRESET_TRAINING[DEFAULT_PRESET],  # lr, weight_decay
+        "min_lr_frac": 0.1,
+        "warmup_steps": 20,
+        "schedule": "cosine",
+        "grad_clip": 1.0,
+        "max_steps": None,
+        "minutes": None,
+        # A full evaluation of tiny shakespeare's validation text costs ~30 training steps of 16x64.
+        "eval_every": 500,
+        "eval_chars": None,  # all of the validation text
+        "checkpoint_every": None,  # at every evaluation
+        "patience": 0,  # evaluations without improvement before stopping; 0 = never stop early
+        "seed": 1337,
+        "precision": "auto",
+        # CPU training is reproducible as it is; this also forces deterministic CUDA kernels.
+        "deterministic": False,
+    },
+    # The budget of a new run given no --max-steps, --minutes or --epochs.
+    "budget": {"minutes": 10.0},
+    "run": {"eval_sample_chars": 200},
+    "gpu": {
+        # What `charrnn train` builds on a GPU when no --preset is given. A step of a 2x512
+        # model costs about what a 2x256 one does there (cuDNN's time per step is launch-bound,
+        # 11-13 ms on an H100 at batch 128-1024), so the larger model is free; and at ~1M
+        # chars/s a 1 MB corpus is seen 100+ times in 2 minutes, so it needs more dropout than
+        # `medium` carries for PTB on a CPU. Tiny shakespeare, 2 minutes on an H100 (four runs
+        # sharing the GPU, batch 256): small 1.546 (alone), medium 1.487, medium with dropout
+        # 0.4 1.459.
+        "preset": "medium",
+        "dropout": 0.4,
+        # A step of 2x512 costs 11-13 ms from batch 128 to 1024 (H100, launch-bound), so a
+        # batch 8x the CPU's is free. Not larger by default: on a 1 MB corpus a 2-minute run
+        # already makes 100+ passes. Tiny shakespeare, medium, dropout 0.4 logged batch 128
+        # 1.447, 256 1.459, 512 1.468 nats/char, but with zero-state evaluation rows, which
+        # cost larger batches more; less that cost the three are level (~1.433-1.438,
+        # docs/results.md, GPU). Raise it for large corpora.
+        "batch_size": 128,
+    },
+    "sample": {
+        "length": 1000,  # characters generated after the prime
+        # Below 1: the most likely characters gain, so samples read better than the model's
+        # raw distribution (1.0) while keeping variety.
+        "temperature": 0.8,
+        "top_k": 0,  # off
+        "top_p": 1.0,  # off
+        "min_p": 0.0,  # off
+        "repetition_penalty": 1.0,  # off
+        "repetition_window": 64,
+        "num_samples": 1,
+        "beam": 0,  # sample, not beam search
+        "engine": "auto",
+        "unknown": "error",
+        # Common words and short phrases recur in any text; runs this long rarely do by chance.
+        "copy_min_run": 20,
+    },
+    "eval": {"unknown": "error"},
+}
+
+CPU_BATCH_SIZE = DEFAULTS["train"]["batch_size"]
+GPU_BATCH_SIZE = DEFAULTS["gpu"]["batch_size"]
+GPU_DEFAULT_PRESET = DEFAULTS["gpu"]["preset"]
+GPU_DEFAULT_OVERRIDES: dict = {"dropout": DEFAULTS["gpu"]["dropout"]}
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    cell: str = DEFAULTS["model"]["cell"]
+    layers: int = DEFAULTS["model"]["layers"]
+    hidden: int = DEFAULTS["model"]["hidden"]
+    embed: int = DEFAULTS["model"]["embed"]
+    dropout: float = DEFAULTS["model"]["dropout"]
+
+    def __post_init__(self) -> None:
+        self.cell = Cell(self.cell).value
+        if self.vocab_size < 1:
+            raise ConfigError("the vocabulary is empty")
+        if self.layers < 1:
+            raise ConfigError("--layers must be at least 1")
+        if self.hidden < 1 or self.embed < 1:
+            raise ConfigError("--hidden and --embed must be at least 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("--dropout must be in [0, 1)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def num_parameters(self) -> int:
+        """``CharRNN(self).num_parameters()`` without allocating the model: a size to check
+        against the memory there is before asking for it."""
+        gates = _GATES[self.cell] * self.hidden
+        rnn = sum(gates * (width + self.hidden) + 2 * gates for width in [self.embed] + [self.hidden] * (self.layers - 1))
+        return self.vocab_size * self.embed + rnn + (self.hidden + 1) * self.vocab_size
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+_TRAIN = DEFAULTS["train"]
 
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 64
-    seq_len: int = 64
-    lr: float = 3e-3
-    min_lr_frac: float = 0.1
-    warmup_steps: int = 20
-    schedule: str = "cosine"
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    max_steps: int | None = None
-    minutes: float | None = None
-    # A full evaluation of tiny shakespeare's validation text costs ~30 training steps of 16x64.
-    eval_every: int = 500
-    eval_chars: int | None = None
-    checkpoint_every: int | None = None
-    patience: int = 0  # evaluations without improvement before stopping; 0 = never stop early
-    seed: int = 1337
-    precision: str = "auto"
-    # CPU training is reproducible as it is; this also forces deterministic CUDA kernels.
-    deterministic: bool = False
+    batch_size: int = _TRAIN["batch_size"]
+    seq_len: int = _TRAIN["seq_len"]
+    lr: float = _TRAIN["lr"]
+    min_lr_frac: float = _TRAIN["min_lr_frac"]
+    warmup_steps: int = _TRAIN["warmup_steps"]
+    schedule: str = _TRAIN["schedule"]
+    weight_decay: float = _TRAIN["weight_decay"]
+    grad_clip: float = _TRAIN["grad_clip"]
+    max_steps: int | None = _TRAIN["max_steps"]
+    minutes: float | None = _TRAIN["minutes"]
+    eval_every: int = _TRAIN["eval_every"]
+    eval_chars: int | None = _TRAIN["eval_chars"]
+    checkpoint_every: int | None = _TRAIN["checkpoint_every"]
+    patience: int = _TRAIN["patience"]
+    seed: int = _TRAIN["seed"]
+    precision: str = _TRAIN["precision"]
+    deterministic: bool = _TRAIN["deterministic"]
 
     def __post_init__(self) -> None:
         self.schedule = Schedule(self.schedule).value
@@ -118,15 +281,3 @@ class TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
-
-# Measured on tiny shakespeare on 2 cores: 32x64 windows ran no slower per character than 64x128
-# and made 4.6x the updates (6 minutes: 3001 vs 655 steps; val 1.577 vs 1.771 nats/char); 16x64
-# runs ~10% slower per character than 32x64 but, over the same 6.1M characters, reached 1.515
-# against 1.560 nats/char (README, "How the defaults were chosen").
-CPU_BATCH_SIZE = 16
-# On a GPU a step of 2x512 costs 11-13 ms from batch 128 to 1024 (H100, launch-bound), so a
-# batch 8x the CPU's is free. Not larger by default: on a 1 MB corpus a 2-minute run already
-# makes 100+ passes. Tiny shakespeare, medium, dropout 0.4 logged batch 128 1.447, 256 1.459,
-# 512 1.468 nats/char, but with zero-state evaluation rows, which cost larger batches more;
-# less that cost the three are level (~1.433-1.438, README, GPU). Raise it for large corpora.
-GPU_BATCH_SIZE = 128

@@ -81,7 +81,7 @@ def trained_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def model_and_vocab(trained_run):
-    from charrnn.training.runs import load_model
+    from charrnn.model.loading import load_model
 
     model, vocab, _ = load_model(trained_run, device="cpu")
     return model, vocab

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from charrnn.cli.app import app
 from charrnn.generation.copying import copy_report, matching_lengths, reference_texts
 from charrnn.data.corpus import load_corpus, resolve_sources
+from charrnn.saved import CorpusOptions
 
 runner = CliRunner()
 
@@ -45,7 +46,7 @@ def test_report_finds_the_longest_copy_and_counts_only_long_runs():
 
 def test_reference_split_is_the_training_split(text_file):
     corpus = load_corpus(resolve_sources([str(text_file)]), val_frac=0.1)
-    options = {"train_files": [str(text_file)], "val_files": [], "encoding": "utf-8", "val_frac": 0.1}
+    options = CorpusOptions(train_files=[str(text_file)], val_files=[], encoding="utf-8", val_frac=0.1)
     refs = reference_texts(options)
     assert refs.train == corpus.vocab.decode(corpus.train.tolist())
     assert refs.train + refs.unseen == text_file.read_text(encoding="utf-8")
@@ -58,7 +59,7 @@ def test_cli_reports_copying_and_the_figures_are_right(trained_run):
     line = next(line for line in result.stderr.splitlines() if line.strip().startswith("sample:"))
     longest = int(re.search(r"longest verbatim run (\d+) chars", line).group(1))
     share = float(re.search(r"; ([\d.]+)% in runs of 20\+ chars", line).group(1))
-    training = reference_texts({"train_files": [str(trained_run.parent / "verse.txt")], "val_frac": 0.1}).train
+    training = reference_texts(CorpusOptions(train_files=[str(trained_run.parent / "verse.txt")], val_frac=0.1)).train
     expected = copy_report(sample, training)
     assert longest == expected.longest and longest == max(brute_matching_lengths(sample, training))
     assert share == pytest.approx(100 * expected.copied_fraction, abs=0.05)

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from charrnn.cli.app import app
-from charrnn.training.runs import load_model
+from charrnn.model.loading import load_model
 from tests.conftest import REPO, TINY_TRAIN, small_text, train_small_run
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")

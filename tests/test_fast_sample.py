@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from charrnn.model.network import CharRNN, ModelConfig
-from charrnn.training.runs import load_model
+from charrnn.model.loading import load_model
 from charrnn.generation.sample import Noise, SampleConfig, draw, generate_batch, stream
 from charrnn.generation.stepper import EagerStepper, FastStepper, make_stepper
 

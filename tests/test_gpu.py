@@ -11,10 +11,11 @@ from charrnn import checkpoint
 
 from charrnn.device import bf16_rnn_supported, resolve_precision
 from charrnn.model.network import CharRNN, ModelConfig
-from charrnn.training.runs import RunRequest, load_model, prepare_run, train_run
+from charrnn.model.loading import load_model
+from charrnn.training.runs import RunRequest, prepare_run, train_run
 from charrnn.generation.sample import SampleConfig, stream
 from charrnn.generation.stepper import EagerStepper, make_stepper
-from charrnn.model.presets import GPU_DEFAULT_OVERRIDES, GPU_DEFAULT_PRESET, PRESETS
+from charrnn.options import GPU_DEFAULT_OVERRIDES, GPU_DEFAULT_PRESET, PRESETS
 from charrnn.training.trainer import GPU_BATCH_SIZE
 
 from tests.conftest import TINY_MODEL, small_text

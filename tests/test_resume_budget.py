@@ -127,16 +127,16 @@ def test_extending_a_time_budget_from_the_command_line(text_file, tmp_path):
 def test_start_up_is_not_charged_to_the_time_budget(text_file, tmp_path, monkeypatch):
     """Reading and encoding the text made 3 s slower: a one-step run still records only the
     time of its step, evaluation and checkpoints."""
-    import charrnn.training.runs
+    import charrnn.data.corpus
 
     slow_start = 3.0
-    load = charrnn.training.runs.load_corpus
+    load = charrnn.data.corpus.load_corpus
 
     def slow_load(*args, **kwargs):
         time.sleep(slow_start)
         return load(*args, **kwargs)
 
-    monkeypatch.setattr(charrnn.training.runs, "load_corpus", slow_load)
+    monkeypatch.setattr(charrnn.data.corpus, "load_corpus", slow_load)
     started = time.perf_counter()
     result = invoke("train", text_file, "--out", tmp_path / "run", "--max-steps", 1, *TINY)
     wall = time.perf_counter() - started

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from charrnn.generation.beam import BeamConfig, beam_search
 from charrnn.cli.app import app
 from charrnn.errors import ConfigError
-from charrnn.training.runs import load_model
+from charrnn.model.loading import load_model
 from charrnn.generation.sample import SampleConfig, filter_logits, penalize_repetition
 from tests.conftest import sample_text
 

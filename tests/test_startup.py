@@ -51,3 +51,39 @@ def test_completion_imports_neither_torch_nor_numpy():
 
     env = {**os.environ, "_CHARRNN_COMPLETE": "complete_bash", "COMP_WORDS": "charrnn train --pre", "COMP_CWORD": "2"}
     assert heavy_modules(env=env) == ""
+
+
+TRAINING_PROBE = """
+import sys
+from charrnn.cli.app import main
+sys.argv = ["charrnn", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exc:
+    print(f"EXIT:{exc.code}", file=sys.stderr)
+print("TRAINING:" + ",".join(sorted(m for m in sys.modules if m.startswith("charrnn.training"))), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["sample", "{run}", "--length", "20", "--seed", "1"],
+        ["sample", "{run}", "--length", "20", "--seed", "1", "--check-copying"],
+        ["info", "{run}"],
+        ["eval", "{run}", "{text}"],
+        ["export", "{run}", "--out", "{tmp}/model.pt"],
+        ["vocab", "{run}", "--out", "{tmp}/tokenizer.json"],
+    ],
+    ids=lambda command: "-".join(a for a in command if not a.startswith("{"))[:40],
+)
+def test_inference_commands_never_import_the_training_package(trained_run, tmp_path, command):
+    """Sampling, info, eval, export and vocab load a model through charrnn.model.loading: the
+    trainer, runs and DDP code stay out of the process."""
+    args = [a.format(run=trained_run, text=trained_run.parent / "verse.txt", tmp=tmp_path) for a in command]
+    result = subprocess.run(
+        [sys.executable, "-c", TRAINING_PROBE, *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert "EXIT:0" in result.stderr or "EXIT:None" in result.stderr, result.stderr
+    line = [l for l in result.stderr.splitlines() if l.startswith("TRAINING:")]
+    assert line == ["TRAINING:"], result.stderr

@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from charrnn import checkpoint
 from charrnn.cli.app import app
-from charrnn.training.runs import load_model
-from charrnn.data.vocab_kinds import SubwordVocab, piece_decoder
+from charrnn.model.loading import load_model
+from charrnn.data.vocab_kinds import ByteLevelVocab, piece_decoder
 from tests.conftest import small_text
 
 runner = CliRunner()
@@ -42,9 +42,9 @@ def bpe_run(corpus):
 
 def test_bpe_model_learns_over_its_tokens_and_reports_bits_per_character(bpe_run, corpus):
     _, _, val = corpus
-    model, vocab, payload = load_model(bpe_run, device="cpu")
-    assert isinstance(vocab, SubwordVocab) and vocab.kind == "bpe" and len(vocab) == 320
-    assert model.config.vocab_size == 320 and payload["tokenizer"]["kind"] == "bpe"
+    model, vocab, saved = load_model(bpe_run, device="cpu")
+    assert isinstance(vocab, ByteLevelVocab) and vocab.kind == "bpe" and len(vocab) == 320
+    assert model.config.vocab_size == 320 and saved.vocab.kind == "bpe" and saved.corpus.vocab_size == 320
     evals = [json.loads(line) for line in (bpe_run / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
     assert evals[-1]["val_bpc"] < evals[0]["val_bpc"] - 0.5
     # Per character, not per token: `charrnn eval` on the validation file agrees with training.
@@ -128,7 +128,7 @@ def test_chars_tokenizer_json_has_an_unknown_token_and_keeps_the_models_ids(corp
 
 
 def test_streaming_decoder_never_emits_half_a_character():
-    vocab = SubwordVocab.bytes_vocab()
+    vocab = ByteLevelVocab.bytes_vocab()
     decode = piece_decoder(vocab)
     pieces = [decode(b) for b in "a東京".encode("utf-8")]
     assert pieces == ["a", "", "", "東", "", "", "京"]

@@ -7,7 +7,8 @@ import torch
 from charrnn import checkpoint
 from charrnn.errors import ConfigError, TrainingDiverged
 from charrnn.training.trainer import Callback
-from charrnn.training.runs import RunRequest, load_model, prepare_run, train_run
+from charrnn.model.loading import load_model
+from charrnn.training.runs import RunRequest, prepare_run, train_run
 from tests.conftest import TINY_MODEL, TINY_TRAIN
 
 
@@ -194,7 +195,8 @@ def test_resumed_run_keeps_its_own_weight_decay_not_the_presets(text_file, tmp_p
 
 
 def test_the_default_preset_follows_the_device_and_an_asked_for_one_wins():
-    from charrnn.model.presets import PRESETS, resolve_preset
+    from charrnn.model.presets import resolve_preset
+    from charrnn.options import PRESETS
 
     assert resolve_preset(None, "cpu") == ("small", PRESETS["small"])
     assert resolve_preset(None, "cuda") == ("medium", {**PRESETS["medium"], "dropout": 0.4})

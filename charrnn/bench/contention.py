@@ -99,13 +99,14 @@ def _sample_worker(policy_name: str, seconds: float, wait: Callable[[], None]) -
     from charrnn.bench.speed import _bench_vocab, preset_model
     from charrnn.model.network import CharRNN
     from charrnn.generation.sample import SampleConfig, generate_ids
+    from charrnn.options import DEFAULTS
     from charrnn.threads import set_threads, single_stream_threads
 
     policy = _policy(policy_name)
     set_threads(single_stream_threads(policy))
     torch.manual_seed(0)
     model = CharRNN(preset_model(TRAIN_SHAPE["preset"])).eval()
-    config = SampleConfig(length=10**9, temperature=0.8, seed=1)
+    config = SampleConfig(length=10**9, temperature=DEFAULTS["sample"]["temperature"], seed=1)
     steps = generate_ids(model, _bench_vocab(), config)
     for _ in range(200):
         int(next(steps)[0])

@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from charrnn.model.network import CharRNN, ModelConfig
-from charrnn.model.presets import PRESETS
+from charrnn.options import PRESETS
+from charrnn.options import DEFAULTS
 from charrnn.threads import resolve_policy, set_threads, single_stream_threads
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -193,8 +194,10 @@ def sample_speed(
     # Without an engine the config is also valid for the core release, which the README's
     # before/after figures were measured against.
     options = {} if engine == "eager" and "engine" not in SampleConfig.__dataclass_fields__ else {"engine": engine}
-    config = SampleConfig(length=length, temperature=0.8, seed=1, num_samples=num_samples, **options)
-    warm = SampleConfig(length=20, temperature=0.8, seed=1, num_samples=num_samples, **options)
+    # Named rather than left to SampleConfig: releases whose default was another measure alike.
+    temperature = DEFAULTS["sample"]["temperature"]
+    config = SampleConfig(length=length, temperature=temperature, seed=1, num_samples=num_samples, **options)
+    warm = SampleConfig(length=20, temperature=temperature, seed=1, num_samples=num_samples, **options)
     for _ in generate_ids(model, vocab, warm, device):
         pass
     best = 0.0

@@ -22,8 +22,7 @@ from rich.text import Text
 from charrnn import __version__
 from charrnn.cli.errors import EXIT_INTERRUPTED, OneLineUsageErrors, fail, message_for, user_errors
 from charrnn.cli.help import HelpCommand, HelpGroup
-from charrnn.options import CPU_BATCH_SIZE, GPU_BATCH_SIZE, MAX_LR, MAX_SEED, Cell, DeviceChoice, Engine, Precision, Schedule, TokenizerKind, TrainConfig
-from charrnn.model.presets import DEFAULT_PRESET, GPU_DEFAULT_OVERRIDES, GPU_DEFAULT_PRESET, PRESET_TRAINING, Preset
+from charrnn.options import DEFAULTS, MAX_LR, MAX_SEED, PRESET_TRAINING, Cell, DeviceChoice, Engine, Precision, Preset, Schedule, TokenizerKind
 
 class _Group(OneLineUsageErrors, HelpGroup):
     pass
@@ -45,8 +44,22 @@ out = Console(highlight=False)
 
 def _per_preset(option: str) -> str:
     """A training default per preset, for --help. Like every default --help names, it comes
-    from the code that applies it, so the help and the behaviour cannot drift apart."""
+    from the defaults table the run's resolver applies, so the help and the behaviour cannot
+    drift apart."""
     return ", ".join(f"{name} {values[option]:g}" for name, values in PRESET_TRAINING.items())
+
+
+def _default(section: str, name: str, none: str = "") -> str:
+    """``[default: VALUE]`` for --help, VALUE from the defaults table (``none``: what a None
+    there means; a flag's False reads "off")."""
+    value = DEFAULTS[section][name]
+    shown = none if value is None else ("on" if value else "off") if isinstance(value, bool) else value
+    return f"\\[default: {shown}]"
+
+
+TRAIN = DEFAULTS["train"]
+SAMPLE = DEFAULTS["sample"]
+GPU = DEFAULTS["gpu"]
 
 
 MODEL = "Model"
@@ -193,47 +206,48 @@ def train(
         bool,
         typer.Option(help="With --resume on new text: add its unseen characters to the vocabulary (fine-tuning).", rich_help_panel=RUN),
     ] = False,
-    tokenizer: Annotated[Optional[TokenizerKind], typer.Option(help="What the model reads: chars (each character of the corpus), bytes (UTF-8 bytes, any text), or bpe (byte-level BPE trained on the corpus, with --vocab-size). \\[default: chars]", rich_help_panel=DATA)] = None,
+    tokenizer: Annotated[Optional[TokenizerKind], typer.Option(help="What the model reads: chars (each character of the corpus), bytes (UTF-8 bytes, any text), or bpe (byte-level BPE trained on the corpus, with --vocab-size). " + _default("corpus", "tokenizer"), rich_help_panel=DATA)] = None,
     vocab_size: Annotated[Optional[int], typer.Option(min=256, help="BPE vocabulary size (256 byte tokens + merges), with --tokenizer bpe.", rich_help_panel=DATA)] = None,
-    preset: Annotated[Optional[Preset], typer.Option(help=f"Model size; explicit options override it. \\[default: {DEFAULT_PRESET}; on a GPU {GPU_DEFAULT_PRESET} with dropout {GPU_DEFAULT_OVERRIDES['dropout']}]", rich_help_panel=MODEL)] = None,
-    cell: Annotated[Optional[Cell], typer.Option(help="Recurrent cell. \\[default: lstm]", rich_help_panel=MODEL)] = None,
+    preset: Annotated[Optional[Preset], typer.Option(help=f"Model size; explicit options override it. \\[default: {DEFAULTS['model']['preset']}; on a GPU {GPU['preset']} with dropout {GPU['dropout']}]", rich_help_panel=MODEL)] = None,
+    cell: Annotated[Optional[Cell], typer.Option(help="Recurrent cell. " + _default("model", "cell"), rich_help_panel=MODEL)] = None,
     layers: Annotated[Optional[int], typer.Option(min=1, help="Recurrent layers.", rich_help_panel=MODEL)] = None,
     hidden: Annotated[Optional[int], typer.Option(min=1, help="Hidden units per layer.", rich_help_panel=MODEL)] = None,
     embed: Annotated[Optional[int], typer.Option(min=1, help="Character embedding size.", rich_help_panel=MODEL)] = None,
     dropout: Annotated[Optional[float], typer.Option(min=0, max=0.99, help="Dropout between layers and before the decoder.", rich_help_panel=MODEL)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help=f"Parallel streams per step (shrinks for short texts). \\[default: {CPU_BATCH_SIZE}; {GPU_BATCH_SIZE} on a GPU]", rich_help_panel=TRAINING)] = None,
-    seq_len: Annotated[Optional[int], typer.Option(min=1, help=f"Characters per truncated-BPTT window. \\[default: {TrainConfig.seq_len}]", rich_help_panel=TRAINING)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help=f"Parallel streams per step (shrinks for short texts). \\[default: {TRAIN['batch_size']}; {GPU['batch_size']} on a GPU]", rich_help_panel=TRAINING)] = None,
+    seq_len: Annotated[Optional[int], typer.Option(min=1, help="Characters per truncated-BPTT window. " + _default("train", "seq_len"), rich_help_panel=TRAINING)] = None,
     lr: Annotated[Optional[float], typer.Option(help=f"Peak learning rate (AdamW): above 0, at most {MAX_LR:g}. \\[default: from the preset: {_per_preset('lr')}]", rich_help_panel=TRAINING)] = None,
-    schedule: Annotated[Optional[Schedule], typer.Option(help="Learning-rate schedule after warmup. \\[default: cosine]", rich_help_panel=TRAINING)] = None,
-    warmup_steps: Annotated[Optional[int], typer.Option(min=0, help=f"Linear warmup steps. \\[default: {TrainConfig.warmup_steps}]", rich_help_panel=TRAINING)] = None,
-    min_lr_frac: Annotated[Optional[float], typer.Option(min=0, max=1, help="Final rate as a fraction of --lr. \\[default: 0.1]", rich_help_panel=TRAINING)] = None,
+    schedule: Annotated[Optional[Schedule], typer.Option(help="Learning-rate schedule after warmup. " + _default("train", "schedule"), rich_help_panel=TRAINING)] = None,
+    warmup_steps: Annotated[Optional[int], typer.Option(min=0, help="Linear warmup steps. " + _default("train", "warmup_steps"), rich_help_panel=TRAINING)] = None,
+    min_lr_frac: Annotated[Optional[float], typer.Option(min=0, max=1, help="Final rate as a fraction of --lr. " + _default("train", "min_lr_frac"), rich_help_panel=TRAINING)] = None,
     weight_decay: Annotated[Optional[float], typer.Option(min=0, help=f"AdamW weight decay (not on biases or embeddings). \\[default: from the preset: {_per_preset('weight_decay')}]", rich_help_panel=TRAINING)] = None,
-    grad_clip: Annotated[Optional[float], typer.Option(min=0, help="Gradient-norm clip; 0 = off. \\[default: 1.0]", rich_help_panel=TRAINING)] = None,
+    grad_clip: Annotated[Optional[float], typer.Option(min=0, help="Gradient-norm clip; 0 = off. " + _default("train", "grad_clip"), rich_help_panel=TRAINING)] = None,
     max_steps: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many steps (with --resume: the run's total; see --extend-steps).", rich_help_panel=BUDGET)] = None,
-    minutes: Annotated[Optional[float], typer.Option(help="Training-time budget, above 0 (steps, evaluations and checkpoints; start-up is not counted); the schedule is planned to end with it. With --resume: the run's total (see --extend-minutes). \\[default: 10 if no other budget]", rich_help_panel=BUDGET)] = None,
+    minutes: Annotated[Optional[float], typer.Option(help="Training-time budget, above 0 (steps, evaluations and checkpoints; start-up is not counted); the schedule is planned to end with it. With --resume: the run's total (see --extend-minutes). " + f"\\[default: {DEFAULTS['budget']['minutes']:g} if no other budget]", rich_help_panel=BUDGET)] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Stop after this many passes over the text (above 0; fractions allowed).", rich_help_panel=BUDGET)] = None,
     extend_steps: Annotated[Optional[int], typer.Option(help="With --resume: add this many steps (at least 1) to the run's budget (with --resume, --max-steps, --epochs and --minutes are totals). The learning rate goes on from where it is, decaying over the extension.", rich_help_panel=BUDGET)] = None,
     extend_epochs: Annotated[Optional[float], typer.Option(help="With --resume: add this many passes over the text (above 0) to the run's step budget.", rich_help_panel=BUDGET)] = None,
     extend_minutes: Annotated[Optional[float], typer.Option(help="With --resume: add this many minutes (above 0) to the run's time budget.", rich_help_panel=BUDGET)] = None,
-    eval_every: Annotated[Optional[int], typer.Option(min=1, help=f"Steps between validation runs. \\[default: {TrainConfig.eval_every}]", rich_help_panel=BUDGET)] = None,
-    eval_chars: Annotated[Optional[int], typer.Option(min=2, help="Evaluate on at most this many validation characters. \\[default: all]", rich_help_panel=BUDGET)] = None,
-    checkpoint_every: Annotated[Optional[int], typer.Option(min=1, help="Steps between periodic checkpoints. \\[default: --eval-every]", rich_help_panel=BUDGET)] = None,
-    patience: Annotated[Optional[int], typer.Option(min=0, help="Stop after this many evaluations without improvement; 0 = never. \\[default: 0]", rich_help_panel=BUDGET)] = None,
-    seed: Annotated[Optional[int], typer.Option(callback=_seed_range, help="Random seed for initialisation and dropout, 0 to 2**63-1. \\[default: 1337]", rich_help_panel=TRAINING)] = None,
+    eval_every: Annotated[Optional[int], typer.Option(min=1, help="Steps between validation runs. " + _default("train", "eval_every"), rich_help_panel=BUDGET)] = None,
+    eval_chars: Annotated[Optional[int], typer.Option(min=2, help="Evaluate on at most this many validation characters. " + _default("train", "eval_chars", none="all"), rich_help_panel=BUDGET)] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(min=1, help="Steps between periodic checkpoints. " + _default("train", "checkpoint_every", none="--eval-every"), rich_help_panel=BUDGET)] = None,
+    patience: Annotated[Optional[int], typer.Option(min=0, help="Stop after this many evaluations without improvement; 0 = never. " + _default("train", "patience"), rich_help_panel=BUDGET)] = None,
+    seed: Annotated[Optional[int], typer.Option(callback=_seed_range, help="Random seed for initialisation and dropout, 0 to 2**63-1. " + _default("train", "seed"), rich_help_panel=TRAINING)] = None,
     val_file: Annotated[
         Optional[list[str]], typer.Option(help="Validation text (repeatable), instead of the last --val-frac of the training text.", rich_help_panel=DATA)
     ] = None,
-    val_frac: Annotated[Optional[float], typer.Option(min=0, max=0.99, help="Fraction of the text, at its end, held out for validation. \\[default: 0.1]", rich_help_panel=DATA)] = None,
-    encoding: Annotated[Optional[str], typer.Option(help="Text encoding of the files. \\[default: utf-8]", rich_help_panel=DATA)] = None,
+    val_frac: Annotated[Optional[float], typer.Option(min=0, max=0.99, help="Fraction of the text, at its end, held out for validation. " + _default("corpus", "val_frac"), rich_help_panel=DATA)] = None,
+    encoding: Annotated[Optional[str], typer.Option(help="Text encoding of the files. " + _default("corpus", "encoding"), rich_help_panel=DATA)] = None,
     device: Annotated[DeviceChoice, typer.Option(help="Where to train.", rich_help_panel=DEVICE)] = DeviceChoice.auto,
     threads: Annotated[Optional[int], typer.Option(min=1, help=THREADS_HELP, show_default=False, rich_help_panel=DEVICE)] = None,
-    eval_sample_chars: Annotated[int, typer.Option(min=0, help="Characters of the sample written to samples.txt at each evaluation; 0 = none.", rich_help_panel=BUDGET)] = 200,
+    eval_sample_chars: Annotated[int, typer.Option(min=0, help="Characters of the sample written to samples.txt at each evaluation; 0 = none.", rich_help_panel=BUDGET)] = DEFAULTS["run"]["eval_sample_chars"],
     tensorboard: Annotated[bool, typer.Option("--tensorboard/--no-tensorboard", help="Also write TensorBoard event files to RUN_DIR/tensorboard (needs the tensorboard extra).", rich_help_panel=RUN)] = False,
     precision: Annotated[Optional[Precision], typer.Option(help="auto = fp16 autocast on CUDA, fp32 on CPU.", rich_help_panel=DEVICE)] = None,
-    deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--no-deterministic", help="Deterministic kernels everywhere, so a resumed run matches an unstopped one bit-for-bit on CUDA too (CPU runs already do); on CUDA it needs --dropout 0 or one layer. \\[default: off]", show_default=False, rich_help_panel=RUN)] = None,
+    deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--no-deterministic", help="Deterministic kernels everywhere, so a resumed run matches an unstopped one bit-for-bit on CUDA too (CPU runs already do); on CUDA it needs --dropout 0 or one layer. " + _default("train", "deterministic"), show_default=False, rich_help_panel=RUN)] = None,
 ) -> None:
     """Train a model on text files; checkpoints and metrics go to a run directory."""
-    from charrnn.training.runs import RunRequest, describe_budget, prepare_run, train_run
+    from charrnn.training.plan import RunRequest, describe_budget
+    from charrnn.training.runs import prepare_run, train_run
     from charrnn.cli.signals import graceful_stop
     from charrnn.cli.progress import TrainingDisplay
     from charrnn.training import distributed
@@ -310,7 +324,7 @@ def train(
         budget += f" ({run.trainer.progress.elapsed / 60:.1f} min used)"
     verb = f"resuming {run.resumed_from} at step {run.trainer.step}" if run.resumed_from else "training"
     # Byte and BPE runs count tokens: calling them characters would misstate the text's size.
-    units = "characters" if run.corpus_options.get("tokenizer", "chars") == "chars" else "tokens"
+    units = "characters" if run.corpus_options.tokenizer == "chars" else "tokens"
     err.print(
         f"{verb}: {m.layers}x{m.hidden} {m.cell.upper()}, {run.model.num_parameters():,} parameters, "
         f"vocabulary {len(run.vocab)}, {len(run.corpus.train):,} train / "
@@ -324,7 +338,7 @@ def train(
         err.print(f"threads: {run.threads.describe()}", markup=False)
     err.print(f"run directory: {run.directory}", markup=False)
     if run.trainer.val_ids is None:
-        no_split = not run.corpus_options.get("val_files") and not run.corpus_options.get("val_frac")
+        no_split = not run.corpus_options.val_files and not run.corpus_options.val_frac
         why = "--val-frac 0" if no_split else "too short a text to hold part of it out"
         err.print(
             f"warning: no validation text ({why}), so no best.pt will be written and `sample --best` "
@@ -369,32 +383,32 @@ DEFAULT_SEPARATOR = "--- sample {i} of {n} {status} ---"
 @user_errors
 def sample(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
-    length: Annotated[int, typer.Option(min=1, help="Characters to generate per sample.")] = 1000,
-    temperature: Annotated[float, typer.Option(min=0, help="Sampling temperature; 0 = greedy.")] = 0.8,
-    top_k: Annotated[int, typer.Option(min=0, help="Sample only among the k most likely characters; 0 = off.")] = 0,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass, above 0 and at most 1; 1 = off.")] = 1.0,
-    min_p: Annotated[float, typer.Option(min=0, max=1, help="Drop characters less likely than this fraction of the most likely one; 0 = off.")] = 0.0,
-    repetition_penalty: Annotated[float, typer.Option(help="Above 1, characters seen in the last --repetition-window become less likely; 1 = off; above 0 and below 1, more likely.")] = 1.0,
-    repetition_window: Annotated[int, typer.Option(min=1, help="Recent characters (prime included) the repetition penalty looks at.")] = 64,
-    beam: Annotated[int, typer.Option(min=0, help="Beam search with this many beams instead of sampling: the most likely continuation, deterministic; good for short completions, repetitive on long ones. 0 = sample.", rich_help_panel=MODES)] = 0,
+    length: Annotated[int, typer.Option(min=1, help="Characters to generate per sample.")] = SAMPLE["length"],
+    temperature: Annotated[float, typer.Option(min=0, help="Sampling temperature; 0 = greedy.")] = SAMPLE["temperature"],
+    top_k: Annotated[int, typer.Option(min=0, help="Sample only among the k most likely characters; 0 = off.")] = SAMPLE["top_k"],
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass, above 0 and at most 1; 1 = off.")] = SAMPLE["top_p"],
+    min_p: Annotated[float, typer.Option(min=0, max=1, help="Drop characters less likely than this fraction of the most likely one; 0 = off.")] = SAMPLE["min_p"],
+    repetition_penalty: Annotated[float, typer.Option(help="Above 1, characters seen in the last --repetition-window become less likely; 1 = off; above 0 and below 1, more likely.")] = SAMPLE["repetition_penalty"],
+    repetition_window: Annotated[int, typer.Option(min=1, help="Recent characters (prime included) the repetition penalty looks at.")] = SAMPLE["repetition_window"],
+    beam: Annotated[int, typer.Option(min=0, help="Beam search with this many beams instead of sampling: the most likely continuation, deterministic; good for short completions, repetitive on long ones. 0 = sample.", rich_help_panel=MODES)] = SAMPLE["beam"],
     interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Prompt loop: each line you type is continued; /help lists commands (/temp, /len, ...), /quit or EOF ends.", rich_help_panel=MODES)] = False,
     prime: Annotated[str, typer.Option(help="Text to condition on first (printed before the sample).")] = "",
     seed: Annotated[Optional[int], typer.Option(callback=_seed_range, help="Random seed, 0 to 2**63-1: same seed, same text. \\[default: random, reported]")] = None,
-    num_samples: Annotated[int, typer.Option(min=1, help="Samples to make, generated together in one batch; each is written out as soon as its text is final, in order, followed by a --separator line.")] = 1,
+    num_samples: Annotated[int, typer.Option(min=1, help="Samples to make, generated together in one batch; each is written out as soon as its text is final, in order, followed by a --separator line.")] = SAMPLE["num_samples"],
     separator: Annotated[str, typer.Option(help="With --num-samples > 1, the line written on stdout after each sample, for scripts to split on: {i} becomes the sample's number, {n} the number of samples, {status} 'complete' or 'cut short' (Ctrl-C).")] = DEFAULT_SEPARATOR,
     stop: Annotated[Optional[list[str]], typer.Option(help="End a sample at this string (repeatable; not printed).")] = None,
-    unknown: Annotated[str, typer.Option(metavar="<error|skip>", help="Prime characters outside the vocabulary: error (names them) or skip.")] = "error",
+    unknown: Annotated[str, typer.Option(metavar="<error|skip>", help="Prime characters outside the vocabulary: error (names them) or skip.")] = SAMPLE["unknown"],
     best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint, not its latest.", rich_help_panel=MODEL)] = False,
     device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.", rich_help_panel=MODEL)] = DeviceChoice.auto,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch and BLAS (OMP_NUM_THREADS also fixes it). \\[default: 1 for one sample; for several, chosen by measured speed]", show_default=False, rich_help_panel=MODEL)] = None,
-    engine: Annotated[Engine, typer.Option(help="fast = weights laid out once for single steps (CPU); eager = the model's own forward (the reference; cuDNN on GPU); auto = fast on CPU, eager on GPU. Same seed, same text either way.", rich_help_panel=MODEL)] = Engine.auto,
+    engine: Annotated[Engine, typer.Option(help="fast = weights laid out once for single steps (CPU); eager = the model's own forward (the reference; cuDNN on GPU); auto = fast on CPU, eager on GPU. Same seed, same text either way.", rich_help_panel=MODEL)] = Engine(SAMPLE["engine"]),
     check_copying: Annotated[bool, typer.Option("--check-copying", help="After sampling, report on stderr the longest substring of each sample found verbatim in the training text, and the share of it in copied runs of --copy-min-run+ characters, beside the same figures for unseen validation text. About 1 s per 1,000 sampled characters per MB of training text.", rich_help_panel=COPYING)] = False,
     training_text: Annotated[Optional[Path], typer.Option(help="Check copying against this file instead of the training files the checkpoint records (implies --check-copying).", show_default=False, rich_help_panel=COPYING)] = None,
-    copy_min_run: Annotated[int, typer.Option(min=1, help="Shortest verbatim run counted as copied by --check-copying.", rich_help_panel=COPYING)] = 20,
+    copy_min_run: Annotated[int, typer.Option(min=1, help="Shortest verbatim run counted as copied by --check-copying.", rich_help_panel=COPYING)] = SAMPLE["copy_min_run"],
 ) -> None:
     """Generate text, streaming it to stdout as it is made."""
     from charrnn.device import resolve_device
-    from charrnn.training.runs import load_model
+    from charrnn.model.loading import load_model
     from charrnn.generation.sample import SampleConfig
 
     config = SampleConfig(
@@ -417,7 +431,7 @@ def sample(
     if not separator:
         raise ConfigError("--separator must not be empty: it is the line that tells samples apart")
     target = resolve_device(device.value)
-    model, vocab, payload = load_model(checkpoint, "best" if best else "last", device.value)
+    model, vocab, saved = load_model(checkpoint, "best" if best else "last", device.value)
     governor = _generation_threads(threads, 1 if beam or interactive else num_samples) if target.type == "cpu" else None
 
     if beam and interactive:
@@ -430,7 +444,7 @@ def sample(
         from charrnn.generation.copying import reference_texts
 
         # Read before sampling: a missing training file is answered before any output.
-        references = reference_texts(payload.get("corpus", {}), training_text)
+        references = reference_texts(saved.corpus, training_text)
     if beam:
         texts = _sample_beam(model, vocab, config, beam, target)
         _report_copying(references, texts, copy_min_run)
@@ -658,23 +672,22 @@ def info(
 ) -> None:
     """Show a checkpoint's model, vocabulary, training progress and best validation bpc."""
     from charrnn import checkpoint as ckpt
-    from charrnn.training.runs import load_model
+    from charrnn.model.loading import load_model
 
     path = ckpt.resolve(checkpoint, "best" if best else "last")
-    model, vocab, payload = load_model(path, device="cpu")
-    metrics = payload.get("metrics", {})
+    model, vocab, saved = load_model(path, device="cpu")
     facts = {
         "checkpoint": str(path),
-        "charrnn_version": payload.get("charrnn_version"),
-        "model": payload["model_config"],
+        "charrnn_version": saved.version,
+        "model": saved.model_config.to_dict(),
         "parameters": model.num_parameters(),
         "vocab_size": len(vocab),
         "vocab": "".join(vocab.chars),
-        "step": metrics.get("step"),
-        "train_minutes": metrics.get("elapsed", 0.0) / 60,
-        "best_val_bpc": metrics.get("best_val_bpc"),
-        "train_config": payload.get("train_config"),
-        "corpus": payload.get("corpus"),
+        "step": saved.metrics.step,
+        "train_minutes": saved.metrics.elapsed / 60,
+        "best_val_bpc": saved.metrics.best_val_bpc,
+        "train_config": None if saved.train_config is None else saved.train_config.to_dict(),
+        "corpus": None if saved.corpus is None else saved.corpus.to_dict(),
     }
     if as_json:
         print(json.dumps(facts, indent=2, ensure_ascii=False))
@@ -722,35 +735,26 @@ def evaluate_command(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
     files: Annotated[list[Path], typer.Argument(parser=_given_path, help="Text files to score, or a named corpus's split, e.g. ptb-char:test.", show_default=False)],
     best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint.")] = False,
-    encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = "utf-8",
+    encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = DEFAULTS["corpus"]["encoding"],
     device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.")] = DeviceChoice.auto,
-    unknown: Annotated[str, typer.Option(metavar="<error|skip>", help="Characters outside the model's vocabulary: error, or skip (leave them out of the text scored, and say how many).")] = "error",
+    unknown: Annotated[str, typer.Option(metavar="<error|skip>", help="Characters outside the model's vocabulary: error, or skip (leave them out of the text scored, and say how many).")] = DEFAULTS["eval"]["unknown"],
     threads: Annotated[Optional[int], typer.Option(min=1, help=THREADS_HELP, show_default=False)] = None,
 ) -> None:
     """Print the bits per character the model assigns to text files, read as one stream."""
-    from charrnn.data.corpus import encode_files, encode_files_skipping_unknown, resolve_sources
+    from charrnn.data.corpus import resolve_sources
+    from charrnn.data.vocab_kinds import vocab_kind
     from charrnn.device import resolve_device
     from charrnn.errors import ConfigError
-    from charrnn.training.runs import load_model
-    from charrnn.training.trainer import evaluate
+    from charrnn.model.evaluation import evaluate
+    from charrnn.model.loading import load_model
 
     if unknown not in ("error", "skip"):
         raise ConfigError("--unknown must be 'error' or 'skip'")
     model, vocab, _ = load_model(checkpoint, "best" if best else "last", device.value)
     sources = resolve_sources([str(f) for f in files], encoding=encoding)
-    from charrnn.data.vocab_kinds import SubwordVocab, encode_text
-
-    tokens_per_char = 1.0
-    skipped = 0
-    if isinstance(vocab, SubwordVocab):
-        # Scored per token, reported per character, so models with any tokenizer compare.
-        text = encode_text(sources.train, vocab, encoding)
-        ids, tokens_per_char = text.ids, len(text.ids) / max(text.chars, 1)
-    elif unknown == "skip":
-        ids, skipped = encode_files_skipping_unknown(sources.train, vocab, encoding)
-    else:
-        advice = "eval cannot score characters the model never saw; pass --unknown skip to leave them out"
-        ids = encode_files(sources.train, vocab, encoding, advice)
+    advice = "eval cannot score characters the model never saw; pass --unknown skip to leave them out"
+    text = vocab_kind(vocab.kind).score_text(sources.train, vocab, encoding, unknown, advice)
+    ids, tokens_per_char, skipped = text.ids, text.tokens_per_char, text.skipped
     if len(ids) < 2:
         from charrnn.errors import CorpusError
 
@@ -772,7 +776,7 @@ def vocab(
     output: Annotated[Path, typer.Option("--out", parser=_out_path, metavar="<path>", help="Where to write the Hugging Face tokenizer.json.")] = Path("tokenizer.json"),
 ) -> None:
     """Export the vocabulary as a Hugging Face tokenizer.json (PreTrainedTokenizerFast loads it)."""
-    from charrnn.training.runs import load_model
+    from charrnn.model.loading import load_model
 
     _file_not_directory(output, "tokenizer.json")
     _, chars, _ = load_model(checkpoint, device="cpu")
@@ -793,15 +797,14 @@ def export(
     """Write a TorchScript model with the vocabulary embedded, usable with torch alone."""
     from charrnn import checkpoint as ckpt
     from charrnn.export.torchscript import export_torchscript
-    from charrnn.training.runs import load_model
+    from charrnn.model.loading import load_model
 
     _file_not_directory(output, "model.torchscript.pt")
     path = ckpt.resolve(checkpoint, "best" if best else "last")
-    model, vocab, payload = load_model(path, device="cpu")
+    model, vocab, saved = load_model(path, device="cpu")
     if output is None:
         output = path.parent / ("model.torchscript.pt" if checkpoint.is_dir() else f"{path.stem}.torchscript.pt")
-    metrics = payload.get("metrics", {})
-    written = export_torchscript(model, vocab, output, {"checkpoint": str(path), "step": metrics.get("step")})
+    written = export_torchscript(model, vocab, output, {"checkpoint": str(path), "step": saved.metrics.step})
     err.print(
         f"wrote {written} (TorchScript, {model.config.cell.upper()} {model.config.layers}x{model.config.hidden}, "
         f"vocabulary {len(vocab)}); load it with torch.jit.load",

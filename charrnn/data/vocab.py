@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import ClassVar, Iterable
 
 import numpy as np
 
@@ -45,6 +45,7 @@ def describe_chars(chars: Iterable[str], limit: int = 10) -> str:
 
 @dataclass(frozen=True)
 class Vocab:
+    kind: ClassVar[str] = "chars"  # see charrnn.data.vocab_kinds
     chars: tuple[str, ...]
     _lookup: np.ndarray = field(init=False, repr=False, compare=False)
 

@@ -1,4 +1,7 @@
-"""Token vocabularies beside the character ``Vocab``: UTF-8 bytes, and byte-level BPE.
+"""The vocabulary kinds, and the one dispatch on them: characters (``Vocab``), UTF-8 bytes and
+byte-level BPE (both a ``ByteLevelVocab``). ``vocab_kind(name)`` gives what differs between
+them: restoring one from a saved run, storing it, loading a corpus with it, encoding text to
+score. Every caller goes through it; nothing else asks which kind a vocabulary is.
 
 ``--tokenizer bytes`` models the UTF-8 bytes of the text (256 ids, id = byte value): any input
 at all, no unknown characters. ``--tokenizer bpe --vocab-size N`` trains a byte-level BPE with
@@ -25,6 +28,7 @@ import numpy as np
 
 from charrnn.errors import ConfigError, CorpusError, VocabError
 from charrnn.options import TokenizerKind
+from charrnn.saved import SavedVocab
 
 KINDS = tuple(k.value for k in TokenizerKind)
 BYTES = 256
@@ -58,7 +62,10 @@ def _byte_level(tokenizer):
 
 
 @dataclass(frozen=True)
-class SubwordVocab:
+class ByteLevelVocab:
+    """Tokens that are runs of bytes: the 256 UTF-8 byte values ("bytes"), or those and the
+    merges of a byte-level BPE ("bpe"). Either is a Hugging Face tokenizer.json."""
+
     kind: str  # "bytes" or "bpe"
     tokenizer_json: str
     token_bytes: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
@@ -82,7 +89,7 @@ class SubwordVocab:
     # -- construction --------------------------------------------------------------
 
     @classmethod
-    def bytes_vocab(cls) -> "SubwordVocab":
+    def bytes_vocab(cls) -> "ByteLevelVocab":
         from tokenizers import Tokenizer, models
 
         alphabet = bytes_to_unicode()
@@ -90,7 +97,7 @@ class SubwordVocab:
         return cls("bytes", tokenizer.to_str())
 
     @classmethod
-    def train_bpe(cls, lines: Iterable[str], vocab_size: int) -> "SubwordVocab":
+    def train_bpe(cls, lines: Iterable[str], vocab_size: int) -> "ByteLevelVocab":
         from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
         if vocab_size < BYTES:
@@ -106,16 +113,6 @@ class SubwordVocab:
         )
         tokenizer.train_from_iterator(lines, trainer)
         return cls("bpe", tokenizer.to_str())
-
-    @classmethod
-    def from_payload(cls, payload: dict) -> "SubwordVocab":
-        try:
-            return cls(payload["kind"], payload["json"])
-        except (KeyError, TypeError) as exc:
-            raise VocabError(f"checkpoint tokenizer entry is incomplete ({exc})") from None
-
-    def payload(self) -> dict:
-        return {"kind": self.kind, "json": self.tokenizer_json}
 
     # -- the Vocab interface -------------------------------------------------------
 
@@ -178,24 +175,24 @@ def read_text(files: Iterable[Path], encoding: str) -> Iterator[str]:
         yield "".join(iter_text_chunks(Path(path), encoding))
 
 
-def encode_text(files: Iterable[Path], vocab: SubwordVocab, encoding: str) -> TokenText:
+def encode_text(files: Iterable[Path], vocab: ByteLevelVocab, encoding: str) -> TokenText:
     texts = list(read_text(files, encoding))
     ids = [vocab.encode(t) for t in texts]
     return TokenText(np.concatenate(ids) if ids else np.zeros(0, np.int64), sum(len(t) for t in texts))
 
 
-def build_vocab(kind: str, vocab_size: int | None, files: Iterable[Path], encoding: str) -> SubwordVocab:
+def build_vocab(kind: str, vocab_size: int | None, files: Iterable[Path], encoding: str) -> ByteLevelVocab:
     if kind == "bytes":
         if vocab_size not in (None, BYTES):
             raise ConfigError("--vocab-size does not apply to --tokenizer bytes (always 256)")
-        return SubwordVocab.bytes_vocab()
+        return ByteLevelVocab.bytes_vocab()
     if vocab_size is None:
         raise ConfigError("--tokenizer bpe needs --vocab-size N (for example 1024)")
     lines = (line for text in read_text(files, encoding) for line in text.splitlines(keepends=True))
-    return SubwordVocab.train_bpe(lines, vocab_size)
+    return ByteLevelVocab.train_bpe(lines, vocab_size)
 
 
-def split(vocab: SubwordVocab, text: TokenText, val: TokenText | None, val_frac: float):
+def split(vocab: ByteLevelVocab, text: TokenText, val: TokenText | None, val_frac: float):
     """(train ids, val ids or None, validation tokens per character), split like the character
     corpus: the validation files, or the last ``val_frac`` of the text (nanoGPT's split)."""
     from charrnn.data.corpus import hold_out
@@ -213,39 +210,113 @@ def split(vocab: SubwordVocab, text: TokenText, val: TokenText | None, val_frac:
     return train, held, len(held) / max(len(vocab.decode(held.tolist())), 1)
 
 
-def vocab_from_payload(payload: dict):
-    """The vocabulary a checkpoint was trained with: characters, or a stored tokenizer."""
-    from charrnn.data.vocab import Vocab
+@dataclass(frozen=True)
+class ScoredText:
+    """Text encoded to be scored: its ids, and what turns a score per token into one per
+    character."""
 
-    if payload.get("tokenizer"):
-        return SubwordVocab.from_payload(payload["tokenizer"])
-    return Vocab(tuple(payload["vocab"]))
-
-
-def tokenizer_kind(requested: str | None, stored: dict | None) -> str:
-    saved = (stored.get("tokenizer") or {}).get("kind", "chars") if stored else None
-    if requested is not None and requested not in KINDS:
-        raise ConfigError(f"--tokenizer must be one of {', '.join(KINDS)}")
-    if saved is not None and requested is not None and requested != saved:
-        raise ConfigError(f"--tokenizer {requested} differs from the checkpoint's {saved}; a resumed model keeps its tokenizer")
-    return saved or requested or "chars"
+    ids: np.ndarray
+    chars: int  # characters the ids encode
+    tokens_per_char: float = 1.0
+    skipped: int = 0  # characters outside the vocabulary left out
 
 
-def load_token_corpus(sources, encoding: str, val_frac: float, kind: str, vocab_size: int | None, stored: dict | None, extend_vocab: bool = False):
-    """The ``Corpus`` for a byte or BPE run (the tokenizer trained on the training files, or
-    the checkpoint's), and the validation text's tokens per character."""
-    from charrnn.data.corpus import Corpus
+class VocabKind:
+    """What differs between the vocabulary kinds."""
 
-    if extend_vocab:
-        raise ConfigError("--extend-vocab is for character vocabularies; byte and BPE tokenizers cover any text")
-    if stored:
-        if vocab_size is not None and vocab_size != len(stored["vocab"]):
-            raise ConfigError("--vocab-size differs from the checkpoint's; a resumed model keeps its tokenizer")
-        vocab = SubwordVocab.from_payload(stored["tokenizer"])
-    else:
-        vocab = build_vocab(kind, vocab_size, sources.train, encoding)
-    text = encode_text(sources.train, vocab, encoding)
-    val = encode_text(sources.val, vocab, encoding) if sources.val else None
-    train_ids, val_ids, tokens_per_char = split(vocab, text, val, val_frac)
-    corpus = Corpus(vocab, train_ids, val_ids, tuple(sources.train), tuple(sources.val))
-    return corpus, tokens_per_char
+    name: str
+
+    def restore(self, saved: SavedVocab):
+        """The working vocabulary of a saved run."""
+        raise NotImplementedError
+
+    def stored(self, vocab) -> SavedVocab:
+        """``vocab`` as a saved run holds it."""
+        return SavedVocab(self.name, tuple(vocab.chars), getattr(vocab, "tokenizer_json", None))
+
+    def load_corpus(self, sources, encoding: str, val_frac: float, saved: SavedVocab | None, vocab_size: int | None, extend_vocab: bool):
+        """The ``Corpus`` to train on (with the saved run's vocabulary, or one built from the
+        training text) and the validation text's tokens per character."""
+        raise NotImplementedError
+
+    def score_text(self, files, vocab, encoding: str, unknown: str, advice: str) -> ScoredText:
+        """``files`` read as one stream and encoded to be scored; characters outside the
+        vocabulary are an error ending with ``advice``, or with ``unknown`` "skip" left out."""
+        raise NotImplementedError
+
+
+class _Chars(VocabKind):
+    name = "chars"
+
+    def restore(self, saved: SavedVocab):
+        from charrnn.data.vocab import Vocab
+
+        return Vocab(tuple(saved.chars))
+
+    def load_corpus(self, sources, encoding, val_frac, saved, vocab_size, extend_vocab):
+        from charrnn.data.corpus import load_corpus
+
+        vocab = None if saved is None else self.restore(saved)
+        return load_corpus(sources, encoding, val_frac, vocab, extend_vocab), 1.0
+
+    def score_text(self, files, vocab, encoding, unknown, advice):
+        from charrnn.data.corpus import encode_files, encode_files_skipping_unknown
+
+        if unknown == "skip":
+            ids, skipped = encode_files_skipping_unknown(files, vocab, encoding)
+            return ScoredText(ids, len(ids), skipped=skipped)
+        ids = encode_files(files, vocab, encoding, advice)
+        return ScoredText(ids, len(ids))
+
+
+class _ByteLevel(VocabKind):
+    """Bytes and BPE: every text is covered, so there are no unknown characters."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def restore(self, saved: SavedVocab):
+        if saved.tokenizer_json is None:
+            raise VocabError(f"the checkpoint's {saved.kind} vocabulary has no tokenizer.json")
+        return ByteLevelVocab(saved.kind, saved.tokenizer_json)
+
+    def load_corpus(self, sources, encoding, val_frac, saved, vocab_size, extend_vocab):
+        from charrnn.data.corpus import Corpus
+
+        if extend_vocab:
+            raise ConfigError("--extend-vocab is for character vocabularies; byte and BPE tokenizers cover any text")
+        if saved is not None:
+            vocab = self.restore(saved)
+        else:
+            vocab = build_vocab(self.name, vocab_size, sources.train, encoding)
+        text = encode_text(sources.train, vocab, encoding)
+        val = encode_text(sources.val, vocab, encoding) if sources.val else None
+        train_ids, val_ids, tokens_per_char = split(vocab, text, val, val_frac)
+        corpus = Corpus(vocab, train_ids, val_ids, tuple(sources.train), tuple(sources.val))
+        return corpus, tokens_per_char
+
+    def score_text(self, files, vocab, encoding, unknown, advice):
+        # Scored per token, reported per character, so models with any tokenizer compare.
+        text = encode_text(files, vocab, encoding)
+        return ScoredText(text.ids, text.chars, len(text.ids) / max(text.chars, 1))
+
+
+_KINDS: dict[str, VocabKind] = {"chars": _Chars(), "bytes": _ByteLevel("bytes"), "bpe": _ByteLevel("bpe")}
+
+
+def vocab_kind(name: str) -> VocabKind:
+    """The kind named ``name`` ("chars", "bytes" or "bpe")."""
+    try:
+        return _KINDS[name]
+    except KeyError:
+        raise VocabError(f"unknown vocabulary kind {name!r} (charrnn knows {', '.join(KINDS)})") from None
+
+
+def restore_vocab(saved: SavedVocab):
+    """The working vocabulary of a saved run, whatever its kind."""
+    return vocab_kind(saved.kind).restore(saved)
+
+
+def stored_vocab(vocab) -> SavedVocab:
+    """A working vocabulary as a saved run holds it."""
+    return vocab_kind(vocab.kind).stored(vocab)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from charrnn.errors import ConfigError, VocabError
+from charrnn.options import DEFAULTS
 from charrnn.model.network import CharRNN, State
 from charrnn.generation.sample import StopMatcher, penalize_repetition
 from charrnn.data.vocab import Vocab
@@ -27,8 +28,8 @@ class BeamConfig:
     prime: str = ""
     unknown: str = "error"
     stop: tuple[str, ...] = ()
-    repetition_penalty: float = 1.0
-    repetition_window: int = 64
+    repetition_penalty: float = DEFAULTS["sample"]["repetition_penalty"]
+    repetition_window: int = DEFAULTS["sample"]["repetition_window"]
 
     def __post_init__(self) -> None:
         if self.width < 1:

@@ -17,9 +17,10 @@ from typing import Sequence
 from charrnn.errors import CorpusError
 from charrnn.data.corpus import hold_out
 from charrnn.data.vocab_kinds import read_text
+from charrnn.options import DEFAULTS
+from charrnn.saved import CorpusOptions
 
-# Common words and short phrases recur in any text; runs this long rarely do by chance.
-DEFAULT_MIN_RUN = 20
+DEFAULT_MIN_RUN = DEFAULTS["sample"]["copy_min_run"]
 
 
 @dataclass(frozen=True)
@@ -82,24 +83,23 @@ def _recorded(files: Sequence[str], encoding: str) -> str:
         raise CorpusError(f"{exc}; pass --training-text FILE") from None
 
 
-def reference_texts(corpus_options: dict, override: Path | None = None) -> ReferenceTexts:
-    """The training text recorded in a checkpoint's corpus options, split as training split it
+def reference_texts(corpus: CorpusOptions | None, override: Path | None = None) -> ReferenceTexts:
+    """The training text recorded in a saved run's corpus options, split as training split it
     (the validation files, or the last ``val_frac`` of the characters held out), or the whole of
     ``override`` when given."""
     if override is not None:
-        return ReferenceTexts("".join(read_text([override], "utf-8")), None, str(override))
-    files = corpus_options.get("train_files") or []
+        return ReferenceTexts("".join(read_text([override], DEFAULTS["corpus"]["encoding"])), None, str(override))
+    files = [] if corpus is None else corpus.train_files
     if not files:
         raise CorpusError("the checkpoint does not record its training files; pass --training-text FILE")
-    encoding = corpus_options.get("encoding", "utf-8")
+    encoding = corpus.encoding
     text = _recorded(files, encoding)
     source = files[0] if len(files) == 1 else f"{len(files)} training files"
-    val_files = corpus_options.get("val_files") or []
-    if val_files:
-        return ReferenceTexts(text, _recorded(val_files, encoding), source)
+    if corpus.val_files:
+        return ReferenceTexts(text, _recorded(corpus.val_files, encoding), source)
     # The character split training used (byte and BPE runs cut at a token, within a few
     # characters of this point).
-    train, unseen = hold_out(text, corpus_options.get("val_frac", 0.0))
+    train, unseen = hold_out(text, corpus.val_frac)
     return ReferenceTexts(train, unseen, source)
 
 

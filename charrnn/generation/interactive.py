@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from charrnn.device import MAX_SEED
+from charrnn.options import MAX_SEED
 from charrnn.errors import CharRNNError, ConfigError
 from charrnn.model.network import CharRNN
 from charrnn.generation.sample import SampleConfig, stream

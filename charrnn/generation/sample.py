@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from charrnn.options import MAX_SEED
+from charrnn.options import DEFAULTS, MAX_SEED
 from charrnn.errors import ConfigError, VocabError
 from charrnn.model.network import CharRNN
 from charrnn.generation.stepper import make_stepper
@@ -28,21 +28,26 @@ from charrnn.data.vocab import Vocab
 MIN_TEMPERATURE = 1e-4
 MAX_TEMPERATURE = 1e4
 
+_SAMPLE = DEFAULTS["sample"]
+
+
 @dataclass
 class SampleConfig:
-    length: int = 1000  # characters generated after the prime
-    temperature: float = 1.0  # 0 (or below MIN_TEMPERATURE) = greedy; above MAX_TEMPERATURE = uniform
-    top_k: int = 0  # keep only the k most likely characters; 0 = off
-    top_p: float = 1.0  # keep the smallest set with this much probability; 1 = off
-    min_p: float = 0.0  # drop characters less likely than min_p x the most likely one; 0 = off
-    repetition_penalty: float = 1.0  # > 1 discourages characters seen recently; 1 = off
-    repetition_window: int = 64  # how many recent characters (prime included) the penalty sees
+    """How to sample; the defaults are `charrnn sample`'s (the defaults table's)."""
+
+    length: int = _SAMPLE["length"]  # characters generated after the prime
+    temperature: float = _SAMPLE["temperature"]  # 0 (or below MIN_TEMPERATURE) = greedy; above MAX_TEMPERATURE = uniform
+    top_k: int = _SAMPLE["top_k"]  # keep only the k most likely characters; 0 = off
+    top_p: float = _SAMPLE["top_p"]  # keep the smallest set with this much probability; 1 = off
+    min_p: float = _SAMPLE["min_p"]  # drop characters less likely than min_p x the most likely one; 0 = off
+    repetition_penalty: float = _SAMPLE["repetition_penalty"]  # > 1 discourages characters seen recently; 1 = off
+    repetition_window: int = _SAMPLE["repetition_window"]  # how many recent characters (prime included) the penalty sees
     prime: str = ""
     seed: int | None = None  # None = draw one (and report it, so the text can be made again)
-    num_samples: int = 1
+    num_samples: int = _SAMPLE["num_samples"]
     stop: tuple[str, ...] = ()  # a sample ends at the first of these (not included)
-    unknown: str = "error"  # prime characters outside the vocabulary: "error" or "skip"
-    engine: str = "auto"  # "fast", "eager" (the model's own forward) or "auto"; see charrnn.generation.stepper
+    unknown: str = _SAMPLE["unknown"]  # prime characters outside the vocabulary: "error" or "skip"
+    engine: str = _SAMPLE["engine"]  # "fast", "eager" (the model's own forward) or "auto"; see charrnn.generation.stepper
 
     def __post_init__(self) -> None:
         for name in ("temperature", "top_p", "min_p", "repetition_penalty"):

@@ -6,56 +6,17 @@ in one kernel sequence on GPU.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from charrnn.errors import ConfigError
-from charrnn.options import Cell
+# ModelConfig lives with the other configs (torch-free, so that a saved run can hold one);
+# it is imported from here as the model's config.
+from charrnn.options import ModelConfig
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
-
-@dataclass
-class ModelConfig:
-    vocab_size: int
-    cell: str = "lstm"
-    layers: int = 2
-    hidden: int = 256
-    embed: int = 64
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.cell = Cell(self.cell).value
-        if self.vocab_size < 1:
-            raise ConfigError("the vocabulary is empty")
-        if self.layers < 1:
-            raise ConfigError("--layers must be at least 1")
-        if self.hidden < 1 or self.embed < 1:
-            raise ConfigError("--hidden and --embed must be at least 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError("--dropout must be in [0, 1)")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def num_parameters(self) -> int:
-        """``CharRNN(self).num_parameters()`` without allocating the model: a size to check
-        against the memory there is before asking for it."""
-        gates = _GATES[self.cell] * self.hidden
-        rnn = sum(gates * (width + self.hidden) + 2 * gates for width in [self.embed] + [self.hidden] * (self.layers - 1))
-        return self.vocab_size * self.embed + rnn + (self.hidden + 1) * self.vocab_size
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-
 _RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
 class CharRNN(nn.Module):

@@ -1,5 +1,7 @@
-"""A training run on disk: resolve options, load the corpus, build or restore the model and
-trainer, and keep the run directory (checkpoints, metrics log, resolved config) up to date.
+"""A training run on disk: plan it, load its corpus, build or restore its model and trainer,
+and keep its run directory (checkpoints, metrics log, resolved config) up to date. The
+options are resolved in ``charrnn.training.plan``, the checkpoint's content is a
+``charrnn.saved.SavedRun``.
 
 Run directory::
 
@@ -14,72 +16,37 @@ Run directory::
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from charrnn import __version__, checkpoint
-from charrnn.training import distributed
-from charrnn.data.batches import StreamLayout, plan_layout
-from charrnn.data.corpus import Corpus, Sources, load_corpus, resolve_sources
+from charrnn.data.corpus import Corpus, Sources, resolve_sources
+from charrnn.data.vocab import Vocab
+from charrnn.data.vocab_kinds import stored_vocab, vocab_kind
 from charrnn.device import (
-    available_memory,
     check_deterministic_resume,
     resolve_device,
     resolve_precision,
     seed_everything,
     use_deterministic_algorithms,
 )
-from charrnn.errors import CheckpointError, ConfigError, CorpusError, InsufficientMemory
-from charrnn.model.network import CharRNN, ModelConfig
-from charrnn.options import MAX_SEED
-from charrnn.model.presets import preset_training, resolve_preset
+from charrnn.errors import CheckpointError, ConfigError
+from charrnn.model.loading import build_model, check_model_fits
+from charrnn.model.network import CharRNN
+from charrnn.options import DEFAULTS, MAX_SEED, TrainConfig
+from charrnn.saved import CorpusOptions, Metrics, SavedRun
 from charrnn.threads import ThreadGovernor, ThreadPolicy, resolve_policy
+from charrnn.training import distributed
+from charrnn.training.continuation import check_continuation, text_fingerprint
+from charrnn.training.plan import RunPlan, RunRequest, check_request, resolve_plan
+from charrnn.training.trainer import Callback, EvalStats, StepStats, Trainer
 from charrnn.units import nats_to_bpc
-from charrnn.training.trainer import Callback, EvalStats, StepStats, TrainConfig, Trainer, default_batch_size
-from charrnn.data.vocab_kinds import SubwordVocab, load_token_corpus, tokenizer_kind, vocab_from_payload
-from charrnn.data.vocab import Vocab
-
-ARCHITECTURE_KEYS = ("cell", "layers", "hidden", "embed")
-MAX_INTEGER = 2**63 - 1
-MODEL_KEYS = ARCHITECTURE_KEYS + ("dropout",)
-DEFAULT_MINUTES = 10.0
-EVAL_SAMPLE_CHARS = 200
-
-
-@dataclass
-class RunRequest:
-    """What the user asked for. ``None`` means "not given": take it from the checkpoint being
-    resumed, then the preset, then the defaults."""
-
-    sources: list[str] = field(default_factory=list)
-    val_sources: list[str] = field(default_factory=list)
-    encoding: str | None = None
-    val_frac: float | None = None
-    out: Path | None = None
-    resume: Path | None = None
-    extend_vocab: bool = False
-    tokenizer: str | None = None  # "chars" (the default), "bytes" or "bpe"
-    vocab_size: int | None = None  # BPE only
-    preset: str | None = None
-    model: dict = field(default_factory=dict)  # cell, layers, hidden, embed, dropout
-    train: dict = field(default_factory=dict)  # TrainConfig fields
-    epochs: float | None = None
-    # With --resume: added to the stored budget (--max-steps, --epochs and --minutes are totals).
-    extend_steps: int | None = None
-    extend_epochs: float | None = None
-    extend_minutes: float | None = None
-    device: str = "auto"
-    threads: int | None = None  # --threads: a fixed count; None lets the governor choose
-    checkpoints_root: Path = Path("checkpoints")
 
 
 @dataclass
@@ -88,7 +55,7 @@ class Run:
     corpus: Corpus
     model: CharRNN
     trainer: Trainer
-    corpus_options: dict
+    corpus_options: CorpusOptions
     resumed_from: Path | None = None
     extended_by: dict = field(default_factory=dict)  # "steps", "minutes": what a resume added
     # One line each about a resume that cannot continue exactly as it was: the caller shows them.
@@ -99,27 +66,25 @@ class Run:
     def vocab(self) -> Vocab:
         return self.corpus.vocab
 
-    def payload(self) -> dict:
+    def saved(self) -> SavedRun:
         """Everything a checkpoint holds: enough to sample alone, or to continue exactly."""
         progress = self.trainer.progress
-        return {
-            "charrnn_version": __version__,
-            "model_config": self.model.config.to_dict(),
-            "vocab": list(self.vocab.chars),
-            **({"tokenizer": self.vocab.payload()} if isinstance(self.vocab, SubwordVocab) else {}),
-            "train_config": self.trainer.config.to_dict(),
-            "corpus": self.corpus_options,
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "trainer": self.trainer.state_dict(),
-            "metrics": {
-                "step": progress.step,
-                "elapsed": progress.elapsed,
-                "best_val_loss": progress.best_val_loss,
-                "best_val_bpc": None
+        return SavedRun(
+            model_config=self.model.config,
+            vocab=stored_vocab(self.vocab),
+            weights={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            train_config=self.trainer.config,
+            corpus=self.corpus_options,
+            trainer_state=self.trainer.state_dict(),
+            metrics=Metrics(
+                step=progress.step,
+                elapsed=progress.elapsed,
+                best_val_loss=progress.best_val_loss,
+                best_val_bpc=None
                 if progress.best_val_loss is None
                 else nats_to_bpc(progress.best_val_loss, self.trainer.tokens_per_char),
-            },
-        }
+            ),
+        )
 
 
 class CheckpointWriter(Callback):
@@ -128,9 +93,9 @@ class CheckpointWriter(Callback):
 
     def on_checkpoint(self, trainer: Trainer, best: bool) -> None:
         name = checkpoint.BEST if best else checkpoint.LAST
-        payload = self.run.payload()  # under torchrun, a collective: every rank takes part
+        saved = self.run.saved()  # under torchrun, a collective: every rank takes part
         if distributed.is_main():
-            checkpoint.save(payload, self.run.directory / name)
+            saved.save(self.run.directory / name)
 
 
 class GovernThreads(Callback):
@@ -251,7 +216,7 @@ class EvalSamples(Callback):
         if self.chars <= 0:
             return
         # A run from before seeds were range-checked may hold a negative one: fold it in.
-        config = SampleConfig(length=self.chars, temperature=0.8, seed=self.seed % (MAX_SEED + 1))
+        config = SampleConfig(length=self.chars, seed=self.seed % (MAX_SEED + 1))  # otherwise `charrnn sample`'s defaults
         (text,) = generate_batch(trainer.model, self.vocab, config, trainer.device)
         self._append(f"=== step {stats.step}, val {stats.val_bpc:.4f} bpc ===\n{text}\n\n")
 
@@ -261,182 +226,72 @@ def _default_run_name(sources: Sources) -> str:
     return f"{stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def _resolve_model_options(request: RunRequest, stored: dict | None, preset_options: dict) -> dict:
-    options = dict(preset_options)
-    options["cell"] = "lstm"
-    if stored is not None:
-        options.update({k: stored[k] for k in MODEL_KEYS})
-        for key in ARCHITECTURE_KEYS:
-            given = request.model.get(key)
-            if given is not None and given != stored[key]:
-                raise ConfigError(
-                    f"--{key} {given} differs from the checkpoint's {stored[key]}; "
-                    "a resumed model keeps its architecture"
-                )
-    options.update({k: v for k, v in request.model.items() if v is not None})
-    return options
-
-
-def _check_numbers(request: RunRequest) -> None:
-    """Refuse what no later check catches before the run directory exists: NaN and infinity
-    (NaN fails no comparison, so ranges let it through; infinity passes open ranges and cannot
-    be written to config.toml), integers past 64 bits, seeds the random generators cannot
-    take, and an empty encoding (which would silently mean the default)."""
-    numbers = {
-        **{f"--{k.replace('_', '-')}": v for k, v in {**request.model, **request.train}.items()},
-        "--val-frac": request.val_frac,
-        "--epochs": request.epochs,
-        "--vocab-size": request.vocab_size,
-    }
-    for option, value in numbers.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{option} must be a finite number, not {value}")
-        if isinstance(value, int) and value > MAX_INTEGER:
-            # Checkpoints and config.toml hold 64-bit integers; a bigger count is a typo.
-            raise ConfigError(f"{option} must be at most {MAX_INTEGER} (2**63 - 1), not {value}")
-    seed = request.train.get("seed")
-    if seed is not None and not (isinstance(seed, int) and 0 <= seed <= MAX_SEED):
-        raise ConfigError(f"--seed must be in 0..{MAX_SEED} (2**63 - 1), not {seed}")
-    if request.encoding is not None and not request.encoding.strip():
-        raise ConfigError("--encoding must not be empty: name a text encoding such as utf-8")
-
-
-# Bytes per parameter while training: the fp32 weight, its gradient, AdamW's two moments.
-TRAINING_BYTES_PER_PARAMETER = 16
-
-
-def _check_model_fits(config: ModelConfig, device) -> None:
-    """Refuse a model whose training state cannot fit in the device's memory, saying how big
-    it is, before allocating it (a failed allocation says less, and may take minutes of
-    swapping first). The model is built on the CPU before it moves to a GPU."""
-    parameters = config.num_parameters()
-    needs = [(device, parameters * TRAINING_BYTES_PER_PARAMETER, "weights, gradients and AdamW state")]
-    if device.type != "cpu":
-        needs.append((torch.device("cpu"), parameters * 4, "weights, built on the CPU first"))
-    for where, need, what in needs:
-        free = available_memory(where)
-        if free is not None and need > free:
-            raise InsufficientMemory(
-                f"a {config.layers}x{config.hidden} {config.cell.upper()} with vocabulary "
-                f"{config.vocab_size} has {parameters:,} parameters: training needs "
-                f"{need / 2**30:,.1f} GiB ({what}), more than the {free / 2**30:,.1f} GiB of "
-                f"{'GPU ' if where.type == 'cuda' else ''}memory available; choose a smaller "
-                "--hidden, --layers or --embed"
-            )
-
-
 def prepare_run(request: RunRequest) -> Run:
     """Everything up to the first training step; raises ``CharRNNError`` on bad input."""
-    _check_numbers(request)
+    check_request(request)
     device = resolve_device(request.device)
-    stored = None
-    resumed_from = None
-    if request.extend_vocab and request.resume is None:
-        raise ConfigError("--extend-vocab fine-tunes a trained model: it needs --resume RUN")
-    for option, value in _extensions(request):
-        if request.resume is None:
-            raise ConfigError(f"{option} adds to the budget of a run being resumed: it needs --resume RUN")
-        if value <= 0:
-            raise ConfigError(f"{option} must be positive")
-    if request.resume is not None:
-        resumed_from = checkpoint.resolve(request.resume)
-        stored = checkpoint.load(resumed_from)
+    resumed_from, saved = _resumed_run(request)
+    plan = resolve_plan(request, saved, device.type, distributed.world_size())
+    sources = resolve_sources(plan.corpus.train_specs, plan.corpus.val_specs, plan.corpus.encoding)
+    corpus, tokens_per_char = vocab_kind(plan.corpus.tokenizer).load_corpus(
+        sources,
+        plan.corpus.encoding,
+        plan.corpus.val_frac,
+        None if saved is None else saved.vocab,
+        plan.corpus.vocab_size,
+        plan.corpus.extend_vocab,
+    )
+    train_config = plan.train_config(len(corpus.train))
+    model = _model(plan, train_config, saved, len(corpus.vocab), device)
+    trainer = _trainer(train_config, model, corpus, device, fresh=saved is None)
+    trainer.tokens_per_char = tokens_per_char
+    corpus_options = plan.corpus.options(sources.train, sources.val, len(corpus.vocab))
+    corpus_options.fingerprint = text_fingerprint(corpus.train, trainer.val_ids)
+    grown = saved is not None and len(corpus.vocab) != len(saved.vocab)
+    notices, extended_by = [], {}
+    if saved is not None:
+        notices, extended_by = _continue(trainer, plan, saved, corpus_options, grown)
+    directory = _run_directory(request, resumed_from, sources, grown)
+    run = Run(
+        directory, corpus, model, trainer, corpus_options, resumed_from, extended_by, notices, resolve_policy(request.threads)
+    )
+    if distributed.is_main():  # the only rank that writes files
+        _create_directory(run)
+    return run
 
-    # -- corpus ------------------------------------------------------------------
-    stored_corpus = stored["corpus"] if stored else {}
-    specs = request.sources or stored_corpus.get("train_files", [])
-    val_specs = request.val_sources or ([] if request.sources else stored_corpus.get("val_files", []))
-    encoding = request.encoding or stored_corpus.get("encoding", "utf-8")
-    val_frac = request.val_frac if request.val_frac is not None else stored_corpus.get("val_frac", 0.1)
-    if not 0 <= val_frac < 1:
-        raise ConfigError("--val-frac must be in [0, 1)")
-    sources = resolve_sources(specs, val_specs, encoding)
-    kind = tokenizer_kind(request.tokenizer, stored)
-    if kind == "chars" and request.vocab_size is not None:
-        raise ConfigError(
-            "--vocab-size applies to --tokenizer bpe only; the chars tokenizer's vocabulary "
-            "is every character of the text"
-        )
-    tokens_per_char = 1.0
-    if kind == "chars":
-        vocab = Vocab(tuple(stored["vocab"])) if stored else None
-        corpus = load_corpus(sources, encoding, val_frac, vocab, request.extend_vocab)
-    else:
-        corpus, tokens_per_char = load_token_corpus(
-            sources, encoding, val_frac, kind, request.vocab_size, stored, request.extend_vocab
-        )
-    corpus_options = {
-        "train_files": [str(p.resolve()) for p in sources.train],
-        "val_files": [str(p.resolve()) for p in sources.val],
-        "encoding": encoding,
-        "val_frac": val_frac,
-        "tokenizer": kind,
-        **({"vocab_size": len(corpus.vocab)} if kind == "bpe" else {}),
-    }
 
-    # -- configs -----------------------------------------------------------------
-    preset, preset_options = resolve_preset(request.preset, device.type)
-    model_options = _resolve_model_options(request, stored["model_config"] if stored else None, preset_options)
-    model_config = ModelConfig(vocab_size=len(corpus.vocab), **model_options)
-    train_options = TrainConfig.from_dict(stored["train_config"]).to_dict() if stored else {}
-    given = {k: v for k, v in request.train.items() if v is not None}
-    # A resumed run keeps its budget: totals given again are checked against it once the
-    # trainer stands where the checkpoint left it (``_resolve_budget``).
-    given_totals = {k: given.pop(k) for k in BUDGET_KEYS if stored and k in given}
-    train_options.update(given)
-    train_options.setdefault("batch_size", default_batch_size(device))
-    if not stored:
-        for name, value in preset_training(preset).items():
-            train_options.setdefault(name, value)
-    if request.epochs is not None:
-        if request.epochs <= 0:
-            raise ConfigError("--epochs must be positive")
-        if not stored:
-            train_options["max_steps"] = None  # computed below from the batch layout
-    if (
-        not stored
-        and request.epochs is None
-        and train_options.get("max_steps") is None
-        and train_options.get("minutes") is None
-    ):
-        train_options["minutes"] = DEFAULT_MINUTES
-    train_config = TrainConfig(**train_options) if request.epochs is None or stored else None
-    if train_options.get("deterministic"):
+def _resumed_run(request: RunRequest) -> tuple[Path | None, SavedRun | None]:
+    """The checkpoint file a resume continues from, and its run (None, None for a new run)."""
+    if request.resume is None:
+        return None, None
+    path = checkpoint.resolve(request.resume)
+    return path, SavedRun.load(path).resumable(path)
+
+
+def _model(plan: RunPlan, config: TrainConfig, saved: SavedRun | None, vocab_size: int, device: torch.device) -> CharRNN:
+    """The model to train: checked to fit, then drawn from the run's seed or restored."""
+    model_config = plan.model_config(vocab_size)
+    if config.deterministic:
         check_deterministic_resume(device, model_config.layers, model_config.dropout)
+    check_model_fits(model_config, device)
+    if saved is None:
+        seed_everything(config.seed)
+    model = build_model(model_config, saved, device)
+    use_deterministic_algorithms(config.deterministic)
+    return model
 
-    # -- model and trainer -------------------------------------------------------
-    _check_model_fits(model_config, device)
-    if not stored:
-        seed_everything(TrainConfig(**train_options).seed)
-    model = CharRNN(model_config)
-    if stored:
-        old_vocab = len(stored["vocab"])
-        weights = stored["model"]
-        if len(corpus.vocab) > old_vocab:
-            weights = _extend_weights(weights, model, old_vocab)
-        model.load_state_dict(weights)
-    model.to(device)
-    if device.type == "cuda":
-        model.rnn.flatten_parameters()
-    use_deterministic_algorithms(bool(train_options.get("deterministic", False)))
-    amp_dtype = resolve_precision(train_options.get("precision", "auto"), device)
-    if train_config is None:
-        provisional = TrainConfig(**train_options)
-        # Steps per pass over the text: under torchrun each step reads a window on every rank.
-        windows = plan_layout(
-            len(corpus.train), provisional.batch_size, provisional.seq_len, distributed.world_size()
-        ).windows
-        train_options["max_steps"] = max(1, math.ceil(request.epochs * windows))
-        train_config = TrainConfig(**train_options)
+
+def _trainer(config: TrainConfig, model: CharRNN, corpus: Corpus, device: torch.device, fresh: bool) -> Trainer:
+    amp_dtype = resolve_precision(config.precision, device)
     ddp_model = None
     if distributed.active():
-        if not stored:
+        if fresh:
             # The weights were drawn alike on every rank; dropout should not be.
-            seed_everything(train_config.seed + distributed.rank())
+            seed_everything(config.seed + distributed.rank())
         ddp_model = distributed.wrap(model, device)
-    trainer = Trainer(
+    return Trainer(
         model,
-        train_config,
+        config,
         corpus.train,
         corpus.val,
         device,
@@ -445,133 +300,29 @@ def prepare_run(request: RunRequest) -> Run:
         world_size=distributed.world_size(),
         ddp_model=ddp_model,
     )
-    trainer.tokens_per_char = tokens_per_char
-    fingerprint = _text_fingerprint(corpus.train, trainer.val_ids)
-    corpus_options["fingerprint"] = fingerprint
-    notices: list[str] = []
-    extended_by: dict = {}
-    if stored:
-        if len(corpus.vocab) == len(stored["vocab"]):
-            trainer.load_state_dict(stored["trainer"])
-        else:
-            # New characters change the parameter shapes: the optimizer starts afresh, and the
-            # run's place in its budget and schedule carries on.
-            trainer.load_schedule_position(stored["trainer"]["progress"])
-        stored_config = TrainConfig.from_dict(stored["train_config"])
-        notices += _check_continuation(trainer, stored_config, stored_corpus.get("fingerprint"), fingerprint, kind)
-        extended_by = _resolve_budget(request, given_totals, trainer)
 
-    # -- directory ---------------------------------------------------------------
-    if request.out is not None:
-        directory = Path(request.out)
-    elif resumed_from is not None:
-        directory = resumed_from.parent
+
+def _continue(
+    trainer: Trainer, plan: RunPlan, saved: SavedRun, corpus_options: CorpusOptions, grown: bool
+) -> tuple[list[str], dict]:
+    """Put the trainer where the saved run stopped; returns the notices about what cannot
+    continue exactly, and what the resume adds to the budget."""
+    if grown:
+        # New characters change the parameter shapes: the optimizer starts afresh, and the
+        # run's place in its budget and schedule carries on.
+        trainer.continue_schedule(saved.trainer_state)
     else:
-        directory = request.checkpoints_root / _default_run_name(sources)
-    continues_in_place = resumed_from is not None and _same_dir(directory, resumed_from.parent)
-    if (directory / checkpoint.LAST).exists() and not continues_in_place:
-        raise ConfigError(
-            f"{directory} already holds a run; continue it with --resume {directory} "
-            "or choose another --out"
-        )
-    if continues_in_place and stored and len(corpus.vocab) != len(stored["vocab"]):
-        # The grown model cannot continue the old run: writing it there would replace the
-        # original model's checkpoints.
-        raise ConfigError(
-            "--extend-vocab makes a new model with a bigger vocabulary; give it its own "
-            "run directory with --out DIR (the original run is kept)"
-        )
-    run = Run(
-        directory, corpus, model, trainer, corpus_options, resumed_from, extended_by, notices, resolve_policy(request.threads)
+        trainer.load_state_dict(saved.trainer_state)
+    notices = check_continuation(
+        trainer, saved.train_config, saved.corpus.fingerprint, corpus_options.fingerprint, plan.corpus.tokenizer
     )
-    if distributed.is_main():  # the only rank that writes files
-        created = _first_missing(directory)
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CheckpointError(f"cannot create run directory {directory}: {exc.strerror}") from None
-        try:
-            checkpoint.remove_stale_temporaries(directory)
-            _write_config(run)
-        except BaseException:
-            # A failed start leaves no half-made run behind: only what this call created.
-            if created is not None:
-                shutil.rmtree(created, ignore_errors=True)
-            raise
-    return run
+    return notices, _extend_budget(trainer, plan, corpus_options.fingerprint.train_ids)
 
 
-BUDGET_KEYS = ("max_steps", "minutes")
-
-
-def _extensions(request: RunRequest) -> list[tuple[str, float]]:
-    given = [
-        ("--extend-steps", request.extend_steps),
-        ("--extend-epochs", request.extend_epochs),
-        ("--extend-minutes", request.extend_minutes),
-    ]
-    return [(option, value) for option, value in given if value is not None]
-
-
-def describe_budget(config: TrainConfig) -> str:
-    """A budget in words: "400 steps", "10 min" or "400 steps + 10 min"."""
-    parts = [f"{config.max_steps} steps" if config.max_steps else "", f"{config.minutes:g} min" if config.minutes else ""]
-    return " + ".join(part for part in parts if part)
-
-
-def _resolve_budget(request: RunRequest, totals: dict, trainer: Trainer) -> dict:
-    """Extend a resumed run's budget as asked, refuse what would silently change or not use it,
-    and return what was added ({"steps": N, "minutes": M}, empty when nothing was).
-
-    With --resume, --max-steps, --epochs and --minutes are totals: the stored value again
-    changes nothing, a bigger one extends the run to it (as --extend-* would), a smaller one is
-    refused. A run whose budget is spent is refused unless the resume extends it."""
-    config = trainer.config
-    windows = trainer.batches.layout.windows  # steps per pass over the text, on every rank
-    steps = request.extend_steps or 0
-    if request.extend_epochs:
-        steps += max(1, math.ceil(request.extend_epochs * windows))
-    minutes = request.extend_minutes or 0.0
-    named = describe_budget(config)
-    total_steps = []  # (the option as given, the step total it asks for)
-    if "max_steps" in totals:
-        total_steps.append((f"--max-steps {totals['max_steps']}", totals["max_steps"]))
-    if request.epochs is not None:
-        epoch_steps = max(1, math.ceil(request.epochs * windows))
-        total_steps.append((f"--epochs {request.epochs:g} ({epoch_steps} steps)", epoch_steps))
-    for label, total in total_steps:
-        if config.max_steps is None:
-            raise ConfigError(
-                f"{label} adds a step budget to a run planned in minutes ({named}); "
-                "extend it with --extend-minutes M"
-            )
-        if steps:
-            raise ConfigError(f"give {label.split()[0]} (the new total) or --extend-steps / --extend-epochs, not both")
-        if total < config.max_steps:
-            raise ConfigError(
-                f"{label} is below this run's budget of {config.max_steps} steps: with --resume "
-                "the budget is a total; to train N more steps, give --extend-steps N"
-            )
-        steps = total - config.max_steps
-    if "minutes" in totals:
-        total = totals["minutes"]
-        if config.minutes is None:
-            raise ConfigError(
-                f"--minutes {total:g} adds a time budget to a run planned in steps ({named}); "
-                "extend it with --extend-steps N"
-            )
-        if minutes:
-            raise ConfigError("give --minutes (the new total) or --extend-minutes, not both")
-        if total < config.minutes:
-            raise ConfigError(
-                f"--minutes {total:g} is below this run's budget of {config.minutes:g} min: with "
-                "--resume the budget is a total; to train M more minutes, give --extend-minutes M"
-            )
-        minutes = total - config.minutes
-    if steps and config.max_steps is None:
-        raise ConfigError(f"this run's budget is {named}, not steps: extend it with --extend-minutes M")
-    if minutes and config.minutes is None:
-        raise ConfigError(f"this run's budget is {named}, not minutes: extend it with --extend-steps N")
+def _extend_budget(trainer: Trainer, plan: RunPlan, train_ids: int) -> dict:
+    """Extend a resumed run's budget as the plan asks, and refuse a run whose budget is spent
+    unless the resume extends it. Returns what was added ({"steps": N, "minutes": M})."""
+    steps, minutes = plan.budget_extension(trainer.config, train_ids)
     extended_by = {k: v for k, v in (("steps", steps), ("minutes", minutes)) if v}
     if extended_by:
         trainer.extend_budget(steps, minutes)
@@ -584,84 +335,50 @@ def _resolve_budget(request: RunRequest, totals: dict, trainer: Trainer) -> dict
             what, option = f"{p.elapsed / 60:.3g} of {c.minutes:g} minutes", "--extend-minutes M"
         raise ConfigError(
             f"this run has spent its budget{', extension included' if extended_by else ''}: {what}; "
-            f"train on with: charrnn train --resume {request.resume} {option}"
+            f"train on with: charrnn train --resume {plan.resume} {option}"
         )
     return extended_by
 
 
-FINGERPRINT_CHUNK = 1 << 20  # ids hashed at a time: 4 MB as uint32
-
-
-def _text_fingerprint(train: np.ndarray, val: np.ndarray | None) -> dict:
-    """Enough to tell whether a resume reads the text the run was trained and scored on: the
-    training length, and the length and sha256 of the ids each evaluation scores."""
-    digest = hashlib.sha256()
-    if val is not None:
-        for start in range(0, len(val), FINGERPRINT_CHUNK):
-            # A fixed width: the same text hashes alike whatever id dtype the vocabulary takes.
-            digest.update(np.asarray(val[start : start + FINGERPRINT_CHUNK], dtype="<u4").tobytes())
-    return {
-        "train_ids": int(len(train)),
-        "val_ids": 0 if val is None else int(len(val)),
-        "val_sha256": None if val is None else digest.hexdigest(),
-    }
-
-
-def _check_continuation(
-    trainer: Trainer, stored: TrainConfig, stored_print: dict | None, fingerprint: dict, kind: str
-) -> list[str]:
-    """What keeps a resume from continuing the run exactly, one line each. Another window
-    layout or another training text restarts the carried hidden state; another validation
-    text restarts the best so far, so that best.pt is never chosen across two validation sets."""
-    notices = []
-    config = trainer.config
-    changed = [
-        f"--{name.replace('_', '-')} {getattr(config, name)} (the run's is {getattr(stored, name)})"
-        for name in ("batch_size", "seq_len")
-        if getattr(config, name) != getattr(stored, name)
-    ]
-    if changed and _layout_or_none(fingerprint["train_ids"], stored, trainer.world_size) != trainer.batches.layout:
-        trainer.hidden = None
-        notices.append(
-            f"{' and '.join(changed)}: the windows no longer continue the run's, so this resume "
-            "is not exact (the carried hidden state restarts from zero)"
+def _run_directory(request: RunRequest, resumed_from: Path | None, sources: Sources, grown: bool) -> Path:
+    """Where the run writes: --out, the resumed run's directory, or a new one named after the
+    corpus; refuses to write over another run, or a grown model over its original."""
+    if request.out is not None:
+        directory = Path(request.out)
+    elif resumed_from is not None:
+        directory = resumed_from.parent
+    else:
+        directory = request.checkpoints_root / _default_run_name(sources)
+    continues_in_place = resumed_from is not None and _same_dir(directory, resumed_from.parent)
+    if (directory / checkpoint.LAST).exists() and not continues_in_place:
+        raise ConfigError(
+            f"{directory} already holds a run; continue it with --resume {directory} "
+            "or choose another --out"
         )
-    if stored_print is None:
-        return notices  # a checkpoint from before fingerprints: nothing to compare
-    unit = "characters" if kind == "chars" else "tokens"
-    train_differs = stored_print["train_ids"] != fingerprint["train_ids"]
-    val_differs = (stored_print["val_ids"], stored_print["val_sha256"]) != (
-        fingerprint["val_ids"],
-        fingerprint["val_sha256"],
-    )
-    sizes = f"{stored_print['train_ids']:,} -> {fingerprint['train_ids']:,} training"
-    if train_differs:
-        trainer.hidden = None
-    if val_differs:
-        trainer.progress.best_val_loss = None
-        trainer.progress.evals_without_improvement = 0
-        sizes = (f"{sizes}, " if train_differs else "") + (
-            f"{stored_print['val_ids']:,} -> {fingerprint['val_ids']:,} validation"
+    if continues_in_place and grown:
+        # The grown model cannot continue the old run: writing it there would replace the
+        # original model's checkpoints.
+        raise ConfigError(
+            "--extend-vocab makes a new model with a bigger vocabulary; give it its own "
+            "run directory with --out DIR (the original run is kept)"
         )
-        notices.append(
-            f"the {'text' if train_differs else 'validation text'} differs from this run's "
-            f"({sizes} {unit}): the best so far starts over, so best.pt will hold the best on "
-            "the new validation text" + ("; the carried hidden state restarts from zero" if train_differs else "")
-        )
-    elif train_differs:
-        notices.append(
-            f"the training text differs from this run's ({sizes} {unit}), so this resume is not "
-            "exact (the carried hidden state restarts from zero)"
-        )
-    return notices
+    return directory
 
 
-def _layout_or_none(train_ids: int, stored: TrainConfig, world_size: int) -> StreamLayout | None:
-    """The layout the run's own options give on this text (None if they no longer fit it)."""
+def _create_directory(run: Run) -> None:
+    created = _first_missing(run.directory)
     try:
-        return plan_layout(train_ids, stored.batch_size, stored.seq_len, world_size)
-    except CorpusError:
-        return None
+        run.directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"cannot create run directory {run.directory}: {exc.strerror}") from None
+    try:
+        checkpoint.remove_stale_temporaries(run.directory)
+        _write_config(run)
+    except BaseException:
+        # A failed start leaves no half-made run behind: only what this call created.
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
 
 
 def _first_missing(directory: Path) -> Path | None:
@@ -682,23 +399,12 @@ def _same_dir(a: Path, b: Path) -> bool:
         return False
 
 
-def _extend_weights(weights: dict, model: CharRNN, old_vocab: int) -> dict:
-    """Copy old rows into the bigger embedding and decoder; new characters keep fresh weights."""
-    fresh = model.state_dict()
-    extended = dict(weights)
-    for name in ("embedding.weight", "decoder.weight", "decoder.bias"):
-        grown = fresh[name].clone()
-        grown[:old_vocab] = weights[name]
-        extended[name] = grown
-    return extended
-
-
 def _write_config(run: Run) -> None:
     config = {
         "charrnn_version": __version__,
         "model": run.model.config.to_dict(),
         "train": run.trainer.config.to_dict(),
-        "corpus": run.corpus_options,
+        "corpus": run.corpus_options.to_dict(),
         "resumed_from": str(run.resumed_from) if run.resumed_from else None,
     }
     from charrnn.config_file import resolved_options, to_toml
@@ -718,7 +424,7 @@ def _write_config(run: Run) -> None:
 def train_run(
     run: Run,
     callbacks: list[Callback] = (),
-    sample_chars: int = EVAL_SAMPLE_CHARS,
+    sample_chars: int = DEFAULTS["run"]["eval_sample_chars"],
     tensorboard: bool = False,
 ):
     """Fit with the checkpoint writer, metrics log and evaluation samples attached (0
@@ -744,19 +450,3 @@ def train_run(
         metrics.close()
         if board is not None:
             board.close()
-
-
-def load_model(path: Path, which: str = "last", device: str = "auto") -> tuple[CharRNN, Vocab, dict]:
-    """A model ready for inference from a checkpoint file or run directory, on any device."""
-    target = resolve_device(device)
-    payload = checkpoint.load(path, which)
-    try:
-        model = CharRNN(ModelConfig.from_dict(payload["model_config"]))
-        model.load_state_dict(payload["model"])
-        vocab = vocab_from_payload(payload)
-    except (KeyError, RuntimeError, TypeError) as exc:
-        raise CheckpointError(f"{path}: checkpoint content is inconsistent ({exc})") from None
-    model.to(target).eval()
-    if target.type == "cuda":
-        model.rnn.flatten_parameters()
-    return model, vocab, payload

@@ -13,12 +13,12 @@ import numpy as np
 import torch
 
 from charrnn.training import distributed
-from charrnn.data.batches import StreamBatches, eval_streams
+from charrnn.data.batches import StreamBatches
 from charrnn.device import capture_rng_state, restore_rng_state
 from charrnn.errors import ConfigError, TrainingDiverged
-from charrnn.threads import ThreadGovernor
 from charrnn.options import CPU_BATCH_SIZE, GPU_BATCH_SIZE, TrainConfig
 from charrnn.units import nats_to_bpc
+from charrnn.model.evaluation import EVAL_WINDOW, evaluate
 from charrnn.model.network import (
     CharRNN,
     State,
@@ -27,9 +27,6 @@ from charrnn.model.network import (
     state_from_list,
     state_to,
 )
-
-
-EVAL_WINDOW = 256  # characters per forward call when evaluating
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -262,6 +259,11 @@ class Trainer:
         )
         self.load_schedule_position(p)
 
+    def continue_schedule(self, state: dict) -> None:
+        """From a ``state_dict`` whose optimizer state no longer fits the model (its vocabulary
+        grew): only the run's place in its budget and schedule carries on."""
+        self.load_schedule_position(state["progress"])
+
     def load_schedule_position(self, progress: dict) -> None:
         """Where a run stands in its budget and schedule: steps, training time, and the start of
         the cosine decay (checkpoints written before budgets could be extended have none: the
@@ -433,54 +435,3 @@ def _leg(now: float, start: float, end: float) -> float:
 
 def _state_batch(state: State) -> int:
     return (state[0] if isinstance(state, tuple) else state).shape[1]
-
-
-@torch.no_grad()
-def evaluate(
-    model: CharRNN,
-    ids: np.ndarray,
-    device: torch.device,
-    batch_size: int = 64,
-    seq_len: int = EVAL_WINDOW,
-    governor: ThreadGovernor | None = None,
-) -> float:
-    """Mean cross-entropy in nats per character of ``ids`` under ``model``, read as one stream
-    from a zero state: every character after the first is scored once, ``batch_size`` rows at
-    a time (each primed with the text before it), so the figure does not depend on the batch."""
-    was_training = model.training
-    model.eval()
-    streams = eval_streams(ids, batch_size, min_row=seq_len)
-    state = model.initial_state(1, device)  # row 0's: the text's start, as one stream
-    primer = streams.primer()
-    if primer is not None:
-        _, _, primed = model(primer.to(device))
-        state = _stack_rows(state, primed)
-    total, count = 0.0, 0
-    for x, y in streams.windows(seq_len):
-        started = time.perf_counter()
-        _, loss, state = model(x.to(device), state, y.to(device))
-        total += loss.item() * y.numel()
-        count += y.numel()
-        if governor is not None:
-            governor.observe(time.perf_counter() - started, y.numel())
-    tail = streams.tail()
-    if tail is not None:
-        x, y = tail
-        _, loss, _ = model(x.to(device), _last_row(state), y.to(device))
-        total += loss.item() * y.numel()
-        count += y.numel()
-    model.train(was_training)
-    return total / max(count, 1)
-
-
-def _stack_rows(first: State, rest: State) -> State:
-    """One state whose rows are ``first``'s, then ``rest``'s (tensors are (layers, batch, hidden))."""
-    if isinstance(first, tuple):
-        return tuple(torch.cat([f, r], dim=1) for f, r in zip(first, rest))
-    return torch.cat([first, rest], dim=1)
-
-
-def _last_row(state: State) -> State:
-    if isinstance(state, tuple):
-        return tuple(s[:, -1:].contiguous() for s in state)
-    return state[:, -1:].contiguous()

@@ -1,0 +1,66 @@
+"""Scoring text with a model: the mean cross-entropy of a stream of ids, as training's
+validation and `charrnn eval` both measure it."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from charrnn.data.batches import eval_streams
+from charrnn.model.network import CharRNN, State
+from charrnn.threads import ThreadGovernor
+
+EVAL_WINDOW = 256  # characters per forward call when evaluating
+
+
+@torch.no_grad()
+def evaluate(
+    model: CharRNN,
+    ids: np.ndarray,
+    device: torch.device,
+    batch_size: int = 64,
+    seq_len: int = EVAL_WINDOW,
+    governor: ThreadGovernor | None = None,
+) -> float:
+    """Mean cross-entropy in nats per character of ``ids`` under ``model``, read as one stream
+    from a zero state: every character after the first is scored once, ``batch_size`` rows at
+    a time (each primed with the text before it), so the figure does not depend on the batch."""
+    was_training = model.training
+    model.eval()
+    streams = eval_streams(ids, batch_size, min_row=seq_len)
+    state = model.initial_state(1, device)  # row 0's: the text's start, as one stream
+    primer = streams.primer()
+    if primer is not None:
+        _, _, primed = model(primer.to(device))
+        state = _stack_rows(state, primed)
+    total, count = 0.0, 0
+    for x, y in streams.windows(seq_len):
+        started = time.perf_counter()
+        _, loss, state = model(x.to(device), state, y.to(device))
+        total += loss.item() * y.numel()
+        count += y.numel()
+        if governor is not None:
+            governor.observe(time.perf_counter() - started, y.numel())
+    tail = streams.tail()
+    if tail is not None:
+        x, y = tail
+        _, loss, _ = model(x.to(device), _last_row(state), y.to(device))
+        total += loss.item() * y.numel()
+        count += y.numel()
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def _stack_rows(first: State, rest: State) -> State:
+    """One state whose rows are ``first``'s, then ``rest``'s (tensors are (layers, batch, hidden))."""
+    if isinstance(first, tuple):
+        return tuple(torch.cat([f, r], dim=1) for f, r in zip(first, rest))
+    return torch.cat([first, rest], dim=1)
+
+
+def _last_row(state: State) -> State:
+    if isinstance(state, tuple):
+        return tuple(s[:, -1:].contiguous() for s in state)
+    return state[:, -1:].contiguous()
