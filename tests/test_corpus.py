@@ -98,15 +98,16 @@ def test_hold_out_edge_cases(n, val_frac, train_len, val_len):
 
 @pytest.mark.parametrize("chars, held", [(11, "j\n"), (10, None)])
 def test_every_split_of_a_tiny_text_agrees(tmp_path, chars, held):
-    from charrnn.data.vocab_kinds import load_token_corpus
+    from charrnn.data.vocab_kinds import vocab_kind
     from charrnn.generation.copying import reference_texts
+    from charrnn.saved import CorpusOptions
 
     path = tmp_path / "tiny.txt"
     path.write_text("abcdefghij"[: chars - 1] + "\n", encoding="utf-8")
     sources = resolve_sources([str(path)])
     characters = load_corpus(sources, val_frac=0.1)
-    byte_ids, _ = load_token_corpus(sources, "utf-8", 0.1, "bytes", None, None)
-    reference = reference_texts({"train_files": [str(path)], "val_frac": 0.1})
+    byte_ids, _ = vocab_kind("bytes").load_corpus(sources, "utf-8", 0.1, None, None, False)
+    reference = reference_texts(CorpusOptions(train_files=[str(path)], val_frac=0.1))
     assert reference.train == "abcdefghi" and reference.unseen == held
     assert characters.vocab.decode(characters.train.tolist()) == byte_ids.vocab.decode(byte_ids.train.tolist()) == "abcdefghi"
     for corpus in (characters, byte_ids):
