@@ -300,7 +300,7 @@ def test_nonsense_sampling_option(trained_run, args, fragment):
 
 
 def test_extreme_temperatures_sample_their_limits_in_both_engines(trained_run):
-    from charrnn.training.runs import load_model
+    from charrnn.model.loading import load_model
 
     def sample(temperature, engine, *more):
         result = invoke("sample", trained_run, "--length", 3000, "--seed", 4, "--temperature", temperature, "--engine", engine, *more)
@@ -419,7 +419,7 @@ NAMED_TEST = re.compile(r"`(tests/test_\w+\.py)::(test_\w+)(?:\[([^\]`]+)\])?`")
 
 def _greedy_reference(run: Path, prime: str, length: int) -> str:
     """Greedy text from the model's own forward and a plain argmax, one character at a time."""
-    from charrnn.training.runs import load_model
+    from charrnn.model.loading import load_model
 
     model, vocab, _ = load_model(run, device="cpu")
     ids = torch.tensor([vocab.encode(prime).tolist()])
@@ -457,7 +457,7 @@ def test_huge_temperature_is_a_uniform_draw_alike_in_both_engines(trained_run):
     equally often, however sure the model is, and the same text from either engine."""
     from collections import Counter
 
-    from charrnn.training.runs import load_model
+    from charrnn.model.loading import load_model
 
     _, vocab, _ = load_model(trained_run, device="cpu")
     fast = _sampled(trained_run, "--temperature", "1e308", "--engine", "fast", "--length", 6000, "--seed", 8)
@@ -504,10 +504,10 @@ def test_model_too_big_for_memory_is_refused_before_allocating(text_file, tmp_pa
     from charrnn.model.network import CharRNN, ModelConfig
 
     parameters = CharRNN(ModelConfig(vocab_size=len(set(small_text())), layers=1, hidden=32, embed=8)).num_parameters()
-    monkeypatch.setattr("charrnn.training.runs.available_memory", lambda device: 16 * parameters - 1)
+    monkeypatch.setattr("charrnn.model.loading.available_memory", lambda device: 16 * parameters - 1)
     line = answered(invoke("train", text_file, "--out", tmp_path / "r", "--max-steps", 1, *TINY), "out of memory", 1)
     assert f"has {parameters:,} parameters" in line
-    monkeypatch.setattr("charrnn.training.runs.available_memory", lambda device: 16 * parameters)
+    monkeypatch.setattr("charrnn.model.loading.available_memory", lambda device: 16 * parameters)
     assert invoke("train", text_file, "--out", tmp_path / "r", "--max-steps", 1, *TINY).exit_code == 0
 
 
@@ -515,7 +515,7 @@ def test_failed_allocation_is_one_line(text_file, tmp_path, monkeypatch):
     """Where the size check cannot tell (no memory figure), torch's own allocation failure is
     the same kind of line. A 2**22-unit layer asks for 256 TiB at once: more than any
     process's address space, so it fails for real on every machine."""
-    monkeypatch.setattr("charrnn.training.runs.available_memory", lambda device: None)
+    monkeypatch.setattr("charrnn.model.loading.available_memory", lambda device: None)
     line = answered(
         invoke("train", text_file, "--out", tmp_path / "r", "--max-steps", 1, "--layers", 1, "--embed", 8, "--hidden", 2**22),
         "charrnn: out of memory: could not allocate", 1,
