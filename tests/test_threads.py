@@ -178,18 +178,20 @@ def test_contention_workers_measure_side_by_side():
     rows = _run_scenario("train", "two trainings", "adaptive", 1.0)
     assert len(rows) == 2 and all(r["chars_per_s"] > 0 for r in rows)
     (sampled,) = _run_scenario("sample", "busy loop", "adaptive", 1.0)
-    assert sampled["threads"] == {"1": 1.0} and sampled["chars_per_s"] > 0
+    assert sum(sampled["threads"].values()) == pytest.approx(1.0, abs=0.01) and sampled["chars_per_s"] > 0
 
 
-def test_batched_sampling_paced_by_a_governor_gives_the_same_text(tmp_path):
+def test_batched_sampling_paced_by_a_governor_gives_the_same_text(tmp_path, monkeypatch):
     """The governor may change the count between generation steps; the text must not change."""
     from charrnn.bench.speed import _bench_vocab
     from charrnn.generation.sample import SampleConfig, generate_ids
 
+    monkeypatch.setattr("charrnn.generation.sample.GOVERNED_SECONDS", 0.0)  # report every 16 steps
+
     torch.manual_seed(0)
     model = CharRNN(preset_model("tiny")).eval()
-    config = SampleConfig(length=300, temperature=0.8, seed=5, num_samples=4)
-    # A governor that switches at every step: the harshest case.
+    config = SampleConfig(length=2000, temperature=0.8, seed=5, num_samples=4)
+    # A governor that switches at every report (a block of steps): the harshest case.
     governor = ThreadGovernor((2, 1), apply=set_threads, first_look=0.0, skip=0, probe_steps=1, margin=0.0)
     before = torch.get_num_threads()
     try:

@@ -38,7 +38,7 @@ import torch
 from charrnn.model.network import CharRNN, ModelConfig
 from charrnn.options import PRESETS
 from charrnn.options import DEFAULTS
-from charrnn.threads import resolve_policy, set_threads, single_stream_threads
+from charrnn.threads import resolve_policy, set_threads
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 BENCH_VOCAB = 65  # tiny shakespeare's vocabulary size
@@ -346,7 +346,8 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
 
     device = resolve_device(config.device)
     threads = resolve_policy(config.threads)
-    # Training and the matmul peak measure what the machine can do: every core it gives.
+    # What the code can do on the machine: every core it gives (`bench --contention` measures
+    # the thread governor the commands use beside other work).
     set_threads(threads.fixed or threads.most)
     result = BenchResult()
     result.machine = {
@@ -407,13 +408,10 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
             heavy = model_config.hidden * model_config.layers >= 1024 and device.type == "cpu"
             length = (500 if heavy else 2000) * scale
             row = {"preset": preset, "shape": f"{model_config.layers}x{model_config.hidden}"}
-            # The thread counts `charrnn sample` uses: one stream on its own count, a batch on all.
-            set_threads(single_stream_threads(threads))
             progress(f"sampling {preset}: batch 1, eager (reference)")
             row["eager_b1"] = sample_speed(model, "eager", 1, max(length // 4, 100), device)
             progress(f"sampling {preset}: batch 1, fast")
             row["fast_b1"] = sample_speed(model, "auto", 1, length, device)
-            set_threads(threads.fixed or threads.most)
             progress(f"sampling {preset}: batch {BATCHED_SAMPLES}")
             row["batched"] = sample_speed(model, "auto", BATCHED_SAMPLES, max(length // 8, 50), device)
             row["fast_vs_eager"] = row["fast_b1"] / row["eager_b1"]

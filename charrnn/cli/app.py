@@ -84,15 +84,16 @@ def _thread_governor(threads: Optional[int]):
     return ThreadGovernor.for_policy(resolve_policy(threads))
 
 
-def _generation_threads(threads: Optional[int], streams: int):
-    """One stream runs on one thread (unless --threads says otherwise); a batch of streams is
-    paced by a governor like training. Returns the governor, or None where the count is fixed."""
-    from charrnn.threads import resolve_policy, set_threads, single_stream_threads
+def _generation_threads(threads: Optional[int], paced: bool):
+    """Sampling is paced by a governor like training; the beam search and the interactive loop,
+    which no governor paces, run on one thread (unless --threads says otherwise), which is
+    never the one that collapses on a busy machine. Returns the governor, or None."""
+    from charrnn.threads import resolve_policy, set_threads
 
-    if streams == 1:
-        set_threads(single_stream_threads(resolve_policy(threads)))
-        return None
-    return _thread_governor(threads)
+    if paced:
+        return _thread_governor(threads)
+    set_threads(resolve_policy(threads).fixed or 1)
+    return None
 
 
 def _out_path(value) -> Path:
@@ -246,21 +247,12 @@ def train(
     deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--no-deterministic", help="Deterministic kernels everywhere, so a resumed run matches an unstopped one bit-for-bit on CUDA too (CPU runs already do); on CUDA it needs --dropout 0 or one layer. " + _default("train", "deterministic"), show_default=False, rich_help_panel=RUN)] = None,
 ) -> None:
     """Train a model on text files; checkpoints and metrics go to a run directory."""
-    from charrnn.training.plan import RunRequest, describe_budget
-    from charrnn.training.runs import prepare_run, train_run
-    from charrnn.cli.signals import graceful_stop
     from charrnn.cli.progress import TrainingDisplay
-    from charrnn.training import distributed
+    from charrnn.cli.signals import graceful_stop
+    from charrnn.training.plan import RunRequest
+    from charrnn.training.runs import prepare_run, train_run
 
-    device_choice = device.value
-    launch = distributed.launch_env()
-    if launch is not None:  # started by torchrun: join the group; only rank 0 talks
-        import atexit
-
-        device_choice = distributed.start(launch, device_choice)
-        atexit.register(distributed.stop)
-        err.quiet = launch.rank != 0
-
+    device_choice = _join_torchrun(device.value)
     request = RunRequest(
         sources=list(paths or []),
         val_sources=list(val_file or []),
@@ -309,6 +301,39 @@ def train(
         err.print("charrnn: corpus: name a text file, directory or corpus to train on (or --resume a run)", markup=False)
         raise typer.Exit(2)
     run = prepare_run(request)
+    _print_run_header(run)
+    started = time.perf_counter()
+
+    def stop_after_this_step(signum: int) -> None:
+        run.trainer.request_stop()
+        # os.write, not print: the handler may interrupt a write to stderr, and re-entering the
+        # buffered stream from here would raise.
+        os.write(2, b"\nstopping after this step to save a checkpoint (press Ctrl-C again to quit at once)\n")
+
+    with TrainingDisplay(err) as display, graceful_stop(stop_after_this_step):
+        result = train_run(run, [display], sample_chars=eval_sample_chars, tensorboard=tensorboard)
+    _report_result(run, result, time.perf_counter() - started)
+
+
+def _join_torchrun(device: str) -> str:
+    """Under torchrun: join the process group (only rank 0 talks); returns the device to use."""
+    from charrnn.training import distributed
+
+    launch = distributed.launch_env()
+    if launch is None:
+        return device
+    import atexit
+
+    device = distributed.start(launch, device)
+    atexit.register(distributed.stop)
+    err.quiet = launch.rank != 0
+    return device
+
+
+def _print_run_header(run) -> None:
+    """What is about to be trained, on stderr: model, text, batch, budget, device, threads."""
+    from charrnn.training.plan import describe_budget
+
     for notice in run.notices:
         err.print(f"charrnn: warning: {notice}", markup=False)
     m, t = run.model.config, run.trainer.config
@@ -345,23 +370,16 @@ def train(
             "will have nothing to load; pass --val-file FILE (or --val-frac) to track the best checkpoint",
             markup=False,
         )
-    started = time.perf_counter()
-    def stop_after_this_step(signum: int) -> None:
-        run.trainer.request_stop()
-        # os.write, not print: the handler may interrupt a write to stderr, and re-entering the
-        # buffered stream from here would raise.
-        os.write(2, b"\nstopping after this step to save a checkpoint (press Ctrl-C again to quit at once)\n")
 
-    with TrainingDisplay(err) as display, graceful_stop(stop_after_this_step):
-        result = train_run(run, [display], sample_chars=eval_sample_chars, tensorboard=tensorboard)
-    seconds = time.perf_counter() - started
+
+def _report_result(run, result, seconds: float) -> None:
+    """How the run ended, on stderr; an interrupted run says how to resume and exits 130."""
     from charrnn.units import nats_to_bpc
 
     best = "-" if result.best_val_loss is None else f"{nats_to_bpc(result.best_val_loss, run.trainer.tokens_per_char):.4f}"
-    where = run.directory / "last.pt"
     if result.status == "interrupted":
         err.print(
-            f"stopped at step {result.step}; checkpoint saved to {where}\n"
+            f"stopped at step {result.step}; checkpoint saved to {run.directory / 'last.pt'}\n"
             f"resume with: charrnn train --resume {run.directory}",
             markup=False,
         )
@@ -400,7 +418,7 @@ def sample(
     unknown: Annotated[str, typer.Option(metavar="<error|skip>", help="Prime characters outside the vocabulary: error (names them) or skip.")] = SAMPLE["unknown"],
     best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint, not its latest.", rich_help_panel=MODEL)] = False,
     device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.", rich_help_panel=MODEL)] = DeviceChoice.auto,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for torch and BLAS (OMP_NUM_THREADS also fixes it). \\[default: 1 for one sample; for several, chosen by measured speed]", show_default=False, rich_help_panel=MODEL)] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help=THREADS_HELP, show_default=False, rich_help_panel=MODEL)] = None,
     engine: Annotated[Engine, typer.Option(help="fast = weights laid out once for single steps (CPU); eager = the model's own forward (the reference; cuDNN on GPU); auto = fast on CPU, eager on GPU. Same seed, same text either way.", rich_help_panel=MODEL)] = Engine(SAMPLE["engine"]),
     check_copying: Annotated[bool, typer.Option("--check-copying", help="After sampling, report on stderr the longest substring of each sample found verbatim in the training text, and the share of it in copied runs of --copy-min-run+ characters, beside the same figures for unseen validation text. About 1 s per 1,000 sampled characters per MB of training text.", rich_help_panel=COPYING)] = False,
     training_text: Annotated[Optional[Path], typer.Option(help="Check copying against this file instead of the training files the checkpoint records (implies --check-copying).", show_default=False, rich_help_panel=COPYING)] = None,
@@ -432,7 +450,7 @@ def sample(
         raise ConfigError("--separator must not be empty: it is the line that tells samples apart")
     target = resolve_device(device.value)
     model, vocab, saved = load_model(checkpoint, "best" if best else "last", device.value)
-    governor = _generation_threads(threads, 1 if beam or interactive else num_samples) if target.type == "cpu" else None
+    governor = _generation_threads(threads, paced=not (beam or interactive)) if target.type == "cpu" else None
 
     if beam and interactive:
         raise ConfigError("--beam and --interactive cannot be combined")
@@ -862,7 +880,7 @@ def bench(
     device: Annotated[DeviceChoice, typer.Option(help="Where to measure.")] = DeviceChoice.auto,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON here.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for every figure. \\[default: all cores for training and batches, one for a single sample, as the commands choose]", show_default=False)] = None,
-    contention: Annotated[bool, typer.Option("--contention", help="Instead: measure training and sampling beside other work (two trainings at once, a busy loop), adaptive threads against all cores, as ratios to each alone (about 3 minutes; --long: 12).")] = False,
+    contention: Annotated[bool, typer.Option("--contention", help="Instead: measure training and sampling beside other work (two trainings at once, a busy loop), adaptive threads against all cores, as ratios to each alone (about 6 minutes; --long: 18).")] = False,
 ) -> None:
     """Measure training, sampling and encoding speed against this machine's matmul peak."""
     if contention:
@@ -899,7 +917,7 @@ def _bench_contention(long: bool, json_path: Optional[Path]) -> None:
     from charrnn.bench.contention import run_contention
 
     started = time.perf_counter()
-    result = run_contention(60.0 if long else 12.0, progress=lambda message: err.print(f"bench: {message}", markup=False))
+    result = run_contention(60.0 if long else 15.0, progress=lambda message: err.print(f"bench: {message}", markup=False))
     render_contention(result, out if out.is_terminal else Console(highlight=False, width=140))
     err.print(f"bench took {time.perf_counter() - started:.0f} s", markup=False)
     if json_path is not None:
