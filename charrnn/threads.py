@@ -145,7 +145,8 @@ class ThreadGovernor:
 
     Call ``observe(seconds, work)`` after each unit of work (a training step, a generation
     step). After ``first_look`` seconds at the current count, it tries a neighbouring count
-    for up to ``probe_steps`` units and keeps it if it ran more than ``margin`` faster. A probe
+    for up to ``probe_steps`` units and keeps it if it ran more than ``margin`` faster
+    (``margin_up`` for more threads). A probe
     that loses waits twice as long before the next one (up to ``longest_look``), so a choice
     that keeps winning costs almost nothing; a probe ends after one unit that ran below
     ``abort_below`` of the current speed, so a clearly worse count costs one unit. If the speed at the current count
@@ -161,6 +162,7 @@ class ThreadGovernor:
         longest_look: float = 30.0,
         probe_steps: int = 3,
         margin: float = 1.08,
+        margin_up: float = 1.25,
         drop: float = 0.7,
         skip: int = 2,
         abort_below: float = 0.75,
@@ -169,6 +171,7 @@ class ThreadGovernor:
         self.apply = apply
         self.first_look, self.longest_look = first_look, longest_look
         self.probe_steps, self.margin, self.drop, self.abort_below = probe_steps, margin, drop, abort_below
+        self.margin_up = margin_up
         # Start low: a count too low for an idle machine costs a third of the speed until the
         # first probe, one too high for a busy one nine tenths (2 cores: 12.6k against 19.3k
         # chars/s alone; 3.2k against 12.0k beside another training).
@@ -247,7 +250,11 @@ class ThreadGovernor:
     def _end_probe(self) -> None:
         probe_rate = statistics.median(self._probe_rates)
         baseline = self._baseline()
-        if probe_rate > self.margin * baseline:
+        # More threads must pay for themselves clearly: on a shared machine a process that
+        # takes more threads can run faster by taking time from the others (the scheduler
+        # shares by thread), while all of them together go slower.
+        needed = self.margin_up if self._probe > self.current else self.margin
+        if probe_rate > needed * baseline:
             self.current = self._probe
             self._rates = deque(self._probe_rates, maxlen=self._rates.maxlen)
             self._reference = probe_rate

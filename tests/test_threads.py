@@ -192,7 +192,7 @@ def test_batched_sampling_paced_by_a_governor_gives_the_same_text(tmp_path, monk
     model = CharRNN(preset_model("tiny")).eval()
     config = SampleConfig(length=2000, temperature=0.8, seed=5, num_samples=4)
     # A governor that switches at every report (a block of steps): the harshest case.
-    governor = ThreadGovernor((2, 1), apply=set_threads, first_look=0.0, skip=0, probe_steps=1, margin=0.0)
+    governor = ThreadGovernor((2, 1), apply=set_threads, first_look=0.0, skip=0, probe_steps=1, margin=0.0, margin_up=0.0)
     before = torch.get_num_threads()
     try:
         plain = torch.stack(list(generate_ids(model, _bench_vocab(), config)))
