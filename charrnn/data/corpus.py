@@ -128,13 +128,9 @@ def resolve_sources(specs: Sequence[str], val_specs: Sequence[str] = (), encodin
             # Path("") is the current directory: an empty argument would train on all of it.
             raise CorpusError("an empty path was given; name a text file, directory or corpus")
     for spec in specs:
-        path = Path(spec)
-        if path.is_dir():
-            train.extend(_expand_directory(path, encoding))
-        elif path.exists():
-            train.append(_check_file(path, encoding))
-        elif path.is_symlink():
-            raise CorpusError(f"{spec}: broken symbolic link (its target does not exist)")
+        local = _local_files(spec, encoding)
+        if local is not None:
+            train.extend(local)
         else:
             name, _, split = spec.partition(":")
             named = resolve_corpus_name(name)
@@ -156,16 +152,24 @@ def resolve_sources(specs: Sequence[str], val_specs: Sequence[str] = (), encodin
     if val_specs:
         val = []
         for spec in val_specs:
-            path = Path(spec)
-            if path.is_dir():
-                val.extend(_expand_directory(path, encoding))
-            elif path.exists():
-                val.append(_check_file(path, encoding))
-            elif path.is_symlink():
-                raise CorpusError(f"{spec}: broken symbolic link (its target does not exist)")
-            else:
+            local = _local_files(spec, encoding)
+            if local is None:
                 raise CorpusError(f"{spec}: no such validation file")
+            val.extend(local)
     return Sources(tuple(train), tuple(val))
+
+
+def _local_files(spec: str, encoding: str) -> list[Path] | None:
+    """The text files ``spec`` names on disk (a directory's, or the file itself), or None
+    where nothing is there (it may be a corpus name)."""
+    path = Path(spec)
+    if path.is_dir():
+        return _expand_directory(path, encoding)
+    if path.exists():
+        return [_check_file(path, encoding)]
+    if path.is_symlink():
+        raise CorpusError(f"{spec}: broken symbolic link (its target does not exist)")
+    return None
 
 
 def iter_text_chunks(path: Path, encoding: str = "utf-8") -> Iterator[str]:
