@@ -4,7 +4,6 @@ Generated text goes to stdout, raw; everything else (progress, status, errors) t
 torch is imported inside the commands so that ``--help`` stays fast.
 """
 
-from __future__ import annotations
 
 import itertools
 import json
