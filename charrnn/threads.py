@@ -25,7 +25,7 @@ import os
 import statistics
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Sequence
 
 # Environment variables that fix the count, as for any OpenMP or MKL program.
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -268,21 +268,3 @@ class ThreadGovernor:
             self._reference = baseline
         self._probe = None
         self._waited = 0.0
-
-
-def paced(items: Iterable, governor: ThreadGovernor | None, work: Callable[[object], float] = lambda _: 1.0) -> Iterator:
-    """``items`` unchanged, with the time each one took to produce reported to ``governor``."""
-    import time
-
-    if governor is None:
-        yield from items
-        return
-    iterator = iter(items)
-    while True:
-        started = time.perf_counter()
-        try:
-            item = next(iterator)
-        except StopIteration:
-            return
-        governor.observe(time.perf_counter() - started, work(item))
-        yield item
