@@ -18,6 +18,23 @@ from charrnn.errors import ConfigError
 MAX_SEED = 2**63 - 1
 
 
+def option_name(field: str) -> str:
+    """The command-line spelling of a config field: ``min_lr_frac`` -> ``--min-lr-frac``."""
+    return "--" + field.replace("_", "-")
+
+
+def check_finite(option: str, value) -> None:
+    """NaN fails every comparison and infinity passes open ranges: refuse both by name,
+    before any range check reads the value."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{option} must be a finite number, not {value}")
+
+
+def check_seed(seed) -> None:
+    if not (isinstance(seed, int) and 0 <= seed <= MAX_SEED):
+        raise ConfigError(f"--seed must be in 0..{MAX_SEED} (2**63 - 1), not {seed}")
+
+
 class DeviceChoice(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -244,10 +261,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.schedule = Schedule(self.schedule).value
         for name in ("lr", "min_lr_frac", "weight_decay", "grad_clip", "minutes"):
-            value = getattr(self, name)
-            if isinstance(value, float) and not math.isfinite(value):
-                # Checked first: NaN fails no comparison below, and inf passes the ranges.
-                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, not {value}")
+            check_finite(option_name(name), getattr(self, name))
         checks = [
             (self.batch_size >= 1, "--batch-size must be at least 1"),
             (self.seq_len >= 1, "--seq-len must be at least 1"),

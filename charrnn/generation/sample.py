@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from charrnn.options import DEFAULTS, MAX_SEED
+from charrnn.options import DEFAULTS, check_finite, check_seed, option_name
 from charrnn.errors import ConfigError, VocabError
 from charrnn.model.network import CharRNN
 from charrnn.generation.stepper import make_stepper
@@ -51,9 +50,7 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         for name in ("temperature", "top_p", "min_p", "repetition_penalty"):
-            value = getattr(self, name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, not {value}")
+            check_finite(option_name(name), getattr(self, name))
         checks = [
             (self.length >= 1, "--length must be at least 1"),
             (self.temperature >= 0, "--temperature must be >= 0 (0 means greedy)"),
@@ -70,8 +67,8 @@ class SampleConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
-            raise ConfigError(f"--seed must be in 0..{MAX_SEED} (2**63 - 1), not {self.seed}")
+        if self.seed is not None:
+            check_seed(self.seed)
         if self.seed is None:
             self.seed = secrets.randbelow(2**31)
 

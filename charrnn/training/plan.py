@@ -18,7 +18,7 @@ from charrnn.data.batches import plan_layout
 from charrnn.data.vocab_kinds import KINDS
 from charrnn.errors import ConfigError
 from charrnn.model.presets import preset_training, resolve_preset
-from charrnn.options import DEFAULTS, MAX_SEED, ModelConfig, TrainConfig
+from charrnn.options import DEFAULTS, ModelConfig, TrainConfig, check_finite, check_seed, option_name
 from charrnn.saved import CorpusOptions, SavedRun
 
 ARCHITECTURE_KEYS = ("cell", "layers", "hidden", "embed")
@@ -201,20 +201,18 @@ def _check_numbers(request: RunRequest) -> None:
     be written to config.toml), integers past 64 bits, seeds the random generators cannot
     take, and an empty encoding (which would silently mean the default)."""
     numbers = {
-        **{f"--{k.replace('_', '-')}": v for k, v in {**request.model, **request.train}.items()},
+        **{option_name(k): v for k, v in {**request.model, **request.train}.items()},
         "--val-frac": request.val_frac,
         "--epochs": request.epochs,
         "--vocab-size": request.vocab_size,
     }
     for option, value in numbers.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{option} must be a finite number, not {value}")
+        check_finite(option, value)
         if isinstance(value, int) and value > MAX_INTEGER:
             # Checkpoints and config.toml hold 64-bit integers; a bigger count is a typo.
             raise ConfigError(f"{option} must be at most {MAX_INTEGER} (2**63 - 1), not {value}")
-    seed = request.train.get("seed")
-    if seed is not None and not (isinstance(seed, int) and 0 <= seed <= MAX_SEED):
-        raise ConfigError(f"--seed must be in 0..{MAX_SEED} (2**63 - 1), not {seed}")
+    if request.train.get("seed") is not None:
+        check_seed(request.train["seed"])
     if request.encoding is not None and not request.encoding.strip():
         raise ConfigError("--encoding must not be empty: name a text encoding such as utf-8")
 
