@@ -58,6 +58,9 @@ class BenchConfig:
     sampling: bool = True
     source_text: Path | None = None  # text repeated to make the corpus (default: generated)
     threads: int | None = None  # --threads: fixed for every figure; None: as the commands choose
+    # Also time each training step with the per-group gradient statistics on and off,
+    # alternating, in the same process: their cost as a ratio.
+    grad_stats_cost: bool = False
 
 
 @dataclass
@@ -136,8 +139,11 @@ def train_speed(
     steps: int,
     warmup: int = 2,
     amp_dtype: torch.dtype = torch.float32,
+    grad_stats_pairs: int = 0,
 ) -> dict:
-    """chars/s of the real training step on random ids (speed does not depend on the text)."""
+    """chars/s of the real training step on random ids (speed does not depend on the text).
+    With ``grad_stats_pairs``, as many steps again with the gradient statistics off and as
+    many on, alternating, so that both meet the same load: their best and median times."""
     from charrnn.training.trainer import TrainConfig, Trainer
 
     torch.manual_seed(0)
@@ -145,23 +151,30 @@ def train_speed(
     if device.type == "cuda":
         model.rnn.flatten_parameters()
     rng = np.random.default_rng(0)
-    ids = rng.integers(0, model_config.vocab_size, batch_size * seq_len * (steps + warmup + 1) + 1, dtype=np.uint8)
+    windows = steps + warmup + 2 * grad_stats_pairs + 1
+    ids = rng.integers(0, model_config.vocab_size, batch_size * seq_len * windows + 1, dtype=np.uint8)
     config = TrainConfig(batch_size=batch_size, seq_len=seq_len, max_steps=10**9, warmup_steps=0)
     trainer = Trainer(model, config, ids, None, device, amp_dtype)
     for _ in range(warmup):
         trainer.train_step()
-    times = []
-    for _ in range(steps):
+
+    def timed_step() -> float:
         _sync(device)
         started = time.perf_counter()
         trainer.train_step()
         _sync(device)
-        times.append(time.perf_counter() - started)
+        return time.perf_counter() - started
+
+    times = [timed_step() for _ in range(steps)]
     # The fastest step is what the code can do; slower ones met other work on the machine.
     best = min(times)
     chars = batch_size * seq_len
     flops = flops_per_char(model_config)["train"]
+    cost = {}
+    if grad_stats_pairs:
+        cost = grad_stats_cost(trainer, timed_step, grad_stats_pairs)
     return {
+        **cost,
         "chars_per_s": chars / best,
         "gflops": flops * chars / best / 1e9,
         "step_s": best,
@@ -171,6 +184,31 @@ def train_speed(
         "seq_len": seq_len,
         "flops_per_char": flops,
         "parameters": model.num_parameters(),
+    }
+
+
+def grad_stats_cost(trainer, timed_step: Callable[[], float], pairs: int) -> dict:
+    """Steps with the gradient statistics off and on, alternating (which goes first alternates
+    too), so that load on the machine falls on both alike. The ratio of the best steps is the
+    cost when nothing else runs; the median of each pair's ratio is the cost under the load."""
+    on, off, ratios = [], [], []
+    for pair in range(pairs):
+        timings = {}
+        for stats in (False, True) if pair % 2 == 0 else (True, False):
+            trainer.grad_stats = stats
+            timings[stats] = timed_step()
+        on.append(timings[True])
+        off.append(timings[False])
+        ratios.append(timings[True] / timings[False])
+    trainer.grad_stats = True
+    return {
+        "grad_stats_pairs": pairs,
+        "grad_stats_on_step_s": min(on),
+        "grad_stats_off_step_s": min(off),
+        "grad_stats_best_ratio": min(on) / min(off),
+        "grad_stats_median_ratio": statistics.median(ratios),
+        "grad_stats_on_median_step_s": statistics.median(on),
+        "grad_stats_off_median_step_s": statistics.median(off),
     }
 
 
@@ -390,7 +428,10 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
         for batch in batches:
             progress(f"matrix-multiply peak, then training {preset} ({model_config.layers}x{model_config.hidden}) batch {batch}x{seq}")
             measure_peak()
-            row = train_speed(model_config, device, batch, seq, steps, amp_dtype=amp_dtype)
+            # Pairs of steps with the gradient statistics off and on: enough for a figure to
+            # within 1-2% even where the steps themselves are few.
+            pairs = 5 * steps if config.grad_stats_cost else 0
+            row = train_speed(model_config, device, batch, seq, steps, amp_dtype=amp_dtype, grad_stats_pairs=pairs)
             row.update(preset=preset, shape=f"{model_config.layers}x{model_config.hidden}", cell=model_config.cell)
             result.training.append(row)
     progress("matrix-multiply peak")

@@ -833,23 +833,28 @@ def plot(
     x_axis: Annotated[str, typer.Option("--x", metavar="<step|time>", help="Horizontal axis of the text chart: step or time.")] = "step",
     width: Annotated[int, typer.Option(min=20, max=400, help="Text chart width in characters.")] = 72,
     height: Annotated[int, typer.Option(min=5, max=200, help="Text chart height in lines.")] = 16,
+    gradients: Annotated[bool, typer.Option("--gradients", help="Also draw each group of weights' gradient norm (embedding, weight_ih_l*, weight_hh_l*, decoder; log scale) and the share of recent steps whose gradients were clipped (see docs/training-diagnostics.md).")] = False,
 ) -> None:
     """Plot train and validation bits per character against steps and wall time."""
     from charrnn.errors import ConfigError
-    from charrnn.training.plot import load_curves, text_chart, write_png
+    from charrnn.training.plot import gradient_chart, load_curves, require_gradients, text_chart, write_png
 
     if x_axis not in ("step", "time"):
         raise ConfigError("--x must be step or time")
     _file_not_directory(output, "curves.png")
     curves = [load_curves(path) for path in runs]
+    if gradients:
+        require_gradients(curves)
     if terminal:
         sys.stdout.write(text_chart(curves, x_axis, width, height))
+        for run in curves if gradients else ():
+            sys.stdout.write("\n" + gradient_chart(run, x_axis, width, height))
         sys.stdout.flush()
         if output is None:
             return
     if output is None:
         output = runs[0] / "curves.png" if len(runs) == 1 and runs[0].is_dir() else Path("curves.png")
-    written = write_png(curves, output)
+    written = write_png(curves, output, gradients=gradients)
     err.print(f"wrote {written}", markup=False)
 
 
@@ -871,6 +876,7 @@ def bench(
     device: Annotated[DeviceChoice, typer.Option(help="Where to measure.")] = DeviceChoice.auto,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON here.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for every figure. \\[default: all cores for training and batches, one for a single sample, as the commands choose]", show_default=False)] = None,
+    grad_stats_cost: Annotated[bool, typer.Option("--grad-stats-cost", help="Also time training steps with the per-group gradient statistics (on by default in train) off and on, alternating in the same run, and show their cost as a ratio.", rich_help_panel=MEASURED)] = False,
     contention: Annotated[bool, typer.Option("--contention", help="Instead: measure training and sampling beside other work (two trainings at once, a busy loop), adaptive threads against all cores, as ratios to each alone (about 6 minutes; --long: 18).")] = False,
 ) -> None:
     """Measure training, sampling and encoding speed against this machine's matmul peak."""
@@ -892,6 +898,7 @@ def bench(
         sampling=sampling,
         source_text=text,
         threads=threads,
+        grad_stats_cost=grad_stats_cost,
     )
     started = time.perf_counter()
     result = run_bench(config, progress=lambda message: err.print(f"bench: {message}", markup=False))

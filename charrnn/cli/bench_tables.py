@@ -56,6 +56,8 @@ def render_bench(result: BenchResult, console: Console) -> None:
                 _num(row["parameters"]),
             )
         console.print(table)
+        if any("grad_stats_best_ratio" in row for row in result.training):
+            _render_grad_stats_cost(result, console)
 
     if result.sampling:
         table = Table(title="sampling chars/s", box=None)
@@ -97,6 +99,29 @@ def render_bench(result: BenchResult, console: Console) -> None:
     for note in result.notes:
         console.print(f"note: {note}", markup=False)
     console.print(FLOP_NOTE, markup=False)
+
+
+def _render_grad_stats_cost(result: BenchResult, console: Console) -> None:
+    table = Table(title="gradient statistics: training steps with them off and on, alternating", box=None)
+    columns = ("model", "batch x seq", "pairs", "best off (ms)", "best on (ms)", "best on / off",
+               "median off (ms)", "median on (ms)", "median of pair ratios")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="right" if column != "model" else "left")
+    for row in result.training:
+        if "grad_stats_best_ratio" not in row:
+            continue
+        table.add_row(
+            f"{_model_name(row)} {row['cell']}",
+            f"{row['batch_size']}x{row['seq_len']}",
+            str(row["grad_stats_pairs"]),
+            f"{row['grad_stats_off_step_s'] * 1e3:.2f}",
+            f"{row['grad_stats_on_step_s'] * 1e3:.2f}",
+            f"{row['grad_stats_best_ratio']:.3f}",
+            f"{row['grad_stats_off_median_step_s'] * 1e3:.2f}",
+            f"{row['grad_stats_on_median_step_s'] * 1e3:.2f}",
+            f"{row['grad_stats_median_ratio']:.3f}",
+        )
+    console.print(table)
 
 
 def render_contention(result, console: Console) -> None:

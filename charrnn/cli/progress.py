@@ -8,6 +8,7 @@ from datetime import timedelta
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
+from charrnn.training.gradients import GradientWarning
 from charrnn.training.trainer import Callback, EvalStats, StepStats, Trainer
 from charrnn.units import bpc_to_nats
 
@@ -103,6 +104,9 @@ class TrainingDisplay(Callback):
             markup=False,
             highlight=False,
         )
+
+    def on_warning(self, trainer: Trainer, warning: GradientWarning) -> None:
+        self.console.print(f"charrnn: warning: step {warning.step}: {warning.message}", markup=False, highlight=False)
 
     def on_eval(self, trainer: Trainer, stats: EvalStats) -> None:
         self.val_bpc = stats.val_bpc

@@ -1,7 +1,9 @@
 """Learning curves from run directories: a PNG (matplotlib, optional) and a text chart.
 
 Both read ``metrics.jsonl`` and show bits per character, train and validation on one scale
-(the train loss is logged in nats per character), against steps or against wall time.
+(the train loss is logged in nats per character), against steps or against wall time; and,
+asked for, the gradient norm of each group of weights (log scale) and the share of recent
+steps whose gradients were clipped.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ class Curves:
     val_step: list[int] = field(default_factory=list)
     val_bpc: list[float] = field(default_factory=list)
     val_seconds: list[float] = field(default_factory=list)
+    grad_step: list[int] = field(default_factory=list)
+    grad_seconds: list[float] = field(default_factory=list)
+    grad_norms: dict[str, list[float]] = field(default_factory=dict)  # per group, one per grad_step
+    clip_share: list[float] = field(default_factory=list)
+
+    def grad_x(self, axis: str) -> list[float]:
+        return [s / 60 for s in self.grad_seconds] if axis == "time" else list(self.grad_step)
 
     def x(self, axis: str, validation: bool = False) -> list[float]:
         if axis == "time":
@@ -56,6 +65,8 @@ def load_curves(run_dir: Path) -> Curves:
                 curves.step.append(int(record["step"]))
                 curves.train_bpc.append(nats_to_bpc(float(record["loss"])))
                 curves.train_seconds.append(float(record.get("elapsed") or 0.0))
+                if isinstance(record.get("grad_norms"), dict):
+                    _add_gradients(curves, record)
             elif record.get("event") == "eval":
                 curves.val_step.append(int(record["step"]))
                 curves.val_bpc.append(float(record["val_bpc"]))
@@ -72,6 +83,20 @@ def load_curves(run_dir: Path) -> Curves:
     return curves
 
 
+def _add_gradients(curves: Curves, record: dict) -> None:
+    norms = {group: float(value) for group, value in record["grad_norms"].items()}
+    count = len(curves.grad_step)
+    for group, value in norms.items():
+        # A group first seen later (a grown model) is padded, so every list lines up with steps.
+        curves.grad_norms.setdefault(group, [math.nan] * count).append(value)
+    for group, values in curves.grad_norms.items():
+        if group not in norms:
+            values.append(math.nan)
+    curves.grad_step.append(int(record["step"]))
+    curves.grad_seconds.append(float(record.get("elapsed") or 0.0))
+    curves.clip_share.append(float(record.get("clip_share") or 0.0))
+
+
 def smooth(values: list[float], alpha: float = 0.1) -> list[float]:
     """Exponential moving average: one window's loss is noisy, the trend is what matters."""
     out, current = [], None
@@ -81,8 +106,10 @@ def smooth(values: list[float], alpha: float = 0.1) -> list[float]:
     return out
 
 
-def write_png(runs: list[Curves], path: Path, dpi: int = 120) -> Path:
-    """Two panels, bpc against steps and against minutes; one colour per run."""
+def write_png(runs: list[Curves], path: Path, dpi: int = 120, gradients: bool = False) -> Path:
+    """Two panels, bpc against steps and against minutes; one colour per run. With
+    ``gradients``, a second row: each group's gradient norm (log scale; one colour per group,
+    one line style per run) and the share of recent steps clipped (one colour per run)."""
     try:
         import matplotlib
 
@@ -92,7 +119,13 @@ def write_png(runs: list[Curves], path: Path, dpi: int = 120) -> Path:
         raise ConfigError(
             "the PNG needs matplotlib: pip install 'charrnn[plot]' (or use --terminal)"
         ) from None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    if gradients:
+        require_gradients(runs)
+        fig, grid = plt.subplots(2, 2, figsize=(12, 9))
+        axes = grid[0]
+        axes[1].sharey(axes[0])
+    else:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, run in enumerate(runs):
         colour = colours[i % len(colours)]
@@ -111,7 +144,9 @@ def write_png(runs: list[Curves], path: Path, dpi: int = 120) -> Path:
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize="small")
-    fig.suptitle("train (smoothed) and validation bpc")
+    if gradients:
+        _draw_gradients(runs, grid[1], colours)
+    fig.suptitle("train (smoothed) and validation bpc" + ("; gradients" if gradients else ""))
     fig.tight_layout()
     path = Path(path)
     if not path.suffix:
@@ -128,6 +163,40 @@ def write_png(runs: list[Curves], path: Path, dpi: int = 120) -> Path:
     return path
 
 
+def require_gradients(runs: list[Curves]) -> None:
+    missing = [run.name for run in runs if not run.grad_step]
+    if missing:
+        raise CheckpointError(
+            f"{', '.join(missing)}: no gradient statistics in {METRICS} (logged by charrnn 0.1.0 "
+            "and later, one per step); plot it without --gradients"
+        )
+
+
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def _draw_gradients(runs: list[Curves], axes, colours: list[str]) -> None:
+    norms_ax, clip_ax = axes
+    groups = list(dict.fromkeys(group for run in runs for group in run.grad_norms))
+    for i, run in enumerate(runs):
+        style = LINE_STYLES[i % len(LINE_STYLES)]
+        for j, group in enumerate(groups):
+            if group in run.grad_norms:
+                label = group if len(runs) == 1 else f"{run.name} {group}"
+                norms_ax.plot(run.grad_step, smooth(run.grad_norms[group]), color=colours[j % len(colours)],
+                              linestyle=style, linewidth=1.0, label=label)  # fmt: skip
+        clip_ax.plot(run.grad_step, run.clip_share, color=colours[i % len(colours)], linewidth=1.2, label=run.name)
+    norms_ax.set_yscale("log")
+    norms_ax.set_ylabel("gradient norm (smoothed, before clipping)")
+    clip_ax.set_ylabel("share of the last 100 steps clipped")
+    clip_ax.set_ylim(-0.02, 1.02)
+    clip_ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+
+
 def text_chart(runs: list[Curves], axis: str = "step", width: int = 72, height: int = 16) -> str:
     """A plain-character chart of the same curves for a terminal without a display:
     smoothed train bpc as ``.`` (``:`` ``+`` ... for further runs), validation as letters."""
@@ -138,6 +207,60 @@ def text_chart(runs: list[Curves], axis: str = "step", width: int = 72, height: 
             series.append((train_marks[i % len(train_marks)], run.x(axis), smooth(run.train_bpc)))
         if run.val_step:
             series.append((chr(ord("A") + i % 26), run.x(axis, validation=True), run.val_bpc))
+    # Validation points are few and matter most: they win a shared cell.
+    lines = _grid_chart(series, width, height, lambda y: f"{y:7.3f}", prefer=str.isalpha)
+    unit = "step" if axis == "step" else "minutes"
+    lines.append(" " * (LABEL_WIDTH + 2) + f"bits per character against {unit}")
+    for i, run in enumerate(runs):
+        best = f"best val {min(run.val_bpc):.4f} bpc" if run.val_bpc else "no evaluation yet"
+        last = f"last train {run.train_bpc[-1]:.4f} bpc at step {run.step[-1]}" if run.step else ""
+        lines.append(
+            f"  {train_marks[i % len(train_marks)]} train / {chr(ord('A') + i % 26)} val  "
+            f"{run.name}: {', '.join(p for p in (last, best) if p)}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def gradient_chart(run: Curves, axis: str = "step", width: int = 72, height: int = 16) -> str:
+    """One run's gradient norm per group of weights as text, log scale (one mark per group),
+    and a line on how often clipping acted."""
+    require_gradients([run])
+    series, legend = [], []
+    for group, values in run.grad_norms.items():
+        mark = _group_mark(group)
+        pairs = [(x, math.log10(v)) for x, v in zip(run.grad_x(axis), smooth(values)) if v > 0 and math.isfinite(v)]
+        series.append((mark, [x for x, _ in pairs], [y for _, y in pairs]))
+        legend.append(f"{mark} {group}")
+    # The recurrent weights, where gradients vanish, win a cell shared with another group.
+    lines = _grid_chart(series, width, height, lambda y: f"{10**y:7.1e}", prefer=str.isdigit)
+    unit = "step" if axis == "step" else "minutes"
+    lines.append(" " * (LABEL_WIDTH + 2) + f"{run.name}: gradient norm (smoothed, log scale) against {unit}")
+    lines.append("  " + "   ".join(legend))
+    clipped = run.clip_share
+    lines.append(
+        f"  clipping acted on {clipped[-1]:.0%} of the last 100 steps at step {run.grad_step[-1]}; "
+        f"at most {max(clipped):.0%} over the run"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _group_mark(group: str) -> str:
+    """``e`` embedding, ``d`` decoder, the layer's digit for its recurrent weights
+    (``weight_hh_l0`` -> ``0``), a letter for its input weights (``weight_ih_l0`` -> ``a``)."""
+    if group == "embedding":
+        return "e"
+    if group == "decoder":
+        return "d"
+    layer = int(group.rsplit("_l", 1)[1])
+    return str(layer % 10) if group.startswith("weight_hh") else "abcfghijkm"[layer % 10]
+
+
+LABEL_WIDTH = 7
+
+
+def _grid_chart(series, width: int, height: int, label, prefer=lambda mark: False) -> list[str]:
+    """The chart's rows, frame and x-axis labels for ``series`` of (mark, xs, ys); a mark for
+    which ``prefer`` holds wins a cell shared with another."""
     xs = [x for _, sx, _ in series for x in sx]
     ys = [y for _, _, sy in series for y in sy if math.isfinite(y)]
     x0, x1 = min(xs), max(xs)
@@ -153,28 +276,17 @@ def text_chart(runs: list[Curves], axis: str = "step", width: int = 72, height: 
                 continue
             col = round((x - x0) / (x1 - x0) * (width - 1))
             row = height - 1 - round((y - y0) / (y1 - y0) * (height - 1))
-            # Validation points are few and matter most: they win a shared cell.
-            if mark.isalpha() or grid[row][col] == " ":
+            if prefer(mark) or grid[row][col] == " ":
                 grid[row][col] = mark
-    label_width = 7
     lines = []
     for r, cells in enumerate(grid):
         value = y1 - (y1 - y0) * r / (height - 1)
-        label = f"{value:{label_width}.3f}" if r in (0, height // 2, height - 1) else " " * label_width
-        lines.append(f"{label} |{''.join(cells)}")
-    unit = "step" if axis == "step" else "minutes"
+        text = label(value) if r in (0, height // 2, height - 1) else " " * LABEL_WIDTH
+        lines.append(f"{text} |{''.join(cells)}")
     left, right = _fmt(x0), _fmt(x1)
-    lines.append(" " * label_width + " +" + "-" * width)
-    lines.append(" " * (label_width + 2) + left + " " * max(1, width - len(left) - len(right)) + right)
-    lines.append(" " * (label_width + 2) + f"bits per character against {unit}")
-    for i, run in enumerate(runs):
-        best = f"best val {min(run.val_bpc):.4f} bpc" if run.val_bpc else "no evaluation yet"
-        last = f"last train {run.train_bpc[-1]:.4f} bpc at step {run.step[-1]}" if run.step else ""
-        lines.append(
-            f"  {train_marks[i % len(train_marks)]} train / {chr(ord('A') + i % 26)} val  "
-            f"{run.name}: {', '.join(p for p in (last, best) if p)}"
-        )
-    return "\n".join(lines) + "\n"
+    lines.append(" " * LABEL_WIDTH + " +" + "-" * width)
+    lines.append(" " * (LABEL_WIDTH + 2) + left + " " * max(1, width - len(left) - len(right)) + right)
+    return lines
 
 
 def _fmt(value: float) -> str:

@@ -8,7 +8,7 @@ Run directory::
     checkpoints/<name>/
         last.pt          latest state (periodic, and at the end or on interruption)
         best.pt          state at the best validation loss so far
-        metrics.jsonl    one JSON object per step and per evaluation
+        metrics.jsonl    one JSON object per step, per evaluation and per gradient warning
         samples.txt      a short sample at every evaluation, to watch the text improve
         config.json      the resolved model, training and corpus options
         config.toml      the same as options for `charrnn train --config` (repeats the run)
@@ -45,6 +45,7 @@ from charrnn.threads import ThreadGovernor, ThreadPolicy, resolve_policy
 from charrnn.training import distributed
 from charrnn.training.continuation import check_continuation, text_fingerprint
 from charrnn.training.plan import RunPlan, RunRequest, check_request, resolve_plan
+from charrnn.training.gradients import GradientWarning
 from charrnn.training.trainer import Callback, EvalStats, StepStats, Trainer
 from charrnn.units import nats_to_bpc
 
@@ -158,6 +159,11 @@ class MetricsLog(Callback):
                 "loss": stats.loss,
                 "lr": stats.lr,
                 "grad_norm": stats.grad_norm,
+                **(
+                    {"grad_norms": stats.grad_norms, "clipped": stats.clipped, "clip_share": stats.clip_share}
+                    if stats.grad_norms
+                    else {}
+                ),
                 "chars_per_s": stats.chars / stats.seconds if stats.seconds else None,
                 "threads": stats.threads,
                 "elapsed": stats.elapsed,
@@ -176,6 +182,11 @@ class MetricsLog(Callback):
                 "elapsed": trainer.progress.elapsed,
                 "time": time.time(),
             }
+        )
+
+    def on_warning(self, trainer: Trainer, warning: GradientWarning) -> None:
+        self._write(
+            {"event": "warning", "step": warning.step, "kind": warning.kind, "message": warning.message, "time": time.time()}
         )
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from charrnn.errors import ConfigError
+from charrnn.training.gradients import GradientWarning
 from charrnn.training.trainer import Callback, EvalStats, StepStats, Trainer
 from charrnn.units import nats_to_bpc
 
@@ -33,6 +34,13 @@ class TensorBoardLog(Callback):
         self.writer.add_scalar("train/grad_norm", stats.grad_norm, stats.step)
         if stats.seconds > 0:
             self.writer.add_scalar("train/chars_per_s", stats.chars / stats.seconds, stats.step)
+        for group, norm in stats.grad_norms.items():
+            self.writer.add_scalar(f"grad_norm/{group}", norm, stats.step)
+        if stats.grad_norms:
+            self.writer.add_scalar("grad_norm/clip_share", stats.clip_share, stats.step)
+
+    def on_warning(self, trainer: Trainer, warning: GradientWarning) -> None:
+        self.writer.add_text("warnings", warning.message, warning.step)
 
     def on_eval(self, trainer: Trainer, stats: EvalStats) -> None:
         self.writer.add_scalar("val/bpc", stats.val_bpc, stats.step)

@@ -7,12 +7,13 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from charrnn.training import distributed
+from charrnn.training.gradients import GradientGroups, GradientWarning, GradientWatch, tensor_norms
 from charrnn.data.batches import StreamBatches
 from charrnn.device import capture_rng_state, restore_rng_state
 from charrnn.errors import ConfigError, TrainingDiverged
@@ -46,6 +47,12 @@ class StepStats:
     elapsed: float  # training time so far, across resumes
     progress: float  # fraction of the step or time budget used, 0..1
     threads: int = 1  # CPU threads the step ran on
+    # Gradient norm per group of weights (embedding, weight_ih_l*, weight_hh_l*, decoder),
+    # before clipping; empty when the trainer's grad_stats is off.
+    grad_norms: dict[str, float] = field(default_factory=dict)
+    clipped: bool = False  # the clip scaled this step's gradients down
+    clip_share: float = 0.0  # of the last CLIP_WINDOW steps (this one included), clipped
+    warnings: list[GradientWarning] = field(default_factory=list)  # raised at this step
 
 
 @dataclass
@@ -78,6 +85,9 @@ class Callback:
     def on_checkpoint(self, trainer: "Trainer", best: bool) -> None:
         """A checkpoint is due: ``best`` after a new best validation loss, else periodic/final."""
 
+    def on_warning(self, trainer: "Trainer", warning: GradientWarning) -> None:
+        """Gradients explode or vanish: each kind is told once per run, after its step."""
+
 
 @dataclass
 class _Progress:
@@ -106,6 +116,7 @@ class Trainer:
         rank: int = 0,
         world_size: int = 1,
         ddp_model: torch.nn.Module | None = None,
+        grad_stats: bool = True,
     ) -> None:
         self.model = model
         self.forward_model = ddp_model or model  # a DDP wrapper syncs gradients in backward
@@ -143,6 +154,10 @@ class Trainer:
         self.hidden: State | None = None
         self.progress = _Progress()
         self.tokens_per_char = 1.0  # set by the run for byte and BPE vocabularies
+        # Per-group gradient norms and the explode/vanish watch; off only to measure their cost.
+        self.grad_stats = grad_stats
+        self.gradient_groups = GradientGroups(model.named_parameters())
+        self.gradient_watch = GradientWatch(model.config.cell)
         self._stop_requested = False
 
     # -- schedule --------------------------------------------------------------------
@@ -224,6 +239,7 @@ class Trainer:
                 "cosine_scale": p.cosine_scale,
             },
             "world_size": self.world_size,
+            "gradients": self.gradient_watch.state_dict(),
         }
         if self.world_size > 1:
             # A collective: every rank calls state_dict at the same checkpoint. Each rank's
@@ -251,6 +267,7 @@ class Trainer:
             hidden = None  # a different batch layout cannot continue the old streams
         self.hidden = None if hidden is None else state_to(hidden, self.device)
         restore_rng_state(state["rng"])
+        self.gradient_watch.load_state_dict(state.get("gradients", {}))  # none before it existed
         p = state["progress"]
         self.progress = _Progress(
             best_val_loss=p["best_val_loss"],
@@ -314,11 +331,20 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         clip = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if self.grad_stats:
+            # The per-tensor norms the clip needs anyway, kept: read back with the loss in one
+            # transfer, and folded into group norms on the host.
+            norms = torch.stack(tensor_norms([p.grad for p in self.gradient_groups.parameters]))
+            norm = torch.linalg.vector_norm(norms, 2.0)
+            torch.nn.utils.clip_grads_with_norm_(self.gradient_groups.parameters, clip, norm)
+            values = torch.cat([loss.detach().float().view(1), norm.float().view(1), norms.float()])
+        else:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            values = torch.stack([loss.detach().float(), norm.float()])
         # One read-back per step, after backward (on a GPU each one waits for the queue to
         # drain). No update has been applied yet, so a bad loss still stops the run before it
         # touches the weights.
-        loss_value, grad_norm = torch.stack([loss.detach().float(), norm.float()]).tolist()
+        loss_value, grad_norm, *per_tensor = values.tolist()
         # Under torchrun: the loss of the whole global batch, and every rank sees a divergence.
         loss_value = distributed.mean(loss_value)
         if not math.isfinite(loss_value):
@@ -330,6 +356,9 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.hidden = detach_state(hidden)
+        gradients = {}
+        if self.grad_stats:
+            gradients = self._gradient_stats(grad_norm, per_tensor, clip)
         seconds = time.perf_counter() - started
         self.progress.step += 1
         self.progress.elapsed += seconds
@@ -344,7 +373,17 @@ class Trainer:
             elapsed=self.progress.elapsed,
             progress=self.budget_fraction(),
             threads=threads,
+            **gradients,
         )
+
+    def _gradient_stats(self, grad_norm: float, per_tensor: list[float], clip: float) -> dict:
+        """This step's StepStats fields about gradients; the watch hears of the step."""
+        # What clip_grads_with_norm_ did: scale by clip / (norm + 1e-6) when that is below 1.
+        clipped = grad_norm + 1e-6 > clip
+        groups = self.gradient_groups.norms(per_tensor)
+        step = self.progress.step + 1
+        warnings = self.gradient_watch.observe(step, grad_norm, clipped, groups, self.config.grad_clip)
+        return dict(grad_norms=groups, clipped=clipped, clip_share=self.gradient_watch.clip_share(), warnings=warnings)
 
     def _budget_spent(self) -> str | None:
         c = self.config
@@ -370,6 +409,8 @@ class Trainer:
                 elapsed_before + time.perf_counter() - fit_started
             )
             self._emit("on_step", stats)
+            for warning in stats.warnings:
+                self._emit("on_warning", warning)
             improved = False
             step = self.progress.step
             status = self._budget_spent()
