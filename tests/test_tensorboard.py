@@ -31,3 +31,7 @@ def test_tensorboard_events_mirror_the_metrics_log_across_a_resume(text_file, tm
     assert [step for step, _ in val] == [10, 20, 30]
     assert [round(v, 4) for _, v in val] == [round(e["val_bpc"], 4) for e in evals]
     assert [step for step, _ in scalars(run / "tensorboard", "train/loss_bits")] == list(range(1, 31))
+    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"step"' in line]
+    recurrent = scalars(run / "tensorboard", "grad_norm/weight_hh_l0")
+    assert [round(v, 6) for _, v in recurrent] == [round(s["grad_norms"]["weight_hh_l0"], 6) for s in steps if s["event"] == "step"]
+    assert [step for step, _ in scalars(run / "tensorboard", "grad_norm/clip_share")] == list(range(1, 31))

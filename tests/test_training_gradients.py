@@ -160,7 +160,8 @@ def test_plot_gradients_of_a_log_without_them_is_one_clear_line(trained_run, tmp
 def test_bench_times_the_statistics_on_and_off_in_the_same_run(tmp_path):
     out = tmp_path / "bench.json"
     result = runner.invoke(
-        app, ["bench", "--preset", "tiny", "--no-memory", "--no-sampling", "--device", "cpu", "--grad-stats-cost", "--json", str(out)]
+        app, ["bench", "--preset", "tiny", "--no-memory", "--no-sampling", "--device", "cpu", "--threads", "1",
+              "--batch-size", "4", "--seq-len", "16", "--grad-stats-cost", "--json", str(out)]
     )
     assert result.exit_code == 0, result.output
     assert "gradient statistics: training steps with them off and on" in result.stdout
