@@ -379,7 +379,8 @@ class Trainer:
     def _gradient_stats(self, grad_norm: float, per_tensor: list[float], clip: float) -> dict:
         """This step's StepStats fields about gradients; the watch hears of the step."""
         # What clip_grads_with_norm_ did: scale by clip / (norm + 1e-6) when that is below 1.
-        clipped = grad_norm + 1e-6 > clip
+        # A non-finite norm is an fp16 overflow, a step the grad scaler skips: not clipped.
+        clipped = math.isfinite(grad_norm) and grad_norm + 1e-6 > clip
         groups = self.gradient_groups.norms(per_tensor)
         step = self.progress.step + 1
         warnings = self.gradient_watch.observe(step, grad_norm, clipped, groups, self.config.grad_clip)
