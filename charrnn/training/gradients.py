@@ -7,7 +7,8 @@ embedding, each layer's input weights ``weight_ih_l*`` and recurrent weights ``w
 the decoder), so the statistics cost no extra pass over the gradients. ``GradientWatch`` reads
 them step by step and says, once each, when clipping acts on most recent steps (exploding
 gradients) or a layer's recurrent weights get a vanishing share of the gradient. The
-thresholds and the reasons for them are in docs/training-diagnostics.md.
+thresholds and the reasons for them are in docs/training-diagnostics.md. Torch is imported
+only where a tensor is met, so that ``charrnn plot`` reads the constants without it.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 # Exploding: clipping acted on more than half of the last 100 steps. A window of 100 steps
 # measures the share to within a few percent and is short next to a run (the small preset
@@ -66,6 +69,7 @@ class GradientGroups:
 def tensor_norms(grads: list[torch.Tensor]) -> list[torch.Tensor]:
     """The 2-norm of each gradient, as ``clip_grad_norm_`` computes them (one fused kernel
     where the device has one), so that their total is bit-for-bit the clip's."""
+    import torch
     from torch.utils._foreach_utils import _has_foreach_support
 
     device = grads[0].device

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from charrnn.errors import CheckpointError, ConfigError
+from charrnn.training.gradients import CLIP_WINDOW, EXPLODING_SHARE
 from charrnn.units import nats_to_bpc
 
 METRICS = "metrics.jsonl"
@@ -101,7 +102,8 @@ def smooth(values: list[float], alpha: float = 0.1) -> list[float]:
     """Exponential moving average: one window's loss is noisy, the trend is what matters."""
     out, current = [], None
     for v in values:
-        current = v if current is None else (1 - alpha) * current + alpha * v
+        # Restarts after a gap (NaN): a group's norms begin where the group first appears.
+        current = v if current is None or not math.isfinite(current) else (1 - alpha) * current + alpha * v
         out.append(current)
     return out
 
@@ -167,8 +169,8 @@ def require_gradients(runs: list[Curves]) -> None:
     missing = [run.name for run in runs if not run.grad_step]
     if missing:
         raise CheckpointError(
-            f"{', '.join(missing)}: no gradient statistics in {METRICS} (logged by charrnn 0.1.0 "
-            "and later, one per step); plot it without --gradients"
+            f"{', '.join(missing)}: no gradient statistics in {METRICS} (a run trained before "
+            "they were logged); plot it without --gradients"
         )
 
 
@@ -188,9 +190,10 @@ def _draw_gradients(runs: list[Curves], axes, colours: list[str]) -> None:
         clip_ax.plot(run.grad_step, run.clip_share, color=colours[i % len(colours)], linewidth=1.2, label=run.name)
     norms_ax.set_yscale("log")
     norms_ax.set_ylabel("gradient norm (smoothed, before clipping)")
-    clip_ax.set_ylabel("share of the last 100 steps clipped")
+    clip_ax.set_ylabel(f"share of the last {CLIP_WINDOW} steps clipped")
     clip_ax.set_ylim(-0.02, 1.02)
-    clip_ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
+    # Above this line the run is told its gradients explode.
+    clip_ax.axhline(EXPLODING_SHARE, color="grey", linewidth=0.8, linestyle=":")
     for ax in axes:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -238,7 +241,7 @@ def gradient_chart(run: Curves, axis: str = "step", width: int = 72, height: int
     lines.append("  " + "   ".join(legend))
     clipped = run.clip_share
     lines.append(
-        f"  clipping acted on {clipped[-1]:.0%} of the last 100 steps at step {run.grad_step[-1]}; "
+        f"  clipping acted on {clipped[-1]:.0%} of the last {CLIP_WINDOW} steps at step {run.grad_step[-1]}; "
         f"at most {max(clipped):.0%} over the run"
     )
     return "\n".join(lines) + "\n"
