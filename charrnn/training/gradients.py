@@ -22,9 +22,9 @@ if TYPE_CHECKING:
     import torch
 
 # Exploding: clipping acted on more than half of the last 100 steps. A window of 100 steps
-# measures the share to within a few percent and is short next to a run (the small preset
-# makes ~7,000 steps in 6 minutes); in normal runs clipping acts on the first few dozen steps
-# and then rarely (docs/training-diagnostics.md has the figures).
+# measures a share near one half to about +-5% and is short next to a run (the small preset
+# makes ~7,000 steps in 6 minutes); in normal runs clipping acts on a few of the first steps
+# and then rarely, at most 9 in any 100 (docs/training-diagnostics.md has the figures).
 CLIP_WINDOW = 100
 EXPLODING_SHARE = 0.5
 
