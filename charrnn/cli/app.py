@@ -872,10 +872,14 @@ def bench(
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON here.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for every figure. \\[default: all cores for training and batches, one for a single sample, as the commands choose]", show_default=False)] = None,
     contention: Annotated[bool, typer.Option("--contention", help="Instead: measure training and sampling beside other work (two trainings at once, a busy loop), adaptive threads against all cores, as ratios to each alone (about 6 minutes; --long: 18).")] = False,
+    startup: Annotated[bool, typer.Option("--startup", help="Instead: measure how long every command's --help and tab completion take to start, against `python -c pass` (about 30 s; --long: 2 minutes).")] = False,
 ) -> None:
     """Measure training, sampling and encoding speed against this machine's matmul peak."""
     if contention:
         _bench_contention(long, json_path)
+        return
+    if startup:
+        _bench_startup(long, json_path)
         return
     from charrnn.bench.speed import BenchConfig, run_bench
     from charrnn.cli.bench_tables import render_bench
@@ -911,6 +915,22 @@ def _bench_contention(long: bool, json_path: Optional[Path]) -> None:
     result = run_contention(60.0 if long else 15.0, progress=lambda message: err.print(f"bench: {message}", markup=False))
     render_contention(result, out if out.is_terminal else Console(highlight=False, width=140))
     err.print(f"bench took {time.perf_counter() - started:.0f} s", markup=False)
+    if json_path is not None:
+        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+        err.print(f"wrote {json_path}", markup=False)
+
+
+def _bench_startup(long: bool, json_path: Optional[Path]) -> None:
+    from charrnn.bench.startup import run_startup
+    from charrnn.cli.bench_tables import render_startup
+
+    commands = [[]] + [[c.name or c.callback.__name__] for c in app.registered_commands]
+    commands += [[group.name] for group in app.registered_groups]
+    completions = ["charrnn tr", "charrnn train --", "charrnn train --cell ", "charrnn sample --"]
+    result = run_startup(
+        commands, completions, rounds=25 if long else 7, progress=lambda message: err.print(f"bench: {message}", markup=False)
+    )
+    render_startup(result, out if out.is_terminal else Console(highlight=False, width=140))
     if json_path is not None:
         json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
         err.print(f"wrote {json_path}", markup=False)
