@@ -897,7 +897,7 @@ def gradients(
     model, vocab, saved = load_model(checkpoint, "best" if best else "last", "cpu")
     window = read_text(text, saved, vocab, steps + 1, encoding, at_least=2)
     if len(window) < steps + 1:
-        err.print(f"charrnn: {window.source} has {len(window)} characters: the window is {len(window) - 1} steps", markup=False)
+        err.print(f"charrnn: {window.source} has {len(window)} characters: the window is {len(window) - 1} step(s)", markup=False)
     config = model.config
     flows = [gradient_flow(model, window.ids, f"trained (step {saved.metrics.step:,})")]
     if compare:
@@ -923,7 +923,7 @@ def inspect_command(
     find: Annotated[bool, typer.Option("--find", "--search", help="Rank the units whose activation best follows properties of the text: inside quotes, inside brackets, position in the line, indentation, start of a word.", rich_help_panel=WHAT_TO_SHOW)] = False,
     dump_states: Annotated[Optional[Path], typer.Option("--dump-states", metavar="FILE.npz", help="Write every layer's per-step states (and gates) to a numpy .npz file (layout in docs/inspect.md).", rich_help_panel=WHAT_TO_SHOW, show_default=False)] = None,
     html: Annotated[Optional[Path], typer.Option(help="With --neuron: also write the coloured text as one self-contained HTML page.", show_default=False)] = None,
-    png: Annotated[Optional[Path], typer.Option(help="With --gates: also draw the saturation plot (one dot per unit) in this PNG.", show_default=False)] = None,
+    png: Annotated[Optional[Path], typer.Option(help="Also draw a PNG: with --gates the saturation plot (one dot per unit), with --neuron the coloured text (its first 40 lines).", show_default=False)] = None,
     state: Annotated[str, typer.Option(metavar="<h|c>", help="Which activation --neuron and --find read: h (the hidden state), or c (an LSTM's cell state, through tanh).")] = INSPECT["state"],
     top: Annotated[int, typer.Option(min=1, help="With --find: how many units to list.")] = INSPECT["top"],
     best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint.")] = False,
@@ -937,8 +937,8 @@ def inspect_command(
         raise ConfigError("choose what to show: --gates, --neuron L:N, --find or --dump-states FILE.npz")
     if html is not None and neuron is None:
         raise ConfigError("--html draws one unit over the text; give it with --neuron L:N")
-    if png is not None and not gates:
-        raise ConfigError("--png draws the gate saturation plot; give it with --gates")
+    if png is not None and gates == (neuron is not None):
+        raise ConfigError("--png draws one picture: the gate saturation plot (with --gates) or one unit over the text (with --neuron L:N); give one of them")
     if state not in ("h", "c"):
         raise ConfigError(f"--state must be h or c, not {state!r}")
     for path, example in ((html, "neuron.html"), (png, "gates.png"), (dump_states, "states.npz")):
@@ -946,7 +946,7 @@ def inspect_command(
 
     from charrnn.cli.inspect_views import show_matches, show_neuron, show_saturation
     from charrnn.inspect.neurons import best_per_feature, find_units, parse_neuron, state_for
-    from charrnn.inspect.plots import saturation_png
+    from charrnn.inspect.plots import neuron_png, saturation_png
     from charrnn.inspect.render import html_page
     from charrnn.inspect.replayed import replay_text
     from charrnn.inspect.saturation import gate_saturation, summarise
@@ -996,6 +996,9 @@ def inspect_command(
 
                 raise CheckpointError(f"cannot write {html}: {exc.strerror}") from None
             err.print(f"wrote {html}", markup=False)
+        if _note_no_png(png):
+            title = f"{config.cell.upper()} {config.layers}x{config.hidden}, unit {layer}:{index} ({state}) over {name}: red positive, blue negative"
+            err.print(f"wrote {neuron_png(read.pieces, values, png, title)}", markup=False)
 
 
 # ----------------------------------------------------------------------------- bench

@@ -108,9 +108,13 @@ def decline(norms: np.ndarray) -> str:
     best = int(powers.max())
     vanished = f", and is exactly 0 (below float32's range) from k={int(zeros[0])}" if zeros.size else ""
     if best < 1:
-        return f"stays within a factor of 10 of its last-step value over {len(seen)} steps{vanished}"
+        return f"stays within a factor of 10 of its last-step value over {_steps(len(seen))}{vanished}"
     k = int(np.argmax(powers >= best))
-    return f"falls by 10^{best} within {k} steps ({_sci(start)} at k=0, {_sci(float(norms[k]))} at k={k}){vanished}"
+    return f"falls by 10^{best} within {_steps(k)} ({_sci(start)} at k=0, {_sci(float(norms[k]))} at k={k}){vanished}"
+
+
+def _steps(count: int) -> str:
+    return f"{count} step" if count == 1 else f"{count} steps"
 
 
 def _sci(value: float) -> str:

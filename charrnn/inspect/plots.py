@@ -138,3 +138,41 @@ def text_chart(series: list[tuple[str, np.ndarray]], width: int = 72, height: in
     for marker, (label, _) in zip(markers, series):
         lines.append(f"{'':>{label_width}}  {marker} {label}")
     return "\n".join(lines) + "\n", markers
+
+
+def neuron_png(pieces, values, path: Path, title: str, columns: int = 100, rows: int = 40) -> Path:
+    """The text as a grid of characters, each on its value's colour (as in the HTML page),
+    cut to ``rows`` lines of ``columns`` characters."""
+    from matplotlib.patches import Rectangle
+
+    from charrnn.inspect.render import colour_of
+
+    cells, row, column = [], 0, 0
+    for piece, value in zip(pieces, values):
+        for ch in piece:
+            if ch == "\n":
+                cells.append((row, column, "\u21b5", value))  # the newline itself, marked
+                row, column = row + 1, 0
+                continue
+            if column >= columns:
+                row, column = row + 1, 0
+            cells.append((row, column, ch if ch.isprintable() else " ", value))
+            column += 1
+        if row >= rows:
+            break
+    cells = [cell for cell in cells if cell[0] < rows]
+    shown_rows = max(cell[0] for cell in cells) + 1
+    shown_columns = max(cell[1] for cell in cells) + 1
+    plt = _pyplot()
+    fig = plt.figure(figsize=(0.105 * shown_columns + 0.4, 0.2 * shown_rows + 0.7))
+    ax = fig.add_axes([0.01, 0.01, 0.98, 1 - 0.45 / (0.2 * shown_rows + 0.7)])
+    ax.set_xlim(0, shown_columns)
+    ax.set_ylim(shown_rows, 0)
+    ax.axis("off")
+    for r, c, ch, value in cells:
+        ax.add_patch(Rectangle((c, r), 1, 1, facecolor=colour_of(value), edgecolor="none"))
+        if ch.strip():
+            ax.text(c + 0.5, r + 0.55, ch, ha="center", va="center", family="monospace", fontsize=8,
+                    color="0.6" if ch == "\u21b5" else "black")  # fmt: skip
+    fig.suptitle(title, fontsize="small", y=0.995, va="top")
+    return _save(fig, path, plt)
