@@ -23,15 +23,7 @@ from tests.conftest import REPO, TINY_MODEL, TINY_TRAIN, small_text, train_small
 
 runner = CliRunner()
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The replay is thousands of tiny operations: on two busy cores, torch's second thread
-    makes them 50x slower (as it does for the commands, which run on one)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cli(*args):

@@ -13,15 +13,7 @@ from charrnn.inspect.cells import replay
 from charrnn.inspect.gradients import gradient_flow
 from charrnn.model.network import CharRNN, ModelConfig
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The replay is thousands of tiny operations: on two busy cores, torch's second thread
-    makes them 50x slower (as it does for the commands, which run on one)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("make", [

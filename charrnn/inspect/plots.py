@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.errors import CheckpointError, ConfigError
+from charrnn.figures import save_figure
 from charrnn.inspect.gradients import GradientFlow
 from charrnn.inspect.saturation import GATE_NAMES, Saturation
 
@@ -16,11 +16,12 @@ MARKERS = "*o+x#@%&"
 
 
 def have_matplotlib() -> bool:
+    import importlib.util
+
     try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+        return importlib.util.find_spec("matplotlib") is not None
+    except ValueError:  # a module entry of None (blocked) or without a spec
         return False
-    return True
 
 
 def _pyplot():
@@ -33,18 +34,7 @@ def _pyplot():
 
 
 def _save(fig, path: Path, plt, dpi: int = 110) -> Path:
-    path = Path(path)
-    if not path.suffix:
-        path = path.with_name(path.name + ".png")
-    try:
-        fig.savefig(path, dpi=dpi)
-    except OSError as exc:
-        raise CheckpointError(f"cannot write {path}: {exc.strerror}") from None
-    except ValueError:
-        raise ConfigError(f"--png {path}: cannot draw a {path.suffix} file; name a .png, .svg or .pdf") from None
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path, plt, "--png", dpi)
 
 
 def _positive(values: np.ndarray) -> np.ndarray:
