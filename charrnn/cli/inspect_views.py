@@ -35,10 +35,7 @@ def show_gradients(console: Console, flows: list[GradientFlow], window: str) -> 
         markup=False, soft_wrap=True,
     )
     chart, markers = text_chart([(f.label, f.inputs) for f in flows])
-    text = Text(chart)
-    for i, marker in enumerate(markers):
-        text.highlight_words([marker], style=SERIES_COLOURS[i % len(SERIES_COLOURS)])
-    console.print(text, soft_wrap=True)
+    console.print(_coloured_chart(chart, markers, len(flows)), soft_wrap=True)
     ks = [k for k in (0, 1, 10, 20, 50, 100, 200, 500) if k < steps]
     if steps - 1 not in ks:
         ks.append(steps - 1)
@@ -54,6 +51,26 @@ def show_gradients(console: Console, flows: list[GradientFlow], window: str) -> 
     console.print(table)
     for flow in flows:
         console.print(f"{flow.label}: the gradient {decline(flow.inputs)}", markup=False, soft_wrap=True)
+
+
+def _coloured_chart(chart: str, markers: list[str], series: int) -> Text:
+    """The chart with each series' marker in its colour: in the plot area (right of the axis)
+    and in the legend (its last lines), never in the labels' own letters."""
+    styles = {marker: SERIES_COLOURS[i % len(SERIES_COLOURS)] for i, marker in enumerate(markers)}
+    lines = chart.rstrip("\n").split("\n")
+    text = Text()
+    for number, line in enumerate(lines):
+        start = line.find("|") + 1 if "|" in line else len(line)
+        if number >= len(lines) - series:  # a legend line: its marker is its first non-space
+            start = len(line) - len(line.lstrip())
+            stop = start + 1
+        else:
+            stop = len(line)
+        text.append(line[:start])
+        for ch in line[start:stop]:
+            text.append(ch, style=styles.get(ch))
+        text.append(line[stop:] + "\n")
+    return text
 
 
 def show_saturation(console: Console, rows: list[GateSummary], steps: int) -> None:
