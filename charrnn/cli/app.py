@@ -947,9 +947,9 @@ def inspect_command(
     from charrnn.cli.inspect_views import show_matches, show_neuron, show_saturation
     from charrnn.inspect.neurons import best_per_feature, find_units, parse_neuron, state_for
     from charrnn.inspect.plots import neuron_png, saturation_png
-    from charrnn.inspect.render import html_page
+    from charrnn.inspect.render import write_html
     from charrnn.inspect.replayed import replay_text
-    from charrnn.inspect.saturation import gate_saturation, summarise
+    from charrnn.inspect.saturation import check_has_gates, gate_saturation, summarise
     from charrnn.inspect.states import dump_states as write_states
     from charrnn.inspect.text import read_text
     from charrnn.model.loading import load_model
@@ -957,8 +957,8 @@ def inspect_command(
     _generation_threads(threads, paced=False)
     model, vocab, saved = load_model(checkpoint, "best" if best else "last", "cpu")
     config = model.config
-    if gates and config.cell == "rnn":
-        raise ConfigError("--gates: a plain RNN has no gates (its step is h = tanh(W x + U h + b)); --neuron, --find and --dump-states work on it")
+    if gates:
+        check_has_gates(config.cell)
     if state == "c" and config.cell != "lstm":
         raise ConfigError(f"--state c: a {config.cell.upper()} has no cell state; use --state h")
     unit = parse_neuron(neuron, config.layers, config.hidden) if neuron is not None else None
@@ -988,14 +988,8 @@ def inspect_command(
         show_neuron(out, read.pieces, values)
         if html is not None:
             legend = f"{config.cell.upper()} {config.layers}x{config.hidden}, unit {layer}:{index} ({state}); red positive, blue negative; hover for the value"
-            page = html_page(read.pieces, values, f"unit {layer}:{index} over {name}", legend)
-            try:
-                html.write_text(page, encoding="utf-8")
-            except OSError as exc:
-                from charrnn.errors import CheckpointError
-
-                raise CheckpointError(f"cannot write {html}: {exc.strerror}") from None
-            err.print(f"wrote {html}", markup=False)
+            written = write_html(html, read.pieces, values, f"unit {layer}:{index} over {name}", legend)
+            err.print(f"wrote {written}", markup=False)
         if _note_no_png(png):
             title = f"{config.cell.upper()} {config.layers}x{config.hidden}, unit {layer}:{index} ({state}) over {name}: red positive, blue negative"
             err.print(f"wrote {neuron_png(read.pieces, values, png, title)}", markup=False)

@@ -5,8 +5,11 @@ for terminals without colour (a digit under each character)."""
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 import numpy as np
+
+from charrnn.errors import CheckpointError
 
 BUCKETS = 10  # the plain form's digits 0..9 cover [-1, 1]
 
@@ -65,3 +68,11 @@ def html_page(pieces, values, title: str, legend: str) -> str:
         + "</p>\n"
         f"<pre>{spans}</pre>\n</body>\n</html>\n"
     )
+
+
+def write_html(path: Path, pieces, values, title: str, legend: str) -> Path:
+    try:
+        Path(path).write_text(html_page(pieces, values, title, legend), encoding="utf-8")
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {path}: {exc.strerror}") from None
+    return Path(path)

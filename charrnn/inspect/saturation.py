@@ -36,13 +36,17 @@ class Saturation:
         return tuple(self.left)
 
 
-def gate_saturation(replayed: Replayed) -> Saturation:
-    names = SIGMOID_GATES[replayed.kind]
-    if not names:
+def check_has_gates(cell: str) -> None:
+    if not SIGMOID_GATES[cell]:
         raise ConfigError(
             "--gates: a plain RNN has no gates (its step is h = tanh(W x + U h + b)); "
             "--neuron, --find and --dump-states work on it"
         )
+
+
+def gate_saturation(replayed: Replayed) -> Saturation:
+    check_has_gates(replayed.kind)
+    names = SIGMOID_GATES[replayed.kind]
     left = {g: (replayed.gates[g] < LEFT).mean(axis=1) for g in names}
     right = {g: (replayed.gates[g] > RIGHT).mean(axis=1) for g in names}
     return Saturation(replayed.kind, left, right, replayed.hidden.shape[1])
