@@ -857,6 +857,10 @@ def plot(
 
 INSPECT = DEFAULTS["inspect"]
 WHAT_TO_SHOW = "What to show"
+REPLAY_THREADS_HELP = (
+    "CPU threads for torch (OMP_NUM_THREADS also fixes it). \\[default: 1: the layers are "
+    "replayed one step at a time, many small operations that more threads only slow down]"
+)
 
 
 def _note_no_png(png: Optional[Path]) -> bool:
@@ -882,7 +886,7 @@ def gradients(
     seed: Annotated[int, typer.Option(min=0, help="Seed of the weights drawn for the models at initialisation.")] = DEFAULTS["gradients"]["seed"],
     best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint.")] = False,
     encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = DEFAULTS["corpus"]["encoding"],
-    threads: Annotated[Optional[int], typer.Option(min=1, help=THREADS_HELP, show_default=False)] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help=REPLAY_THREADS_HELP, show_default=False)] = None,
 ) -> None:
     """Show how the gradient of the loss at the last step fades over the steps before it: trained against initialisation, or several cells compared."""
     from charrnn.cli.inspect_views import show_gradients
@@ -928,7 +932,7 @@ def inspect_command(
     top: Annotated[int, typer.Option(min=1, help="With --find: how many units to list.")] = INSPECT["top"],
     best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint.")] = False,
     encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = DEFAULTS["corpus"]["encoding"],
-    threads: Annotated[Optional[int], typer.Option(min=1, help=THREADS_HELP, show_default=False)] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help=REPLAY_THREADS_HELP, show_default=False)] = None,
 ) -> None:
     """Look inside the network on a text: gate saturation, one unit over the text, the units that follow its structure, the states themselves."""
     from charrnn.errors import ConfigError
