@@ -21,7 +21,7 @@ from rich.text import Text
 from charrnn import __version__
 from charrnn.cli.errors import EXIT_INTERRUPTED, OneLineUsageErrors, fail, message_for, user_errors
 from charrnn.cli.help import HelpCommand, HelpGroup
-from charrnn.options import DEFAULTS, MAX_LR, PRESET_TRAINING, Cell, DeviceChoice, Engine, Precision, Preset, Schedule, TokenizerKind
+from charrnn.options import DEFAULTS, MAX_LR, PRESET_TRAINING, Cell, DeviceChoice, Engine, ExportFormatName, Precision, Preset, Quantization, Schedule, TokenizerKind
 
 class _Group(OneLineUsageErrors, HelpGroup):
     pass
@@ -796,29 +796,56 @@ def vocab(
 # ----------------------------------------------------------------------------- export
 
 
+EXPORT = DEFAULTS["export"]
+FORMAT_HELP = (
+    "pt2: torch.export, loads with torch alone; onnx: onnxruntime in any language (needs "
+    "pip install 'charrnn[export]'); c: one C99 source file, libc and libm only; torchscript: "
+    f"deprecated by torch, for libtorch and mobile. {_default('export', 'format')}"
+)
+QUANTIZE_HELP = (
+    "Smaller weights: int8 for onnx (onnxruntime's dynamic quantization; a GRU's recurrent "
+    "layers stay float32) and c (a scale per row); float16 for c. \\[default: float32]"
+)
+
+
 @app.command(cls=HelpCommand)
 @user_errors
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--out", parser=_out_path, metavar="<path>", help="File to write. \\[default: RUN/model.torchscript.pt, or beside the checkpoint file]", show_default=False)] = None,
+    file_format: Annotated[ExportFormatName, typer.Option("--format", help=FORMAT_HELP, show_default=False)] = ExportFormatName(EXPORT["format"]),
+    quantize: Annotated[Optional[Quantization], typer.Option(help=QUANTIZE_HELP, show_default=False)] = EXPORT["quantize"],
+    output: Annotated[Optional[Path], typer.Option("--out", parser=_out_path, metavar="<path>", help="File to write. \\[default: RUN/model.<format suffix> (model.pt2, model.onnx, model.c, model.torchscript.pt), or beside the checkpoint file]", show_default=False)] = None,
     best: Annotated[bool, typer.Option("--best", help="Export the run directory's best checkpoint.")] = False,
 ) -> None:
-    """Write a TorchScript model with the vocabulary embedded, usable with torch alone."""
+    """Write the model, its vocabulary and shape as a file that runs without charrnn, check it
+    against the checkpoint, and say its size and the check on stderr."""
     from charrnn import checkpoint as ckpt
-    from charrnn.export.torchscript import export_torchscript
+    from charrnn.export.formats import FORMATS, check_request, default_output, export_model
     from charrnn.model.loading import load_model
 
-    _file_not_directory(output, "model.torchscript.pt")
+    name = file_format.value
+    quantize_name = None if quantize is None else quantize.value
+    check_request(name, quantize_name)
+    _file_not_directory(output, f"model{FORMATS[name].suffix}")
     path = ckpt.resolve(checkpoint, "best" if best else "last")
     model, vocab, saved = load_model(path, device="cpu")
     if output is None:
-        output = path.parent / ("model.torchscript.pt" if checkpoint.is_dir() else f"{path.stem}.torchscript.pt")
-    written = export_torchscript(model, vocab, output, {"checkpoint": str(path), "step": saved.metrics.step})
+        output = default_output(name, path, checkpoint.is_dir())
+    source = {"checkpoint": str(path), "step": saved.metrics.step}
+    report = export_model(name, model, vocab, output, quantize_name, source)
+    config = model.config
+    weights = f", {quantize_name} weights" if quantize_name else ""
     err.print(
-        f"wrote {written} (TorchScript, {model.config.cell.upper()} {model.config.layers}x{model.config.hidden}, "
-        f"vocabulary {len(vocab)}); load it with torch.jit.load",
+        f"wrote {', '.join(str(p) for p in report.paths)} ({_size(report.size_bytes)}; "
+        f"{FORMATS[name].description}; {config.cell.upper()} {config.layers}x{config.hidden}, "
+        f"vocabulary {len(vocab)} {vocab.kind}{weights})",
         markup=False,
     )
+    err.print(f"check: {report.check}", markup=False)
+
+
+def _size(size_bytes: int) -> str:
+    return f"{size_bytes / 1e6:.2f} MB" if size_bytes >= 1e6 else f"{size_bytes / 1e3:.1f} kB"
 
 
 # ----------------------------------------------------------------------------- plot
