@@ -898,11 +898,16 @@ def bench(
     device: Annotated[DeviceChoice, typer.Option(help="Where to measure.")] = DeviceChoice.auto,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON here.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for every figure. \\[default: all cores for training and batches, one for a single sample, as the commands choose]", show_default=False)] = None,
+    export_runs: Annotated[Optional[list[Path]], typer.Option("--export", metavar="RUN", help="Instead: export this run (repeatable) in every format and measure each file's size, batch-1 latency and chars/s, and validation bpc against the checkpoint's, beside the FastStepper in the same run.", show_default=False)] = None,
+    export_chars: Annotated[int, typer.Option(min=2, help=f"Validation characters each format steps through with --export. {_default('bench_export', 'chars')}", show_default=False)] = DEFAULTS["bench_export"]["chars"],
     contention: Annotated[bool, typer.Option("--contention", help="Instead: measure training and sampling beside other work (two trainings at once, a busy loop), adaptive threads against all cores, as ratios to each alone (about 6 minutes; --long: 18).")] = False,
 ) -> None:
     """Measure training, sampling and encoding speed against this machine's matmul peak."""
     if contention:
         _bench_contention(long, json_path)
+        return
+    if export_runs:
+        _bench_export(export_runs, export_chars, json_path)
         return
     from charrnn.bench.speed import BenchConfig, run_bench
     from charrnn.cli.bench_tables import render_bench
@@ -925,6 +930,21 @@ def bench(
     # A table too wide for 80 columns is still one line per row when piped to a file.
     render_bench(result, out if out.is_terminal else Console(highlight=False, width=140))
     err.print(f"bench took {time.perf_counter() - started:.0f} s", markup=False)
+    _write_json(result, json_path)
+
+
+def _bench_export(runs: list[Path], chars: int, json_path: Optional[Path]) -> None:
+    from charrnn.bench.export_speed import run_export_bench
+    from charrnn.cli.bench_tables import render_export_bench
+
+    started = time.perf_counter()
+    result = run_export_bench(runs, chars, progress=lambda message: err.print(f"bench: {message}", markup=False))
+    render_export_bench(result, out if out.is_terminal else Console(highlight=False, width=140))
+    err.print(f"bench took {time.perf_counter() - started:.0f} s", markup=False)
+    _write_json(result, json_path)
+
+
+def _write_json(result, json_path: Optional[Path]) -> None:
     if json_path is not None:
         json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
         err.print(f"wrote {json_path}", markup=False)
@@ -938,9 +958,7 @@ def _bench_contention(long: bool, json_path: Optional[Path]) -> None:
     result = run_contention(60.0 if long else 15.0, progress=lambda message: err.print(f"bench: {message}", markup=False))
     render_contention(result, out if out.is_terminal else Console(highlight=False, width=140))
     err.print(f"bench took {time.perf_counter() - started:.0f} s", markup=False)
-    if json_path is not None:
-        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-        err.print(f"wrote {json_path}", markup=False)
+    _write_json(result, json_path)
 
 
 # ----------------------------------------------------------------------------- corpus

@@ -99,3 +99,12 @@ def c_model():
         if exc.name != "charrnn.export.c_model":
             raise
         raise ExportError("--format c is not part of this charrnn build (charrnn.export.c_model is missing)") from None
+
+
+_RUNTIMES = {"pt2": "charrnn.export.pt2", "onnx": "charrnn.export.onnx_model", "torchscript": "charrnn.export.torchscript"}
+
+
+def load_step(file_format: str, path: Path):
+    """An exported file's step, run by its own runtime, as a ``StepFunction`` on numpy arrays
+    (``charrnn.export.check``); the C model is run by ``charrnn.export.c_model`` itself."""
+    return importlib.import_module(_RUNTIMES[file_format]).load_step(path)

@@ -122,15 +122,17 @@ def _with_metadata(path: Path, props: dict[str, str]) -> None:
     onnx.save(proto, str(path))
 
 
-def session(path: Path):
+def load_step(path: Path):
+    """The file's step as a ``StepFunction``, run by onnxruntime on one thread (a batch-1 step
+    is a few matrix-vector products: more threads only wait on each other)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: its warnings are for onnxruntime's developers
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    sess = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-
-def session_step(sess):
     def step(ids: np.ndarray, state: np.ndarray):
         logits, state = sess.run(OUTPUTS, {"ids": ids, "state": state})
         return logits, state
@@ -153,7 +155,7 @@ def export_onnx(model: CharRNN, vocab, output: Path, quantize: str | None = None
         if quantize == "int8":
             _quantize_int8(temporary, temporary)
         _with_metadata(temporary, props)
-        comparison = compare(session_step(session(temporary)), zero_state(model, 1).numpy(), model, check_ids(model))
+        comparison = compare(load_step(temporary), zero_state(model, 1).numpy(), model, check_ids(model))
     check = comparison.describe(with_bits=quantize is not None)
     if quantize is not None:
         check = f"{description['weights']}; {check}"

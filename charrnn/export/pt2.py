@@ -51,12 +51,14 @@ def export_pt2(model: CharRNN, vocab, output: Path, source: dict | None = None) 
     extra = {METADATA: metadata_json(describe(model, vocab, FORMAT, source)), TOKENIZER: tokenizer_json(vocab)}
     with written_whole(output) as temporary:
         torch.export.save(program, str(temporary), extra_files=extra)
-        loaded = torch.export.load(str(temporary)).module()
-    comparison = compare(_step(loaded), zero_state(model, 1).numpy(), model, check_ids(model))
+        comparison = compare(load_step(temporary), zero_state(model, 1).numpy(), model, check_ids(model))
     return ExportReport([Path(output)], total_size([output]), comparison.describe())
 
 
-def _step(module):
+def load_step(path: Path):
+    """The file's step as a ``StepFunction`` on numpy arrays."""
+    module = torch.export.load(str(path)).module()
+
     @torch.no_grad()
     def step(ids: np.ndarray, state: np.ndarray):
         logits, state = module(torch.from_numpy(ids), torch.from_numpy(state))

@@ -185,12 +185,16 @@ def export_torchscript(model: CharRNN, vocab: Vocab, path: Path, source: Dict[st
     with written_whole(path) as temporary, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # see to_torchscript
         torch.jit.save(scripted, str(temporary), _extra_files=extra)
-        loaded = torch.jit.load(str(temporary))
-    comparison = compare(_step(loaded), zero_state(model, 1).numpy(), model, check_ids(model))
+        comparison = compare(load_step(temporary), zero_state(model, 1).numpy(), model, check_ids(model))
     return ExportReport([path], total_size([path]), comparison.describe())
 
 
-def _step(module):
+def load_step(path: Path):
+    """The file's forward as a one-step ``StepFunction`` on numpy arrays."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # see to_torchscript
+        module = torch.jit.load(str(path))
+
     @torch.no_grad()
     def step(ids: np.ndarray, state: np.ndarray):
         logits, state = module(torch.from_numpy(ids), torch.from_numpy(state))
