@@ -819,13 +819,15 @@ def export(
 ) -> None:
     """Write the model, its vocabulary and shape as a file that runs without charrnn, check it
     against the checkpoint, and say its size and the check on stderr."""
-    from charrnn import checkpoint as ckpt
-    from charrnn.export.formats import FORMATS, check_request, default_output, export_model
-    from charrnn.model.loading import load_model
+    from charrnn.export.formats import FORMATS, check_request, default_output, export_model, require_format
 
     name = file_format.value
     quantize_name = None if quantize is None else quantize.value
     check_request(name, quantize_name)
+    require_format(name)  # before torch is imported: a missing package is named at once
+    from charrnn import checkpoint as ckpt
+    from charrnn.model.loading import load_model
+
     _file_not_directory(output, f"model{FORMATS[name].suffix}")
     path = ckpt.resolve(checkpoint, "best" if best else "last")
     model, vocab, saved = load_model(path, device="cpu")

@@ -19,12 +19,16 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from charrnn.errors import ExportError
+from charrnn.errors import ConfigError, ExportError
 from charrnn.export.files import check_writable
+from charrnn.export.packages import require_onnx
 from charrnn.export.report import ExportReport
-from charrnn.model.network import CharRNN
 from charrnn.options import DEFAULTS
+
+if TYPE_CHECKING:
+    from charrnn.model.network import CharRNN
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,16 @@ def check_request(file_format: str, quantize: str | None) -> None:
     if quantize is not None and quantize not in taken:
         what = f"takes --quantize {' or '.join(taken)}" if taken else "has no quantized form"
         others = ", ".join(f"{f.name} ({' or '.join(f.quantizations)})" for f in FORMATS.values() if f.quantizations)
-        raise ExportError(f"--format {file_format} {what}, not {quantize}; quantized exports: {others}")
+        raise ConfigError(f"--format {file_format} {what}, not {quantize}; quantized exports: {others}")
+
+
+def require_format(file_format: str) -> None:
+    """The packages or modules ``file_format`` needs, checked before any checkpoint is read
+    (one line naming what to install)."""
+    if file_format == "onnx":
+        require_onnx()
+    elif file_format == "c":
+        c_model()
 
 
 def export_model(

@@ -33,6 +33,7 @@ import torch
 from charrnn.errors import ExportError
 from charrnn.export.check import check_ids, compare
 from charrnn.export.files import total_size, written_whole
+from charrnn.export.packages import require_onnx
 from charrnn.export.report import ExportReport
 from charrnn.export.step import (
     MAX_BATCH,
@@ -50,7 +51,6 @@ from charrnn.model.network import CharRNN
 FORMAT = "charrnn-onnx-1"
 INPUTS = ["ids", "state"]
 OUTPUTS = ["logits", "next_state"]
-INSTALL = "pip install 'charrnn[export]'"
 QUANTIZATIONS = ("int8",)
 # What int8 leaves in float, by cell: said in the export's message and the docs.
 INT8_COVERAGE = {
@@ -58,18 +58,6 @@ INT8_COVERAGE = {
     "gru": "int8 weights: the decoder only (onnxruntime has no quantized GRU; the GRU layers stay float32)",
     "rnn": "int8 weights: RNN layers (exported as matrix products) and decoder",
 }
-
-
-def require_onnx() -> None:
-    """The optional packages ONNX export needs, or one line naming the extra that has them."""
-    missing = []
-    for name in ("onnx", "onnxscript", "onnxruntime"):
-        try:
-            __import__(name)
-        except ImportError:
-            missing.append(name)
-    if missing:
-        raise ExportError(f"--format onnx needs {', '.join(missing)}, not installed here: {INSTALL}")
 
 
 @contextlib.contextmanager
