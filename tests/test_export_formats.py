@@ -236,6 +236,13 @@ def test_quantize_with_a_format_that_lacks_it_is_one_line(options, message, trai
     assert not (tmp_path / "m").exists()
 
 
+def test_pt2_needs_a_pt2_file_name(trained_run, tmp_path):
+    result = runner.invoke(app, ["export", str(trained_run), "--out", str(tmp_path / "model.pt")])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"--format pt2 writes a .pt2 file (torch.export.load reads no other name): --out {tmp_path / 'model.pt2'}" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_unwritable_output_is_one_line(trained_run, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
@@ -266,3 +273,28 @@ def test_missing_package_is_one_line(module, file_format, message, trained_run, 
     )
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_bench_export_measures_every_format_on_the_validation_text(trained_run, tmp_path):
+    out = tmp_path / "bench.json"
+    result = runner.invoke(app, ["bench", "--export", str(trained_run), "--export-chars", "300", "--json", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert "exports at batch 1 over 300 validation characters" in result.stdout
+    figures = json.loads(out.read_text())["runs"][0]
+    rows = {row["name"]: row for row in figures["rows"]}
+    assert list(rows)[:5] == ["FastStepper (reference)", "pt2", "onnx", "onnx int8", "torchscript"]
+    # The reference's bpc, against the model's own forward over the held-out tail (the last
+    # tenth of the training file, as training split it), computed here independently.
+    text = (trained_run.parent / "verse.txt").read_text(encoding="utf-8")
+    held_out = text[int(len(text) * 0.9):][:300]
+    _, vocab, _ = load_model(trained_run, device="cpu")
+    ids = vocab.encode(held_out).tolist()
+    assert rows["FastStepper (reference)"]["bpc"] == pytest.approx(_bits(reference_probs(trained_run, ids), ids), abs=1e-4)
+    for name in ("pt2", "onnx", "torchscript"):
+        assert abs(rows[name]["bpc_change"]) < 1e-4, name
+        assert rows[name]["size_bytes"] > 0 and rows[name]["chars_per_s"] > 0
+    assert abs(rows["onnx int8"]["bpc_change"]) <= INT8_BPC_BOUND
+    assert rows["onnx int8"]["size_bytes"] < rows["onnx"]["size_bytes"]
+    # The C rows come from charrnn.export.c_model.measure; without it, a note says so.
+    assert "c" in rows or any(note.startswith("c: left out") for note in figures["notes"])

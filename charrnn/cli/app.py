@@ -814,12 +814,12 @@ def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
     file_format: Annotated[ExportFormatName, typer.Option("--format", help=FORMAT_HELP, show_default=False)] = ExportFormatName(EXPORT["format"]),
     quantize: Annotated[Optional[Quantization], typer.Option(help=QUANTIZE_HELP, show_default=False)] = EXPORT["quantize"],
-    output: Annotated[Optional[Path], typer.Option("--out", parser=_out_path, metavar="<path>", help="File to write. \\[default: RUN/model.<format suffix> (model.pt2, model.onnx, model.c, model.torchscript.pt), or beside the checkpoint file]", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", parser=_out_path, metavar="<path>", help="File to write. \\[default: RUN/model.pt2, model.onnx, model.c or model.torchscript.pt, or beside the checkpoint file]", show_default=False)] = None,
     best: Annotated[bool, typer.Option("--best", help="Export the run directory's best checkpoint.")] = False,
 ) -> None:
     """Write the model, its vocabulary and shape as a file that runs without charrnn, check it
     against the checkpoint, and say its size and the check on stderr."""
-    from charrnn.export.formats import FORMATS, check_request, default_output, export_model, require_format
+    from charrnn.export.formats import FORMATS, check_output, check_request, default_output, export_model, require_format
 
     name = file_format.value
     quantize_name = None if quantize is None else quantize.value
@@ -833,6 +833,7 @@ def export(
     model, vocab, saved = load_model(path, device="cpu")
     if output is None:
         output = default_output(name, path, checkpoint.is_dir())
+    check_output(name, output)
     source = {"checkpoint": str(path), "step": saved.metrics.step}
     report = export_model(name, model, vocab, output, quantize_name, source)
     config = model.config

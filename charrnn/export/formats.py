@@ -68,6 +68,15 @@ def check_request(file_format: str, quantize: str | None) -> None:
         raise ConfigError(f"--format {file_format} {what}, not {quantize}; quantized exports: {others}")
 
 
+def check_output(file_format: str, output: Path) -> None:
+    """Refuse an output the format cannot use, before anything is loaded or exported."""
+    output = Path(output)
+    if file_format == "pt2" and output.suffix != ".pt2":
+        # torch.export.load refuses any other name ("a file ending in .pt2, or a buffer").
+        raise ConfigError(f"--format pt2 writes a .pt2 file (torch.export.load reads no other name): --out {output.with_suffix('.pt2')}")
+    check_writable(output)
+
+
 def require_format(file_format: str) -> None:
     """The packages or modules ``file_format`` needs, checked before any checkpoint is read
     (one line naming what to install)."""
@@ -88,7 +97,7 @@ def export_model(
     """Write ``model`` and ``vocab`` in ``file_format`` to ``output``, check it, and report."""
     check_request(file_format, quantize)
     output = Path(output)
-    check_writable(output)
+    check_output(file_format, output)
     if file_format == "pt2":
         from charrnn.export.pt2 import export_pt2
 
