@@ -35,17 +35,7 @@ from charrnn.export.check import check_ids, compare
 from charrnn.export.files import total_size, written_whole
 from charrnn.export.packages import require_onnx
 from charrnn.export.report import ExportReport
-from charrnn.export.step import (
-    MAX_BATCH,
-    METADATA,
-    TOKENIZER,
-    StepModule,
-    describe,
-    example_inputs,
-    metadata_json,
-    tokenizer_json,
-    zero_state,
-)
+from charrnn.export.step import MAX_BATCH, StepModule, carried_files, describe, example_inputs, zero_state
 from charrnn.model.network import CharRNN
 
 FORMAT = "charrnn-onnx-1"
@@ -136,7 +126,7 @@ def export_onnx(model: CharRNN, vocab, output: Path, quantize: str | None = None
         raise ExportError(f"--format onnx takes --quantize {', '.join(QUANTIZATIONS)}, not {quantize!r}")
     description = describe(model, vocab, FORMAT, source)
     description["weights"] = "float32" if quantize is None else INT8_COVERAGE[model.config.cell]
-    props = {METADATA: metadata_json(description), TOKENIZER: tokenizer_json(vocab)}
+    props = carried_files(description, vocab)
     proto = onnx_proto(model)
     with written_whole(output) as temporary:
         onnx.save(proto, str(temporary))

@@ -21,17 +21,7 @@ import torch
 from charrnn.export.check import check_ids, compare
 from charrnn.export.files import total_size, written_whole
 from charrnn.export.report import ExportReport
-from charrnn.export.step import (
-    MAX_BATCH,
-    METADATA,
-    TOKENIZER,
-    StepModule,
-    describe,
-    example_inputs,
-    metadata_json,
-    tokenizer_json,
-    zero_state,
-)
+from charrnn.export.step import MAX_BATCH, StepModule, carried_files, describe, example_inputs, zero_state
 from charrnn.model.network import CharRNN
 
 FORMAT = "charrnn-pt2-1"
@@ -48,7 +38,7 @@ def exported_program(model: CharRNN) -> torch.export.ExportedProgram:
 
 def export_pt2(model: CharRNN, vocab, output: Path, source: dict | None = None) -> ExportReport:
     program = exported_program(model)
-    extra = {METADATA: metadata_json(describe(model, vocab, FORMAT, source)), TOKENIZER: tokenizer_json(vocab)}
+    extra = carried_files(describe(model, vocab, FORMAT, source), vocab)
     with written_whole(output) as temporary:
         torch.export.save(program, str(temporary), extra_files=extra)
         comparison = compare(load_step(temporary), zero_state(model, 1).numpy(), model, check_ids(model))

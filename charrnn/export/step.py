@@ -85,5 +85,7 @@ def tokenizer_json(vocab) -> str:
     return stored if stored is not None else vocab.to_tokenizer().to_str()
 
 
-def metadata_json(description: dict) -> str:
-    return json.dumps(description, ensure_ascii=False, indent=2)
+def carried_files(description: dict, vocab) -> dict[str, str]:
+    """What a pt2 or ONNX file carries beside the model, by name: ``charrnn.json`` (the
+    description) and ``tokenizer.json``."""
+    return {METADATA: json.dumps(description, ensure_ascii=False, indent=2), TOKENIZER: tokenizer_json(vocab)}
