@@ -798,8 +798,8 @@ def vocab(
 
 EXPORT = DEFAULTS["export"]
 FORMAT_HELP = (
-    "pt2: torch.export, loads with torch alone; onnx: onnxruntime in any language (needs "
-    "pip install 'charrnn[export]'); c: one C99 source file, libc and libm only; torchscript: "
+    "pt2: torch.export, loads with torch alone; onnx: onnxruntime in any language (needs the "
+    "optional onnx, onnxscript and onnxruntime); c: one C99 source file, libc and libm only; torchscript: "
     f"deprecated by torch, for libtorch and mobile. {_default('export', 'format')}"
 )
 QUANTIZE_HELP = (
