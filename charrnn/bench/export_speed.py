@@ -10,11 +10,10 @@ ever slows a block down) and the bits per character the export assigns to the te
 FastStepper's pass over the same text gives the checkpoint's figure. Every runtime runs on
 one thread.
 
-The C model is measured by ``charrnn.export.c_model.measure(model, vocab, ids, quantize,
-workdir)``, which builds and runs it and returns ``{"size_bytes", "seconds_per_token",
-"nats"}`` (``nats``: the summed cross-entropy of ``ids[1:]``, each predicted from the ids
-before it, stepped from the zero state); a build without that module, or a module without
-``measure``, leaves the C rows out with a note.
+The C rows: ``charrnn.export.c_model.export_c`` writes each C build (float32, int8, float16)
+and ``c_model.measure`` compiles it, times its steps at batch 1 (each with a draw) and scores
+the same validation text; its size is the compiled program's, weights inside. A build without
+the C model leaves those rows out with a note.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from charrnn.errors import CharRNNError, CorpusError
 BLOCK = 100
 # (format, quantize) rows after the reference, in the order of the table.
 ROWS = (("pt2", None), ("onnx", None), ("onnx", "int8"), ("torchscript", None))
-C_ROWS = ((None,), ("int8",), ("float16",))
+C_QUANTIZE = (None, "int8", "float16")
 
 
 @dataclass
@@ -75,16 +74,14 @@ class ExportBenchResult:
         return data
 
 
-def validation_ids(saved, vocab, chars: int) -> tuple[np.ndarray, int]:
-    """The first ``chars`` characters of the run's validation text as ids, and how many
-    characters they encode."""
+def validation_text(saved, chars: int) -> str:
+    """The first ``chars`` characters of the run's validation text."""
     from charrnn.generation.copying import reference_texts
 
     unseen = reference_texts(saved.corpus).unseen
     if not unseen:
         raise CorpusError("the run has no validation text to measure the exports on (it was trained with --val-frac 0)")
-    text = unseen[:chars]
-    return np.asarray(vocab.encode(text), dtype=np.int64), len(text)
+    return unseen[:chars]
 
 
 def _timed_pass(step: Callable[[np.ndarray], np.ndarray], ids: np.ndarray) -> tuple[float, float]:
@@ -135,7 +132,8 @@ def measure_run(run: Path, chars: int, progress: Callable[[str], None] = lambda 
     path = ckpt.resolve(run, "last")
     model, vocab, saved = load_model(path, device="cpu")
     config = model.config
-    ids, text_chars = validation_ids(saved, vocab, chars)
+    text = validation_text(saved, chars)
+    ids, text_chars = np.asarray(vocab.encode(text), dtype=np.int64), len(text)
     figures = RunFigures(
         run=str(run),
         model=f"{config.cell.upper()} {config.layers}x{config.hidden}, {len(vocab)} {vocab.kind}",
@@ -166,11 +164,13 @@ def measure_run(run: Path, chars: int, progress: Callable[[str], None] = lambda 
                 continue
             step = _stateful(load_step(file_format, output), zero_state(model, 1).numpy())
             figures.rows.append(row(name, report.size_bytes, *_timed_pass(step, ids)))
-        _measure_c(model, vocab, ids, Path(scratch), figures, row, progress)
+        _measure_c(model, vocab, text, Path(scratch), figures, progress)
     return figures
 
 
-def _measure_c(model, vocab, ids, scratch: Path, figures: RunFigures, row, progress) -> None:
+def _measure_c(model, vocab, text: str, scratch: Path, figures: RunFigures, progress) -> None:
+    """The C rows: each C build written by ``export_c``, then compiled, timed and made to
+    score ``text`` by ``c_model.measure``."""
     from charrnn.export.formats import c_model
 
     try:
@@ -178,21 +178,22 @@ def _measure_c(model, vocab, ids, scratch: Path, figures: RunFigures, row, progr
     except CharRNNError as exc:
         figures.notes.append(f"c: left out: {exc}")
         return
-    measure = getattr(module, "measure", None)
-    if measure is None:
-        figures.notes.append("c: left out: charrnn.export.c_model has no measure()")
-        return
-    for (quantize,) in C_ROWS:
+    reference = figures.rows[0].bpc
+    flags = None
+    for quantize in C_QUANTIZE:
         name = "c" if quantize is None else f"c {quantize}"
-        progress(f"{figures.run}: {name}: build, then {figures.chars:,} characters at batch 1")
-        workdir = scratch / name.replace(" ", "-")
-        workdir.mkdir()
+        progress(f"{figures.run}: {name}: export, build, then {figures.chars:,} characters at batch 1")
         try:
-            measured = measure(model, vocab, ids, quantize, workdir)
+            report = module.export_c(model, vocab, scratch / f"{name.replace(' ', '-')}.c", quantize)
+            measured = module.measure(report.paths[0], text=text)
         except CharRNNError as exc:
             figures.notes.append(f"{name}: {exc}")
             continue
-        figures.rows.append(row(name, measured["size_bytes"], measured["seconds_per_token"], measured["nats"]))
+        # The size of what ships: the compiled program, weights inside.
+        figures.rows.append(ExportRow(name, measured.program_bytes, measured.seconds_per_char, measured.bpc, measured.bpc - reference))
+        flags = measured.flags
+    if flags is not None:
+        figures.notes.append(f"c: size is the compiled program, weights inside; built with {' '.join(flags)}")
 
 
 def run_export_bench(runs: list[Path], chars: int, progress: Callable[[str], None] = lambda message: None) -> ExportBenchResult:
