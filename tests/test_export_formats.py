@@ -195,16 +195,20 @@ def test_gru_int8_says_what_stays_float_in_two_lines_and_no_warnings(cell_runs, 
 
 
 @pytest.mark.slow
-def test_bpe_model_exports_to_pt2_with_its_tokenizer_and_is_refused_by_torchscript(bpe_run, tmp_path):
+def test_bpe_model_exports_to_pt2_and_onnx_with_its_tokenizer_and_is_refused_by_torchscript(bpe_run, tmp_path):
     from tokenizers import Tokenizer
 
     path = tmp_path / "bpe.pt2"
-    export(bpe_run, "--format", "pt2", "--out", path)
     _, vocab, _ = load_model(bpe_run, device="cpu")
     ids = vocab.encode(PRIME).tolist()
-    got = run_outside([{"format": "pt2", "path": str(path), "ids": ids}], tmp_path)[0]
-    assert got["vocab"] is None and got["tokenizer_size"] == len(vocab)
-    assert np.abs(np.array(got["probs"]) - reference_probs(bpe_run, ids)).max() < 1e-5
+    jobs = []
+    for file_format in ("pt2", "onnx"):
+        out = tmp_path / f"bpe.{file_format}"
+        export(bpe_run, "--format", file_format, "--out", out)
+        jobs.append({"format": file_format, "path": str(out), "ids": ids})
+    for got in run_outside(jobs, tmp_path):
+        assert got["vocab"] is None and got["tokenizer_size"] == len(vocab)
+        assert np.abs(np.array(got["probs"]) - reference_probs(bpe_run, ids)).max() < 1e-5
     # The tokenizer.json it carries encodes as the model's own vocabulary does.
     extra = {"tokenizer.json": ""}
     torch.export.load(str(path), extra_files=extra)
