@@ -205,6 +205,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "export": {"format": "pt2", "quantize": None},
     # `charrnn bench --export`: validation characters stepped one at a time per format.
     "bench_export": {"chars": 5000},
+    # `charrnn gradients`: a window of 100 steps is where the cells part ways (a plain RNN's
+    # gradient is gone by 50 steps back, an LSTM's with forget bias 1 still there).
+    "gradients": {"steps": 100, "seed": 0},
+    # `charrnn inspect`: 5000 characters give every unit a few thousand steps to be counted on
+    # and replay in about a second on a CPU.
+    "inspect": {"chars": 5000, "state": "h", "top": 10},
 }
 
 CPU_BATCH_SIZE = DEFAULTS["train"]["batch_size"]

@@ -92,3 +92,15 @@ def sample_text(model_and_vocab, **options) -> str:
 
     model, vocab = model_and_vocab
     return "".join(stream(model, vocab, SampleConfig(**options)))
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: step-by-step work (thousands of tiny operations) runs
+    50x slower on two threads when the other core is busy."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -83,3 +83,23 @@ def test_gpu_defaults_measure_two_batches_and_name_shapes_once():
     text = buffer.getvalue()
     assert " 2x512 lstm " in text and "2x512 2x512" not in text and " small 2x256 lstm " in text
     assert "TFLOP/s" in text and "14.14" in text
+
+
+def test_startup_bench_times_help_and_completion_against_the_bare_interpreter():
+    import subprocess
+    import sys
+
+    from charrnn.bench.startup import REFERENCE, _completion_env, run_startup
+
+    # The environment the bench times completion with really completes.
+    completed = subprocess.run(
+        [sys.executable, "-m", "charrnn"], env=_completion_env("charrnn tr"), capture_output=True, text=True, check=True
+    )
+    assert completed.stdout.split() == ["train"]
+    result = run_startup([["info"]], ["charrnn train --ce"], rounds=2)
+    names = [row["what"] for row in result.rows]
+    assert names == [REFERENCE, "charrnn info --help", "complete 'charrnn train --ce'"]
+    reference, *commands = result.rows
+    assert reference["times_reference"] == 1.0
+    # A fresh process that imports typer and rich cannot start faster than a bare interpreter.
+    assert all(row["median_s"] > reference["median_s"] * 1.5 and row["best_s"] <= row["median_s"] for row in commands)

@@ -139,6 +139,8 @@ RUNS = {
     "sample": lambda tmp, text_file, run: ["sample", run, "--length", 5, "--seed", 1],
     "plot": lambda tmp, text_file, run: ["plot", run, "--terminal"],
     "eval": lambda tmp, text_file, run: ["eval", run, text_file],
+    "gradients": lambda tmp, text_file, run: ["gradients", run, "--text", text_file, "--steps", 5],
+    "inspect": lambda tmp, text_file, run: ["inspect", run, "--text", text_file, "--chars", 200, "--find"],
 }
 # bench measures for minutes, so its ranges (sizes of at least 1) are not run here.
 NOT_RUN = {"bench"}

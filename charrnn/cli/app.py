@@ -883,6 +883,152 @@ def plot(
     err.print(f"wrote {written}", markup=False)
 
 
+# ----------------------------------------------------------------------------- inspect
+
+INSPECT = DEFAULTS["inspect"]
+WHAT_TO_SHOW = "What to show"
+REPLAY_THREADS_HELP = (
+    "CPU threads for torch (OMP_NUM_THREADS also fixes it). \\[default: 1: the layers are "
+    "replayed one step at a time, many small operations that more threads only slow down]"
+)
+
+
+def _note_no_png(png: Optional[Path]) -> bool:
+    """Whether the PNG can be drawn; if not, one line says so and the terminal view goes on."""
+    from charrnn.inspect.plots import have_matplotlib
+
+    if png is None:
+        return False
+    if have_matplotlib():
+        return True
+    err.print(f"charrnn: no PNG written to {png}: it needs matplotlib (pip install 'charrnn[plot]'); the terminal view follows", markup=False)
+    return False
+
+
+@app.command(cls=HelpCommand)
+@user_errors
+def gradients(
+    checkpoint: Annotated[Path, typer.Argument(metavar="RUN", help="Checkpoint file or run directory.", show_default=False)],
+    text: Annotated[Optional[Path], typer.Option(help="Text whose first characters make the window. \\[default: the run's training text]", show_default=False)] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Steps in the window: the gradient is followed this far back.")] = DEFAULTS["gradients"]["steps"],
+    compare: Annotated[bool, typer.Option("--compare", help="Also draw a plain RNN, a GRU, an LSTM with forget bias 1 (charrnn's) and one with forget bias 0, all of this architecture at initialisation, on the same text.")] = False,
+    png: Annotated[Optional[Path], typer.Option(help="Also draw the norms (log scale) in this PNG.", show_default=False)] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the weights drawn for the models at initialisation.")] = DEFAULTS["gradients"]["seed"],
+    best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint.")] = False,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = DEFAULTS["corpus"]["encoding"],
+    threads: Annotated[Optional[int], typer.Option(min=1, help=REPLAY_THREADS_HELP, show_default=False)] = None,
+) -> None:
+    """Show how the gradient of the loss at the last step fades over the steps before it: trained against initialisation, or several cells compared."""
+    from charrnn.cli.inspect_views import show_gradients
+    from charrnn.inspect.gradients import compare_cells, fresh_model, gradient_flow
+    from charrnn.inspect.plots import gradients_png
+    from charrnn.inspect.text import read_text
+    from charrnn.model.loading import load_model
+    from charrnn.model.network import ModelConfig
+
+    _file_not_directory(png, "gradients.png")
+    _generation_threads(threads, paced=False)
+    model, vocab, saved = load_model(checkpoint, "best" if best else "last", "cpu")
+    window = read_text(text, saved, vocab, steps + 1, encoding, at_least=2)
+    if len(window) < steps + 1:
+        err.print(f"charrnn: {window.source} has {len(window)} characters: the window is {len(window) - 1} step(s)", markup=False)
+    config = model.config
+    flows = [gradient_flow(model, window.ids, f"trained (step {saved.metrics.step:,})")]
+    if compare:
+        flows += compare_cells(config, window.ids, seed)
+    else:
+        bare = ModelConfig(config.vocab_size, config.cell, config.layers, config.hidden, config.embed, 0.0)
+        flows.append(gradient_flow(fresh_model(bare, seed), window.ids, "at initialisation"))
+    show_gradients(out, flows, f"{len(window) - 1} characters of {Path(window.source).name}")
+    if _note_no_png(png):
+        shape = f"{config.cell.upper()} {config.layers}x{config.hidden}"
+        written = gradients_png(flows, png, f"{shape}: gradient of the last step's loss, {len(window) - 1} steps of {Path(window.source).name}")
+        err.print(f"wrote {written}", markup=False)
+
+
+@app.command("inspect", cls=HelpCommand)
+@user_errors
+def inspect_command(
+    checkpoint: Annotated[Path, typer.Argument(metavar="RUN", help="Checkpoint file or run directory.", show_default=False)],
+    text: Annotated[Optional[Path], typer.Option(help="Text to read. \\[default: the run's training text]", show_default=False)] = None,
+    chars: Annotated[int, typer.Option(min=1, help="Characters of the text to read (from its start).")] = INSPECT["chars"],
+    gates: Annotated[bool, typer.Option("--gates", help="Gate saturation: per layer and gate, the fraction of steps each unit is below 0.1 or above 0.9 (LSTM, GRU).", rich_help_panel=WHAT_TO_SHOW)] = False,
+    neuron: Annotated[Optional[str], typer.Option(metavar="L:N", help="Colour the text by unit N of layer L (both from 0).", rich_help_panel=WHAT_TO_SHOW, show_default=False)] = None,
+    find: Annotated[bool, typer.Option("--find", "--search", help="Rank the units whose activation best follows properties of the text: inside quotes, inside brackets, position in the line, indentation, start of a word.", rich_help_panel=WHAT_TO_SHOW)] = False,
+    dump_states: Annotated[Optional[Path], typer.Option("--dump-states", metavar="FILE.npz", help="Write every layer's per-step states (and gates) to a numpy .npz file (layout in docs/inspect.md).", rich_help_panel=WHAT_TO_SHOW, show_default=False)] = None,
+    html: Annotated[Optional[Path], typer.Option(help="With --neuron: also write the coloured text as one self-contained HTML page.", show_default=False)] = None,
+    png: Annotated[Optional[Path], typer.Option(help="Also draw a PNG: with --gates the saturation plot (one dot per unit), with --neuron the coloured text (its first 40 lines).", show_default=False)] = None,
+    state: Annotated[str, typer.Option(metavar="<h|c>", help="Which activation --neuron and --find read: h (the hidden state), or c (an LSTM's cell state, through tanh).")] = INSPECT["state"],
+    top: Annotated[int, typer.Option(min=1, help="With --find: how many units to list.")] = INSPECT["top"],
+    best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint.")] = False,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = DEFAULTS["corpus"]["encoding"],
+    threads: Annotated[Optional[int], typer.Option(min=1, help=REPLAY_THREADS_HELP, show_default=False)] = None,
+) -> None:
+    """Look inside the network on a text: gate saturation, one unit over the text, the units that follow its structure, the states themselves."""
+    from charrnn.errors import ConfigError
+
+    if not (gates or neuron or find or dump_states):
+        raise ConfigError("choose what to show: --gates, --neuron L:N, --find or --dump-states FILE.npz")
+    if html is not None and neuron is None:
+        raise ConfigError("--html draws one unit over the text; give it with --neuron L:N")
+    if png is not None and gates == (neuron is not None):
+        raise ConfigError("--png draws one picture: the gate saturation plot (with --gates) or one unit over the text (with --neuron L:N); give one of them")
+    if state not in ("h", "c"):
+        raise ConfigError(f"--state must be h or c, not {state!r}")
+    for path, example in ((html, "neuron.html"), (png, "gates.png"), (dump_states, "states.npz")):
+        _file_not_directory(path, example)
+
+    from charrnn.cli.inspect_views import show_matches, show_neuron, show_saturation
+    from charrnn.inspect.neurons import best_per_feature, find_units, parse_neuron, state_for
+    from charrnn.inspect.plots import neuron_png, saturation_png
+    from charrnn.inspect.render import write_html
+    from charrnn.inspect.replayed import replay_text
+    from charrnn.inspect.saturation import check_has_gates, gate_saturation, summarise
+    from charrnn.inspect.states import dump_states as write_states
+    from charrnn.inspect.text import read_text
+    from charrnn.model.loading import load_model
+
+    _generation_threads(threads, paced=False)
+    model, vocab, saved = load_model(checkpoint, "best" if best else "last", "cpu")
+    config = model.config
+    if gates:
+        check_has_gates(config.cell)
+    if state == "c" and config.cell != "lstm":
+        raise ConfigError(f"--state c: a {config.cell.upper()} has no cell state; use --state h")
+    unit = parse_neuron(neuron, config.layers, config.hidden) if neuron is not None else None
+    read = read_text(text, saved, vocab, chars, encoding)
+    replayed = replay_text(model, read.ids)
+    name = Path(read.source).name
+    if dump_states is not None:
+        written = write_states(replayed, read.ids, read.pieces, dump_states)
+        err.print(f"wrote {written} ({config.layers} layers x {len(read):,} steps x {config.hidden} units)", markup=False)
+    if gates:
+        saturation = gate_saturation(replayed)
+        show_saturation(out, summarise(saturation), saturation.steps)
+        if _note_no_png(png):
+            title = f"{config.cell.upper()} {config.layers}x{config.hidden}: gate saturation over {len(read):,} characters of {name}"
+            err.print(f"wrote {saturation_png(saturation, png, title)}", markup=False)
+    if find:
+        matches, absent = find_units(replayed, read.pieces, state, top)
+        show_matches(out, matches, best_per_feature(replayed, read.pieces, state), absent, state)
+    if unit is not None:
+        layer, index = unit
+        values = state_for(replayed, state)[layer, :, index]
+        err.print(
+            f"unit {layer}:{index} ({state}) over {len(read):,} characters of {name}: "
+            f"min {values.min():+.2f}, mean {values.mean():+.2f}, max {values.max():+.2f}",
+            markup=False,
+        )
+        show_neuron(out, read.pieces, values)
+        if html is not None:
+            legend = f"{config.cell.upper()} {config.layers}x{config.hidden}, unit {layer}:{index} ({state}); red positive, blue negative; hover for the value"
+            written = write_html(html, read.pieces, values, f"unit {layer}:{index} over {name}", legend)
+            err.print(f"wrote {written}", markup=False)
+        if _note_no_png(png):
+            title = f"{config.cell.upper()} {config.layers}x{config.hidden}, unit {layer}:{index} ({state}) over {name}: red positive, blue negative"
+            err.print(f"wrote {neuron_png(read.pieces, values, png, title)}", markup=False)
+
+
 # ----------------------------------------------------------------------------- bench
 
 
@@ -904,6 +1050,7 @@ def bench(
     export_runs: Annotated[Optional[list[Path]], typer.Option("--export", metavar="RUN", help="Instead: export this run (repeatable) in every format and measure each file's size, batch-1 latency and chars/s, and validation bpc against the checkpoint's, beside the FastStepper in the same run.", show_default=False)] = None,
     export_chars: Annotated[int, typer.Option(min=2, help=f"Validation characters each format steps through with --export. {_default('bench_export', 'chars')}", show_default=False)] = DEFAULTS["bench_export"]["chars"],
     contention: Annotated[bool, typer.Option("--contention", help="Instead: measure training and sampling beside other work (two trainings at once, a busy loop), adaptive threads against all cores, as ratios to each alone (about 6 minutes; --long: 18).")] = False,
+    startup: Annotated[bool, typer.Option("--startup", help="Instead: measure how long every command's --help and tab completion take to start, against `python -c pass` (about 30 s; --long: 2 minutes).")] = False,
 ) -> None:
     """Measure training, sampling and encoding speed against this machine's matmul peak."""
     if contention:
@@ -911,6 +1058,9 @@ def bench(
         return
     if export_runs:
         _bench_export(export_runs, export_chars, json_path)
+        return
+    if startup:
+        _bench_startup(long, json_path)
         return
     from charrnn.bench.speed import BenchConfig, run_bench
     from charrnn.cli.bench_tables import render_bench
@@ -961,6 +1111,20 @@ def _bench_contention(long: bool, json_path: Optional[Path]) -> None:
     result = run_contention(60.0 if long else 15.0, progress=lambda message: err.print(f"bench: {message}", markup=False))
     render_contention(result, out if out.is_terminal else Console(highlight=False, width=140))
     err.print(f"bench took {time.perf_counter() - started:.0f} s", markup=False)
+    _write_json(result, json_path)
+
+
+def _bench_startup(long: bool, json_path: Optional[Path]) -> None:
+    from charrnn.bench.startup import run_startup
+    from charrnn.cli.bench_tables import render_startup
+
+    commands = [[]] + [[c.name or c.callback.__name__] for c in app.registered_commands]
+    commands += [[group.name] for group in app.registered_groups]
+    completions = ["charrnn tr", "charrnn train --", "charrnn train --cell ", "charrnn sample --"]
+    result = run_startup(
+        commands, completions, rounds=25 if long else 7, progress=lambda message: err.print(f"bench: {message}", markup=False)
+    )
+    render_startup(result, out if out.is_terminal else Console(highlight=False, width=140))
     _write_json(result, json_path)
 
 

@@ -166,3 +166,20 @@ def render_export_bench(result, console: Console) -> None:
         console.print(table)
         for note in figures.notes:
             console.print(f"note: {note}", markup=False)
+
+
+def render_startup(result, console: Console) -> None:
+    """Each command's start-up time beside the interpreter's own, and whether it meets the target."""
+    table = Table(title=f"start-up, median of {result.rounds} rounds (target: under {result.target_s:g} s)", box=None)
+    for column in ("what", "median s", "best s", "x python -c pass", "under target"):
+        table.add_column(column, justify="left" if column == "what" else "right")
+    for row in result.rows:
+        reference = row["what"] == "python -c pass"
+        table.add_row(
+            row["what"],
+            f"{row['median_s']:.3f}",
+            f"{row['best_s']:.3f}",
+            f"{row['times_reference']:.1f}",
+            "" if reference else ("yes" if row["median_s"] < result.target_s else "NO"),
+        )
+    console.print(table)

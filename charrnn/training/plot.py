@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from charrnn.errors import CheckpointError, ConfigError
+from charrnn.figures import save_figure
 from charrnn.units import nats_to_bpc
 
 METRICS = "metrics.jsonl"
@@ -113,19 +114,7 @@ def write_png(runs: list[Curves], path: Path, dpi: int = 120) -> Path:
     axes[1].legend(fontsize="small")
     fig.suptitle("train (smoothed) and validation bpc")
     fig.tight_layout()
-    path = Path(path)
-    if not path.suffix:
-        # What savefig does with a name without an extension; the caller reports this name.
-        path = path.with_name(path.name + ".png")
-    try:
-        fig.savefig(path, dpi=dpi)
-    except OSError as exc:
-        raise CheckpointError(f"cannot write {path}: {exc.strerror}") from None
-    except ValueError:  # "Format 'txt' is not supported"
-        raise ConfigError(f"--out {path}: cannot draw a {path.suffix} file; name a .png, .svg or .pdf") from None
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path, plt, "--out", dpi)
 
 
 def text_chart(runs: list[Curves], axis: str = "step", width: int = 72, height: int = 16) -> str:
