@@ -302,3 +302,14 @@ def test_bench_export_measures_every_format_on_the_validation_text(trained_run, 
     assert rows["onnx int8"]["size_bytes"] < rows["onnx"]["size_bytes"]
     # The C rows come from charrnn.export.c_model.measure; without it, a note says so.
     assert "c" in rows or any(note.startswith("c: left out") for note in figures["notes"])
+
+
+@pytest.mark.slow
+def test_format_c_goes_through_the_c_writer(trained_run, tmp_path):
+    """--format c hands the model to charrnn.export.c_model and says what it wrote and checked."""
+    pytest.importorskip("charrnn.export.c_model", reason="this build has no C model")
+    out = tmp_path / "model.c"
+    _, said = export(trained_run, "--format", "c", "--quantize", "int8", "--out", out)
+    lines = said.splitlines()
+    assert out.is_file() and len(lines) == 2 and lines[0].startswith(f"wrote {out} (") and "int8 weights" in lines[0]
+    assert lines[1].startswith("check: ")
