@@ -72,6 +72,18 @@ class TokenizerKind(str, Enum):
     bpe = "bpe"  # byte-level BPE trained on the corpus
 
 
+class ExportFormatName(str, Enum):
+    pt2 = "pt2"  # torch.export: torch's successor to TorchScript (the default)
+    onnx = "onnx"
+    c = "c"
+    torchscript = "torchscript"  # deprecated by torch 2.13; kept for libtorch and mobile
+
+
+class Quantization(str, Enum):
+    int8 = "int8"
+    float16 = "float16"
+
+
 class Preset(str, Enum):
     tiny = "tiny"
     small = "small"
@@ -188,6 +200,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "copy_min_run": 20,
     },
     "eval": {"unknown": "error"},
+    # pt2, not TorchScript: torch 2.13 deprecates TorchScript in favour of torch.export, and
+    # pt2 needs nothing beyond torch (ONNX needs the optional charrnn[export] packages).
+    "export": {"format": "pt2", "quantize": None},
+    # `charrnn bench --export`: validation characters stepped one at a time per format.
+    "bench_export": {"chars": 5000},
     # `charrnn gradients`: a window of 100 steps is where the cells part ways (a plain RNN's
     # gradient is gone by 50 steps back, an LSTM's with forget bias 1 still there).
     "gradients": {"steps": 100, "seed": 0},

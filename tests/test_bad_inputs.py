@@ -650,7 +650,7 @@ def test_empty_path_argument_is_refused(trained_run):
 
 
 def test_out_is_a_directory_where_a_file_is_written(trained_run, tmp_path):
-    for command, example in (("vocab", "tokenizer.json"), ("export", "model.torchscript.pt"), ("plot", "curves.png")):
+    for command, example in (("vocab", "tokenizer.json"), ("export", "model.pt2"), ("plot", "curves.png")):
         answered(invoke(command, trained_run, "--out", tmp_path), f"--out {tmp_path} is a directory; name the file to write, e.g. --out {tmp_path / example}", 2)
     answered(invoke("vocab", trained_run, "--out", tmp_path / "no" / "tokenizer.json"), f"cannot write {tmp_path / 'no' / 'tokenizer.json'}: No such file or directory", 1)
     answered(invoke("plot", trained_run, "--out", tmp_path / "c.txt"), "cannot draw a .txt file; name a .png, .svg or .pdf", 2)

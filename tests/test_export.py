@@ -1,4 +1,4 @@
-"""charrnn export: the TorchScript file, loaded by torch alone, gives the checkpoint's
+"""charrnn export --format torchscript: the TorchScript file, loaded by torch alone, gives the checkpoint's
 next-character probabilities and carries its vocabulary."""
 
 import json
@@ -40,7 +40,7 @@ def reference_probs(run, text):
 def test_export_gives_the_checkpoints_probabilities(which, trained_run, gru_run, tmp_path):
     run = trained_run if which == "lstm" else gru_run
     out = tmp_path / f"{which}.pt"
-    result = runner.invoke(app, ["export", str(run), "--out", str(out)])
+    result = runner.invoke(app, ["export", str(run), "--format", "torchscript", "--out", str(out)])
     assert result.exit_code == 0, result.stderr
     assert "TorchScript" in result.stderr and result.stdout == ""
 
@@ -58,7 +58,7 @@ def test_export_gives_the_checkpoints_probabilities(which, trained_run, gru_run,
 
 
 def test_export_runs_without_charrnn_and_embeds_the_vocabulary(trained_run, tmp_path):
-    result = runner.invoke(app, ["export", str(trained_run), "--out", str(tmp_path / "m.pt")])
+    result = runner.invoke(app, ["export", str(trained_run), "--format", "torchscript", "--out", str(tmp_path / "m.pt")])
     assert result.exit_code == 0, result.stderr
     script = (
         "import json, sys, torch\n"
@@ -85,7 +85,7 @@ def test_export_runs_without_charrnn_and_embeds_the_vocabulary(trained_run, tmp_
 
 
 def test_export_default_path_and_bad_checkpoint(trained_run, tmp_path):
-    result = runner.invoke(app, ["export", str(trained_run), "--best"])
+    result = runner.invoke(app, ["export", str(trained_run), "--best", "--format", "torchscript"])
     assert result.exit_code == 0, result.stderr
     assert (trained_run / "model.torchscript.pt").is_file()
     bad = runner.invoke(app, ["export", str(tmp_path / "missing")])
@@ -142,12 +142,14 @@ def test_export_encodes_decodes_and_predicts_any_character_of_the_vocabulary(uni
     out = tmp_path / "m.pt"
     # The real CLI with every warning shown: TorchScript's deprecation warnings stay off stderr.
     done = subprocess.run(
-        [sys.executable, "-W", "always", "-m", "charrnn", "export", str(unicode_run), "--out", str(out)],
+        [sys.executable, "-W", "always", "-m", "charrnn", "export", str(unicode_run), "--format", "torchscript", "--out", str(out)],
         capture_output=True, text=True, cwd=tmp_path, timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1", "PYTHONPATH": str(REPO)},
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "" and done.stderr.count("\n") == 1 and "TorchScript" in done.stderr
+    # Two lines: what was written (with its size), and the check run on it.
+    assert done.stdout == "" and done.stderr.count("\n") == 2 and "TorchScript" in done.stderr
+    assert "check: max |Δp|" in done.stderr
     assert "Warning" not in done.stderr
 
     _, vocab, _ = load_model(unicode_run, device="cpu")

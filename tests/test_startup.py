@@ -74,7 +74,7 @@ print("TRAINING:" + ",".join(sorted(m for m in sys.modules if m.startswith("char
         ["sample", "{run}", "--length", "20", "--seed", "1", "--check-copying"],
         ["info", "{run}"],
         ["eval", "{run}", "{text}"],
-        ["export", "{run}", "--out", "{tmp}/model.pt"],
+        ["export", "{run}", "--out", "{tmp}/model.pt2"],
         ["vocab", "{run}", "--out", "{tmp}/tokenizer.json"],
     ],
     ids=lambda command: "-".join(a for a in command if not a.startswith("{"))[:40],

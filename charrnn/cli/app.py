@@ -21,7 +21,7 @@ from rich.text import Text
 from charrnn import __version__
 from charrnn.cli.errors import EXIT_INTERRUPTED, OneLineUsageErrors, fail, message_for, user_errors
 from charrnn.cli.help import HelpCommand, HelpGroup
-from charrnn.options import DEFAULTS, MAX_LR, PRESET_TRAINING, Cell, DeviceChoice, Engine, Precision, Preset, Schedule, TokenizerKind
+from charrnn.options import DEFAULTS, MAX_LR, PRESET_TRAINING, Cell, DeviceChoice, Engine, ExportFormatName, Precision, Preset, Quantization, Schedule, TokenizerKind
 
 class _Group(OneLineUsageErrors, HelpGroup):
     pass
@@ -796,29 +796,59 @@ def vocab(
 # ----------------------------------------------------------------------------- export
 
 
+EXPORT = DEFAULTS["export"]
+FORMAT_HELP = (
+    "pt2: torch.export, loads with torch alone; onnx: onnxruntime in any language (needs the "
+    "optional onnx, onnxscript and onnxruntime); c: one C99 source file, libc and libm only; torchscript: "
+    f"deprecated by torch, for libtorch and mobile. {_default('export', 'format')}"
+)
+QUANTIZE_HELP = (
+    "Smaller weights: int8 for onnx (onnxruntime's dynamic quantization; a GRU's recurrent "
+    "layers stay float32) and c (a scale per row); float16 for c. \\[default: float32]"
+)
+
+
 @app.command(cls=HelpCommand)
 @user_errors
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--out", parser=_out_path, metavar="<path>", help="File to write. \\[default: RUN/model.torchscript.pt, or beside the checkpoint file]", show_default=False)] = None,
+    file_format: Annotated[ExportFormatName, typer.Option("--format", help=FORMAT_HELP, show_default=False)] = ExportFormatName(EXPORT["format"]),
+    quantize: Annotated[Optional[Quantization], typer.Option(help=QUANTIZE_HELP, show_default=False)] = EXPORT["quantize"],
+    output: Annotated[Optional[Path], typer.Option("--out", parser=_out_path, metavar="<path>", help="File to write. \\[default: RUN/model.pt2, model.onnx, model.c or model.torchscript.pt, or beside the checkpoint file]", show_default=False)] = None,
     best: Annotated[bool, typer.Option("--best", help="Export the run directory's best checkpoint.")] = False,
 ) -> None:
-    """Write a TorchScript model with the vocabulary embedded, usable with torch alone."""
+    """Write the model, its vocabulary and shape as a file that runs without charrnn, check it
+    against the checkpoint, and say its size and the check on stderr."""
+    from charrnn.export.formats import FORMATS, check_output, check_request, default_output, export_model, require_format
+
+    name = file_format.value
+    quantize_name = None if quantize is None else quantize.value
+    check_request(name, quantize_name)
+    require_format(name)  # before torch is imported: a missing package is named at once
     from charrnn import checkpoint as ckpt
-    from charrnn.export.torchscript import export_torchscript
     from charrnn.model.loading import load_model
 
-    _file_not_directory(output, "model.torchscript.pt")
+    _file_not_directory(output, f"model{FORMATS[name].suffix}")
     path = ckpt.resolve(checkpoint, "best" if best else "last")
     model, vocab, saved = load_model(path, device="cpu")
     if output is None:
-        output = path.parent / ("model.torchscript.pt" if checkpoint.is_dir() else f"{path.stem}.torchscript.pt")
-    written = export_torchscript(model, vocab, output, {"checkpoint": str(path), "step": saved.metrics.step})
+        output = default_output(name, path, checkpoint.is_dir())
+    check_output(name, output)
+    source = {"checkpoint": str(path), "step": saved.metrics.step}
+    report = export_model(name, model, vocab, output, quantize_name, source)
+    config = model.config
+    weights = f", {quantize_name} weights" if quantize_name else ""
     err.print(
-        f"wrote {written} (TorchScript, {model.config.cell.upper()} {model.config.layers}x{model.config.hidden}, "
-        f"vocabulary {len(vocab)}); load it with torch.jit.load",
+        f"wrote {', '.join(str(p) for p in report.paths)} ({_size(report.size_bytes)}; "
+        f"{FORMATS[name].description}; {config.cell.upper()} {config.layers}x{config.hidden}, "
+        f"vocabulary {len(vocab)} {vocab.kind}{weights})",
         markup=False,
     )
+    err.print(f"check: {report.check}", markup=False)
+
+
+def _size(size_bytes: int) -> str:
+    return f"{size_bytes / 1e6:.2f} MB" if size_bytes >= 1e6 else f"{size_bytes / 1e3:.1f} kB"
 
 
 # ----------------------------------------------------------------------------- plot
@@ -1023,12 +1053,17 @@ def bench(
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON here.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for every figure. \\[default: all cores for training and batches, one for a single sample, as the commands choose]", show_default=False)] = None,
     grad_stats_cost: Annotated[bool, typer.Option("--grad-stats-cost", help="Also time training steps with the per-group gradient statistics (on by default in train) off and on, alternating in the same run, and show their cost as a ratio.", rich_help_panel=MEASURED)] = False,
+    export_runs: Annotated[Optional[list[Path]], typer.Option("--export", metavar="RUN", help="Instead: export this run (repeatable) in every format and measure each file's size, batch-1 latency and chars/s, and validation bpc against the checkpoint's, beside the FastStepper in the same run.", show_default=False)] = None,
+    export_chars: Annotated[int, typer.Option(min=2, help=f"Validation characters each format steps through with --export. {_default('bench_export', 'chars')}", show_default=False)] = DEFAULTS["bench_export"]["chars"],
     contention: Annotated[bool, typer.Option("--contention", help="Instead: measure training and sampling beside other work (two trainings at once, a busy loop), adaptive threads against all cores, as ratios to each alone (about 6 minutes; --long: 18).")] = False,
     startup: Annotated[bool, typer.Option("--startup", help="Instead: measure how long every command's --help and tab completion take to start, against `python -c pass` (about 30 s; --long: 2 minutes).")] = False,
 ) -> None:
     """Measure training, sampling and encoding speed against this machine's matmul peak."""
     if contention:
         _bench_contention(long, json_path)
+        return
+    if export_runs:
+        _bench_export(export_runs, export_chars, json_path)
         return
     if startup:
         _bench_startup(long, json_path)
@@ -1055,6 +1090,21 @@ def bench(
     # A table too wide for 80 columns is still one line per row when piped to a file.
     render_bench(result, out if out.is_terminal else Console(highlight=False, width=140))
     err.print(f"bench took {time.perf_counter() - started:.0f} s", markup=False)
+    _write_json(result, json_path)
+
+
+def _bench_export(runs: list[Path], chars: int, json_path: Optional[Path]) -> None:
+    from charrnn.bench.export_speed import run_export_bench
+    from charrnn.cli.bench_tables import render_export_bench
+
+    started = time.perf_counter()
+    result = run_export_bench(runs, chars, progress=lambda message: err.print(f"bench: {message}", markup=False))
+    render_export_bench(result, out if out.is_terminal else Console(highlight=False, width=140))
+    err.print(f"bench took {time.perf_counter() - started:.0f} s", markup=False)
+    _write_json(result, json_path)
+
+
+def _write_json(result, json_path: Optional[Path]) -> None:
     if json_path is not None:
         json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
         err.print(f"wrote {json_path}", markup=False)
@@ -1068,9 +1118,7 @@ def _bench_contention(long: bool, json_path: Optional[Path]) -> None:
     result = run_contention(60.0 if long else 15.0, progress=lambda message: err.print(f"bench: {message}", markup=False))
     render_contention(result, out if out.is_terminal else Console(highlight=False, width=140))
     err.print(f"bench took {time.perf_counter() - started:.0f} s", markup=False)
-    if json_path is not None:
-        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-        err.print(f"wrote {json_path}", markup=False)
+    _write_json(result, json_path)
 
 
 def _bench_startup(long: bool, json_path: Optional[Path]) -> None:
@@ -1084,9 +1132,7 @@ def _bench_startup(long: bool, json_path: Optional[Path]) -> None:
         commands, completions, rounds=25 if long else 7, progress=lambda message: err.print(f"bench: {message}", markup=False)
     )
     render_startup(result, out if out.is_terminal else Console(highlight=False, width=140))
-    if json_path is not None:
-        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-        err.print(f"wrote {json_path}", markup=False)
+    _write_json(result, json_path)
 
 
 # ----------------------------------------------------------------------------- corpus

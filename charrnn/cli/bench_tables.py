@@ -156,6 +156,43 @@ def render_contention(result, console: Console) -> None:
     console.print(table)
 
 
+def _kilobytes(size: int | None) -> str:
+    return "-" if size is None else f"{size / 1e3:,.1f}"
+
+
+def render_export_bench(result, console: Console) -> None:
+    """Per run: each format's file size, batch-1 latency and speed, and validation bpc against
+    the checkpoint's, the FastStepper first as the reference measured in the same run."""
+    for figures in result.runs:
+        best = "" if figures.best_val_bpc is None else f"; best validation bpc logged in training {figures.best_val_bpc:.4f}"
+        console.print(
+            f"{figures.run}: {figures.model}, {figures.parameters:,} parameters, checkpoint "
+            f"{figures.checkpoint_bytes / 1e3:,.1f} kB{best}",
+            markup=False,
+        )
+        table = Table(title=f"exports at batch 1 over {figures.chars:,} validation characters", box=None)
+        for column in ("format", "size kB", "size / float", "µs/char", "chars/s", "vs reference", "bpc", "Δ bpc"):
+            table.add_column(column, justify="left" if column == "format" else "right")
+        # A quantized row's size against the same format in float32 ("onnx int8" against "onnx").
+        floats = {row.name: row.size_bytes for row in figures.rows}
+        reference = figures.rows[0].chars_per_s
+        for row in figures.rows:
+            float_size = floats.get(row.name.split(" ")[0])
+            table.add_row(
+                row.name,
+                _kilobytes(row.size_bytes),
+                "-" if row.size_bytes is None or not float_size else f"{row.size_bytes / float_size:.2f}",
+                f"{row.seconds_per_char * 1e6:,.0f}",
+                _num(row.chars_per_s),
+                f"{row.chars_per_s / reference:.2f}x",
+                f"{row.bpc:.4f}",
+                f"{row.bpc_change:+.4f}",
+            )
+        console.print(table)
+        for note in figures.notes:
+            console.print(f"note: {note}", markup=False)
+
+
 def render_startup(result, console: Console) -> None:
     """Each command's start-up time beside the interpreter's own, and whether it meets the target."""
     table = Table(title=f"start-up, median of {result.rounds} rounds (target: under {result.target_s:g} s)", box=None)

@@ -12,8 +12,9 @@ and the vocabulary, both as methods and as an embedded ``tokenizer.json``::
 ``state`` is one tensor for every cell type, (2, layers, batch, hidden) for an LSTM (h and c)
 and (1, layers, batch, hidden) for a GRU or RNN, so callers need not know the cell.
 
-ONNX is not offered: torch's exporters need the ``onnx`` (and ``onnxscript``) packages and
-checking the result needs ``onnxruntime``, none of which charrnn otherwise depends on.
+torch 2.13 marks TorchScript deprecated (``torch.jit.script``, ``save`` and ``load`` each warn,
+"please switch to torch.export"); ``charrnn export --format pt2`` is that successor. This format
+stays for libtorch (C++) and mobile users whose runtime loads TorchScript only.
 """
 
 # No `from __future__ import annotations`: TorchScript reads the annotations at runtime.
@@ -27,13 +28,16 @@ from typing import Dict, List, Tuple
 import torch
 import torch.nn as nn
 
+import numpy as np
+
 from charrnn import __version__
-from charrnn.errors import CheckpointError
+from charrnn.errors import ExportError
+from charrnn.export.check import check_ids, compare
+from charrnn.export.files import total_size, written_whole
+from charrnn.export.report import ExportReport
+from charrnn.export.step import METADATA, TOKENIZER, zero_state
 from charrnn.model.network import CharRNN
 from charrnn.data.vocab import Vocab
-
-METADATA = "charrnn.json"
-TOKENIZER = "tokenizer.json"
 
 
 def _utf8_length(text: str, start: int) -> int:
@@ -157,12 +161,13 @@ def to_torchscript(model: CharRNN, vocab: Vocab) -> torch.jit.ScriptModule:
         return torch.jit.script(wrapper.eval())
 
 
-def export_torchscript(model: CharRNN, vocab: Vocab, path: Path, source: dict | None = None) -> Path:
+def export_torchscript(model: CharRNN, vocab: Vocab, path: Path, source: Dict[str, object] | None = None) -> ExportReport:
     """Write the TorchScript file, with the vocabulary and model description embedded."""
     if not isinstance(vocab, Vocab):
-        from charrnn.errors import ConfigError
-
-        raise ConfigError("export embeds a character vocabulary; byte and BPE models are not exported yet")
+        raise ExportError(
+            f"--format torchscript embeds a character vocabulary as code; a {vocab.kind} model "
+            "exports with --format pt2 or onnx, which carry its tokenizer.json"
+        )
     scripted = to_torchscript(model, vocab)
     metadata = {
         "format": "charrnn-torchscript-1",
@@ -177,10 +182,22 @@ def export_torchscript(model: CharRNN, vocab: Vocab, path: Path, source: dict | 
         TOKENIZER: vocab.to_tokenizer().to_str(),
     }
     path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # see to_torchscript
-            torch.jit.save(scripted, str(path), _extra_files=extra)
-    except (OSError, RuntimeError) as exc:
-        raise CheckpointError(f"cannot write {path}: {exc}") from None
-    return path
+    with written_whole(path) as temporary, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # see to_torchscript
+        torch.jit.save(scripted, str(temporary), _extra_files=extra)
+        comparison = compare(load_step(temporary), zero_state(model, 1).numpy(), model, check_ids(model))
+    return ExportReport([path], total_size([path]), comparison.describe())
+
+
+def load_step(path: Path):
+    """The file's forward as a one-step ``StepFunction`` on numpy arrays."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # see to_torchscript
+        module = torch.jit.load(str(path))
+
+    @torch.no_grad()
+    def step(ids: np.ndarray, state: np.ndarray):
+        logits, state = module(torch.from_numpy(ids), torch.from_numpy(state))
+        return logits[:, -1].numpy(), state.numpy()
+
+    return step
