@@ -35,3 +35,7 @@ class TrainingDiverged(CharRNNError):
 
 class DownloadError(CharRNNError):
     """A corpus could not be fetched or did not match its checksum."""
+
+
+class ExportError(CharRNNError):
+    """A model that cannot be written in the asked format, or a format whose tools are missing."""
