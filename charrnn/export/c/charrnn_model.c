@@ -67,6 +67,7 @@ typedef struct {
 #if CHARRNN_CELL_GRU
     float recurrent[CHARRNN_GATES];
 #endif
+    float sum[CHARRNN_GATES > CHARRNN_VOCAB ? CHARRNN_GATES : CHARRNN_VOCAB];
     float work[CHARRNN_VOCAB];
     unsigned long long rng;
 } charrnn_state;
@@ -107,7 +108,8 @@ typedef unsigned short charrnn_weight; /* IEEE half-precision bits */
 typedef float charrnn_weight;
 #endif
 
-/* One matrix: rows x cols weights, row-major, and with int8 weights one scale per row. */
+/* One matrix of rows x cols weights, stored column after column, and with int8 weights one
+   scale per row. */
 typedef struct {
     const charrnn_weight *w;
     const float *scale;
@@ -140,26 +142,67 @@ static float charrnn_half(unsigned short bits)
 #define CHARRNN_WEIGHT(p) ((float)(p))
 #endif
 
-/* Lanes of independent partial sums: enough for the compiler to keep several vector
-   registers busy without reordering any sum itself (no -ffast-math needed). */
-#define CHARRNN_LANES 16
-
-/* y[r] += scale[r] * (row r of m) . x, for rows [0, rows) */
-static void charrnn_matvec_add(float *y, charrnn_matrix m, const float *x, int rows, int cols)
+/* y[0..rows) += scale .* (W x), with W stored column after column (cols x rows): the inner
+   loop runs down four columns at once, every output apart, so the compiler vectorizes it
+   without reordering any sum (no -ffast-math), and no horizontal sums are left to do. `sum`
+   holds the products before their scales (int8 weights). */
+static void charrnn_matvec_add(float *restrict y, float *restrict sum, charrnn_matrix m,
+                               const float *restrict x, int rows, int cols)
 {
-    int r, j, u;
-    for (r = 0; r < rows; r++) {
-        const charrnn_weight *w = m.w + (size_t)r * (size_t)cols;
-        float acc[CHARRNN_LANES];
-        float sum = 0.0f;
-        for (u = 0; u < CHARRNN_LANES; u++) acc[u] = 0.0f;
-        for (j = 0; j + CHARRNN_LANES <= cols; j += CHARRNN_LANES)
-            for (u = 0; u < CHARRNN_LANES; u++) acc[u] += CHARRNN_WEIGHT(w[j + u]) * x[j + u];
-        for (; j < cols; j++) sum += CHARRNN_WEIGHT(w[j]) * x[j];
-        for (u = 0; u < CHARRNN_LANES; u++) sum += acc[u];
-        y[r] += m.scale ? m.scale[r] * sum : sum;
+    const charrnn_weight *restrict w = m.w;
+    float *restrict out = m.scale ? sum : y;
+    int i, j;
+    if (m.scale)
+        for (i = 0; i < rows; i++) sum[i] = 0.0f;
+    for (j = 0; j + 4 <= cols; j += 4) {
+        const charrnn_weight *restrict c0 = w + (size_t)j * (size_t)rows;
+        const charrnn_weight *restrict c1 = c0 + rows, *restrict c2 = c1 + rows, *restrict c3 = c2 + rows;
+        const float x0 = x[j], x1 = x[j + 1], x2 = x[j + 2], x3 = x[j + 3];
+        for (i = 0; i < rows; i++)
+            out[i] += (CHARRNN_WEIGHT(c0[i]) * x0 + CHARRNN_WEIGHT(c1[i]) * x1)
+                    + (CHARRNN_WEIGHT(c2[i]) * x2 + CHARRNN_WEIGHT(c3[i]) * x3);
     }
+    for (; j < cols; j++) {
+        const charrnn_weight *restrict c0 = w + (size_t)j * (size_t)rows;
+        const float x0 = x[j];
+        for (i = 0; i < rows; i++) out[i] += CHARRNN_WEIGHT(c0[i]) * x0;
+    }
+    if (m.scale)
+        for (i = 0; i < rows; i++) y[i] += m.scale[i] * sum[i];
 }
+
+#if !CHARRNN_RNN_RELU
+/* e^x for the gates, written out so that the compiler can vectorize a layer's activations
+   (libm's expf and tanhf are calls it cannot): e^x = 2^n e^r with n = round(x / ln 2) and
+   r = x - n ln 2 (ln 2 in two parts), e^r by Cephes' expf polynomial; within 2 ulp of expf. */
+static float charrnn_exp(float x)
+{
+    union { uint32_t u; float f; } scale;
+    float n, r, p;
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    scale.u = (uint32_t)((int32_t)n + 127) << 23;
+    return p * scale.f;
+}
+
+/* tanh: (1 - e^-2|x|) / (1 + e^-2|x|) with the sign of x, and near 0, where that
+   difference would lose digits, its Taylor series to x^7 (error below 1e-12 there). */
+static float charrnn_tanh(float x)
+{
+    float a = x < 0.0f ? -x : x, e = charrnn_exp(-2.0f * a), t = (1.0f - e) / (1.0f + e);
+    float x2 = x * x, series = x + x * x2 * (-0.333333333f + x2 * (0.133333333f - x2 * 0.0539682540f));
+    t = x < 0.0f ? -t : t;
+    return a < 0.0625f ? series : t;
+}
+#endif
 
 #if CHARRNN_CELL_RNN
 static float charrnn_activation(float x)
@@ -167,11 +210,11 @@ static float charrnn_activation(float x)
 #if CHARRNN_RNN_RELU
     return x > 0.0f ? x : 0.0f;
 #else
-    return tanhf(x);
+    return charrnn_tanh(x);
 #endif
 }
 #else
-static float charrnn_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+static float charrnn_sigmoid(float x) { return 1.0f / (1.0f + charrnn_exp(-x)); }
 #endif
 
 void charrnn_init(charrnn_state *s, unsigned long long seed)
@@ -186,7 +229,7 @@ void charrnn_init(charrnn_state *s, unsigned long long seed)
 
 static void charrnn_embed(float *out, int id)
 {
-    const charrnn_weight *row = charrnn_embedding + (size_t)id * CHARRNN_EMBED;
+    const charrnn_weight *row = charrnn_embedding + (size_t)id * CHARRNN_EMBED; /* a row: no transpose */
     int j;
     for (j = 0; j < CHARRNN_EMBED; j++) {
 #if CHARRNN_WEIGHTS_INT8
@@ -209,29 +252,29 @@ const float *charrnn_step(charrnn_state *s, int id)
         float *h = s->h[l];
         float *g = s->gates;
         memcpy(g, layer->bias, sizeof s->gates);
-        charrnn_matvec_add(g, layer->ih, x, CHARRNN_GATES, layer->inputs);
+        charrnn_matvec_add(g, s->sum, layer->ih, x, CHARRNN_GATES, layer->inputs);
 #if CHARRNN_CELL_GRU
         {
             float *gh = s->recurrent;
             memcpy(gh, layer->bias_hh, sizeof s->recurrent);
-            charrnn_matvec_add(gh, layer->hh, h, CHARRNN_GATES, H);
+            charrnn_matvec_add(gh, s->sum, layer->hh, h, CHARRNN_GATES, H);
             for (k = 0; k < H; k++) {
                 float r = charrnn_sigmoid(g[k] + gh[k]);
                 float z = charrnn_sigmoid(g[H + k] + gh[H + k]);
-                float n = tanhf(g[2 * H + k] + r * gh[2 * H + k]);
+                float n = charrnn_tanh(g[2 * H + k] + r * gh[2 * H + k]);
                 h[k] = (1.0f - z) * n + z * h[k];
             }
         }
 #else
-        charrnn_matvec_add(g, layer->hh, h, CHARRNN_GATES, H);
+        charrnn_matvec_add(g, s->sum, layer->hh, h, CHARRNN_GATES, H);
 #if CHARRNN_CELL_LSTM
         for (k = 0; k < H; k++) {
             float i = charrnn_sigmoid(g[k]);
             float f = charrnn_sigmoid(g[H + k]);
-            float c = tanhf(g[2 * H + k]);
+            float c = charrnn_tanh(g[2 * H + k]);
             float o = charrnn_sigmoid(g[3 * H + k]);
             s->c[l][k] = f * s->c[l][k] + i * c;
-            h[k] = o * tanhf(s->c[l][k]);
+            h[k] = o * charrnn_tanh(s->c[l][k]);
         }
 #else
         for (k = 0; k < H; k++) h[k] = charrnn_activation(g[k]);
@@ -239,7 +282,7 @@ const float *charrnn_step(charrnn_state *s, int id)
 #endif
     }
     memcpy(s->logits, charrnn_decoder_bias, sizeof s->logits);
-    charrnn_matvec_add(s->logits, charrnn_decoder, s->h[CHARRNN_LAYERS - 1], CHARRNN_VOCAB, H);
+    charrnn_matvec_add(s->logits, s->sum, charrnn_decoder, s->h[CHARRNN_LAYERS - 1], CHARRNN_VOCAB, H);
     return s->logits;
 }
 
