@@ -437,11 +437,13 @@ static double charrnn_seconds(void)
 static int charrnn_read_id(unsigned long *at)
 {
     char bytes[4];
-    size_t size = 1, k, used = 0;
+    size_t size = 1, used = 0;
     int lead = getchar(), id;
     if (lead == EOF) return -1;
     bytes[0] = (char)lead;
 #if !CHARRNN_BYTE_LEVEL
+    {
+    size_t k;
     if (lead >= 0xF0) size = 4;
     else if (lead >= 0xE0) size = 3;
     else if (lead >= 0xC0) size = 2;
@@ -451,6 +453,7 @@ static int charrnn_read_id(unsigned long *at)
         bytes[k] = (char)next;
     }
     size = k;
+    }
 #endif
     id = charrnn_encode(bytes, size, &used);
     if (id < 0 || used != size) {
@@ -482,9 +485,7 @@ static void charrnn_info(void)
 
 static int charrnn_usage(const char *message, const char *arg)
 {
-    fprintf(stderr, "model: %s%s\n", message, arg ? arg : "");
-    fprintf(stderr, "usage: model [--prime TEXT] [--length N] [--temperature T] [--top-k K] [--seed S]\n"
-                    "       model --info | --logits | --score | --bench N    (--logits, --score: text on stdin)\n");
+    fprintf(stderr, "model: %s%s (model --help lists the options)\n", message, arg ? arg : "");
     return 2;
 }
 
@@ -575,7 +576,12 @@ int main(int argc, char **argv)
         if (!strcmp(o, "--info")) { mode = 1; continue; }
         if (!strcmp(o, "--logits")) { mode = 2; continue; }
         if (!strcmp(o, "--score")) { mode = 3; continue; }
-        if (!strcmp(o, "--help") || !strcmp(o, "-h")) { charrnn_usage("a character model; see the top of its source", ""); return 0; }
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+            puts("usage: model [--prime TEXT] [--length N] [--temperature T] [--top-k K] [--seed S]\n"
+                 "       model --info | --bench N | --logits < text | --score < text\n"
+                 "The top of this model's source file explains each option and the C API.");
+            return 0;
+        }
         if (strcmp(o, "--prime") && strcmp(o, "--length") && strcmp(o, "--temperature") && strcmp(o, "--top-k")
             && strcmp(o, "--seed") && strcmp(o, "--bench"))
             return charrnn_usage("unknown option: ", o);
