@@ -36,10 +36,12 @@ def compiler():
 def runs(trained_run, tmp_path_factory):
     """A trained run of each cell: the shared LSTM, and a short GRU and plain RNN."""
     found = {"lstm": trained_run}
+    # Embeddings as wide as the layers: these two store the first layer's input product per
+    # character (folds_input), the LSTM its embedding and the product.
     for cell in ("gru", "rnn"):
         found[cell] = train_small_run(
             tmp_path_factory.mktemp(cell),
-            {"cell": cell, "layers": 2, "hidden": 32, "embed": 16, "dropout": 0.0},
+            {"cell": cell, "layers": 2, "hidden": 32, "embed": 48, "dropout": 0.0},
             {**TINY_TRAIN, "max_steps": 60, "lr": 1e-2},
             sample_chars=0,
         )
@@ -71,6 +73,7 @@ def test_greedy_text_and_logits_are_the_checkpoints(cell, runs, compiler, tmp_pa
     report, program, model, vocab = build(runs[cell], tmp_path)
     assert report.paths == [tmp_path / "model.c"] and report.size_bytes == report.paths[0].stat().st_size
     assert "logits within" in report.check
+    assert ("CHARRNN_INPUT_TABLE 1" in report.paths[0].read_text()) == (cell != "lstm")
 
     # The same 200 characters, byte for byte, with a prime and without one (a line start).
     assert run_program(program, "--prime", PRIME, "--length", LENGTH, "--temperature", 0) == charrnn_sample(runs[cell], "--prime", PRIME)
@@ -90,7 +93,9 @@ def score_bpc(program, text):
 
 
 @pytest.mark.slow
-def test_int8_and_float16_cost_little_and_weigh_less(trained_run, compiler, tmp_path):
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_int8_and_float16_cost_little_and_weigh_less(cell, runs, compiler, tmp_path):
+    trained_run = runs[cell]
     model, vocab, _ = load_model(trained_run, device="cpu")
     text = small_text(12)
     ids = torch.tensor([vocab.encode(text).tolist()])

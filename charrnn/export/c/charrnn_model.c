@@ -107,6 +107,7 @@ typedef unsigned short charrnn_weight; /* IEEE half-precision bits */
 #else
 typedef float charrnn_weight;
 #endif
+#define CHARRNN_EMBED_ROW (CHARRNN_INPUT_TABLE ? CHARRNN_GATES : CHARRNN_EMBED)
 
 /* One matrix of rows x cols weights, stored column after column, and with int8 weights one
    scale per row. */
@@ -227,11 +228,13 @@ void charrnn_init(charrnn_state *s, unsigned long long seed)
     s->rng = z ? z : 1; /* xorshift needs a state other than 0 */
 }
 
+/* Row `id` of the embedding, or with an input table the first layer's W_ih e + b itself: the
+   product and the bias for every character at once, where that takes no more room. */
 static void charrnn_embed(float *out, int id)
 {
-    const charrnn_weight *row = charrnn_embedding + (size_t)id * CHARRNN_EMBED; /* a row: no transpose */
+    const charrnn_weight *row = charrnn_embedding + (size_t)id * CHARRNN_EMBED_ROW; /* a row: no transpose */
     int j;
-    for (j = 0; j < CHARRNN_EMBED; j++) {
+    for (j = 0; j < CHARRNN_EMBED_ROW; j++) {
 #if CHARRNN_WEIGHTS_INT8
         out[j] = charrnn_embedding_scale[id] * (float)row[j];
 #else
@@ -245,14 +248,20 @@ const float *charrnn_step(charrnn_state *s, int id)
     const int H = CHARRNN_HIDDEN;
     int l, k;
     if (id < 0 || id >= CHARRNN_VOCAB) return NULL;
+#if !CHARRNN_INPUT_TABLE
     charrnn_embed(s->input, id);
+#endif
     for (l = 0; l < CHARRNN_LAYERS; l++) {
         const charrnn_layer *layer = &charrnn_layers[l];
         const float *x = l == 0 ? s->input : s->h[l - 1];
         float *h = s->h[l];
         float *g = s->gates;
-        memcpy(g, layer->bias, sizeof s->gates);
-        charrnn_matvec_add(g, s->sum, layer->ih, x, CHARRNN_GATES, layer->inputs);
+        if (l == 0 && CHARRNN_INPUT_TABLE) {
+            charrnn_embed(g, id);
+        } else {
+            memcpy(g, layer->bias, sizeof s->gates);
+            charrnn_matvec_add(g, s->sum, layer->ih, x, CHARRNN_GATES, layer->inputs);
+        }
 #if CHARRNN_CELL_GRU
         {
             float *gh = s->recurrent;
@@ -554,13 +563,17 @@ static int charrnn_read(charrnn_state *s, int logits)
 static int charrnn_bench(charrnn_state *s, long steps, float temperature, int top_k)
 {
     int id = CHARRNN_START_ID >= 0 ? CHARRNN_START_ID : 0;
+    clock_t processor = clock();
     double started = charrnn_seconds();
     long t;
     for (t = 0; t < steps; t++) {
         charrnn_step(s, id);
         id = charrnn_sample(s, temperature, top_k);
     }
-    printf("steps %ld seconds %.9f last %d\n", steps, charrnn_seconds() - started, id);
+    /* wall-clock seconds, and the processor's (less than the wall clock's where other
+       programs took turns on the same core) */
+    printf("steps %ld seconds %.9f processor_seconds %.9f last %d\n", steps, charrnn_seconds() - started,
+           (double)(clock() - processor) / CLOCKS_PER_SEC, id);
     return 0;
 }
 
