@@ -13,7 +13,7 @@ from charrnn.cli.app import app
 from charrnn.data.vocab import Vocab
 from charrnn.data.vocab_kinds import ByteLevelVocab
 from charrnn.errors import ExportError
-from charrnn.export.c_model import STRICT_FLAGS, compile_program, export_c, find_compiler, program_logits
+from charrnn.export.c_model import STRICT_FLAGS, compile_program, export_c, find_compiler, measure, program_logits
 from charrnn.model.loading import load_model
 from charrnn.model.network import CharRNN, ModelConfig
 from charrnn.options import PRESETS
@@ -246,3 +246,17 @@ def test_without_a_compiler_the_source_is_written_and_the_check_says_so(monkeypa
     report = export_c(model, vocab, tmp_path / "model.c")
     assert report.paths == [tmp_path / "model.c"] and "charrnn_step" in report.paths[0].read_text()
     assert report.check.startswith("not compiled or checked: no C compiler found")
+
+
+def test_measure_times_the_optimised_build_and_scores_a_text(trained_run, compiler, tmp_path):
+    model, vocab, _ = load_model(trained_run, device="cpu")
+    report = export_c(model, vocab, tmp_path)
+    text = small_text(3)
+    found = measure(report.paths[0], steps=300, text=text, repeats=2)
+    ids = torch.tensor([vocab.encode(text).tolist()])
+    with torch.no_grad():
+        _, loss, _ = model(ids[:, :-1], targets=ids[:, 1:])
+    assert abs(found.bpc - float(loss) / math.log(2)) < 1e-5 and found.scored == len(text) - 1
+    assert 0 < found.processor_seconds_per_char and 0 < found.seconds_per_char < 0.01
+    assert found.chars_per_second == pytest.approx(1 / found.seconds_per_char)
+    assert found.weight_bytes < found.program_bytes and "-O3" in found.flags
