@@ -38,4 +38,4 @@ class DownloadError(CharRNNError):
 
 
 class ExportError(CharRNNError):
-    """A model that cannot be written in the asked format, or a format whose tools are missing."""
+    """A model that cannot be written in the asked format, or a format whose packages are missing."""
