@@ -188,6 +188,24 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "copy_min_run": 20,
     },
     "eval": {"unknown": "error"},
+    "serve": {
+        # Loopback only: a model reachable from the network must be asked for (--host) and
+        # then needs an API key.
+        "host": "127.0.0.1",
+        "port": 8000,
+        # Streams advanced together in one batched step. On 2 cores a 2x256 LSTM step costs
+        # about as much at 64 rows as at 16 per row, so 64 is cheap; more only queue.
+        "max_streams": 64,
+        "max_queue": 64,  # streams waiting for a slot; past this a request gets 503
+        "max_tokens": 256,  # a request's max_tokens (num_predict) when it gives none
+        "max_tokens_limit": 8192,  # the most a request may ask for
+        "max_prompt": 8192,  # characters; a prompt runs through the model before the first character
+        "max_body": 1 << 20,  # bytes of request body
+        "max_n": 16,  # completions per request
+        "grace": 10.0,  # seconds running streams get to finish after SIGTERM or Ctrl-C
+        # One thread steps the model; the event loop that serves HTTP keeps the other core.
+        "threads": 1,
+    },
 }
 
 CPU_BATCH_SIZE = DEFAULTS["train"]["batch_size"]
