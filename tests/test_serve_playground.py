@@ -46,7 +46,7 @@ def test_playground_streams_text_into_the_page(trained_run):
         browser.find_element(By.ID, "prompt").send_keys("[ROMEO] ")
         length = browser.find_element(By.ID, "length")
         length.clear()
-        length.send_keys("3000")
+        length.send_keys("8000")
         browser.find_element(By.ID, "go").click()
         # Seen while it streams: some text, but not yet all of it.
         partial = wait.until(lambda b: b.execute_script("return document.getElementById('generated').textContent"))
@@ -55,9 +55,9 @@ def test_playground_streams_text_into_the_page(trained_run):
         while "characters in" not in browser.find_element(By.ID, "status").text and time.monotonic() < done:
             lengths.add(len(browser.execute_script("return document.getElementById('generated').textContent")))
         status = browser.find_element(By.ID, "status").text
-        assert status.startswith("3000 characters in"), status
+        assert status.startswith("8000 characters in"), status
         final = browser.execute_script("return document.getElementById('generated').textContent")
-        assert len(final) == 3000 and len(lengths) > 2, f"the text did not appear piece by piece: lengths seen {sorted(lengths)}"
+        assert len(final) == 8000 and len(lengths) > 2, f"the text did not appear piece by piece: lengths seen {sorted(lengths)}"
         assert browser.find_element(By.ID, "output").text.startswith("[ROMEO] ")
         if os.environ.get(SCREENSHOT_ENV):
             browser.save_screenshot(os.environ[SCREENSHOT_ENV])

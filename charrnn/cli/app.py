@@ -939,10 +939,15 @@ def bench(
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON here.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for every figure. \\[default: all cores for training and batches, one for a single sample, as the commands choose]", show_default=False)] = None,
     contention: Annotated[bool, typer.Option("--contention", help="Instead: measure training and sampling beside other work (two trainings at once, a busy loop), adaptive threads against all cores, as ratios to each alone (about 6 minutes; --long: 18).")] = False,
+    serve: Annotated[bool, typer.Option("--serve", help="Instead: start `charrnn serve` and stream from it with 1, 8, 32 and 64 clients at once: chars/s of all together, time to first character, gaps between characters, every request accounted for (about 40 s; --long: 2 minutes).")] = False,
+    serve_run: Annotated[Optional[Path], typer.Option("--serve-run", metavar="RUN", help="With --serve: the run to serve. \\[default: a small-preset model trained one step]", show_default=False)] = None,
 ) -> None:
     """Measure training, sampling and encoding speed against this machine's matmul peak."""
     if contention:
         _bench_contention(long, json_path)
+        return
+    if serve or serve_run is not None:
+        _bench_serve(long, serve_run, json_path)
         return
     from charrnn.bench.speed import BenchConfig, run_bench
     from charrnn.cli.bench_tables import render_bench
@@ -977,6 +982,21 @@ def _bench_contention(long: bool, json_path: Optional[Path]) -> None:
     started = time.perf_counter()
     result = run_contention(60.0 if long else 15.0, progress=lambda message: err.print(f"bench: {message}", markup=False))
     render_contention(result, out if out.is_terminal else Console(highlight=False, width=140))
+    err.print(f"bench took {time.perf_counter() - started:.0f} s", markup=False)
+    if json_path is not None:
+        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+        err.print(f"wrote {json_path}", markup=False)
+
+
+def _bench_serve(long: bool, run: Optional[Path], json_path: Optional[Path]) -> None:
+    from charrnn.bench.serve_load import run_serve_load
+    from charrnn.cli.bench_tables import render_serve_load
+    from charrnn.serve.config import require_server_packages
+
+    require_server_packages()
+    started = time.perf_counter()
+    result = run_serve_load(run, seconds=24.0 if long else 6.0, progress=lambda message: err.print(f"bench: {message}", markup=False))
+    render_serve_load(result, out if out.is_terminal else Console(highlight=False, width=140))
     err.print(f"bench took {time.perf_counter() - started:.0f} s", markup=False)
     if json_path is not None:
         json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
