@@ -312,3 +312,18 @@ def test_sigterm_lets_streams_finish_within_the_grace_period_then_ends_them_sayi
     assert max(t for t, _ in received["endless"]) - signalled >= grace - 0.2, "the stream was ended before its grace period"
     assert '"code": "server_shutdown"' in endless_text and "cut short after the 3 s grace period" in endless_text
     assert "data: [DONE]" in endless_text.split('"server_shutdown"')[-1]
+
+
+def test_without_the_serve_extra_one_line_says_how_to_get_it(trained_run):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    # None in sys.modules makes an import fail as a missing package does.
+    code = "import sys; sys.modules['uvicorn'] = None; from charrnn.cli.app import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "serve", str(trained_run)], capture_output=True, text=True, cwd=REPO, timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["charrnn: invalid options: charrnn serve needs uvicorn: pip install 'charrnn[serve]'"]

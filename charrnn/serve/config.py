@@ -73,9 +73,11 @@ class ServeConfig:
 
 def require_server_packages() -> None:
     """The HTTP stack is an optional extra: say how to get it, in one line."""
+    import importlib
+
     try:
-        import starlette  # noqa: F401
-        import uvicorn  # noqa: F401
+        for name in ("starlette", "uvicorn"):
+            importlib.import_module(name)
     except ImportError as exc:
         raise ConfigError(f"charrnn serve needs {exc.name}: pip install 'charrnn[serve]'") from None
 
