@@ -231,14 +231,21 @@ def _event(payload: dict) -> str:
 
 
 async def _completion_events(hub: Hub, streams: list[Stream], head: dict, include_usage: bool) -> AsyncIterator[str]:
+    # The part of every chunk before its text, serialised once: a chunk then costs one
+    # json.dumps of its text (the event loop writes thousands of chunks a second).
+    before_text = "data: " + json.dumps(head, ensure_ascii=False)[:-1] + ', "choices": [{"text": '
+
+    def chunk(i: int, text: str, reason: str | None) -> str:
+        return f'{before_text}{json.dumps(text, ensure_ascii=False)}, "index": {i}, "logprobs": null, "finish_reason": {json.dumps(reason)}}}]}}\n\n'
+
     async for i, text, reason in _pieces(hub, streams):
         problem = _ended_early(reason or "", hub.config.grace)
         if problem is not None:
             if text:
-                yield _event({**head, "choices": [{"text": text, "index": i, "logprobs": None, "finish_reason": None}]})
+                yield chunk(i, text, None)
             yield _event({**problem.body(), "index": i})
             continue
-        yield _event({**head, "choices": [{"text": text, "index": i, "logprobs": None, "finish_reason": reason}]})
+        yield chunk(i, text, reason)
     if include_usage:
         yield _event({**head, "choices": [], "usage": _usage(streams)})
     yield "data: [DONE]\n\n"

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
-import math
 from dataclasses import dataclass, field
 
 from charrnn.errors import ConfigError
-from charrnn.options import DEFAULTS
+from charrnn.options import DEFAULTS, check_finite, option_name
 
 _SERVE = DEFAULTS["serve"]
 
@@ -41,8 +40,7 @@ class ServeConfig:
     cors: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.grace):
-            raise ConfigError(f"--grace must be a finite number, not {self.grace}")
+        check_finite(option_name("grace"), self.grace)
         checks = [
             (bool(self.host.strip()), "--host must not be empty"),
             (0 <= self.port <= 65535, "--port must be in 0..65535 (0 picks a free port)"),
