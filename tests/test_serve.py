@@ -144,6 +144,14 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot_within_a_step(server):
     assert after["most_steps_after_cancel"] <= 1
 
 
+def test_a_client_that_leaves_before_a_whole_reply_frees_its_slot(server):
+    before = health(server.url)["streams"]["cancelled"]
+    sock = open_stream(server.port, "/api/generate", {"stream": False, "options": {"num_predict": 100000}})
+    assert wait_until(lambda: health(server.url)["streams"]["active"] == 1)
+    sock.close()
+    assert wait_until(lambda: (s := health(server.url)["streams"])["open"] == 0 and s["cancelled"] == before + 1, timeout=5)
+
+
 def test_a_full_server_answers_503_with_retry_after_and_recovers(server):
     held = [open_stream(server.port, "/v1/completions", {"max_tokens": 90000, "stream": True}) for _ in range(6)]
     try:

@@ -838,7 +838,7 @@ def serve(
     cors: Annotated[Optional[list[str]], typer.Option(metavar="ORIGIN", help="Let pages from this origin call the API from a browser (repeatable). \\[default: none]", show_default=False, rich_help_panel=ACCESS)] = None,
     max_streams: Annotated[int, typer.Option(min=1, help="Streams advanced together in one batched step.", rich_help_panel=LIMITS)] = SERVE["max_streams"],
     max_queue: Annotated[int, typer.Option(min=0, help="Streams waiting for a slot; past this a request is answered 503 with Retry-After.", rich_help_panel=LIMITS)] = SERVE["max_queue"],
-    max_tokens: Annotated[int, typer.Option(min=1, help="Characters made when a request gives no max_tokens (num_predict).", rich_help_panel=LIMITS)] = SERVE["max_tokens"],
+    max_tokens: Annotated[Optional[int], typer.Option(min=1, help=f"Characters made when a request gives no max_tokens (num_predict). \\[default: {SERVE['max_tokens']}, or --max-tokens-limit if lower]", show_default=False, rich_help_panel=LIMITS)] = None,
     max_tokens_limit: Annotated[int, typer.Option(min=1, help="The most max_tokens a request may ask for.", rich_help_panel=LIMITS)] = SERVE["max_tokens_limit"],
     max_prompt: Annotated[int, typer.Option(min=1, help="The longest prompt, in characters.", rich_help_panel=LIMITS)] = SERVE["max_prompt"],
     max_body: Annotated[int, typer.Option(min=1024, help="The largest request body, in bytes.", rich_help_panel=LIMITS)] = SERVE["max_body"],

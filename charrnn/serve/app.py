@@ -185,7 +185,9 @@ async def _collect(hub: Hub, request: Request, streams: list[Stream]) -> list[tu
         if not work.done():
             work.cancel()
             await asyncio.gather(work, return_exceptions=True)
-            raise asyncio.CancelledError  # nobody to answer
+    if not work.done() or work.cancelled():
+        # Nobody is left to read the answer; this only ends the request quietly.
+        raise ApiError(499, "the client closed the connection before the completion ended", code="client_closed")
     work.result()
     return [("".join(t), r) for t, r in zip(texts, reasons)]
 

@@ -29,7 +29,7 @@ class ServeConfig:
     port: int = _SERVE["port"]
     max_streams: int = _SERVE["max_streams"]
     max_queue: int = _SERVE["max_queue"]
-    max_tokens: int = _SERVE["max_tokens"]
+    max_tokens: int | None = None  # None: the default, or max_tokens_limit if that is lower
     max_tokens_limit: int = _SERVE["max_tokens_limit"]
     max_prompt: int = _SERVE["max_prompt"]
     max_body: int = _SERVE["max_body"]
@@ -41,6 +41,8 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         check_finite(option_name("grace"), self.grace)
+        if self.max_tokens is None:
+            self.max_tokens = min(_SERVE["max_tokens"], max(1, self.max_tokens_limit))
         checks = [
             (bool(self.host.strip()), "--host must not be empty"),
             (0 <= self.port <= 65535, "--port must be in 0..65535 (0 picks a free port)"),
