@@ -37,6 +37,12 @@ from charrnn.serve.config import ServeConfig, listening_socket
 from charrnn.serve.protocol import ApiError, GenerationRequest, completion_request, error_object, generate_request, parse_body
 from charrnn.serve.scheduler import Engine, NotAccepting, QueueFull, Stream
 
+# Seconds between two hand-overs of text to the clients (a stream's first text and its end go
+# at once). Each piece written costs the event loop tens of microseconds, whatever its
+# length: at 100 pieces a second a reader sees text flow as smoothly as per character, and 32
+# streams cost the event loop a third of what one piece per character each did.
+DELIVERY_INTERVAL = 0.01
+
 # Seconds a client is told to wait after a 503 for a full queue: streams of a few hundred
 # characters end within about a second here.
 RETRY_AFTER = 1
@@ -57,17 +63,29 @@ class Hub:
     started: float = field(default_factory=time.time)
     shutting_down: bool = False
     loop: asyncio.AbstractEventLoop | None = None
+    _next_delivery: float = 0.0
+    _timer: asyncio.TimerHandle | None = None
 
     def deliver(self) -> None:
         """On the event loop: hand the engine's news to the requests waiting for it."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._next_delivery = self.loop.time() + DELIVERY_INTERVAL
         for stream in self.engine.take_news():
             if stream.listener is not None:
                 stream.listener()
 
-    def wake(self) -> None:
+    def wake(self, urgent: bool) -> None:
         """From the worker: the engine has news."""
         if self.loop is not None:
-            self.loop.call_soon_threadsafe(self.deliver)
+            self.loop.call_soon_threadsafe(self._deliver_in_time, urgent)
+
+    def _deliver_in_time(self, urgent: bool) -> None:
+        if urgent or self.loop.time() >= self._next_delivery:
+            self.deliver()
+        elif self._timer is None:
+            self._timer = self.loop.call_at(self._next_delivery, self.deliver)
 
     def begin_shutdown(self) -> None:
         """On the event loop, at the first SIGTERM or Ctrl-C: take no new streams, give the

@@ -18,7 +18,8 @@ by ~1e-7: a draw changes only on a near-tie).
 The worker hands text to the event loop without waking it once per character: it calls
 ``wake`` when a step made news and no wake-up is pending, and the event loop takes all news
 at once (``take_news``). A slow event loop therefore gets fewer, larger pieces, never a
-backlog of wake-ups.
+backlog of wake-ups. ``wake(urgent)`` says whether the news should go out at once (a
+stream's first text, or its end) or may wait for the event loop's next delivery.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ class Engine:
         max_streams: int,
         max_queue: int,
         threads: int = 1,
-        wake: Callable[[], None] = lambda: None,
+        wake: Callable[[bool], None] = lambda urgent: None,
     ) -> None:
         self.stepper = FastStepper(model)
         self.vocab = vocab
@@ -130,7 +131,9 @@ class Engine:
         self._groups: list[tuple[SampleConfig, np.ndarray, list[Noise]]] | None = None
         self._open = 0  # submitted and not finished
         self._news: list[Stream] = []
-        self._woken = False
+        self._woken = False  # a wake-up is on its way and news not yet taken
+        self._urgent = False  # news that should not wait: a stream's first text, or its end
+        self._woken_urgent = False
         self._accepting = True
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -176,7 +179,7 @@ class Engine:
         """The streams with text or an end not yet taken; re-arms ``wake``."""
         with self._cond:
             news, self._news = self._news, []
-            self._woken = False
+            self._woken = self._urgent = self._woken_urgent = False
         return news
 
     def stop_accepting(self) -> None:
@@ -224,13 +227,17 @@ class Engine:
             stream.finish_reason = reason
             stream.finished_at = time.perf_counter()
             self._news.append(stream)
+            self._urgent = True
 
     def _wake_if_news(self) -> None:
         with self._cond:
-            wake = bool(self._news) and not self._woken
-            self._woken = self._woken or wake
+            urgent = self._urgent
+            wake = bool(self._news) and (not self._woken or (urgent and not self._woken_urgent))
+            if wake:
+                self._woken = True
+                self._woken_urgent = self._woken_urgent or urgent
         if wake:
-            self.wake()
+            self.wake(urgent)
 
     def _run(self) -> None:
         set_threads(self.threads)
@@ -300,6 +307,7 @@ class Engine:
         if stream.finish_reason is not None:
             return False  # ended from outside (cancelled, shut down): nothing more goes out
         if text:
+            self._urgent = self._urgent or stream.chars == 0
             stream.pending.append(text)
             stream.chars += len(text)
             self._news.append(stream)
