@@ -6,8 +6,8 @@ two steps: joining appends its primed state as a row, leaving drops the row. One
 thread owns the model and the batch; the HTTP side hands it streams (``submit``), asks it to
 drop one (``cancel``), and takes each stream's text as it is made (``take``).
 
-A step costs about as much for 64 rows as for a few (the step is one matrix product per layer),
-so the rows share the price of the step, and a row that leaves stops costing at once.
+The rows share the price of a step (one matrix product per layer): for the small preset on
+one thread, 0.13 ms for one row, 0.60 ms for 32; and a row that leaves stops costing at once.
 
 Each stream draws from its own generator (seeded by the request), through the one sampling
 path, ``charrnn.generation.sample.sample_next``, with the noise of exactly its own rows: so
