@@ -335,3 +335,24 @@ def test_without_the_serve_extra_one_line_says_how_to_get_it(trained_run):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["charrnn: invalid options: charrnn serve needs uvicorn: pip install 'charrnn[serve]'"]
+
+
+def test_a_port_already_taken_is_one_line(trained_run):
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "charrnn", "serve", str(trained_run), "--port", str(port)],
+            capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=60,
+        )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"charrnn: invalid options: cannot listen on 127.0.0.1:{port}: Address already in use; choose another --port (0 picks a free one)"
+    ]
