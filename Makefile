@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 CONSTRAINTS ?= constraints-cpu.txt
 
-.PHONY: setup demo test docs clean
+.PHONY: setup browser demo test docs clean
 
 $(BIN)/charrnn: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,15 @@ demo: setup
 	$(BIN)/charrnn train stdlib --minutes 2 --eval-chars 200000 --out $$run && \
 	$(BIN)/charrnn sample $$run --best --length 800 --temperature 0.7 --prime "def "
 
-test: setup
+# The playground test drives a real headless browser: Debian's chromium and chromedriver,
+# installed here when they are missing and apt-get can (as root); otherwise that test skips.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "no chromium and no root apt-get here: the playground test will skip"; fi
+
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 # Regenerate the option tables of docs/usage.md from the commands themselves.

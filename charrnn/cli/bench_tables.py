@@ -208,3 +208,33 @@ def render_startup(result, console: Console) -> None:
             "" if reference else ("yes" if row["median_s"] < result.target_s else "NO"),
         )
     console.print(table)
+
+
+def render_serve_load(result, console: Console) -> None:
+    """``charrnn bench --serve``: one row per number of clients."""
+    console.print(
+        f"charrnn serve {result.model}: streaming /v1/completions, {result.max_tokens} characters per request, "
+        f"{result.level_seconds:g} s per level, {result.cpus} CPUs (clients and server share them)",
+        markup=False,
+    )
+    table = Table(box=None)
+    for name in ("clients", "chars/s", "x 1 client", "first char p50 ms", "p99 ms", "gap p99 ms", "requests", "completed", "errors", "failed", "busiest step", "load before"):
+        table.add_column(name, justify="right")
+    one = result.levels[0].chars_per_s if result.levels and result.levels[0].clients == 1 else None
+    for level in result.levels:
+        errors = ", ".join(f"{n} x {status}" for status, n in sorted(level.errors.items())) or "0"
+        table.add_row(
+            str(level.clients),
+            _num(level.chars_per_s),
+            "-" if not one else f"{level.chars_per_s / one:.1f}",
+            _num(level.ttfc_p50_ms, 1),
+            _num(level.ttfc_p99_ms, 1),
+            _num(level.gap_p99_ms, 1),
+            f"{level.sent:,}",
+            f"{level.completed:,}",
+            errors,
+            str(level.failed) + ("" if level.accounted else " (unaccounted!)"),
+            str(level.busiest_step),
+            f"{level.load_before[0]:.2f}",
+        )
+    console.print(table)

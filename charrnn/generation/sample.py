@@ -14,7 +14,7 @@ import torch
 from charrnn.options import DEFAULTS, check_finite, check_seed, option_name
 from charrnn.errors import ConfigError, VocabError
 from charrnn.model.network import CharRNN
-from charrnn.generation.stepper import make_stepper
+from charrnn.generation.stepper import Stepper, make_stepper
 from charrnn.threads import ThreadGovernor
 from charrnn.data.vocab_kinds import piece_decoder
 from charrnn.data.vocab import Vocab
@@ -151,10 +151,16 @@ class Noise:
     the same text whatever the block, and a character costs a slice instead of a torch call.
     CUDA's generator is counter-based, so there each slab is its own fill."""
 
-    def __init__(self, generator: torch.Generator, rows: int, vocab: int, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, generator: torch.Generator, rows: int, vocab: int, device: torch.device | str = "cpu", most: int | None = None
+    ) -> None:
+        """``most``: the slabs this noise will ever be asked for, if known (a short completion
+        then fetches only what it uses; the slabs themselves are the same)."""
         self.generator = generator
         self.shape = (rows, vocab)
         self.block = 1 if torch.device(device).type == "cuda" else max(1, NOISE_BLOCK_VALUES // (rows * vocab))
+        if most is not None:
+            self.block = max(1, min(self.block, most))
         self.device = device
         self.slabs: torch.Tensor | None = None
         self.gumbel_slabs: np.ndarray | None = None
@@ -222,6 +228,33 @@ def prime_ids(vocab: Vocab, config: SampleConfig) -> list[int]:
     return ids
 
 
+@torch.no_grad()
+def first_ids(
+    stepper: Stepper,
+    vocab: Vocab,
+    config: SampleConfig,
+    generator: torch.Generator,
+    noise: Noise,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, object, torch.Tensor | None]:
+    """The first id of each of ``config.num_samples`` samples, drawn after the prime has run
+    through the model; with the state after the prime and the penalty's history. Every
+    sampling loop starts here, so that a seed makes the same text in each of them."""
+    n = config.num_samples
+    ids = prime_ids(vocab, config)
+    if ids:
+        prompt = torch.tensor(ids, device=device).unsqueeze(0).expand(n, -1)
+        history = prompt[:, -config.repetition_window :] if config.repetition_penalty != 1.0 else None
+        logits, state = stepper.prime(prompt)
+        return sample_next(logits, config, noise, history), state, history
+    if "\n" in vocab.chars:
+        # No prime: start as if at the beginning of a line (the newline is not output).
+        newline = torch.full((n, 1), vocab.chars.index("\n"), device=device)
+        logits, state = stepper.prime(newline)
+        return sample_next(logits, config, noise), state, None
+    return torch.randint(len(vocab), (n,), generator=generator, device=device), None, None
+
+
 # Seconds of generation per report to the thread governor: one step takes about 0.1 ms, too
 # short to time alone without noise, and a report every step would cost more than it saves.
 GOVERNED_SECONDS = 0.02
@@ -243,22 +276,7 @@ def generate_ids(
     generator = torch.Generator(device=device).manual_seed(config.seed)
     n = config.num_samples
     noise = Noise(generator, n, model.config.vocab_size, device)
-    ids = prime_ids(vocab, config)
-    state = None
-    history = None
-    if ids:
-        prompt = torch.tensor(ids, device=device).unsqueeze(0).expand(n, -1)
-        if config.repetition_penalty != 1.0:
-            history = prompt[:, -config.repetition_window :]
-        logits, state = stepper.prime(prompt)
-        next_ids = sample_next(logits, config, noise, history)
-    elif "\n" in vocab.chars:
-        # No prime: start as if at the beginning of a line (the newline is not output).
-        newline = torch.full((n, 1), vocab.chars.index("\n"), device=device)
-        logits, state = stepper.prime(newline)
-        next_ids = sample_next(logits, config, noise)
-    else:
-        next_ids = torch.randint(len(vocab), (n,), generator=generator, device=device)
+    next_ids, state, history = first_ids(stepper, vocab, config, generator, noise, device)
     # One plain sample on a numpy stepper stays in numpy: the stepper advances its state in
     # place and ``sample_next`` draws from its logits without a tensor in between.
     in_numpy = stepper.numpy_steps and n == 1 and is_plain(config)

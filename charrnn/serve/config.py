@@ -1,0 +1,102 @@
+"""The server's options and limits, checked before any model is loaded."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from charrnn.errors import ConfigError
+from charrnn.options import DEFAULTS, check_finite, option_name
+
+_SERVE = DEFAULTS["serve"]
+
+API_KEY_ENV = "CHARRNN_API_KEY"
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name that may resolve to anything
+
+
+@dataclass
+class ServeConfig:
+    host: str = _SERVE["host"]
+    port: int = _SERVE["port"]
+    max_streams: int = _SERVE["max_streams"]
+    max_queue: int = _SERVE["max_queue"]
+    max_tokens: int | None = None  # None: the default, or max_tokens_limit if that is lower
+    max_tokens_limit: int = _SERVE["max_tokens_limit"]
+    max_prompt: int = _SERVE["max_prompt"]
+    max_body: int = _SERVE["max_body"]
+    max_n: int = _SERVE["max_n"]
+    grace: float = _SERVE["grace"]
+    threads: int = _SERVE["threads"]
+    api_key: str | None = None
+    cors: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        check_finite(option_name("grace"), self.grace)
+        if self.max_tokens is None:
+            self.max_tokens = min(_SERVE["max_tokens"], max(1, self.max_tokens_limit))
+        checks = [
+            (bool(self.host.strip()), "--host must not be empty"),
+            (0 <= self.port <= 65535, "--port must be in 0..65535 (0 picks a free port)"),
+            (self.max_streams >= 1, "--max-streams must be at least 1"),
+            (self.max_queue >= 0, "--max-queue must be >= 0"),
+            (self.max_tokens_limit >= 1, "--max-tokens-limit must be at least 1"),
+            (
+                1 <= self.max_tokens <= self.max_tokens_limit,
+                f"--max-tokens must be in 1..--max-tokens-limit ({self.max_tokens_limit})",
+            ),
+            (self.max_prompt >= 1, "--max-prompt must be at least 1"),
+            (self.max_body >= 1024, "--max-body must be at least 1024 bytes"),
+            (self.max_n >= 1, "--max-n must be at least 1"),
+            (self.grace >= 0, "--grace must be >= 0"),
+            (self.threads >= 1, "--threads must be at least 1"),
+            (self.api_key is None or bool(self.api_key.strip()), f"--api-key (or {API_KEY_ENV}) must not be empty"),
+            (all(origin.strip() for origin in self.cors), "--cors origins must not be empty"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        if not is_loopback(self.host) and self.api_key is None:
+            raise ConfigError(
+                f"--host {self.host} lets other machines reach the model: give an API key with "
+                f"--api-key KEY (or {API_KEY_ENV}), or serve on 127.0.0.1"
+            )
+
+
+def require_server_packages() -> None:
+    """The HTTP stack is an optional extra: say how to get it, in one line."""
+    import importlib
+
+    try:
+        for name in ("starlette", "uvicorn"):
+            importlib.import_module(name)
+    except ImportError as exc:
+        raise ConfigError(f"charrnn serve needs {exc.name}: pip install 'charrnn[serve]'") from None
+
+
+def listening_socket(host: str, port: int):
+    """A socket bound to host:port (port 0: a free one), or a one-line error saying why not."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port (0 picks a free one)") from None
+    sock.set_inheritable(True)
+    return sock

@@ -1,0 +1,278 @@
+"""What a request may say, and the errors that answer it when it says something else.
+
+Bodies are checked field by field against what the endpoint takes, so that every refusal
+names the field at fault, in the shape of the OpenAI API's error object:
+``{"error": {"message": ..., "type": ..., "param": ..., "code": ...}}``. The Ollama-style
+endpoint answers in the same shape (its own clients read the ``error`` key too).
+
+Fields that OpenAI's completions API defines but a character model cannot honour
+(``echo``, ``logprobs``, penalties, ``best_of``, ...) are accepted at their neutral value and
+refused, by name, at any other: a client that sends its defaults works, and one that relies
+on them hears that they do nothing here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from charrnn.data.vocab import Vocab
+from charrnn.errors import VocabError
+from charrnn.options import DEFAULTS, MAX_SEED
+from charrnn.serve.config import ServeConfig
+
+# OpenAI's ranges for the options both APIs share.
+MAX_TEMPERATURE = 2.0
+MAX_STOP_STRINGS = 4
+
+
+class ApiError(Exception):
+    """A request the server answers with an error object instead of text."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return error_object(self.message, self.kind, self.param, self.code)
+
+
+def error_object(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One request's text to continue and how: ``n`` streams, each with its own seed."""
+
+    prompt: str
+    max_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    stop: tuple[str, ...]
+    seed: int | None
+    n: int
+    stream: bool
+    include_usage: bool = False
+
+    def seeds(self) -> list[int | None]:
+        """Completion i of a seeded request draws from seed + i (wrapping inside 0..MAX_SEED),
+        so that each is reproducible alone."""
+        if self.seed is None:
+            return [None] * self.n
+        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.n)]
+
+
+def parse_body(raw: bytes) -> dict:
+    """The JSON object of a request body."""
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"the request body is not UTF-8 text (byte {exc.start})", code="invalid_json") from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", code="invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, "the request body is not valid JSON: nested too deeply", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, f"the request body must be a JSON object, not {_json_type(body)}", code="invalid_json")
+    return body
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def _invalid(param: str, message: str, code: str = "invalid_value") -> ApiError:
+    return ApiError(400, f"{param}: {message}", param=param, code=code)
+
+
+def _unknown_fields(body: dict, known: tuple[str, ...], where: str, prefix: str = "") -> None:
+    for name in body:
+        if name not in known:
+            raise _invalid(
+                prefix + name,
+                f"unknown field; {where} takes {', '.join(known)}",
+                code="unknown_field",
+            )
+
+
+def _number(body: dict, name: str, default, low: float, high: float, *, integer: bool = False, low_open: bool = False, param: str | None = None):
+    param = param or name
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise _invalid(param, f"must be {'an integer' if integer else 'a number'}, not {_json_type(value)}", code="invalid_type")
+    if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
+        low_bracket = "(" if low_open else "["
+        raise _invalid(param, f"must be in {low_bracket}{low:g}, {high:g}], not {value}", code="out_of_range")
+    return value
+
+
+def _flag(body: dict, name: str, default: bool, param: str | None = None) -> bool:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise _invalid(param or name, f"must be true or false, not {_json_type(value)}", code="invalid_type")
+    return value
+
+
+def _stop(body: dict, name: str, param: str | None = None) -> tuple[str, ...]:
+    param = param or name
+    value = body.get(name)
+    if value is None:
+        return ()
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise _invalid(param, "must be a string or an array of strings", code="invalid_type")
+    if len(stops) > MAX_STOP_STRINGS:
+        raise _invalid(param, f"at most {MAX_STOP_STRINGS} stop strings, not {len(stops)}", code="out_of_range")
+    if not all(stops):
+        raise _invalid(param, "stop strings must not be empty")
+    return tuple(stops)
+
+
+def _prompt(body: dict, vocab: Vocab, limits: ServeConfig) -> str:
+    value = body.get("prompt", "")
+    if value is None:
+        value = ""
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+        value = value[0]  # OpenAI clients may send one prompt as a one-element array
+    if not isinstance(value, str):
+        raise _invalid("prompt", f"must be a string, not {_json_type(value)}", code="invalid_type")
+    if len(value) > limits.max_prompt:
+        raise _invalid("prompt", f"{len(value):,} characters, more than the server's limit of {limits.max_prompt:,}", code="prompt_too_long")
+    try:
+        vocab.encode(value)
+    except VocabError as exc:
+        raise _invalid("prompt", str(exc), code="characters_outside_vocabulary") from None
+    return value
+
+
+def _model(body: dict, model_id: str) -> None:
+    value = body.get("model")
+    if value is None:
+        return
+    if value != model_id:
+        shown = json.dumps(value, ensure_ascii=False)[:80]
+        raise ApiError(404, f"model: {shown} is not served here; this server serves {model_id!r}", param="model", code="model_not_found")
+
+
+# -- OpenAI /v1/completions -----------------------------------------------------------
+
+COMPLETION_FIELDS = (
+    "model", "prompt", "max_tokens", "temperature", "top_p", "stop", "seed", "n", "stream",
+    "stream_options", "echo", "logprobs", "frequency_penalty", "presence_penalty", "best_of",
+    "logit_bias", "suffix", "user",
+)
+
+# Defined by OpenAI, with a value at which they change nothing; any other is refused.
+_NEUTRAL = {
+    "echo": (False,),
+    "logprobs": (None, 0),
+    "frequency_penalty": (None, 0),
+    "presence_penalty": (None, 0),
+    "logit_bias": (None, {}),
+    "suffix": (None, ""),
+}
+
+
+def completion_request(body: dict, vocab: Vocab, limits: ServeConfig, model_id: str) -> GenerationRequest:
+    """A /v1/completions body, checked (OpenAI's fields and ranges)."""
+    _unknown_fields(body, COMPLETION_FIELDS, "/v1/completions")
+    _model(body, model_id)
+    for name, neutral in _NEUTRAL.items():
+        value = body.get(name)
+        if value is not None and not any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in neutral):
+            raise _invalid(name, f"not supported by a character model; leave it out (or send {json.dumps(neutral[-1])})", code="unsupported_value")
+    if "user" in body and not isinstance(body["user"], (str, type(None))):
+        raise _invalid("user", "must be a string", code="invalid_type")
+    n = _number(body, "n", 1, 1, min(limits.max_n, limits.max_streams), integer=True)
+    best_of = body.get("best_of")
+    if best_of is not None and best_of != n:
+        raise _invalid("best_of", f"must equal n ({n}): completions are not ranked here", code="unsupported_value")
+    stream = _flag(body, "stream", False)
+    options = body.get("stream_options")
+    include_usage = False
+    if options is not None:
+        if not stream:
+            raise _invalid("stream_options", "only with stream: true")
+        if not isinstance(options, dict):
+            raise _invalid("stream_options", f"must be an object, not {_json_type(options)}", code="invalid_type")
+        _unknown_fields(options, ("include_usage",), "stream_options", prefix="stream_options.")
+        include_usage = _flag(options, "include_usage", False, param="stream_options.include_usage")
+    return GenerationRequest(
+        prompt=_prompt(body, vocab, limits),
+        max_tokens=_number(body, "max_tokens", limits.max_tokens, 1, limits.max_tokens_limit, integer=True),
+        temperature=float(_number(body, "temperature", _default_temperature(), 0, MAX_TEMPERATURE)),
+        top_p=float(_number(body, "top_p", 1.0, 0, 1, low_open=True)),
+        top_k=0,
+        stop=_stop(body, "stop"),
+        seed=_number(body, "seed", None, 0, MAX_SEED, integer=True),
+        n=n,
+        stream=stream,
+        include_usage=include_usage,
+    )
+
+
+def _default_temperature() -> float:
+    return DEFAULTS["sample"]["temperature"]
+
+
+# -- Ollama /api/generate -------------------------------------------------------------
+
+GENERATE_FIELDS = ("model", "prompt", "stream", "options", "keep_alive", "raw")
+GENERATE_OPTIONS = ("temperature", "top_p", "top_k", "seed", "num_predict", "stop")
+
+
+def generate_request(body: dict, vocab: Vocab, limits: ServeConfig, model_id: str) -> GenerationRequest:
+    """An /api/generate body, checked (Ollama's fields; ``keep_alive`` and ``raw`` change
+    nothing here: the model stays loaded and no template is ever applied)."""
+    _unknown_fields(body, GENERATE_FIELDS, "/api/generate")
+    _model(body, model_id)
+    if "raw" in body:
+        _flag(body, "raw", True)
+    keep_alive = body.get("keep_alive")
+    if keep_alive is not None and (isinstance(keep_alive, bool) or not isinstance(keep_alive, (str, int, float))):
+        raise _invalid("keep_alive", "must be a duration (a string such as \"5m\" or a number of seconds)", code="invalid_type")
+    options = body.get("options") or {}
+    if not isinstance(options, dict):
+        raise _invalid("options", f"must be an object, not {_json_type(options)}", code="invalid_type")
+    _unknown_fields(options, GENERATE_OPTIONS, "options", prefix="options.")
+    predict = options.get("num_predict")
+    if predict == -1:
+        max_tokens = limits.max_tokens_limit  # Ollama's "no limit": the server's
+    else:
+        max_tokens = _number(options, "num_predict", limits.max_tokens, 1, limits.max_tokens_limit, integer=True, param="options.num_predict")
+    return GenerationRequest(
+        prompt=_prompt(body, vocab, limits),
+        max_tokens=max_tokens,
+        temperature=float(_number(options, "temperature", _default_temperature(), 0, MAX_TEMPERATURE, param="options.temperature")),
+        top_p=float(_number(options, "top_p", 1.0, 0, 1, low_open=True, param="options.top_p")),
+        top_k=_number(options, "top_k", 0, 0, len(vocab), integer=True, param="options.top_k"),
+        stop=_stop(options, "stop", param="options.stop"),
+        seed=_number(options, "seed", None, 0, MAX_SEED, integer=True, param="options.seed"),
+        n=1,
+        stream=_flag(body, "stream", True),
+    )
