@@ -28,6 +28,7 @@ import torch
 
 from charrnn import __version__, checkpoint
 from charrnn.data.corpus import Corpus, Sources, resolve_sources
+from charrnn.data.unigram import unigram_bpc
 from charrnn.data.vocab import Vocab
 from charrnn.data.vocab_kinds import stored_vocab, vocab_kind
 from charrnn.device import (
@@ -62,6 +63,9 @@ class Run:
     # One line each about a resume that cannot continue exactly as it was: the caller shows them.
     notices: list[str] = field(default_factory=list)
     threads: ThreadPolicy | None = None
+    # Bits per character of a model that knows only the characters' frequencies, on the
+    # validation text (the training text when there is none): the level the run must leave.
+    unigram_bpc: float | None = None
 
     @property
     def vocab(self) -> Vocab:
@@ -258,6 +262,8 @@ def prepare_run(request: RunRequest) -> Run:
     run = Run(
         directory, corpus, model, trainer, corpus_options, resumed_from, extended_by, notices, resolve_policy(request.threads)
     )
+    scored = corpus.train if trainer.val_ids is None else trainer.val_ids
+    run.unigram_bpc = unigram_bpc(scored, tokens_per_char)
     if distributed.is_main():  # the only rank that writes files
         _create_directory(run)
     return run
