@@ -40,7 +40,7 @@ def test_importing_the_command_line_imports_neither_torch_nor_numpy():
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["train"], ["sample"], ["eval"], ["info"], ["export"], ["plot"], ["vocab"], ["bench"], ["corpus"], ["corpus", "list"]],
+    [[], ["train"], ["sample"], ["eval"], ["info"], ["export"], ["plot"], ["vocab"], ["bench"], ["corpus"], ["corpus", "list"], ["corpus", "suite"]],
 )
 def test_help_imports_neither_torch_nor_numpy(command):
     assert heavy_modules(*command, "--help") == ""
