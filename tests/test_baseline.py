@@ -34,7 +34,6 @@ def test_unigram_bpc_is_the_entropy_of_the_frequencies():
     assert unigram_bpc(np.array([], dtype=np.int64)) is None
 
 
-@pytest.mark.slow
 def test_train_header_and_eval_report_the_baseline(tmp_path):
     text = small_text()
     corpus = tmp_path / "verse.txt"
@@ -54,7 +53,6 @@ def test_train_header_and_eval_report_the_baseline(tmp_path):
     assert shown == pytest.approx(entropy_by_hand(other.read_text(encoding="utf-8")), abs=6e-5)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("lr, learns", [("30", False), ("5e-3", True)])
 def test_stall_warning_fires_once_when_the_model_cannot_learn_and_never_when_it_does(tmp_path, lr, learns):
     corpus = tmp_path / "verse.txt"

@@ -82,7 +82,6 @@ def _pinned(monkeypatch, package_data: bytes, name: str = "django-po"):
     return pinned, text
 
 
-@pytest.mark.slow
 def test_build_from_a_package_file_already_there_writes_to_the_cache_and_resolves_by_name(tmp_path, monkeypatch):
     data = wheel_bytes()
     pinned, text = _pinned(monkeypatch, data)
