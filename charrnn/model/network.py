@@ -48,6 +48,19 @@ class CharRNN(nn.Module):
                     with torch.no_grad():
                         bias[h : 2 * h].fill_(1.0)
 
+    def start_from_frequencies(self, counts: torch.Tensor) -> None:
+        """Set the decoder's bias to the log of each token's frequency in the training text
+        (``counts``, one per vocabulary entry; add-one smoothed, so a token never seen is
+        unlikely, not impossible). The first step then predicts at the unigram level instead
+        of uniformly: with AdamW each bias moves by about the learning rate per step, so on a
+        large vocabulary (thousands of characters, log-frequencies spread over ten nats)
+        learning the frequencies alone took hundreds of steps and crowded out the rest."""
+        counts = counts.to(torch.float64).reshape(-1) + 1.0
+        if counts.numel() != self.config.vocab_size:
+            raise ValueError(f"{counts.numel()} counts for a vocabulary of {self.config.vocab_size}")
+        with torch.no_grad():
+            self.decoder.bias.copy_(torch.log(counts / counts.sum()).to(self.decoder.bias.dtype))
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from charrnn import __version__, checkpoint
 from charrnn.data.corpus import Corpus, Sources, resolve_sources
+from charrnn.data.unigram import unigram_bpc
 from charrnn.data.vocab import Vocab
 from charrnn.data.vocab_kinds import stored_vocab, vocab_kind
 from charrnn.device import (
@@ -62,6 +64,9 @@ class Run:
     # One line each about a resume that cannot continue exactly as it was: the caller shows them.
     notices: list[str] = field(default_factory=list)
     threads: ThreadPolicy | None = None
+    # Bits per character of a model that knows only the characters' frequencies, on the
+    # validation text (the training text when there is none): the level the run must leave.
+    unigram_bpc: float | None = None
 
     @property
     def vocab(self) -> Vocab:
@@ -254,6 +259,8 @@ def prepare_run(request: RunRequest) -> Run:
     )
     train_config = plan.train_config(len(corpus.train))
     model = _model(plan, train_config, saved, len(corpus.vocab), device)
+    if saved is None:
+        model.start_from_frequencies(token_counts(corpus.train, len(corpus.vocab)))
     trainer = _trainer(train_config, model, corpus, device, fresh=saved is None)
     trainer.tokens_per_char = tokens_per_char
     corpus_options = plan.corpus.options(sources.train, sources.val, len(corpus.vocab))
@@ -266,9 +273,19 @@ def prepare_run(request: RunRequest) -> Run:
     run = Run(
         directory, corpus, model, trainer, corpus_options, resumed_from, extended_by, notices, resolve_policy(request.threads)
     )
+    scored = corpus.train if trainer.val_ids is None else trainer.val_ids
+    run.unigram_bpc = unigram_bpc(scored, tokens_per_char)
     if distributed.is_main():  # the only rank that writes files
         _create_directory(run)
     return run
+
+
+def token_counts(ids, vocab_size: int) -> torch.Tensor:
+    """How often each id occurs in ``ids`` (a memory-mapped array), read in blocks."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for start in range(0, len(ids), 1 << 22):
+        counts += np.bincount(np.asarray(ids[start : start + (1 << 22)], dtype=np.int64), minlength=vocab_size)[:vocab_size]
+    return torch.from_numpy(counts)
 
 
 def _resumed_run(request: RunRequest) -> tuple[Path | None, SavedRun | None]:
