@@ -142,8 +142,8 @@ RUNS = {
     "gradients": lambda tmp, text_file, run: ["gradients", run, "--text", text_file, "--steps", 5],
     "inspect": lambda tmp, text_file, run: ["inspect", run, "--text", text_file, "--chars", 200, "--find"],
 }
-# bench measures for minutes, so its ranges (sizes of at least 1) are not run here.
-NOT_RUN = {"bench"}
+# bench measures for minutes and serve runs until it is stopped, so their ranges are not run here.
+NOT_RUN = {"bench", "serve"}
 
 
 def test_every_value_a_shown_range_allows_at_its_edges_is_accepted(tmp_path, text_file, trained_run):

@@ -46,7 +46,9 @@ def test_bpe_model_learns_over_its_tokens_and_reports_bits_per_character(bpe_run
     assert isinstance(vocab, ByteLevelVocab) and vocab.kind == "bpe" and len(vocab) == 320
     assert model.config.vocab_size == 320 and saved.vocab.kind == "bpe" and saved.corpus.vocab_size == 320
     evals = [json.loads(line) for line in (bpe_run / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
-    assert evals[-1]["val_bpc"] < evals[0]["val_bpc"] - 0.5
+    # The decoder starts at the tokens' frequencies, so the first evaluation is already below
+    # the unigram level; learning the text's structure halves it again.
+    assert evals[-1]["val_bpc"] < evals[0]["val_bpc"] / 2
     # Per character, not per token: `charrnn eval` on the validation file agrees with training.
     result = invoke("eval", bpe_run, val)
     assert result.exit_code == 0, result.stderr
@@ -83,8 +85,8 @@ def test_bpe_resume_keeps_the_tokenizer_and_refuses_another(bpe_run, corpus, tmp
     assert first["tokenizer"] == second["tokenizer"] and second["metrics"]["step"] == 130
     other = invoke("train", "--resume", bpe_run, "--tokenizer", "bytes", "--max-steps", 200)
     assert other.exit_code == 2 and "differs from the checkpoint's bpe" in other.stderr
-    exported = invoke("export", bpe_run, "--out", tmp_path / "m.pt")
-    assert exported.exit_code == 2 and "character vocabulary" in exported.stderr
+    exported = invoke("export", bpe_run, "--format", "torchscript", "--out", tmp_path / "m.pt")
+    assert exported.exit_code == 1 and "character vocabulary" in exported.stderr
 
 
 def test_bytes_mode_takes_any_input(corpus, tmp_path):
