@@ -104,3 +104,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def cell_runs(trained_run, tmp_path_factory) -> dict[str, Path]:
+    """A trained run of each cell, for the exports: the shared LSTM, and a short GRU and plain
+    RNN. Their embeddings are as wide as the layers, so that the C model stores their first
+    layer's input product per character (its folded input) while the LSTM keeps both."""
+    runs = {"lstm": trained_run}
+    for cell in ("gru", "rnn"):
+        runs[cell] = train_small_run(
+            tmp_path_factory.mktemp(cell),
+            {"cell": cell, "layers": 2, "hidden": 32, "embed": 48, "dropout": 0.0},
+            {**TINY_TRAIN, "max_steps": 60, "lr": 1e-2},
+            sample_chars=0,
+        )
+    return runs

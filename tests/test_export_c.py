@@ -17,7 +17,7 @@ from charrnn.export.c_model import STRICT_FLAGS, compile_program, export_c, find
 from charrnn.model.loading import load_model
 from charrnn.model.network import CharRNN, ModelConfig
 from charrnn.options import PRESETS
-from tests.conftest import TINY_TRAIN, small_text, train_small_run
+from tests.conftest import small_text
 
 runner = CliRunner()
 PRIME = "[JULIET] Good night, good "
@@ -29,22 +29,6 @@ def compiler():
     found = find_compiler()
     if found is None:
         pytest.skip("no C compiler (cc, gcc or clang) on this machine, and CC is not set")
-    return found
-
-
-@pytest.fixture(scope="module")
-def runs(trained_run, tmp_path_factory):
-    """A trained run of each cell: the shared LSTM, and a short GRU and plain RNN."""
-    found = {"lstm": trained_run}
-    # Embeddings as wide as the layers: these two store the first layer's input product per
-    # character (folds_input), the LSTM its embedding and the product.
-    for cell in ("gru", "rnn"):
-        found[cell] = train_small_run(
-            tmp_path_factory.mktemp(cell),
-            {"cell": cell, "layers": 2, "hidden": 32, "embed": 48, "dropout": 0.0},
-            {**TINY_TRAIN, "max_steps": 60, "lr": 1e-2},
-            sample_chars=0,
-        )
     return found
 
 
@@ -69,15 +53,15 @@ def charrnn_sample(run, *args):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_greedy_text_and_logits_are_the_checkpoints(cell, runs, compiler, tmp_path):
-    report, program, model, vocab = build(runs[cell], tmp_path)
+def test_greedy_text_and_logits_are_the_checkpoints(cell, cell_runs, compiler, tmp_path):
+    report, program, model, vocab = build(cell_runs[cell], tmp_path)
     assert report.paths == [tmp_path / "model.c"] and report.size_bytes == report.paths[0].stat().st_size
     assert "logits within" in report.check
     assert ("CHARRNN_INPUT_TABLE 1" in report.paths[0].read_text()) == (cell != "lstm")
 
     # The same 200 characters, byte for byte, with a prime and without one (a line start).
-    assert run_program(program, "--prime", PRIME, "--length", LENGTH, "--temperature", 0) == charrnn_sample(runs[cell], "--prime", PRIME)
-    assert run_program(program, "--length", LENGTH, "--temperature", 0) == charrnn_sample(runs[cell])
+    assert run_program(program, "--prime", PRIME, "--length", LENGTH, "--temperature", 0) == charrnn_sample(cell_runs[cell], "--prime", PRIME)
+    assert run_program(program, "--length", LENGTH, "--temperature", 0) == charrnn_sample(cell_runs[cell])
 
     text = small_text(2)[:300]
     got = program_logits(program, text.encode("utf-8"))
@@ -94,8 +78,8 @@ def score_bpc(program, text):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cell", ["lstm", "rnn"])
-def test_int8_and_float16_cost_little_and_weigh_less(cell, runs, compiler, tmp_path):
-    trained_run = runs[cell]
+def test_int8_and_float16_cost_little_and_weigh_less(cell, cell_runs, compiler, tmp_path):
+    trained_run = cell_runs[cell]
     model, vocab, _ = load_model(trained_run, device="cpu")
     text = small_text(12)
     ids = torch.tensor([vocab.encode(text).tolist()])

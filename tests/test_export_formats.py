@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from charrnn.cli.app import app
 from charrnn.model.loading import load_model
-from tests.conftest import REPO, TINY_TRAIN, small_text, train_small_run
+from tests.conftest import REPO, TINY_TRAIN, small_text
 
 runner = CliRunner()
 PRIME = "[JULIET] Good night, good "
@@ -99,20 +99,6 @@ def export(run, *options) -> tuple[str, str]:
     result = runner.invoke(app, ["export", str(run), *map(str, options)])
     assert result.exit_code == 0, result.stderr
     return result.stdout, result.stderr
-
-
-@pytest.fixture(scope="module")
-def cell_runs(tmp_path_factory, trained_run):
-    """A trained run of each cell: the shared LSTM, and a GRU and a plain RNN of a few steps."""
-    runs = {"lstm": trained_run}
-    for cell in ("gru", "rnn"):
-        runs[cell] = train_small_run(
-            tmp_path_factory.mktemp(cell),
-            {"cell": cell, "layers": 2, "hidden": 24, "embed": 8, "dropout": 0.0},
-            {**TINY_TRAIN, "max_steps": 40},
-            sample_chars=0,
-        )
-    return runs
 
 
 @pytest.fixture(scope="module")
