@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from charrnn import __version__, checkpoint
 from charrnn.data.corpus import Corpus, Sources, resolve_sources
-from charrnn.data.unigram import unigram_bpc
+from charrnn.data.unigram import token_counts, unigram_bpc
 from charrnn.data.vocab import Vocab
 from charrnn.data.vocab_kinds import stored_vocab, vocab_kind
 from charrnn.device import (
@@ -260,7 +259,7 @@ def prepare_run(request: RunRequest) -> Run:
     train_config = plan.train_config(len(corpus.train))
     model = _model(plan, train_config, saved, len(corpus.vocab), device)
     if saved is None:
-        model.start_from_frequencies(token_counts(corpus.train, len(corpus.vocab)))
+        model.start_from_frequencies(torch.from_numpy(token_counts(corpus.train, len(corpus.vocab))[: len(corpus.vocab)]))
     trainer = _trainer(train_config, model, corpus, device, fresh=saved is None)
     trainer.tokens_per_char = tokens_per_char
     corpus_options = plan.corpus.options(sources.train, sources.val, len(corpus.vocab))
@@ -278,14 +277,6 @@ def prepare_run(request: RunRequest) -> Run:
     if distributed.is_main():  # the only rank that writes files
         _create_directory(run)
     return run
-
-
-def token_counts(ids, vocab_size: int) -> torch.Tensor:
-    """How often each id occurs in ``ids`` (a memory-mapped array), read in blocks."""
-    counts = np.zeros(vocab_size, dtype=np.int64)
-    for start in range(0, len(ids), 1 << 22):
-        counts += np.bincount(np.asarray(ids[start : start + (1 << 22)], dtype=np.int64), minlength=vocab_size)[:vocab_size]
-    return torch.from_numpy(counts)
 
 
 def _resumed_run(request: RunRequest) -> tuple[Path | None, SavedRun | None]:
