@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterable
 
 from charrnn.errors import ConfigError
+from charrnn.options import LR_AUTO
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,6 +46,11 @@ _KINDS = {
     "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
     "str": (lambda v: isinstance(v, str), "a string (in quotes)"),
+    # --lr: a number, or "auto"
+    "rate": (
+        lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool)) or v == LR_AUTO,
+        f'a number or "{LR_AUTO}"',
+    ),
 }
 
 
@@ -59,7 +65,8 @@ def defaults_from_file(path: Path, params: Iterable[tuple]) -> dict:
     """The file's values keyed by parameter name, for a command's ``default_map``.
 
     ``params`` is (parameter name, its option strings, whether it takes a list[, kind]) per
-    parameter, kind being "bool", "int", "float" or "str" (a path or a choice is a string).
+    parameter, kind being "bool", "int", "float", "str" (a path or a choice is a string) or
+    "rate" (--lr: a number or "auto").
     Unknown keys, nested tables and values of the wrong shape or type are a ``ConfigError``.
     """
     data = read_toml(path)

@@ -30,6 +30,22 @@ def check_finite(option: str, value) -> None:
         raise ConfigError(f"{option} must be a finite number, not {value}")
 
 
+LR_AUTO = "auto"  # --lr auto: a range test at the start of a new run chooses the rate
+
+
+def parse_lr(value) -> float | str:
+    """``--lr`` as given: a positive number, or ``auto``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    if text.lower() == LR_AUTO:
+        return LR_AUTO
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"--lr must be a number or auto, not {text!r}") from None
+
+
 def check_seed(seed) -> None:
     if not (isinstance(seed, int) and 0 <= seed <= MAX_SEED):
         raise ConfigError(f"--seed must be in 0..{MAX_SEED} (2**63 - 1), not {seed}")
@@ -164,6 +180,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "precision": "auto",
         # CPU training is reproducible as it is; this also forces deterministic CUDA kernels.
         "deterministic": False,
+    },
+    # `--lr auto`: the range test at the start of a new run (charrnn.training.lr_range).
+    "lr_auto": {
+        "steps": 130,  # one step per rate
+        "low": 1e-4,
+        "high": 1.0,
+        "fraction": 10.0,  # the chosen rate is the rate of the lowest smoothed loss / this
+        "beta": 0.9,  # smoothing of the loss (an exponential moving average)
+        "stop_above": 4.0,  # stop once the smoothed loss is this many times its lowest
     },
     # The budget of a new run given no --max-steps, --minutes or --epochs.
     "budget": {"minutes": 10.0},

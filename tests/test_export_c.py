@@ -113,6 +113,32 @@ def test_tiny_preset_int8_fits_in_a_fraction_of_its_float_size(compiler, tmp_pat
     assert sizes["int8"] <= 0.3 * sizes[None] and sizes["int8"] < 120_000
 
 
+def _native_avx2(compiler) -> bool:
+    """The compiler accepts -march=native and the machine it describes has AVX2 and F16C."""
+    done = subprocess.run([compiler, "-march=native", "-dM", "-E", "-"], input="", capture_output=True, text=True)
+    return done.returncode == 0 and "__AVX2__" in done.stdout and "__F16C__" in done.stdout
+
+
+@pytest.mark.slow
+def test_the_x86_product_gives_the_portable_loops_logits_exactly(trained_run, compiler, tmp_path):
+    """With -march=native on an x86 with AVX2 the matrix-vector product loads eight weights
+    at a time through intrinsics; it must sum exactly as the portable loop does (strict C99
+    contracts no multiply-add in either), for every weight form."""
+    if not _native_avx2(compiler):
+        pytest.skip("the compiler's -march=native is not an x86 with AVX2 and F16C")
+    model, vocab, _ = load_model(trained_run, device="cpu")
+    text = small_text(2)[:300].encode("utf-8")
+    for form in (None, "int8", "float16"):
+        report = export_c(model, vocab, tmp_path / str(form), form)
+        source = report.paths[0]
+        portable = compile_program(source, tmp_path / str(form) / "portable", ("-O2",))
+        native = compile_program(source, tmp_path / str(form) / "native", ("-O2", "-march=native"))
+        assert "portable C" in run_program(portable, "--info")
+        assert "x86 vector instructions" in run_program(native, "--info")
+        got, expected = program_logits(native, text), program_logits(portable, text)
+        assert got.shape == expected.shape and (got == expected).all(), form
+
+
 API_USER = r"""
 #define CHARRNN_HEADER_ONLY
 #include "model.c"

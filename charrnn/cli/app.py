@@ -105,6 +105,17 @@ def _out_path(value) -> Path:
     return Path(value)
 
 
+def _learning_rate(value) -> float | str:
+    """--lr: a number, or auto."""
+    from charrnn.errors import ConfigError
+    from charrnn.options import parse_lr
+
+    try:
+        return parse_lr(value)
+    except ConfigError:
+        raise typer.BadParameter(f"must be a number or auto, not {value!r}") from None
+
+
 def _given_path(value) -> Path:
     """A path argument, refusing the empty string, which Path("") would read as the current
     directory (and so score every file in it)."""
@@ -143,10 +154,13 @@ def _root(
 
 
 def _value_kind(param) -> str:
-    """What a --config value for ``param`` must be: bool, int, float, or str (paths, choices)."""
+    """What a --config value for ``param`` must be: bool, int, float, str (paths, choices), or
+    for --lr a number or auto."""
     annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
     if getattr(param, "is_bool_flag", False) or annotation is bool:
         return "bool"
+    if param.name == "lr":
+        return "rate"  # a number, or auto
     return {int: "int", float: "float"}.get(annotation, "str")
 
 
@@ -208,7 +222,7 @@ def train(
     dropout: Annotated[Optional[float], typer.Option(min=0, max=0.99, help="Dropout between layers and before the decoder.", rich_help_panel=MODEL)] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help=f"Parallel streams per step (shrinks for short texts). \\[default: {TRAIN['batch_size']}; {GPU['batch_size']} on a GPU]", rich_help_panel=TRAINING)] = None,
     seq_len: Annotated[Optional[int], typer.Option(min=1, help="Characters per truncated-BPTT window. " + _default("train", "seq_len"), rich_help_panel=TRAINING)] = None,
-    lr: Annotated[Optional[float], typer.Option(help=f"Peak learning rate (AdamW): above 0, at most {MAX_LR:g}. \\[default: from the preset: {_per_preset('lr')}]", rich_help_panel=TRAINING)] = None,
+    lr: Annotated[Optional[str], typer.Option(parser=_learning_rate, metavar="<number|auto>", help=f"Peak learning rate (AdamW): above 0, at most {MAX_LR:g}; or auto: a range test at the start of a new run chooses it (docs/defaults.md). \\[default: from the preset: {_per_preset('lr')}]", rich_help_panel=TRAINING)] = None,
     schedule: Annotated[Optional[Schedule], typer.Option(help="Learning-rate schedule after warmup. " + _default("train", "schedule"), rich_help_panel=TRAINING)] = None,
     warmup_steps: Annotated[Optional[int], typer.Option(min=0, help="Linear warmup steps. " + _default("train", "warmup_steps"), rich_help_panel=TRAINING)] = None,
     min_lr_frac: Annotated[Optional[float], typer.Option(min=0, max=1, help="Final rate as a fraction of --lr. " + _default("train", "min_lr_frac"), rich_help_panel=TRAINING)] = None,
@@ -354,6 +368,8 @@ def _print_run_header(run) -> None:
     )
     if run.trainer.device.type == "cpu":
         err.print(f"threads: {run.threads.describe()}", markup=False)
+    if run.trainer.lr_range is not None:
+        err.print(_describe_lr_range(run.trainer.lr_range, t.lr, fresh=run.resumed_from is None), markup=False)
     err.print(f"run directory: {run.directory}", markup=False)
     if run.unigram_bpc is not None:
         which = "training" if run.trainer.val_ids is None else "validation"
@@ -370,6 +386,16 @@ def _print_run_header(run) -> None:
             "will have nothing to load; pass --val-file FILE (or --val-frac) to track the best checkpoint",
             markup=False,
         )
+
+
+def _describe_lr_range(test: dict, lr: float, fresh: bool) -> str:
+    if not fresh:
+        return f"learning rate {lr:g}, chosen by the range test at the start of this run (--lr auto)"
+    return (
+        f"learning rate {lr:g}, chosen by a range test (--lr auto): {len(test['rates'])} steps at rates from "
+        f"{test['low']:g} up, in {test['seconds']:.1f} s; the loss was lowest at {test['lowest_at']:.3g}, "
+        f"and the rate is that divided by {test['fraction']:g}"
+    )
 
 
 def _report_result(run, result, seconds: float) -> None:

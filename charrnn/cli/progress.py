@@ -46,6 +46,10 @@ class TrainingDisplay(Callback):
         self._task = None
         self._fields: dict | None = None  # of the latest step
         self._printed: dict | None = None  # the latest plain line
+        # (elapsed, progress) at the first step shown: the time left is extrapolated from the
+        # pace since then, not from time spent before this display (an earlier session of a
+        # resumed run, or the range test of --lr auto), which may have gone at another pace.
+        self._origin: tuple[float, float] | None = None
 
     def __enter__(self) -> "TrainingDisplay":
         if self.live:
@@ -78,7 +82,7 @@ class TrainingDisplay(Callback):
         rate = stats.chars / stats.seconds if stats.seconds > 0 else 0.0
         self._loss_ema = stats.loss if self._loss_ema is None else (1 - alpha) * self._loss_ema + alpha * stats.loss
         self._rate_ema = rate if self._rate_ema is None else (1 - alpha) * self._rate_ema + alpha * rate
-        left = stats.elapsed * (1 - stats.progress) / stats.progress if stats.progress > 0 else None
+        left = self._time_left(trainer, stats)
         fields = {
             "step": stats.step,
             "loss": f"{self._loss_ema:.3f}",
@@ -95,6 +99,20 @@ class TrainingDisplay(Callback):
         if now - self._last_plain >= self.plain_every_s:
             self._last_plain = now
             self._print_plain()
+
+    def _time_left(self, trainer: Trainer, stats: StepStats) -> float | None:
+        if self._origin is None:
+            c, before = trainer.config, stats.elapsed - stats.seconds
+            fractions = [0.0]
+            if c.max_steps:
+                fractions.append((stats.step - 1) / c.max_steps)
+            if c.minutes:
+                fractions.append(before / (c.minutes * 60))
+            self._origin = (before, min(1.0, max(fractions)))
+        elapsed0, progress0 = self._origin
+        if stats.progress <= progress0:
+            return None
+        return (stats.elapsed - elapsed0) * (1 - stats.progress) / (stats.progress - progress0)
 
     def _print_plain(self) -> None:
         fields = self._printed = dict(self._fields)

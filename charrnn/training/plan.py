@@ -18,7 +18,7 @@ from charrnn.data.batches import plan_layout
 from charrnn.data.vocab_kinds import KINDS
 from charrnn.errors import ConfigError
 from charrnn.model.presets import preset_training, resolve_preset
-from charrnn.options import DEFAULTS, ModelConfig, TrainConfig, check_finite, check_seed, option_name
+from charrnn.options import DEFAULTS, LR_AUTO, ModelConfig, TrainConfig, check_finite, check_seed, option_name
 from charrnn.saved import CorpusOptions, SavedRun
 
 ARCHITECTURE_KEYS = ("cell", "layers", "hidden", "embed")
@@ -96,6 +96,9 @@ class RunPlan:
     extend_epochs: float | None = None
     extend_minutes: float | None = None
     resume: Path | None = None  # as given, for the advice in messages
+    # --lr auto in a new run: a range test chooses the rate once the model exists (``train``
+    # then holds the preset's rate, which the test replaces).
+    lr_auto: bool = False
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(vocab_size=vocab_size, **self.model)
@@ -236,7 +239,7 @@ def resolve_plan(request: RunRequest, saved: SavedRun | None, device_type: str, 
     corpus = _corpus_plan(request, saved)
     preset, preset_options = resolve_preset(request.preset, device_type)
     model = _model_options(request, saved, preset_options)
-    train, totals = _train_options(request, saved, preset, device_type)
+    train, totals, lr_auto = _train_options(request, saved, preset, device_type)
     return RunPlan(
         corpus=corpus,
         preset=preset,
@@ -250,6 +253,7 @@ def resolve_plan(request: RunRequest, saved: SavedRun | None, device_type: str, 
         extend_epochs=request.extend_epochs,
         extend_minutes=request.extend_minutes,
         resume=request.resume,
+        lr_auto=lr_auto,
     )
 
 
@@ -312,9 +316,22 @@ def _model_options(request: RunRequest, saved: SavedRun | None, preset_options: 
     return options
 
 
-def _train_options(request: RunRequest, saved: SavedRun | None, preset: str, device_type: str) -> tuple[dict, dict]:
-    """The TrainConfig options, and (resuming) the budget totals given again."""
+def _train_options(
+    request: RunRequest, saved: SavedRun | None, preset: str, device_type: str
+) -> tuple[dict, dict, bool]:
+    """The TrainConfig options, (resuming) the budget totals given again, and whether a range
+    test is to choose the rate (--lr auto in a new run)."""
     given = {k: v for k, v in request.train.items() if v is not None}
+    lr_auto = given.get("lr") == LR_AUTO
+    if lr_auto:
+        del given["lr"]
+        if saved is not None and not saved.trainer_state.get("lr_range"):
+            raise ConfigError(
+                f"--lr auto chooses a new run's rate with a range test at its start; this run "
+                f"trains at --lr {saved.train_config.lr:g}: resume it with that, or give another --lr"
+            )
+        # A resumed --lr auto run keeps the rate its test chose: it is in the checkpoint.
+        lr_auto = saved is None
     if request.epochs is not None and request.epochs <= 0:
         raise ConfigError("--epochs must be positive")
     if saved is not None:
@@ -331,4 +348,4 @@ def _train_options(request: RunRequest, saved: SavedRun | None, preset: str, dev
         elif options["max_steps"] is None and options["minutes"] is None:
             options["minutes"] = DEFAULTS["budget"]["minutes"]
     TrainConfig(**options)  # refuses bad values now, before any text is read
-    return options, totals
+    return options, totals, lr_auto

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -40,13 +40,14 @@ from charrnn.device import (
 from charrnn.errors import CheckpointError, ConfigError
 from charrnn.model.loading import build_model, check_model_fits
 from charrnn.model.network import CharRNN
-from charrnn.options import DEFAULTS, MAX_SEED, TrainConfig
+from charrnn.options import DEFAULTS, LR_AUTO, MAX_SEED, TrainConfig
 from charrnn.saved import CorpusOptions, Metrics, SavedRun
 from charrnn.threads import ThreadGovernor, ThreadPolicy, resolve_policy
 from charrnn.training import distributed
 from charrnn.training.continuation import check_continuation, text_fingerprint
 from charrnn.training.plan import RunPlan, RunRequest, check_request, resolve_plan
 from charrnn.training.gradients import GradientWarning
+from charrnn.training.lr_range import RangeTest, range_test
 from charrnn.training.trainer import Callback, EvalStats, StepStats, Trainer
 from charrnn.units import nats_to_bpc
 
@@ -258,9 +259,16 @@ def prepare_run(request: RunRequest) -> Run:
     )
     train_config = plan.train_config(len(corpus.train))
     model = _model(plan, train_config, saved, len(corpus.vocab), device)
+    lr_range = None
     if saved is None:
         model.start_from_frequencies(torch.from_numpy(token_counts(corpus.train, len(corpus.vocab))[: len(corpus.vocab)]))
+        if plan.lr_auto:
+            lr_range = _choose_rate(model, corpus, train_config, device)
+            train_config = replace(train_config, lr=lr_range.lr)
     trainer = _trainer(train_config, model, corpus, device, fresh=saved is None)
+    if lr_range is not None:
+        trainer.lr_range = lr_range.to_dict()
+        trainer.progress.elapsed = lr_range.seconds  # the test's time is part of a time budget
     trainer.tokens_per_char = tokens_per_char
     corpus_options = plan.corpus.options(sources.train, sources.val, len(corpus.vocab))
     corpus_options.fingerprint = text_fingerprint(corpus.train, trainer.val_ids)
@@ -277,6 +285,14 @@ def prepare_run(request: RunRequest) -> Run:
     if distributed.is_main():  # the only rank that writes files
         _create_directory(run)
     return run
+
+
+def _choose_rate(model: CharRNN, corpus: Corpus, config: TrainConfig, device: torch.device) -> RangeTest:
+    """--lr auto: the range test on this run's model and first windows. Under torchrun every
+    process runs the same test (on the first process's windows) and takes the first's rate."""
+    test = range_test(model, corpus.train, config, device, resolve_precision(config.precision, device))
+    test.lr = distributed.rank0_value(test.lr)
+    return test
 
 
 def _resumed_run(request: RunRequest) -> tuple[Path | None, SavedRun | None]:
@@ -426,9 +442,13 @@ def _write_config(run: Run) -> None:
         "corpus": run.corpus_options.to_dict(),
         "resumed_from": str(run.resumed_from) if run.resumed_from else None,
     }
+    if run.trainer.lr_range is not None:
+        config["lr_range"] = run.trainer.lr_range
     from charrnn.config_file import resolved_options, to_toml
 
     options = resolved_options(config["model"], config["train"], config["corpus"])
+    if run.trainer.lr_range is not None:
+        options["lr"] = LR_AUTO  # the test is deterministic: repeating the run repeats its choice
     header = (
         f"charrnn {__version__}: the resolved options of this run.\n"
         "Repeat it with: charrnn train --config THIS_FILE --out NEW_DIR"

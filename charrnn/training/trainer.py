@@ -159,6 +159,9 @@ class Trainer:
         self.gradient_groups = GradientGroups(model.named_parameters())
         self.gradient_watch = GradientWatch(model.config.cell)
         self._stop_requested = False
+        # ``--lr auto``: the range test that chose config.lr (RangeTest.to_dict()), kept in
+        # every checkpoint of the run; None when the rate was given.
+        self.lr_range: dict | None = None
 
     # -- schedule --------------------------------------------------------------------
 
@@ -241,6 +244,8 @@ class Trainer:
             "world_size": self.world_size,
             "gradients": self.gradient_watch.state_dict(),
         }
+        if self.lr_range is not None:
+            state["lr_range"] = self.lr_range
         if self.world_size > 1:
             # A collective: every rank calls state_dict at the same checkpoint. Each rank's
             # streams and random state differ; the weights must not (the digest shows it).
@@ -268,6 +273,7 @@ class Trainer:
         self.hidden = None if hidden is None else state_to(hidden, self.device)
         restore_rng_state(state["rng"])
         self.gradient_watch.load_state_dict(state.get("gradients", {}))  # none before it existed
+        self.lr_range = state.get("lr_range")
         p = state["progress"]
         self.progress = _Progress(
             best_val_loss=p["best_val_loss"],
@@ -278,8 +284,10 @@ class Trainer:
 
     def continue_schedule(self, state: dict) -> None:
         """From a ``state_dict`` whose optimizer state no longer fits the model (its vocabulary
-        grew): only the run's place in its budget and schedule carries on."""
+        grew): only the run's place in its budget and schedule carries on (and the record of
+        the range test that chose its rate)."""
         self.load_schedule_position(state["progress"])
+        self.lr_range = state.get("lr_range")
 
     def load_schedule_position(self, progress: dict) -> None:
         """Where a run stands in its budget and schedule: steps, training time, and the start of
