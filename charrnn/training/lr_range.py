@@ -97,7 +97,7 @@ def range_test(
     trial = replace(config, schedule="constant", warmup_steps=0, max_steps=steps, minutes=None)
     trainer = Trainer(probe, trial, train_ids, None, device, amp_dtype, grad_stats=False)
     raw: list[float] = []
-    devices = [device] if device.type == "cuda" else []
+    devices = [] if device.type != "cuda" else [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=devices):
         for rate in rates:
             trainer.config.lr = rate
