@@ -103,3 +103,22 @@ def test_startup_bench_times_help_and_completion_against_the_bare_interpreter():
     assert reference["times_reference"] == 1.0
     # A fresh process that imports typer and rich cannot start faster than a bare interpreter.
     assert all(row["median_s"] > reference["median_s"] * 1.5 and row["best_s"] <= row["median_s"] for row in commands)
+
+
+@pytest.mark.slow
+def test_serve_bench_accounts_for_every_request_and_measures_the_step_ceiling(trained_run, one_thread):
+    """A real `charrnn serve` process and real streaming clients, at short levels: every request
+    is completed (none lost, hung or refused), characters arrive, and the bare batched step is
+    timed in the same run as the reference the ratio is read against."""
+    from charrnn.bench.serve_load import run_serve_load
+
+    result = run_serve_load(trained_run, clients=(1, 4), seconds=1.5, max_tokens=40)
+    assert [level.clients for level in result.levels] == [1, 4]
+    for level in result.levels:
+        assert level.accounted and level.sent == level.completed > 0 and not level.errors and level.failed == 0
+        assert level.chars == level.completed * 40  # no stop string: every request runs to max_tokens
+        assert level.ttfc_p50_ms is not None and level.ttfc_p50_ms > 0
+    assert result.levels[1].busiest_step >= 2  # the four clients' streams shared steps
+    assert set(result.step_ms) == {1, 4} and all(ms > 0 for ms in result.step_ms.values())
+    assert result.ceiling(4) == pytest.approx(4 * result.step_ms[1] / result.step_ms[4])
+    assert json.loads(json.dumps(result.to_dict()))["ceiling"]["4"] == pytest.approx(result.ceiling(4))

@@ -64,11 +64,24 @@ class ServeLoadResult:
     level_seconds: float
     cpus: int
     levels: list[Level]
+    # The served model's bare batched step on one thread (FastStepper.advance, the scheduler's
+    # step), median ms by rows: N rows make N * step[1] / step[N] times the characters per
+    # second of one row. Where one stream's speed is the step's (a model as large as the small
+    # preset), that bounds what N clients can gain over one, before any sampling, HTTP or
+    # client work is counted.
+    step_ms: dict[int, float] = field(default_factory=dict)
+
+    def ceiling(self, rows: int) -> float | None:
+        """Characters per second of ``rows`` rows stepped together, as a multiple of one row's."""
+        if 1 not in self.step_ms or rows not in self.step_ms:
+            return None
+        return rows * self.step_ms[1] / self.step_ms[rows]
 
     def to_dict(self) -> dict:
         data = asdict(self)
         for level, row in zip(self.levels, data["levels"]):
             row["accounted"] = level.accounted
+        data["ceiling"] = {rows: self.ceiling(rows) for rows in self.step_ms}
         return data
 
 
@@ -143,10 +156,10 @@ async def _client(host: str, port: int, body: bytes, until: float, level: Level,
         await _one_request(host, port, body, level, tally)
 
 
-async def _level(host: str, port: int, clients: int, seconds: float, max_tokens: int) -> Level:
+async def _level(host: str, port: int, clients: int, seconds: float, max_tokens: int, prompt: str) -> Level:
     level = Level(clients=clients, load_before=os.getloadavg())
     tally = _Tally()
-    body = json.dumps({"prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0.8, "stream": True}).encode()
+    body = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.8, "stream": True}).encode()
     started = time.perf_counter()
     tasks = [asyncio.ensure_future(_client(host, port, body, started + seconds, level, tally)) for _ in range(clients)]
     done, pending = await asyncio.wait(tasks, timeout=seconds + HANG_SECONDS)
@@ -167,6 +180,53 @@ def _health(host: str, port: int) -> dict:
 
     with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=10) as reply:
         return json.loads(reply.read())
+
+
+STEP_REPEATS = 300
+
+
+def bench_prompt(run: Path) -> str:
+    """PROMPT where the model's vocabulary holds its characters, else none (the model starts
+    from its zero state, as at the start of a line): a request must not be refused for them."""
+    from charrnn.errors import CharRNNError
+    from charrnn.model.loading import load_model
+
+    _, vocab, _ = load_model(run, device="cpu")
+    try:
+        vocab.encode(PROMPT)
+    except CharRNNError:
+        return ""
+    return PROMPT
+
+
+def step_times(run: Path, rows: tuple[int, ...]) -> dict[int, float]:
+    """Median ms of the served model's batched step (one thread) at each number of rows."""
+    import numpy as np
+    import torch
+
+    from charrnn.generation.stepper import FastStepper
+    from charrnn.model.loading import load_model
+    from charrnn.threads import set_threads
+
+    before = torch.get_num_threads()
+    set_threads(1)
+    try:
+        model, _, _ = load_model(run, device="cpu")
+        stepper = FastStepper(model)
+        times = {}
+        for n in sorted({1, *rows}):
+            state, ids = stepper.initial_state(n), np.zeros(n, np.int64)
+            for _ in range(STEP_REPEATS // 10):  # warm the caches and the BLAS
+                stepper.advance(ids, state)
+            samples = []
+            for _ in range(STEP_REPEATS):
+                started = time.perf_counter()
+                stepper.advance(ids, state)
+                samples.append(time.perf_counter() - started)
+            times[n] = float(np.median(samples)) * 1000
+        return times
+    finally:
+        set_threads(before)
 
 
 def fresh_small_run(directory: Path) -> Path:
@@ -192,6 +252,7 @@ def run_serve_load(
         if run is None:
             progress("making a small-preset model (one training step)")
             run = fresh_small_run(Path(scratch))
+        prompt = bench_prompt(run)
         most = max(clients)
         command = [
             sys.executable, "-m", "charrnn", "serve", str(run), "--port", "0",
@@ -204,7 +265,7 @@ def run_serve_load(
             levels = []
             for count in clients:
                 progress(f"{count} client{'s' if count > 1 else ''} for {seconds:g} s")
-                level = asyncio.run(_level(host, port, count, seconds, max_tokens))
+                level = asyncio.run(_level(host, port, count, seconds, max_tokens, prompt))
                 level.busiest_step = _health(host, port)["streams"]["busiest_step"]
                 levels.append(level)
         finally:
@@ -213,7 +274,11 @@ def run_serve_load(
                 server.wait(30)
             except subprocess.TimeoutExpired:
                 server.kill()
-    return ServeLoadResult(model=model, max_tokens=max_tokens, level_seconds=seconds, cpus=os.cpu_count() or 1, levels=levels)
+        progress("the bare batched step, one thread, for comparison")
+        steps = step_times(run, clients)
+    return ServeLoadResult(
+        model=model, max_tokens=max_tokens, level_seconds=seconds, cpus=os.cpu_count() or 1, levels=levels, step_ms=steps
+    )
 
 
 def _wait_for_url(server: subprocess.Popen, timeout: float = 120.0) -> tuple[str, int]:
