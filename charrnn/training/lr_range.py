@@ -103,10 +103,10 @@ def range_test(
         for rate in rates:
             trainer.config.lr = rate
             try:
-                loss = trainer.train_step().loss
+                stats = trainer.train_step()
             except TrainingDiverged:
                 break
-            raw.append(loss)
+            raw.append(stats.loss)
             smoothed = smooth(raw, _RANGE["beta"])
             # Well above its best, the loss will not come back at still higher rates.
             if len(raw) > 10 and smoothed[-1] > _RANGE["stop_above"] * min(smoothed):

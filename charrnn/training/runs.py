@@ -42,7 +42,7 @@ from charrnn.model.loading import build_model, check_model_fits
 from charrnn.model.network import CharRNN
 from charrnn.options import DEFAULTS, LR_AUTO, MAX_SEED, TrainConfig
 from charrnn.saved import CorpusOptions, Metrics, SavedRun
-from charrnn.threads import ThreadGovernor, ThreadPolicy, resolve_policy
+from charrnn.threads import ThreadGovernor, ThreadPolicy, resolve_policy, set_threads
 from charrnn.training import distributed
 from charrnn.training.continuation import check_continuation, text_fingerprint
 from charrnn.training.plan import RunPlan, RunRequest, check_request, resolve_plan
@@ -263,7 +263,7 @@ def prepare_run(request: RunRequest) -> Run:
     if saved is None:
         model.start_from_frequencies(torch.from_numpy(token_counts(corpus.train, len(corpus.vocab))[: len(corpus.vocab)]))
         if plan.lr_auto:
-            lr_range = _choose_rate(model, corpus, train_config, device)
+            lr_range = _choose_rate(model, corpus, train_config, device, resolve_policy(request.threads))
             train_config = replace(train_config, lr=lr_range.lr)
     trainer = _trainer(train_config, model, corpus, device, fresh=saved is None)
     if lr_range is not None:
@@ -287,9 +287,18 @@ def prepare_run(request: RunRequest) -> Run:
     return run
 
 
-def _choose_rate(model: CharRNN, corpus: Corpus, config: TrainConfig, device: torch.device) -> RangeTest:
-    """--lr auto: the range test on this run's model and first windows. Under torchrun every
-    process runs the same test (on the first process's windows) and takes the first's rate."""
+def _choose_rate(
+    model: CharRNN, corpus: Corpus, config: TrainConfig, device: torch.device, threads: ThreadPolicy
+) -> RangeTest:
+    """--lr auto: the range test on this run's model and first windows, on a fixed number of
+    CPU threads: --threads if given, else one. Not the governor's choice, which depends on the
+    machine's load: the test's losses differ in their last bits between thread counts and the
+    chosen rate with them (django-po: 0.00411 on two threads, 0.00356 on one), and two threads
+    beside another busy process made a test of 130 steps take 80-160 s instead of 17. Under
+    torchrun every process runs the same test (on the first process's windows) and takes the
+    first's rate."""
+    if device.type == "cpu":
+        set_threads(threads.fixed or 1)
     test = range_test(model, corpus.train, config, device, resolve_precision(config.precision, device))
     test.lr = distributed.rank0_value(test.lr)
     return test
