@@ -101,14 +101,9 @@ class TrainingDisplay(Callback):
             self._print_plain()
 
     def _time_left(self, trainer: Trainer, stats: StepStats) -> float | None:
-        if self._origin is None:
-            c, before = trainer.config, stats.elapsed - stats.seconds
-            fractions = [0.0]
-            if c.max_steps:
-                fractions.append((stats.step - 1) / c.max_steps)
-            if c.minutes:
-                fractions.append(before / (c.minutes * 60))
-            self._origin = (before, min(1.0, max(fractions)))
+        if self._origin is None:  # where the budget stood before this display's first step
+            before = stats.elapsed - stats.seconds
+            self._origin = (before, trainer.budget_fraction(stats.step - 1, before))
         elapsed0, progress0 = self._origin
         if stats.progress <= progress0:
             return None

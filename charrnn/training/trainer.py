@@ -169,12 +169,15 @@ class Trainer:
     def step(self) -> int:
         return self.progress.step
 
-    def budget_fraction(self) -> float:
+    def budget_fraction(self, step: int | None = None, elapsed: float | None = None) -> float:
+        """How much of the step or time budget is used, 0..1: now, or at ``step`` and ``elapsed``."""
+        step = self.progress.step if step is None else step
+        elapsed = self.progress.elapsed if elapsed is None else elapsed
         fractions = [0.0]
         if self.config.max_steps:
-            fractions.append(self.progress.step / self.config.max_steps)
+            fractions.append(step / self.config.max_steps)
         if self.config.minutes:
-            fractions.append(self.progress.elapsed / (self.config.minutes * 60))
+            fractions.append(elapsed / (self.config.minutes * 60))
         return min(1.0, max(fractions))
 
     def _cosine_fraction(self) -> float:
