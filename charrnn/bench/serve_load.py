@@ -185,13 +185,11 @@ def _health(host: str, port: int) -> dict:
 STEP_REPEATS = 300
 
 
-def bench_prompt(run: Path) -> str:
+def bench_prompt(vocab) -> str:
     """PROMPT where the model's vocabulary holds its characters, else none (the model starts
     from its zero state, as at the start of a line): a request must not be refused for them."""
     from charrnn.errors import CharRNNError
-    from charrnn.model.loading import load_model
 
-    _, vocab, _ = load_model(run, device="cpu")
     try:
         vocab.encode(PROMPT)
     except CharRNNError:
@@ -199,19 +197,17 @@ def bench_prompt(run: Path) -> str:
     return PROMPT
 
 
-def step_times(run: Path, rows: tuple[int, ...]) -> dict[int, float]:
+def step_times(model, rows: tuple[int, ...]) -> dict[int, float]:
     """Median ms of the served model's batched step (one thread) at each number of rows."""
     import numpy as np
     import torch
 
     from charrnn.generation.stepper import FastStepper
-    from charrnn.model.loading import load_model
     from charrnn.threads import set_threads
 
     before = torch.get_num_threads()
     set_threads(1)
     try:
-        model, _, _ = load_model(run, device="cpu")
         stepper = FastStepper(model)
         times = {}
         for n in sorted({1, *rows}):
@@ -252,7 +248,11 @@ def run_serve_load(
         if run is None:
             progress("making a small-preset model (one training step)")
             run = fresh_small_run(Path(scratch))
-        prompt = bench_prompt(run)
+        from charrnn.model.loading import load_model
+
+        # The bench's own copy: its vocabulary chooses the prompt, its step is the reference.
+        served, vocab, _ = load_model(run, device="cpu")
+        prompt = bench_prompt(vocab)
         most = max(clients)
         command = [
             sys.executable, "-m", "charrnn", "serve", str(run), "--port", "0",
@@ -275,7 +275,7 @@ def run_serve_load(
             except subprocess.TimeoutExpired:
                 server.kill()
         progress("the bare batched step, one thread, for comparison")
-        steps = step_times(run, clients)
+        steps = step_times(served, clients)
     return ServeLoadResult(
         model=model, max_tokens=max_tokens, level_seconds=seconds, cpus=os.cpu_count() or 1, levels=levels, step_ms=steps
     )
