@@ -259,11 +259,12 @@ def prepare_run(request: RunRequest) -> Run:
     )
     train_config = plan.train_config(len(corpus.train))
     model = _model(plan, train_config, saved, len(corpus.vocab), device)
+    threads = resolve_policy(request.threads)
     lr_range = None
     if saved is None:
         model.start_from_frequencies(torch.from_numpy(token_counts(corpus.train, len(corpus.vocab))[: len(corpus.vocab)]))
         if plan.lr_auto:
-            lr_range = _choose_rate(model, corpus, train_config, device, resolve_policy(request.threads))
+            lr_range = _choose_rate(model, corpus, train_config, device, threads)
             train_config = replace(train_config, lr=lr_range.lr)
     trainer = _trainer(train_config, model, corpus, device, fresh=saved is None)
     if lr_range is not None:
@@ -278,7 +279,7 @@ def prepare_run(request: RunRequest) -> Run:
         notices, extended_by = _continue(trainer, plan, saved, corpus_options, grown)
     directory = _run_directory(request, resumed_from, sources, grown)
     run = Run(
-        directory, corpus, model, trainer, corpus_options, resumed_from, extended_by, notices, resolve_policy(request.threads)
+        directory, corpus, model, trainer, corpus_options, resumed_from, extended_by, notices, threads
     )
     scored = corpus.train if trainer.val_ids is None else trainer.val_ids
     run.unigram_bpc = unigram_bpc(scored, tokens_per_char)
