@@ -21,6 +21,11 @@ class ConfigError(CharRNNError):
     """Option values that do not make sense together."""
 
 
+class InvalidText(ConfigError):
+    """Text from outside (an argument, a file name, a typed line, an HTTP body) that is not
+    valid Unicode: bytes that are not UTF-8, or a lone surrogate."""
+
+
 class DeviceError(CharRNNError):
     """A device or precision that this machine cannot provide."""
 

@@ -17,6 +17,7 @@ from charrnn.errors import (
     DownloadError,
     ExportError,
     InsufficientMemory,
+    InvalidText,
     TrainingDiverged,
     VocabError,
 )
@@ -30,6 +31,7 @@ _MESSAGES: list[tuple[type[BaseException], str, int]] = [
     (CorpusError, "corpus", EXIT_ERROR),
     (VocabError, "vocabulary", EXIT_ERROR),
     (CheckpointError, "checkpoint", EXIT_ERROR),
+    (InvalidText, "invalid text", EXIT_USAGE),
     (ConfigError, "invalid options", EXIT_USAGE),
     (DeviceError, "device", EXIT_ERROR),
     (InsufficientMemory, "out of memory", EXIT_ERROR),

@@ -1,0 +1,146 @@
+"""Where a command writes. Every path a command writes (a file or a run directory) is checked
+here before any work starts, so that a command never destroys what it was given, a run's
+checkpoint, or a special file, and never runs for minutes to fail at its last step.
+
+A file output is refused when it is:
+  - a directory, or inside something that is not a directory;
+  - a special file (FIFO, device, socket): an atomic rename would replace the node itself;
+  - one of the command's own inputs (the checkpoint it reads, the text it reads);
+  - a charrnn checkpoint, or a name a run directory keeps for its own files;
+  - in a directory that does not exist or cannot take a new file.
+Each message names the option the user gave, so the fix is obvious.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from charrnn.errors import ConfigError
+from charrnn.text import shown
+
+# Files a run directory keeps for itself: writing any other output under these names there
+# would replace part of the run.
+RUN_FILES = frozenset({"last.pt", "best.pt", "metrics.jsonl", "config.json", "config.toml", "samples.txt"})
+CHECKPOINT_MAGIC = b"CHARRNN\n"  # charrnn.checkpoint.MAGIC, read here without importing torch
+
+_SPECIAL = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def check_output_file(path: Path, option: str, inputs: Iterable[Path] = (), example: str | None = None) -> Path:
+    """Refuse ``path`` as a file for ``option`` to write (see the module docstring), before any
+    work. ``inputs`` are the paths the command reads; ``example`` a file name to suggest when a
+    directory was given. Returns the path."""
+    path = Path(path)
+    where = f"{option} {shown(path)}"
+    kind = _kind(path)
+    if kind == "directory":
+        hint = f", e.g. {option} {shown(path / example)}" if example else ""
+        raise ConfigError(f"{where} is a directory; name the file to write{hint}")
+    if kind is not None and kind != "file":
+        raise ConfigError(f"{where} is {kind}, not a regular file; name a regular file to write")
+    for given in inputs:
+        if given is not None and _same_path(path, Path(given)):
+            raise ConfigError(f"{where} is one of this command's inputs; writing it would destroy it: name another file")
+    if kind == "file" and is_checkpoint(path):
+        raise ConfigError(f"{where} is a charrnn checkpoint; writing it would destroy it: name another file")
+    if path.name in RUN_FILES and is_run_directory(path.parent):
+        raise ConfigError(f"{where} is one of the files of the run in {shown(path.parent)}: name another file")
+    _check_directory_takes_files(path.parent, where)
+    return path
+
+
+def check_output_directory(path: Path, option: str, inputs: Iterable[Path] = ()) -> Path:
+    """Refuse ``path`` as a directory for ``option`` to create or write into: it must not be a
+    file or a special file, nor one of the inputs, nor lie inside an input that is a file."""
+    path = Path(path)
+    where = f"{option} {shown(path)}"
+    kind = _kind(path)
+    if kind is not None and kind != "directory":
+        article = "a file" if kind == "file" else kind
+        raise ConfigError(f"{where} is {article}, not a directory; name a directory for the run")
+    for given in inputs:
+        if given is not None and _same_path(path, Path(given)):
+            raise ConfigError(f"{where} is one of this command's inputs: name another directory")
+    ancestor = _nearest_existing(path)
+    if ancestor is not None and _kind(ancestor) != "directory":
+        raise ConfigError(f"{where}: {shown(ancestor)} is not a directory")
+    if ancestor is not None and not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"{where}: {shown(ancestor)} is not writable; choose another {option}")
+    return path
+
+
+def is_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a file that starts like a charrnn checkpoint."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(CHECKPOINT_MAGIC)) == CHECKPOINT_MAGIC
+    except OSError:
+        return False
+
+
+def is_run_directory(path: Path) -> bool:
+    """Whether ``path`` is a charrnn run directory: it holds a checkpoint, or the metrics log
+    and configuration a run writes before its first checkpoint."""
+    path = Path(path)
+    try:
+        if not path.is_dir():
+            return False
+        if any(is_checkpoint(path / name) for name in ("last.pt", "best.pt")):
+            return True
+        return (path / "metrics.jsonl").is_file() and (path / "config.json").is_file()
+    except OSError:
+        return False
+
+
+def _kind(path: Path) -> str | None:
+    """What is at ``path`` (following links): None, "file", "directory" or a special kind."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    return _SPECIAL.get(stat.S_IFMT(mode), "a special file")
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _nearest_existing(path: Path) -> Path | None:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _check_directory_takes_files(directory: Path, where: str) -> None:
+    directory = directory if str(directory) else Path(".")
+    kind = _kind(directory)
+    if kind is None:
+        raise ConfigError(f"{where}: the directory {shown(directory)} does not exist; create it first")
+    if kind != "directory":
+        raise ConfigError(f"{where}: {shown(directory)} is not a directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".charrnn-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot write in {shown(directory)} ({exc.strerror or exc})") from None
