@@ -1,0 +1,57 @@
+"""`charrnn eval`: bits per character a model assigns to any text."""
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from charrnn.cli.errors import user_errors
+from charrnn.cli.shared import THREADS_HELP, _thread_governor, _given_path
+from charrnn.options import DEFAULTS, DeviceChoice
+
+
+@user_errors
+
+
+def evaluate_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
+    files: Annotated[list[Path], typer.Argument(parser=_given_path, help="Text files to score, or a named corpus's split, e.g. ptb-char:test.", show_default=False)],
+    best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint.")] = False,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = DEFAULTS["corpus"]["encoding"],
+    device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.")] = DeviceChoice.auto,
+    unknown: Annotated[str, typer.Option(metavar="<error|skip>", help="Characters outside the model's vocabulary: error, or skip (leave them out of the text scored, and say how many).")] = DEFAULTS["eval"]["unknown"],
+    threads: Annotated[Optional[int], typer.Option(min=1, help=THREADS_HELP, show_default=False)] = None,
+) -> None:
+    """Print the bits per character the model assigns to text files, read as one stream."""
+    from charrnn.data.corpus import resolve_sources
+    from charrnn.data.vocab_kinds import vocab_kind
+    from charrnn.device import resolve_device
+    from charrnn.errors import ConfigError
+    from charrnn.model.evaluation import evaluate
+    from charrnn.model.loading import load_model
+
+    if unknown not in ("error", "skip"):
+        raise ConfigError("--unknown must be 'error' or 'skip'")
+    model, vocab, _ = load_model(checkpoint, "best" if best else "last", device.value)
+    sources = resolve_sources([str(f) for f in files], encoding=encoding)
+    advice = "eval cannot score characters the model never saw; pass --unknown skip to leave them out"
+    text = vocab_kind(vocab.kind).score_text(sources.train, vocab, encoding, unknown, advice)
+    ids, tokens_per_char, skipped = text.ids, text.tokens_per_char, text.skipped
+    if len(ids) < 2:
+        from charrnn.errors import CorpusError
+
+        raise CorpusError("the text to evaluate needs at least 2 characters")
+    target = resolve_device(device.value)
+    governor = _thread_governor(threads) if target.type == "cpu" else None
+    nats = evaluate(model, ids, target, governor=governor) * tokens_per_char
+    scored = f"{len(ids) - 1:,} characters" if tokens_per_char == 1.0 else f"{text.chars:,} characters ({len(ids) - 1:,} tokens)"
+    left_out = f" ({skipped:,} characters outside the vocabulary left out)" if skipped else ""
+    from charrnn.units import nats_to_bpc
+
+    from charrnn.data.unigram import unigram_bpc
+
+    baseline = unigram_bpc(ids, tokens_per_char)
+    print(
+        f"{nats_to_bpc(nats):.4f} bpc ({nats:.4f} nats/char) over {scored}{left_out}; "
+        f"unigram baseline {baseline:.4f} bpc"
+    )

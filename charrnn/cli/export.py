@@ -1,0 +1,65 @@
+"""`charrnn export`: the model as a file that runs without charrnn."""
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from charrnn.cli.errors import user_errors
+from charrnn.cli.shared import err, _default, _out_path, _file_not_directory
+from charrnn.options import DEFAULTS, ExportFormatName, Quantization
+
+EXPORT = DEFAULTS["export"]
+FORMAT_HELP = (
+    "pt2: torch.export, loads with torch alone; onnx: onnxruntime in any language (needs the "
+    "optional onnx, onnxscript and onnxruntime); c: one C99 source file, libc and libm only; torchscript: "
+    f"deprecated by torch, for libtorch and mobile. {_default('export', 'format')}"
+)
+QUANTIZE_HELP = (
+    "Smaller weights: int8 for onnx (onnxruntime's dynamic quantization; a GRU's recurrent "
+    "layers stay float32) and c (a scale per row); float16 for c. \\[default: float32]"
+)
+
+
+@user_errors
+
+
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
+    file_format: Annotated[ExportFormatName, typer.Option("--format", help=FORMAT_HELP, show_default=False)] = ExportFormatName(EXPORT["format"]),
+    quantize: Annotated[Optional[Quantization], typer.Option(help=QUANTIZE_HELP, show_default=False)] = EXPORT["quantize"],
+    output: Annotated[Optional[Path], typer.Option("--out", parser=_out_path, metavar="<path>", help="File to write. \\[default: RUN/model.pt2, model.onnx, model.c or model.torchscript.pt, or beside the checkpoint file]", show_default=False)] = None,
+    best: Annotated[bool, typer.Option("--best", help="Export the run directory's best checkpoint.")] = False,
+) -> None:
+    """Write the model, its vocabulary and shape as a file that runs without charrnn, check it
+    against the checkpoint, and say its size and the check on stderr."""
+    from charrnn.export.formats import FORMATS, check_output, check_request, default_output, export_model, require_format
+
+    name = file_format.value
+    quantize_name = None if quantize is None else quantize.value
+    check_request(name, quantize_name)
+    require_format(name)  # before torch is imported: a missing package is named at once
+    from charrnn import checkpoint as ckpt
+    from charrnn.model.loading import load_model
+
+    _file_not_directory(output, f"model{FORMATS[name].suffix}")
+    path = ckpt.resolve(checkpoint, "best" if best else "last")
+    model, vocab, saved = load_model(path, device="cpu")
+    if output is None:
+        output = default_output(name, path, checkpoint.is_dir())
+    check_output(name, output)
+    source = {"checkpoint": str(path), "step": saved.metrics.step}
+    report = export_model(name, model, vocab, output, quantize_name, source)
+    config = model.config
+    weights = f", {quantize_name} weights" if quantize_name else ""
+    err.print(
+        f"wrote {', '.join(str(p) for p in report.paths)} ({_size(report.size_bytes)}; "
+        f"{FORMATS[name].description}; {config.cell.upper()} {config.layers}x{config.hidden}, "
+        f"vocabulary {len(vocab)} {vocab.kind}{weights})",
+        markup=False,
+    )
+    err.print(f"check: {report.check}", markup=False)
+
+
+def _size(size_bytes: int) -> str:
+    return f"{size_bytes / 1e6:.2f} MB" if size_bytes >= 1e6 else f"{size_bytes / 1e3:.1f} kB"

@@ -1,0 +1,52 @@
+"""`charrnn gradients`: how the gradient fades over the steps before the loss."""
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from charrnn.cli.errors import user_errors
+from charrnn.cli.shared import err, out, _generation_threads, _file_not_directory, REPLAY_THREADS_HELP, _note_no_png
+from charrnn.options import DEFAULTS
+
+
+@user_errors
+
+
+def gradients(
+    checkpoint: Annotated[Path, typer.Argument(metavar="RUN", help="Checkpoint file or run directory.", show_default=False)],
+    text: Annotated[Optional[Path], typer.Option(help="Text whose first characters make the window. \\[default: the run's training text]", show_default=False)] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Steps in the window: the gradient is followed this far back.")] = DEFAULTS["gradients"]["steps"],
+    compare: Annotated[bool, typer.Option("--compare", help="Also draw a plain RNN, a GRU, an LSTM with forget bias 1 (charrnn's) and one with forget bias 0, all of this architecture at initialisation, on the same text.")] = False,
+    png: Annotated[Optional[Path], typer.Option(help="Also draw the norms (log scale) in this PNG.", show_default=False)] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the weights drawn for the models at initialisation.")] = DEFAULTS["gradients"]["seed"],
+    best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint.")] = False,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = DEFAULTS["corpus"]["encoding"],
+    threads: Annotated[Optional[int], typer.Option(min=1, help=REPLAY_THREADS_HELP, show_default=False)] = None,
+) -> None:
+    """Show how the gradient of the loss at the last step fades over the steps before it: trained against initialisation, or several cells compared."""
+    from charrnn.cli.inspect_views import show_gradients
+    from charrnn.inspect.gradients import compare_cells, fresh_model, gradient_flow
+    from charrnn.inspect.plots import gradients_png
+    from charrnn.inspect.text import read_text
+    from charrnn.model.loading import load_model
+    from charrnn.model.network import ModelConfig
+
+    _file_not_directory(png, "gradients.png")
+    _generation_threads(threads, paced=False)
+    model, vocab, saved = load_model(checkpoint, "best" if best else "last", "cpu")
+    window = read_text(text, saved, vocab, steps + 1, encoding, at_least=2)
+    if len(window) < steps + 1:
+        err.print(f"charrnn: {window.source} has {len(window)} characters: the window is {len(window) - 1} step(s)", markup=False)
+    config = model.config
+    flows = [gradient_flow(model, window.ids, f"trained (step {saved.metrics.step:,})")]
+    if compare:
+        flows += compare_cells(config, window.ids, seed)
+    else:
+        bare = ModelConfig(config.vocab_size, config.cell, config.layers, config.hidden, config.embed, 0.0)
+        flows.append(gradient_flow(fresh_model(bare, seed), window.ids, "at initialisation"))
+    show_gradients(out, flows, f"{len(window) - 1} characters of {Path(window.source).name}")
+    if _note_no_png(png):
+        shape = f"{config.cell.upper()} {config.layers}x{config.hidden}"
+        written = gradients_png(flows, png, f"{shape}: gradient of the last step's loss, {len(window) - 1} steps of {Path(window.source).name}")
+        err.print(f"wrote {written}", markup=False)

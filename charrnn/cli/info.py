@@ -1,0 +1,79 @@
+"""`charrnn info`: what a checkpoint holds, as a table or JSON."""
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from charrnn.cli.errors import user_errors
+from charrnn.cli.shared import out
+
+
+@user_errors
+
+
+def info(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
+    best: Annotated[bool, typer.Option("--best", help="Describe the best checkpoint of a run directory.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show a checkpoint's model, vocabulary, training progress and best validation bpc."""
+    from charrnn import checkpoint as ckpt
+    from charrnn.model.loading import load_model
+
+    path = ckpt.resolve(checkpoint, "best" if best else "last")
+    model, vocab, saved = load_model(path, device="cpu")
+    facts = {
+        "checkpoint": str(path),
+        "charrnn_version": saved.version,
+        "model": saved.model_config.to_dict(),
+        "parameters": model.num_parameters(),
+        "vocab_size": len(vocab),
+        "vocab": "".join(vocab.chars),
+        "step": saved.metrics.step,
+        "train_minutes": saved.metrics.elapsed / 60,
+        "best_val_bpc": saved.metrics.best_val_bpc,
+        "train_config": None if saved.train_config is None else saved.train_config.to_dict(),
+        "corpus": None if saved.corpus is None else saved.corpus.to_dict(),
+    }
+    if as_json:
+        print(json.dumps(facts, indent=2, ensure_ascii=False))
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in facts.items():
+        if key == "train_minutes":
+            key, value = "train_time", _duration(value * 60)
+        elif key == "best_val_bpc":
+            from charrnn.units import bpc_to_nats
+
+            value = "-" if value is None else f"{value:.4f} bpc ({bpc_to_nats(value):.4f} nats/char)"
+        elif key == "vocab":
+            value = repr(value)
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}={_figure(v)}" for k, v in value.items())
+        elif key in ("parameters", "vocab_size", "step") and isinstance(value, int):
+            value = f"{value:,}"
+        else:
+            value = _figure(value)
+        table.add_row(Text(key, style="bold"), Text(value))
+    out.print(table)
+
+
+def _figure(value) -> str:
+    """A float to six significant digits (0.003, not 0.0030000000000000001); full precision
+    stays in ``info --json``."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {seconds:02d} s"
+    return f"{seconds} s"

@@ -1,0 +1,297 @@
+"""`charrnn sample`: stream samples to stdout, a beam search, or the interactive prompt loop."""
+
+import itertools
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from charrnn.cli.errors import EXIT_INTERRUPTED, fail, user_errors
+from charrnn.cli.shared import err, SAMPLE, MODEL, MODES, COPYING, THREADS_HELP, _generation_threads
+from charrnn.options import DeviceChoice, Engine
+
+DEFAULT_SEPARATOR = "--- sample {i} of {n} {status} ---"
+
+
+@user_errors
+
+
+def sample(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
+    length: Annotated[int, typer.Option(min=1, help="Characters to generate per sample.")] = SAMPLE["length"],
+    temperature: Annotated[float, typer.Option(min=0, help="Sampling temperature; 0 = greedy.")] = SAMPLE["temperature"],
+    top_k: Annotated[int, typer.Option(min=0, help="Sample only among the k most likely characters; 0 = off.")] = SAMPLE["top_k"],
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass, above 0 and at most 1; 1 = off.")] = SAMPLE["top_p"],
+    min_p: Annotated[float, typer.Option(min=0, max=1, help="Drop characters less likely than this fraction of the most likely one; 0 = off.")] = SAMPLE["min_p"],
+    repetition_penalty: Annotated[float, typer.Option(help="Above 1, characters seen in the last --repetition-window become less likely; 1 = off; above 0 and below 1, more likely.")] = SAMPLE["repetition_penalty"],
+    repetition_window: Annotated[int, typer.Option(min=1, help="Recent characters (prime included) the repetition penalty looks at.")] = SAMPLE["repetition_window"],
+    beam: Annotated[int, typer.Option(min=0, help="Beam search with this many beams instead of sampling: the most likely continuation, deterministic; good for short completions, repetitive on long ones. 0 = sample.", rich_help_panel=MODES)] = SAMPLE["beam"],
+    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Prompt loop: each line you type is continued; /help lists commands (/temp, /len, ...), /quit or EOF ends.", rich_help_panel=MODES)] = False,
+    prime: Annotated[str, typer.Option(help="Text to condition on first (printed before the sample).")] = "",
+    seed: Annotated[Optional[int], typer.Option(help="Random seed, 0 to 2**63-1: same seed, same text. \\[default: random, reported]")] = None,
+    num_samples: Annotated[int, typer.Option(min=1, help="Samples to make, generated together in one batch; each is written out as soon as its text is final, in order, followed by a --separator line.")] = SAMPLE["num_samples"],
+    separator: Annotated[str, typer.Option(help="With --num-samples > 1, the line written on stdout after each sample, for scripts to split on: {i} becomes the sample's number, {n} the number of samples, {status} 'complete' or 'cut short' (Ctrl-C).")] = DEFAULT_SEPARATOR,
+    stop: Annotated[Optional[list[str]], typer.Option(help="End a sample at this string (repeatable; not printed).")] = None,
+    unknown: Annotated[str, typer.Option(metavar="<error|skip>", help="Prime characters outside the vocabulary: error (names them) or skip.")] = SAMPLE["unknown"],
+    best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint, not its latest.", rich_help_panel=MODEL)] = False,
+    device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.", rich_help_panel=MODEL)] = DeviceChoice.auto,
+    threads: Annotated[Optional[int], typer.Option(min=1, help=THREADS_HELP, show_default=False, rich_help_panel=MODEL)] = None,
+    engine: Annotated[Engine, typer.Option(help="fast = weights laid out once for single steps (CPU); eager = the model's own forward (the reference; cuDNN on GPU); auto = fast on CPU, eager on GPU. Same seed, same text either way.", rich_help_panel=MODEL)] = Engine(SAMPLE["engine"]),
+    check_copying: Annotated[bool, typer.Option("--check-copying", help="After sampling, report on stderr the longest substring of each sample found verbatim in the training text, and the share of it in copied runs of --copy-min-run+ characters, beside the same figures for unseen validation text. About 1 s per 1,000 sampled characters per MB of training text.", rich_help_panel=COPYING)] = False,
+    training_text: Annotated[Optional[Path], typer.Option(help="Check copying against this file instead of the training files the checkpoint records (implies --check-copying).", show_default=False, rich_help_panel=COPYING)] = None,
+    copy_min_run: Annotated[int, typer.Option(min=1, help="Shortest verbatim run counted as copied by --check-copying.", rich_help_panel=COPYING)] = SAMPLE["copy_min_run"],
+) -> None:
+    """Generate text, streaming it to stdout as it is made."""
+    from charrnn.device import resolve_device
+    from charrnn.model.loading import load_model
+    from charrnn.generation.sample import SampleConfig
+
+    config = SampleConfig(
+        length=length,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        repetition_penalty=repetition_penalty,
+        repetition_window=repetition_window,
+        prime=prime,
+        seed=seed,
+        num_samples=num_samples,
+        stop=tuple(stop or ()),
+        unknown=unknown,
+        engine=engine.value,
+    )
+    from charrnn.errors import ConfigError
+
+    if not separator:
+        raise ConfigError("--separator must not be empty: it is the line that tells samples apart")
+    target = resolve_device(device.value)
+    model, vocab, saved = load_model(checkpoint, "best" if best else "last", device.value)
+    governor = _generation_threads(threads, paced=not (beam or interactive)) if target.type == "cpu" else None
+
+    if beam and interactive:
+        raise ConfigError("--beam and --interactive cannot be combined")
+    check_copying = check_copying or training_text is not None
+    if check_copying and interactive:
+        raise ConfigError("--check-copying works on generated samples, not the --interactive loop")
+    references = None
+    if check_copying:
+        from charrnn.generation.copying import reference_texts
+
+        # Read before sampling: a missing training file is answered before any output.
+        references = reference_texts(saved.corpus, training_text)
+    if beam:
+        texts = _sample_beam(model, vocab, config, beam, target)
+        _report_copying(references, texts, copy_min_run)
+        return
+    from charrnn.generation.sample import prime_ids
+
+    prime_ids(vocab, config)  # a prime the model cannot read is answered before any output
+    err.print(f"seed {config.seed}", markup=False)
+    if interactive:
+        _sample_interactive(model, vocab, config, target)
+        return
+    texts, cut, seconds = _stream_samples(model, vocab, config, target, separator, governor)
+    produced = sum(len(text) for text in texts)
+    err.print(f"{produced} characters in {seconds:.2f} s ({produced / max(seconds, 1e-9):,.0f} chars/s)", markup=False)
+    if num_samples > 1:
+        _warn_separator_clashes(texts, prime, separator)
+    if cut is not None:
+        fail(f"charrnn: interrupted: {_cut_summary(cut, num_samples)}", EXIT_INTERRUPTED)
+    _report_copying(references, texts, copy_min_run)
+
+
+def _separator_line(template: str, number: int, count: int, cut: bool) -> str:
+    # str.replace, not str.format: any other braces in the template are kept as written.
+    fields = {"{i}": str(number), "{n}": str(count), "{status}": "cut short" if cut else "complete"}
+    for field, value in fields.items():
+        template = template.replace(field, value)
+    return template
+
+
+def _stream_samples(model, vocab, config, target, separator: str, governor=None):
+    """Write the samples to stdout as ``stream_samples`` gives them out: the first as it is
+    made, each later one as soon as its text is final. The first Ctrl-C (or SIGTERM) ends
+    generation and writes out every sample made so far; a second one quits at once.
+    Returns the texts, the numbers of the samples cut short (None without a Ctrl-C), seconds."""
+    from charrnn.generation.sample import stream_samples
+    from charrnn.cli.signals import graceful_stop
+
+    stop_requested = False
+
+    def request_stop(signum: int) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    n = config.num_samples
+    parts: list[list[str]] = [[] for _ in range(n)]
+    cut: list[int] = []
+    started = time.perf_counter()
+    with graceful_stop(request_stop):
+        pieces = stream_samples(model, vocab, config, target, should_stop=lambda: stop_requested, governor=governor)
+        first = next(pieces)  # errors (a bad prime) surface before anything is printed
+        for piece in itertools.chain([first], pieces):
+            if not parts[piece.sample]:
+                sys.stdout.write(config.prime)
+            parts[piece.sample].append(piece.text)
+            sys.stdout.write(piece.text)
+            if piece.last:
+                sys.stdout.write("\n")
+                if piece.cut:
+                    cut.append(piece.sample + 1)
+                if n > 1:
+                    sys.stdout.write(_separator_line(separator, piece.sample + 1, n, piece.cut) + "\n")
+            sys.stdout.flush()
+    seconds = time.perf_counter() - started
+    return ["".join(p) for p in parts], (cut if stop_requested else None), seconds
+
+
+def _cut_summary(cut: list[int], count: int) -> str:
+    if count == 1:
+        return "the sample was cut short; what was made is on stdout" if cut else "the sample was complete"
+    if not cut:
+        return f"all {count} samples were complete"
+    numbers = ", ".join(str(i) for i in cut)
+    return f"{len(cut)} of {count} samples cut short ({numbers}); what was made is on stdout"
+
+
+def _warn_separator_clashes(texts: list[str], prime: str, separator: str) -> None:
+    """A sample with a line equal to a separator line would split wrongly: say so."""
+    n = len(texts)
+    lines = {_separator_line(separator, i, n, cut) for i in range(1, n + 1) for cut in (False, True)}
+    clashes = [str(i) for i, text in enumerate(texts, 1) if lines.intersection((prime + text).split("\n"))]
+    if clashes:
+        err.print(
+            f"warning: sample {', '.join(clashes)} has a line equal to a separator line; "
+            "choose another with --separator to split the samples reliably",
+            markup=False,
+        )
+
+
+def _report_copying(references, texts: list[str], min_run: int) -> None:
+    """One stderr line per sample: its longest verbatim copy and copied share, then the same
+    figures for unseen text of the same length, so the user can tell learning from copying."""
+    if references is None:
+        return
+    from charrnn.generation.copying import copy_report, unseen_baseline
+
+    err.print(f"copying check against {references.source} ({len(references.train):,} training characters):", markup=False)
+    for i, text in enumerate(texts, 1):
+        report = copy_report(text, references.train, min_run)
+        label = f"sample {i}" if len(texts) > 1 else "sample"
+        err.print(f"  {label}: {_copy_figures(report)}", markup=False)
+    baseline = unseen_baseline(references, max(len(t) for t in texts), min_run)
+    if baseline is not None:
+        err.print(f"  unseen validation text, same length: {_copy_figures(baseline)}", markup=False)
+
+
+def _copy_figures(report) -> str:
+    return (
+        f"longest verbatim run {report.longest} chars {report.longest_text!r}; "
+        f"{report.copied_fraction:.1%} in runs of {report.min_run}+ chars"
+    )
+
+
+def _sample_beam(model, vocab, config, width: int, target) -> list[str]:
+    from charrnn.generation.beam import BeamConfig, beam_search
+    from charrnn.errors import ConfigError
+
+    if config.num_samples > width:
+        raise ConfigError(f"--num-samples {config.num_samples} is more than the {width} beams kept")
+    beams = beam_search(
+        model,
+        vocab,
+        BeamConfig(
+            width=width,
+            length=config.length,
+            prime=config.prime,
+            unknown=config.unknown,
+            stop=config.stop,
+            repetition_penalty=config.repetition_penalty,
+            repetition_window=config.repetition_window,
+        ),
+        target,
+    )
+    for i, found in enumerate(beams[: config.num_samples], 1):
+        if config.num_samples > 1:
+            err.print(f"--- beam {i}/{config.num_samples}: log-probability {found.log_prob:.3f} ---", markup=False)
+        sys.stdout.write(config.prime + found.text + "\n")
+        sys.stdout.flush()
+    return [found.text for found in beams[: config.num_samples]]
+
+
+def _sample_interactive(model, vocab, config, target) -> None:
+    from charrnn.generation.interactive import HELP, InteractiveIO, InteractiveSession
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    def prompt() -> None:
+        sys.stderr.write("> ")
+        sys.stderr.flush()
+
+    def edited_line() -> str:
+        try:
+            return input("> ") + "\n"
+        except EOFError:
+            return ""
+
+    err.print(HELP, markup=False)
+    readline = _line_editing()
+    io = InteractiveIO(
+        read_line=edited_line if readline else sys.stdin.readline,
+        write=write,
+        tell=lambda line: err.print(line, markup=False),
+        # input() shows the prompt itself (on the terminal), so that editing can redraw it.
+        prompt=(lambda: None) if readline else prompt,
+    )
+    history = _load_prompt_history(readline)
+    try:
+        replies = InteractiveSession(model, vocab, config, target).run(io)
+    finally:
+        _save_prompt_history(readline, history)
+    sys.stderr.write("\n")
+    err.print(f"{replies} replies", markup=False)
+
+
+def _line_editing():
+    """Python's readline module, which gives input() arrow keys, editing and history, when
+    stdin and stdout are a terminal (input() uses it only then); None otherwise, or where
+    the module is absent (Windows)."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return None
+    try:
+        import readline
+    except ImportError:
+        return None
+    return readline
+
+
+def _load_prompt_history(readline) -> Path | None:
+    """Earlier prompts from the history file in the cache directory (none when the cache is
+    off); a history that cannot be read starts empty."""
+    from charrnn.data.cache import cache_dir
+
+    directory = cache_dir()
+    if readline is None or directory is None:
+        return None
+    path = directory / "sample_history"
+    readline.set_history_length(1000)
+    try:
+        readline.read_history_file(path)
+    except OSError:
+        pass
+    return path
+
+
+def _save_prompt_history(readline, path: Path | None) -> None:
+    if readline is None or path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        readline.write_history_file(path)
+    except OSError:
+        pass  # history is a convenience: an unwritable cache must not fail the command

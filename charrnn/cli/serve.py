@@ -1,0 +1,76 @@
+"""`charrnn serve`: the HTTP server."""
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from charrnn.cli.errors import user_errors
+from charrnn.cli.shared import err
+from charrnn.options import DEFAULTS
+
+SERVE = DEFAULTS["serve"]
+LIMITS = "Limits"
+ACCESS = "Access"
+
+
+@user_errors
+
+
+def serve(
+    checkpoint: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory or checkpoint file to serve.", show_default=False)],
+    host: Annotated[str, typer.Option(help="Address to listen on; another than loopback needs --api-key.", rich_help_panel=ACCESS)] = SERVE["host"],
+    port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one (the address is printed).", rich_help_panel=ACCESS)] = SERVE["port"],
+    api_key: Annotated[Optional[str], typer.Option(envvar="CHARRNN_API_KEY", show_envvar=True, help="Require Authorization: Bearer KEY on every request (the playground page asks for it). \\[default: none on loopback]", show_default=False, rich_help_panel=ACCESS)] = None,
+    cors: Annotated[Optional[list[str]], typer.Option(metavar="ORIGIN", help="Let pages from this origin call the API from a browser (repeatable). \\[default: none]", show_default=False, rich_help_panel=ACCESS)] = None,
+    max_streams: Annotated[int, typer.Option(min=1, help="Streams advanced together in one batched step.", rich_help_panel=LIMITS)] = SERVE["max_streams"],
+    max_queue: Annotated[int, typer.Option(min=0, help="Streams waiting for a slot; past this a request is answered 503 with Retry-After.", rich_help_panel=LIMITS)] = SERVE["max_queue"],
+    max_tokens: Annotated[Optional[int], typer.Option(min=1, help=f"Characters made when a request gives no max_tokens (num_predict). \\[default: {SERVE['max_tokens']}, or --max-tokens-limit if lower]", show_default=False, rich_help_panel=LIMITS)] = None,
+    max_tokens_limit: Annotated[int, typer.Option(min=1, help="The most max_tokens a request may ask for.", rich_help_panel=LIMITS)] = SERVE["max_tokens_limit"],
+    max_prompt: Annotated[int, typer.Option(min=1, help="The longest prompt, in characters.", rich_help_panel=LIMITS)] = SERVE["max_prompt"],
+    max_body: Annotated[int, typer.Option(min=1024, help="The largest request body, in bytes.", rich_help_panel=LIMITS)] = SERVE["max_body"],
+    max_n: Annotated[int, typer.Option(min=1, help="The most completions (n) one request may ask for.", rich_help_panel=LIMITS)] = SERVE["max_n"],
+    grace: Annotated[float, typer.Option(min=0, help="Seconds running streams get to finish after SIGTERM or Ctrl-C; then each ends with an event that says so.")] = SERVE["grace"],
+    threads: Annotated[int, typer.Option(min=1, help="CPU threads of the model step (the event loop that serves HTTP runs beside it).")] = SERVE["threads"],
+    best: Annotated[bool, typer.Option("--best", help="Serve the run directory's best checkpoint, not its latest.")] = False,
+) -> None:
+    """Serve a model over HTTP to many clients at once: OpenAI-compatible /v1/completions,
+    Ollama-style /api/generate, and a playground page at /."""
+    from charrnn.serve.config import ServeConfig, require_server_packages
+
+    config = ServeConfig(
+        host=host, port=port, max_streams=max_streams, max_queue=max_queue, max_tokens=max_tokens,
+        max_tokens_limit=max_tokens_limit, max_prompt=max_prompt, max_body=max_body, max_n=max_n,
+        grace=grace, threads=threads, api_key=api_key, cors=tuple(cors or ()),
+    )
+    require_server_packages()
+    from charrnn import checkpoint as ckpt
+    from charrnn.model.loading import load_model
+    from charrnn.serve.app import serve as run_server
+
+    path = ckpt.resolve(checkpoint, "best" if best else "last")
+    model, vocab, saved = load_model(path, device="cpu")
+    model_id = (checkpoint if checkpoint.is_dir() else path.parent).resolve().name
+    m = model.config
+    facts = {
+        "cell": m.cell, "layers": m.layers, "hidden": m.hidden, "vocab_size": len(vocab),
+        "parameters": model.num_parameters(), "step": saved.metrics.step, "max_tokens_limit": max_tokens_limit,
+    }
+
+    def announce(url: Optional[str]) -> None:
+        if url is None:
+            # From the signal handler: os.write, as a buffered stream may be mid-write.
+            os.write(2, f"stopping: no new requests; running streams get {grace:g} s to finish (Ctrl-C again quits at once)\n".encode())
+            return
+        err.print(
+            f"serving {model_id} ({m.cell.upper()} {m.layers}x{m.hidden}, vocabulary {len(vocab)}) on {url}\n"
+            f"  playground {url}/   OpenAI {url}/v1   Ollama {url}/api/generate\n"
+            f"  up to {max_streams} streams at once, {max_queue} waiting; "
+            + ("API key required" if api_key else "no API key")
+            + "; Ctrl-C or SIGTERM stops",
+            markup=False,
+        )
+
+    run_server(model, vocab, model_id, facts, config, announce)
+    err.print("stopped", markup=False)

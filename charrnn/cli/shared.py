@@ -1,0 +1,127 @@
+"""What every command module shares: the two consoles (stdout for results, stderr for
+everything else), the help panels and help texts, and the helpers that read paths and
+choose threads."""
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from charrnn.options import DEFAULTS, PRESET_TRAINING
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False)
+
+
+def _per_preset(option: str) -> str:
+    """A training default per preset, for --help. Like every default --help names, it comes
+    from the defaults table the run's resolver applies, so the help and the behaviour cannot
+    drift apart."""
+    return ", ".join(f"{name} {values[option]:g}" for name, values in PRESET_TRAINING.items())
+
+
+def _default(section: str, name: str, none: str = "") -> str:
+    """``[default: VALUE]`` for --help, VALUE from the defaults table (``none``: what a None
+    there means; a flag's False reads "off")."""
+    value = DEFAULTS[section][name]
+    shown = none if value is None else ("on" if value else "off") if isinstance(value, bool) else value
+    return f"\\[default: {shown}]"
+
+
+TRAIN = DEFAULTS["train"]
+SAMPLE = DEFAULTS["sample"]
+GPU = DEFAULTS["gpu"]
+
+
+MODEL = "Model"
+TRAINING = "Training"
+DATA = "Data"
+RUN = "Run"
+BUDGET = "Budget and evaluation"
+DEVICE = "Device"
+MODES = "Modes"
+COPYING = "Copying check"
+MEASURED = "What to measure"
+THREADS_HELP = (
+    "CPU threads for torch and BLAS (OMP_NUM_THREADS also fixes it). \\[default: chosen by "
+    "measured speed, so that a busy machine does not slow the run down]"
+)
+
+
+def _thread_governor(threads: Optional[int]):
+    """The --threads count applied now, or (None given) a governor that picks it by speed."""
+    from charrnn.threads import ThreadGovernor, resolve_policy
+
+    return ThreadGovernor.for_policy(resolve_policy(threads))
+
+
+def _generation_threads(threads: Optional[int], paced: bool):
+    """Sampling is paced by a governor like training; the beam search and the interactive loop,
+    which no governor paces, run on one thread (unless --threads says otherwise), which is
+    never the one that collapses on a busy machine. Returns the governor, or None."""
+    from charrnn.threads import resolve_policy, set_threads
+
+    if paced:
+        return _thread_governor(threads)
+    set_threads(resolve_policy(threads).fixed or 1)
+    return None
+
+
+def _out_path(value) -> Path:
+    """--out as a path, refusing the empty string: Path("") is the current directory, where a
+    run or an export would land unasked."""
+    if isinstance(value, Path):
+        return value
+    if not str(value).strip():
+        raise typer.BadParameter("must not be empty: name the directory or file to write")
+    return Path(value)
+
+
+def _learning_rate(value) -> float | str:
+    """--lr: a number, or auto."""
+    from charrnn.errors import ConfigError
+    from charrnn.options import parse_lr
+
+    try:
+        return parse_lr(value)
+    except ConfigError:
+        raise typer.BadParameter(f"must be a number or auto, not {value!r}") from None
+
+
+def _given_path(value) -> Path:
+    """A path argument, refusing the empty string, which Path("") would read as the current
+    directory (and so score every file in it)."""
+    if isinstance(value, Path):
+        return value
+    if not str(value).strip():
+        raise typer.BadParameter("an empty path was given; name a file")
+    return Path(value)
+
+
+def _file_not_directory(output: Optional[Path], example: str) -> None:
+    """--out names a file for this command; a directory there is a mistake to say, not a
+    place to write into under a name the user did not choose."""
+    if output is not None and output.is_dir():
+        from charrnn.errors import ConfigError
+
+        raise ConfigError(f"--out {output} is a directory; name the file to write, e.g. --out {output / example}")
+
+INSPECT = DEFAULTS["inspect"]
+WHAT_TO_SHOW = "What to show"
+REPLAY_THREADS_HELP = (
+    "CPU threads for torch (OMP_NUM_THREADS also fixes it). \\[default: 1: the layers are "
+    "replayed one step at a time, many small operations that more threads only slow down]"
+)
+
+
+def _note_no_png(png: Optional[Path]) -> bool:
+    """Whether the PNG can be drawn; if not, one line says so and the terminal view goes on."""
+    from charrnn.inspect.plots import have_matplotlib
+
+    if png is None:
+        return False
+    if have_matplotlib():
+        return True
+    err.print(f"charrnn: no PNG written to {png}: it needs matplotlib (pip install 'charrnn[plot]'); the terminal view follows", markup=False)
+    return False

@@ -1,0 +1,277 @@
+"""`charrnn train`: options become a RunRequest; the run is planned, shown, trained and reported."""
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from charrnn.cli.errors import EXIT_INTERRUPTED, fail, message_for, user_errors
+from charrnn.cli.shared import err, _per_preset, _default, TRAIN, GPU, MODEL, TRAINING, DATA, RUN, BUDGET, DEVICE, THREADS_HELP, _out_path, _learning_rate
+from charrnn.options import DEFAULTS, MAX_LR, Cell, DeviceChoice, Precision, Preset, Schedule, TokenizerKind
+
+
+def _value_kind(param) -> str:
+    """What a --config value for ``param`` must be: bool, int, float, str (paths, choices), or
+    for --lr a number or auto."""
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    if getattr(param, "is_bool_flag", False) or annotation is bool:
+        return "bool"
+    if param.name == "lr":
+        return "rate"  # a number, or auto
+    return {int: "int", float: "float"}.get(annotation, "str")
+
+
+def _config_file(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
+    """Eager: the file's values become the command's defaults before any option is read,
+    so the command line wins and every value goes through the option's own checks."""
+    if value is None or ctx.resilient_parsing:
+        return value
+    from charrnn.config_file import defaults_from_file
+    from charrnn.errors import CharRNNError
+
+    params = [
+        (p.name, list(p.opts), bool(getattr(p, "multiple", False) or p.nargs == -1), _value_kind(p))
+        for p in ctx.command.params
+        if p.name != "config"
+    ]
+    try:
+        ctx.default_map = {**(ctx.default_map or {}), **defaults_from_file(value, params)}
+    except CharRNNError as exc:
+        fail(*message_for(exc))
+    return value
+
+
+@user_errors
+
+
+def train(
+    paths: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            help="Text files, directories of text files, or a corpus name "
+            "(stdlib, tinyshakespeare, ptb-char, ...). Optional with --resume.",
+            show_default=False,
+        ),
+    ] = None,
+    resume: Annotated[
+        Optional[Path],
+        typer.Option(help="Continue a run: its directory (latest checkpoint) or a checkpoint file.", rich_help_panel=RUN),
+    ] = None,
+    config: Annotated[
+        Optional[Path],
+        typer.Option("--config", is_eager=True, callback=_config_file, help="Take options from a TOML file (keys are option names: batch-size = 32, paths = [\"a.txt\"]); options given here override it. A run's config.toml repeats that run.", rich_help_panel=RUN),
+    ] = None,
+    out_dir: Annotated[
+        Optional[Path],
+        typer.Option("--out", parser=_out_path, help="Run directory. \\[default: a new directory in checkpoints/, named after the corpus and the time]", rich_help_panel=RUN),
+    ] = None,
+    extend_vocab: Annotated[
+        bool,
+        typer.Option(help="With --resume on new text: add its unseen characters to the vocabulary (fine-tuning).", rich_help_panel=RUN),
+    ] = False,
+    tokenizer: Annotated[Optional[TokenizerKind], typer.Option(help="What the model reads: chars (each character of the corpus), bytes (UTF-8 bytes, any text), or bpe (byte-level BPE trained on the corpus, with --vocab-size). " + _default("corpus", "tokenizer"), rich_help_panel=DATA)] = None,
+    vocab_size: Annotated[Optional[int], typer.Option(min=256, help="BPE vocabulary size (256 byte tokens + merges), with --tokenizer bpe.", rich_help_panel=DATA)] = None,
+    preset: Annotated[Optional[Preset], typer.Option(help=f"Model size; explicit options override it. \\[default: {DEFAULTS['model']['preset']}; on a GPU {GPU['preset']} with dropout {GPU['dropout']}]", rich_help_panel=MODEL)] = None,
+    cell: Annotated[Optional[Cell], typer.Option(help="Recurrent cell. " + _default("model", "cell"), rich_help_panel=MODEL)] = None,
+    layers: Annotated[Optional[int], typer.Option(min=1, help="Recurrent layers.", rich_help_panel=MODEL)] = None,
+    hidden: Annotated[Optional[int], typer.Option(min=1, help="Hidden units per layer.", rich_help_panel=MODEL)] = None,
+    embed: Annotated[Optional[int], typer.Option(min=1, help="Character embedding size.", rich_help_panel=MODEL)] = None,
+    dropout: Annotated[Optional[float], typer.Option(min=0, max=0.99, help="Dropout between layers and before the decoder.", rich_help_panel=MODEL)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help=f"Parallel streams per step (shrinks for short texts). \\[default: {TRAIN['batch_size']}; {GPU['batch_size']} on a GPU]", rich_help_panel=TRAINING)] = None,
+    seq_len: Annotated[Optional[int], typer.Option(min=1, help="Characters per truncated-BPTT window. " + _default("train", "seq_len"), rich_help_panel=TRAINING)] = None,
+    lr: Annotated[Optional[str], typer.Option(parser=_learning_rate, metavar="<number|auto>", help=f"Peak learning rate (AdamW): above 0, at most {MAX_LR:g}; or auto: a range test at the start of a new run chooses it (docs/defaults.md). \\[default: from the preset: {_per_preset('lr')}]", rich_help_panel=TRAINING)] = None,
+    schedule: Annotated[Optional[Schedule], typer.Option(help="Learning-rate schedule after warmup. " + _default("train", "schedule"), rich_help_panel=TRAINING)] = None,
+    warmup_steps: Annotated[Optional[int], typer.Option(min=0, help="Linear warmup steps. " + _default("train", "warmup_steps"), rich_help_panel=TRAINING)] = None,
+    min_lr_frac: Annotated[Optional[float], typer.Option(min=0, max=1, help="Final rate as a fraction of --lr. " + _default("train", "min_lr_frac"), rich_help_panel=TRAINING)] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(min=0, help=f"AdamW weight decay (not on biases or embeddings). \\[default: from the preset: {_per_preset('weight_decay')}]", rich_help_panel=TRAINING)] = None,
+    grad_clip: Annotated[Optional[float], typer.Option(min=0, help="Gradient-norm clip; 0 = off. " + _default("train", "grad_clip"), rich_help_panel=TRAINING)] = None,
+    max_steps: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many steps (with --resume: the run's total; see --extend-steps).", rich_help_panel=BUDGET)] = None,
+    minutes: Annotated[Optional[float], typer.Option(help="Training-time budget, above 0 (steps, evaluations and checkpoints; start-up is not counted); the schedule is planned to end with it. With --resume: the run's total (see --extend-minutes). " + f"\\[default: {DEFAULTS['budget']['minutes']:g} if no other budget]", rich_help_panel=BUDGET)] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="Stop after this many passes over the text (above 0; fractions allowed).", rich_help_panel=BUDGET)] = None,
+    extend_steps: Annotated[Optional[int], typer.Option(help="With --resume: add this many steps (at least 1) to the run's budget (with --resume, --max-steps, --epochs and --minutes are totals). The learning rate goes on from where it is, decaying over the extension.", rich_help_panel=BUDGET)] = None,
+    extend_epochs: Annotated[Optional[float], typer.Option(help="With --resume: add this many passes over the text (above 0) to the run's step budget.", rich_help_panel=BUDGET)] = None,
+    extend_minutes: Annotated[Optional[float], typer.Option(help="With --resume: add this many minutes (above 0) to the run's time budget.", rich_help_panel=BUDGET)] = None,
+    eval_every: Annotated[Optional[int], typer.Option(min=1, help="Steps between validation runs. " + _default("train", "eval_every"), rich_help_panel=BUDGET)] = None,
+    eval_chars: Annotated[Optional[int], typer.Option(min=2, help="Evaluate on at most this many validation characters. " + _default("train", "eval_chars", none="all"), rich_help_panel=BUDGET)] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(min=1, help="Steps between periodic checkpoints. " + _default("train", "checkpoint_every", none="--eval-every"), rich_help_panel=BUDGET)] = None,
+    patience: Annotated[Optional[int], typer.Option(min=0, help="Stop after this many evaluations without improvement; 0 = never. " + _default("train", "patience"), rich_help_panel=BUDGET)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed for initialisation and dropout, 0 to 2**63-1. " + _default("train", "seed"), rich_help_panel=TRAINING)] = None,
+    val_file: Annotated[
+        Optional[list[str]], typer.Option(help="Validation text (repeatable), instead of the last --val-frac of the training text.", rich_help_panel=DATA)
+    ] = None,
+    val_frac: Annotated[Optional[float], typer.Option(min=0, max=0.99, help="Fraction of the text, at its end, held out for validation. " + _default("corpus", "val_frac"), rich_help_panel=DATA)] = None,
+    encoding: Annotated[Optional[str], typer.Option(help="Text encoding of the files. " + _default("corpus", "encoding"), rich_help_panel=DATA)] = None,
+    device: Annotated[DeviceChoice, typer.Option(help="Where to train.", rich_help_panel=DEVICE)] = DeviceChoice.auto,
+    threads: Annotated[Optional[int], typer.Option(min=1, help=THREADS_HELP, show_default=False, rich_help_panel=DEVICE)] = None,
+    eval_sample_chars: Annotated[int, typer.Option(min=0, help="Characters of the sample written to samples.txt at each evaluation; 0 = none.", rich_help_panel=BUDGET)] = DEFAULTS["run"]["eval_sample_chars"],
+    tensorboard: Annotated[bool, typer.Option("--tensorboard/--no-tensorboard", help="Also write TensorBoard event files to RUN_DIR/tensorboard (needs the tensorboard extra).", rich_help_panel=RUN)] = False,
+    precision: Annotated[Optional[Precision], typer.Option(help="auto = fp16 autocast on CUDA, fp32 on CPU.", rich_help_panel=DEVICE)] = None,
+    deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--no-deterministic", help="Deterministic kernels everywhere, so a resumed run matches an unstopped one bit-for-bit on CUDA too (CPU runs already do); on CUDA it needs --dropout 0 or one layer. " + _default("train", "deterministic"), show_default=False, rich_help_panel=RUN)] = None,
+) -> None:
+    """Train a model on text files; checkpoints and metrics go to a run directory."""
+    from charrnn.cli.progress import TrainingDisplay
+    from charrnn.training.stall import StallWatch
+    from charrnn.cli.signals import graceful_stop
+    from charrnn.training.plan import RunRequest
+    from charrnn.training.runs import prepare_run, train_run
+
+    device_choice = _join_torchrun(device.value)
+    request = RunRequest(
+        sources=list(paths or []),
+        val_sources=list(val_file or []),
+        encoding=encoding,
+        val_frac=val_frac,
+        out=out_dir,
+        resume=resume,
+        extend_vocab=extend_vocab,
+        tokenizer=tokenizer.value if tokenizer else None,
+        vocab_size=vocab_size,
+        preset=preset.value if preset else None,
+        model={
+            "cell": cell.value if cell else None,
+            "layers": layers,
+            "hidden": hidden,
+            "embed": embed,
+            "dropout": dropout,
+        },
+        train={
+            "batch_size": batch_size,
+            "seq_len": seq_len,
+            "lr": lr,
+            "schedule": schedule.value if schedule else None,
+            "warmup_steps": warmup_steps,
+            "min_lr_frac": min_lr_frac,
+            "weight_decay": weight_decay,
+            "grad_clip": grad_clip,
+            "max_steps": max_steps,
+            "minutes": minutes,
+            "eval_every": eval_every,
+            "eval_chars": eval_chars,
+            "checkpoint_every": checkpoint_every,
+            "patience": patience,
+            "seed": seed,
+            "precision": precision.value if precision else None,
+            "deterministic": deterministic,
+        },
+        epochs=epochs,
+        extend_steps=extend_steps,
+        extend_epochs=extend_epochs,
+        extend_minutes=extend_minutes,
+        device=device_choice,
+        threads=threads,
+    )
+    if not request.sources and request.resume is None:
+        err.print("charrnn: corpus: name a text file, directory or corpus to train on (or --resume a run)", markup=False)
+        raise typer.Exit(2)
+    run = prepare_run(request)
+    _print_run_header(run)
+    started = time.perf_counter()
+
+    def stop_after_this_step(signum: int) -> None:
+        run.trainer.request_stop()
+        # os.write, not print: the handler may interrupt a write to stderr, and re-entering the
+        # buffered stream from here would raise.
+        os.write(2, b"\nstopping after this step to save a checkpoint (press Ctrl-C again to quit at once)\n")
+
+    stall = StallWatch(run.unigram_bpc, lambda message: err.print(f"charrnn: warning: {message}", markup=False))
+    with TrainingDisplay(err) as display, graceful_stop(stop_after_this_step):
+        result = train_run(run, [display, stall], sample_chars=eval_sample_chars, tensorboard=tensorboard)
+    _report_result(run, result, time.perf_counter() - started)
+
+
+def _join_torchrun(device: str) -> str:
+    """Under torchrun: join the process group (only rank 0 talks); returns the device to use."""
+    from charrnn.training import distributed
+
+    launch = distributed.launch_env()
+    if launch is None:
+        return device
+    import atexit
+
+    device = distributed.start(launch, device)
+    atexit.register(distributed.stop)
+    err.quiet = launch.rank != 0
+    return device
+
+
+def _print_run_header(run) -> None:
+    """What is about to be trained, on stderr: model, text, batch, budget, device, threads."""
+    from charrnn.training.plan import describe_budget
+
+    for notice in run.notices:
+        err.print(f"charrnn: warning: {notice}", markup=False)
+    m, t = run.model.config, run.trainer.config
+    layout = run.trainer.batches.layout
+    budget = f"budget {describe_budget(t)}"
+    if run.extended_by:
+        added = " + ".join(
+            f"{run.extended_by['steps']} steps" if key == "steps" else f"{run.extended_by['minutes']:g} min"
+            for key in run.extended_by
+        )
+        budget = f"extending the budget by {added} to {describe_budget(t)} total"
+    elif run.resumed_from and t.minutes:
+        budget += f" ({run.trainer.progress.elapsed / 60:.1f} min used)"
+    verb = f"resuming {run.resumed_from} at step {run.trainer.step}" if run.resumed_from else "training"
+    # Byte and BPE runs count tokens: calling them characters would misstate the text's size.
+    units = "characters" if run.corpus_options.tokenizer == "chars" else "tokens"
+    err.print(
+        f"{verb}: {m.layers}x{m.hidden} {m.cell.upper()}, {run.model.num_parameters():,} parameters, "
+        f"vocabulary {len(run.vocab)}, {len(run.corpus.train):,} train / "
+        f"{0 if run.corpus.val is None else len(run.corpus.val):,} val {units}, "
+        f"batch {layout.batch_size}x{layout.seq_len}"
+        + (f" on each of {run.trainer.world_size} processes" if run.trainer.world_size > 1 else "")
+        + f", {budget}, device {run.trainer.device}",
+        markup=False,
+    )
+    if run.trainer.device.type == "cpu":
+        err.print(f"threads: {run.threads.describe()}", markup=False)
+    if run.trainer.lr_range is not None:
+        err.print(_describe_lr_range(run.trainer.lr_range, t.lr, fresh=run.resumed_from is None), markup=False)
+    err.print(f"run directory: {run.directory}", markup=False)
+    if run.unigram_bpc is not None:
+        which = "training" if run.trainer.val_ids is None else "validation"
+        err.print(
+            f"unigram baseline: {run.unigram_bpc:.3f} bpc on the {which} text "
+            "(a model that knows only how often each character occurs)",
+            markup=False,
+        )
+    if run.trainer.val_ids is None:
+        no_split = not run.corpus_options.val_files and not run.corpus_options.val_frac
+        why = "--val-frac 0" if no_split else "too short a text to hold part of it out"
+        err.print(
+            f"warning: no validation text ({why}), so no best.pt will be written and `sample --best` "
+            "will have nothing to load; pass --val-file FILE (or --val-frac) to track the best checkpoint",
+            markup=False,
+        )
+
+
+def _describe_lr_range(test: dict, lr: float, fresh: bool) -> str:
+    if not fresh:
+        return f"learning rate {lr:g}, chosen by the range test at the start of this run (--lr auto)"
+    return (
+        f"learning rate {lr:g}, chosen by a range test (--lr auto): {len(test['rates'])} steps at rates from "
+        f"{test['low']:g} up, in {test['seconds']:.1f} s; the loss was lowest at {test['lowest_at']:.3g}, "
+        f"and the rate is that divided by {test['fraction']:g}"
+    )
+
+
+def _report_result(run, result, seconds: float) -> None:
+    """How the run ended, on stderr; an interrupted run says how to resume and exits 130."""
+    from charrnn.units import nats_to_bpc
+
+    best = "-" if result.best_val_loss is None else f"{nats_to_bpc(result.best_val_loss, run.trainer.tokens_per_char):.4f}"
+    if result.status == "interrupted":
+        err.print(
+            f"stopped at step {result.step}; checkpoint saved to {run.directory / 'last.pt'}\n"
+            f"resume with: charrnn train --resume {run.directory}",
+            markup=False,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED)
+    reason = {"finished": "step budget reached", "time": "time budget reached", "early_stop": "early stop"}
+    err.print(
+        f"done ({reason.get(result.status, result.status)}) at step {result.step} in {seconds:.0f} s; "
+        f"best val {best} bpc; checkpoints in {run.directory}",
+        markup=False,
+    )
