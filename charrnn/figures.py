@@ -4,24 +4,46 @@ one-line answers when the file cannot be written. Imports no matplotlib itself."
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from charrnn.errors import CheckpointError, ConfigError
 
 
-def save_figure(fig, path: Path, plt, option: str, dpi: int) -> Path:
-    """Save ``fig`` to ``path`` (``.png`` added to a name without an extension, as savefig
-    does; the caller reports the name returned) and close it. ``option`` names the option
-    that gave the path, for the message about a format matplotlib cannot draw."""
+def figure_path(path: Path) -> Path:
+    """The file a figure named ``path`` is written to: ``.png`` added to a name without an
+    extension, as savefig does. Output checks run on this name, the one actually written (a
+    directory stays as named, for the check to refuse it as such)."""
     path = Path(path)
-    if not path.suffix:
-        path = path.with_name(path.name + ".png")
+    return path.with_name(path.name + ".png") if not path.suffix and not path.is_dir() else path
+
+
+def save_figure(fig, path: Path, plt, option: str, dpi: int) -> Path:
+    """Save ``fig`` to ``figure_path(path)`` whole or not at all (a temporary file renamed
+    over it) and close it; returns the name written. ``option`` names the option that gave
+    the path, for the message about a format matplotlib cannot draw."""
+    path = figure_path(path)
+    temporary = None
     try:
-        fig.savefig(path, dpi=dpi)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".charrnn-", suffix=path.suffix)
+        os.close(handle)
+        fig.savefig(temporary, dpi=dpi, format=path.suffix.lstrip(".").lower())
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+        temporary = None
     except OSError as exc:
         raise CheckpointError(f"cannot write {path}: {exc.strerror}") from None
     except ValueError:  # "Format 'txt' is not supported"
         raise ConfigError(f"{option} {path}: cannot draw a {path.suffix} file; name a .png, .svg or .pdf") from None
     finally:
         plt.close(fig)
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

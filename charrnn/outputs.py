@@ -35,12 +35,15 @@ _SPECIAL = {
 }
 
 
-def check_output_file(path: Path, option: str, inputs: Iterable[Path] = (), example: str | None = None) -> Path:
+def check_output_file(
+    path: Path, option: str, inputs: Iterable[Path] = (), example: str | None = None, default: bool = False
+) -> Path:
     """Refuse ``path`` as a file for ``option`` to write (see the module docstring), before any
     work. ``inputs`` are the paths the command reads; ``example`` a file name to suggest when a
-    directory was given. Returns the path."""
+    directory was given; ``default``: the path is the option's default, not one the user typed.
+    Returns the path."""
     path = Path(path)
-    where = f"{option} {shown(path)}"
+    where = f"the default {option} {shown(path)}" if default else f"{option} {shown(path)}"
     kind = _kind(path)
     if kind == "directory":
         hint = f", e.g. {option} {shown(path / example)}" if example else ""
@@ -49,13 +52,25 @@ def check_output_file(path: Path, option: str, inputs: Iterable[Path] = (), exam
         raise ConfigError(f"{where} is {kind}, not a regular file; name a regular file to write")
     for given in inputs:
         if given is not None and _same_path(path, Path(given)):
-            raise ConfigError(f"{where} is one of this command's inputs; writing it would destroy it: name another file")
+            raise ConfigError(f"{where} is one of this command's inputs; writing it would destroy it: name another file with {option}")
     if kind == "file" and is_checkpoint(path):
-        raise ConfigError(f"{where} is a charrnn checkpoint; writing it would destroy it: name another file")
+        raise ConfigError(f"{where} is a charrnn checkpoint; writing it would destroy it: name another file with {option}")
     if path.name in RUN_FILES and is_run_directory(path.parent):
-        raise ConfigError(f"{where} is one of the files of the run in {shown(path.parent)}: name another file")
+        raise ConfigError(f"{where} is one of the files of the run in {shown(path.parent)}: name another file with {option}")
     _check_directory_takes_files(path.parent, where)
     return path
+
+
+def check_output_files(outputs: Iterable[tuple[Path | None, str, str | None]], inputs: Iterable[Path] = ()) -> None:
+    """Check every ``(path, option, example)`` a command will write (None: not asked for),
+    and that no two of them name the same file."""
+    inputs = [Path(p) for p in inputs if p is not None]
+    given = [(Path(path), option, example) for path, option, example in outputs if path is not None]
+    for index, (path, option, example) in enumerate(given):
+        check_output_file(path, option, inputs, example)
+        for other, other_option, _ in given[:index]:
+            if _same_path(path, other):
+                raise ConfigError(f"{option} and {other_option} both name {shown(path)}: give each its own file")
 
 
 def check_output_directory(path: Path, option: str, inputs: Iterable[Path] = ()) -> Path:

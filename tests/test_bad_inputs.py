@@ -158,7 +158,7 @@ def test_gpu_asked_for_training_where_there_is_none(text_file, tmp_path):
 
 def test_out_is_a_file_or_an_existing_run(text_file, tmp_path, trained_run):
     (tmp_path / "taken").write_text("a file, not a directory")
-    answered(invoke("train", text_file, "--out", tmp_path / "taken", "--max-steps", 1, *TINY), "cannot create run directory", 1)
+    answered(invoke("train", text_file, "--out", tmp_path / "taken", "--max-steps", 1, *TINY), "taken is a file, not a directory; name a directory for the run", 2)
     before = (trained_run / "last.pt").read_bytes()
     answered(invoke("train", text_file, "--out", trained_run, "--max-steps", 1, *TINY), "already holds a run", 2)
     assert (trained_run / "last.pt").read_bytes() == before
@@ -652,7 +652,7 @@ def test_empty_path_argument_is_refused(trained_run):
 def test_out_is_a_directory_where_a_file_is_written(trained_run, tmp_path):
     for command, example in (("vocab", "tokenizer.json"), ("export", "model.pt2"), ("plot", "curves.png")):
         answered(invoke(command, trained_run, "--out", tmp_path), f"--out {tmp_path} is a directory; name the file to write, e.g. --out {tmp_path / example}", 2)
-    answered(invoke("vocab", trained_run, "--out", tmp_path / "no" / "tokenizer.json"), f"cannot write {tmp_path / 'no' / 'tokenizer.json'}: No such file or directory", 1)
+    answered(invoke("vocab", trained_run, "--out", tmp_path / "no" / "tokenizer.json"), f"--out {tmp_path / 'no' / 'tokenizer.json'}: the directory {tmp_path / 'no'} does not exist; create it first", 2)
     answered(invoke("plot", trained_run, "--out", tmp_path / "c.txt"), "cannot draw a .txt file; name a .png, .svg or .pdf", 2)
 
 

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from charrnn.cli.errors import user_errors
-from charrnn.cli.shared import err, out, _default, MEASURED
+from charrnn.cli.shared import output_path, err, out, _default, MEASURED
 from charrnn.options import DEFAULTS, Cell, DeviceChoice, Preset
 
 
@@ -27,7 +27,7 @@ def bench(
     memory: Annotated[bool, typer.Option(help="Measure encoding speed and training peak RSS.", rich_help_panel=MEASURED)] = True,
     sampling: Annotated[bool, typer.Option(help="Measure sampling speed.", rich_help_panel=MEASURED)] = True,
     device: Annotated[DeviceChoice, typer.Option(help="Where to measure.")] = DeviceChoice.auto,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the figures as JSON here.")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", parser=output_path, metavar="<path>", help="Also write the figures as JSON here.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for every figure. \\[default: all cores for training and batches, one for a single sample, as the commands choose]", show_default=False)] = None,
     grad_stats_cost: Annotated[bool, typer.Option("--grad-stats-cost", help="Also time training steps with the per-group gradient statistics (on by default in train) off and on, alternating in the same run, and show their cost as a ratio.", rich_help_panel=MEASURED)] = False,
     export_runs: Annotated[Optional[list[Path]], typer.Option("--export", metavar="RUN", help="Instead: export this run (repeatable) in every format and measure each file's size, batch-1 latency and chars/s, and validation bpc against the checkpoint's, beside the FastStepper in the same run.", show_default=False)] = None,
@@ -38,6 +38,10 @@ def bench(
     serve_run: Annotated[Optional[Path], typer.Option("--serve-run", metavar="RUN", help="With --serve: the run to serve. \\[default: a small-preset model trained one step]", show_default=False)] = None,
 ) -> None:
     """Measure training, sampling and encoding speed against this machine's matmul peak."""
+    from charrnn.outputs import check_output_file
+
+    if json_path is not None:
+        check_output_file(json_path, "--json", [text, serve_run, *(export_runs or ())], example="bench.json")
     if contention:
         _bench_contention(long, json_path)
         return
@@ -88,7 +92,9 @@ def _bench_export(runs: list[Path], chars: int, json_path: Optional[Path]) -> No
 
 def _write_json(result, json_path: Optional[Path]) -> None:
     if json_path is not None:
-        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+        from charrnn.checkpoint import atomic_write
+
+        atomic_write(json_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode("utf-8"), "bench figures")
         err.print(f"wrote {json_path}", markup=False)
 
 
@@ -129,6 +135,4 @@ def _bench_serve(long: bool, run: Optional[Path], json_path: Optional[Path]) -> 
     result = run_serve_load(run, seconds=24.0 if long else 6.0, progress=lambda message: err.print(f"bench: {message}", markup=False))
     render_serve_load(result, out if out.is_terminal else Console(highlight=False, width=140))
     err.print(f"bench took {time.perf_counter() - started:.0f} s", markup=False)
-    if json_path is not None:
-        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-        err.print(f"wrote {json_path}", markup=False)
+    _write_json(result, json_path)

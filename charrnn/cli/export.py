@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from charrnn.cli.errors import user_errors
-from charrnn.cli.shared import err, _default, _out_path, _file_not_directory
+from charrnn.cli.shared import err, _default, output_path
 from charrnn.options import DEFAULTS, ExportFormatName, Quantization
 
 EXPORT = DEFAULTS["export"]
@@ -28,7 +28,7 @@ def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
     file_format: Annotated[ExportFormatName, typer.Option("--format", help=FORMAT_HELP, show_default=False)] = ExportFormatName(EXPORT["format"]),
     quantize: Annotated[Optional[Quantization], typer.Option(help=QUANTIZE_HELP, show_default=False)] = EXPORT["quantize"],
-    output: Annotated[Optional[Path], typer.Option("--out", parser=_out_path, metavar="<path>", help="File to write. \\[default: RUN/model.pt2, model.onnx, model.c or model.torchscript.pt, or beside the checkpoint file]", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", parser=output_path, metavar="<path>", help="File to write. \\[default: RUN/model.pt2, model.onnx, model.c or model.torchscript.pt, or beside the checkpoint file]", show_default=False)] = None,
     best: Annotated[bool, typer.Option("--best", help="Export the run directory's best checkpoint.")] = False,
 ) -> None:
     """Write the model, its vocabulary and shape as a file that runs without charrnn, check it
@@ -42,12 +42,12 @@ def export(
     from charrnn import checkpoint as ckpt
     from charrnn.model.loading import load_model
 
-    _file_not_directory(output, f"model{FORMATS[name].suffix}")
     path = ckpt.resolve(checkpoint, "best" if best else "last")
-    model, vocab, saved = load_model(path, device="cpu")
-    if output is None:
+    chosen = output is None
+    if chosen:
         output = default_output(name, path, checkpoint.is_dir())
-    check_output(name, output)
+    check_output(name, output, inputs=[checkpoint, path], default=chosen)
+    model, vocab, saved = load_model(path, device="cpu")
     source = {"checkpoint": str(path), "step": saved.metrics.step}
     report = export_model(name, model, vocab, output, quantize_name, source)
     config = model.config

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from charrnn.cli.errors import user_errors
-from charrnn.cli.shared import err, out, _generation_threads, _file_not_directory, REPLAY_THREADS_HELP, _note_no_png
+from charrnn.cli.shared import err, out, _generation_threads, output_path, read_inputs, REPLAY_THREADS_HELP, _note_no_png
 from charrnn.options import DEFAULTS
 
 
@@ -18,7 +18,7 @@ def gradients(
     text: Annotated[Optional[Path], typer.Option(help="Text whose first characters make the window. \\[default: the run's training text]", show_default=False)] = None,
     steps: Annotated[int, typer.Option(min=1, help="Steps in the window: the gradient is followed this far back.")] = DEFAULTS["gradients"]["steps"],
     compare: Annotated[bool, typer.Option("--compare", help="Also draw a plain RNN, a GRU, an LSTM with forget bias 1 (charrnn's) and one with forget bias 0, all of this architecture at initialisation, on the same text.")] = False,
-    png: Annotated[Optional[Path], typer.Option(help="Also draw the norms (log scale) in this PNG.", show_default=False)] = None,
+    png: Annotated[Optional[Path], typer.Option(parser=output_path, metavar="<path>", help="Also draw the norms (log scale) in this PNG.", show_default=False)] = None,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the weights drawn for the models at initialisation.")] = DEFAULTS["gradients"]["seed"],
     best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint.")] = False,
     encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = DEFAULTS["corpus"]["encoding"],
@@ -32,9 +32,12 @@ def gradients(
     from charrnn.model.loading import load_model
     from charrnn.model.network import ModelConfig
 
-    _file_not_directory(png, "gradients.png")
+    from charrnn.figures import figure_path
+    from charrnn.outputs import check_output_files
+
     _generation_threads(threads, paced=False)
     model, vocab, saved = load_model(checkpoint, "best" if best else "last", "cpu")
+    check_output_files([(png and figure_path(png), "--png", "gradients.png")], read_inputs(checkpoint, best, text, saved))
     window = read_text(text, saved, vocab, steps + 1, encoding, at_least=2)
     if len(window) < steps + 1:
         err.print(f"charrnn: {window.source} has {len(window)} characters: the window is {len(window) - 1} step(s)", markup=False)

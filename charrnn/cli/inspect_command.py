@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from charrnn.cli.errors import user_errors
-from charrnn.cli.shared import err, out, _generation_threads, _file_not_directory, INSPECT, WHAT_TO_SHOW, REPLAY_THREADS_HELP, _note_no_png
+from charrnn.cli.shared import err, out, _generation_threads, output_path, read_inputs, INSPECT, WHAT_TO_SHOW, REPLAY_THREADS_HELP, _note_no_png
 from charrnn.options import DEFAULTS
 
 
@@ -20,9 +20,9 @@ def inspect_command(
     gates: Annotated[bool, typer.Option("--gates", help="Gate saturation: per layer and gate, the fraction of steps each unit is below 0.1 or above 0.9 (LSTM, GRU).", rich_help_panel=WHAT_TO_SHOW)] = False,
     neuron: Annotated[Optional[str], typer.Option(metavar="L:N", help="Colour the text by unit N of layer L (both from 0).", rich_help_panel=WHAT_TO_SHOW, show_default=False)] = None,
     find: Annotated[bool, typer.Option("--find", "--search", help="Rank the units whose activation best follows properties of the text: inside quotes, inside brackets, position in the line, indentation, start of a word.", rich_help_panel=WHAT_TO_SHOW)] = False,
-    dump_states: Annotated[Optional[Path], typer.Option("--dump-states", metavar="FILE.npz", help="Write every layer's per-step states (and gates) to a numpy .npz file (layout in docs/inspect.md).", rich_help_panel=WHAT_TO_SHOW, show_default=False)] = None,
-    html: Annotated[Optional[Path], typer.Option(help="With --neuron: also write the coloured text as one self-contained HTML page.", show_default=False)] = None,
-    png: Annotated[Optional[Path], typer.Option(help="Also draw a PNG: with --gates the saturation plot (one dot per unit), with --neuron the coloured text (its first 40 lines).", show_default=False)] = None,
+    dump_states: Annotated[Optional[Path], typer.Option("--dump-states", parser=output_path, metavar="FILE.npz", help="Write every layer's per-step states (and gates) to a numpy .npz file (layout in docs/inspect.md).", rich_help_panel=WHAT_TO_SHOW, show_default=False)] = None,
+    html: Annotated[Optional[Path], typer.Option(parser=output_path, metavar="<path>", help="With --neuron: also write the coloured text as one self-contained HTML page.", show_default=False)] = None,
+    png: Annotated[Optional[Path], typer.Option(parser=output_path, metavar="<path>", help="Also draw a PNG: with --gates the saturation plot (one dot per unit), with --neuron the coloured text (its first 40 lines).", show_default=False)] = None,
     state: Annotated[str, typer.Option(metavar="<h|c>", help="Which activation --neuron and --find read: h (the hidden state), or c (an LSTM's cell state, through tanh).")] = INSPECT["state"],
     top: Annotated[int, typer.Option(min=1, help="With --find: how many units to list.")] = INSPECT["top"],
     best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint.")] = False,
@@ -40,8 +40,6 @@ def inspect_command(
         raise ConfigError("--png draws one picture: the gate saturation plot (with --gates) or one unit over the text (with --neuron L:N); give one of them")
     if state not in ("h", "c"):
         raise ConfigError(f"--state must be h or c, not {state!r}")
-    for path, example in ((html, "neuron.html"), (png, "gates.png"), (dump_states, "states.npz")):
-        _file_not_directory(path, example)
 
     from charrnn.cli.inspect_views import show_matches, show_neuron, show_saturation
     from charrnn.inspect.neurons import best_per_feature, find_units, parse_neuron, state_for
@@ -55,6 +53,11 @@ def inspect_command(
 
     _generation_threads(threads, paced=False)
     model, vocab, saved = load_model(checkpoint, "best" if best else "last", "cpu")
+    from charrnn.figures import figure_path
+    from charrnn.outputs import check_output_files
+
+    outputs = [(html, "--html", "neuron.html"), (png and figure_path(png), "--png", "gates.png"), (dump_states, "--dump-states", "states.npz")]
+    check_output_files(outputs, read_inputs(checkpoint, best, text, saved))
     config = model.config
     if gates:
         check_has_gates(config.cell)

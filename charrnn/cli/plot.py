@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from charrnn.cli.errors import user_errors
-from charrnn.cli.shared import err, _out_path, _file_not_directory
+from charrnn.cli.shared import err, output_path
 
 
 @user_errors
@@ -15,7 +15,7 @@ from charrnn.cli.shared import err, _out_path, _file_not_directory
 
 def plot(
     runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR", help="Run directories (or metrics.jsonl files); several are drawn on one figure.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--out", parser=_out_path, help="PNG to write. \\[default: RUN/curves.png for one run, curves.png for several]", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", parser=output_path, help="PNG to write. \\[default: RUN/curves.png for one run, curves.png for several]", show_default=False)] = None,
     terminal: Annotated[bool, typer.Option("--terminal", help="Draw the curves as text on stdout instead (no display or matplotlib needed); with --out, the PNG too.")] = False,
     x_axis: Annotated[str, typer.Option("--x", metavar="<step|time>", help="Horizontal axis of the text chart: step or time.")] = "step",
     width: Annotated[int, typer.Option(min=20, max=400, help="Text chart width in characters.")] = 72,
@@ -28,7 +28,16 @@ def plot(
 
     if x_axis not in ("step", "time"):
         raise ConfigError("--x must be step or time")
-    _file_not_directory(output, "curves.png")
+    from charrnn.outputs import check_output_file
+
+    inputs = [*runs, *(run / "metrics.jsonl" for run in runs)]
+    chosen = output is None and not terminal
+    if chosen:
+        output = runs[0] / "curves.png" if len(runs) == 1 and runs[0].is_dir() else Path("curves.png")
+    if output is not None:
+        from charrnn.figures import figure_path
+
+        check_output_file(figure_path(output), "--out", inputs, example="curves.png", default=chosen)
     curves = [load_curves(path) for path in runs]
     if gradients:
         require_gradients(curves)
@@ -39,7 +48,5 @@ def plot(
         sys.stdout.flush()
         if output is None:
             return
-    if output is None:
-        output = runs[0] / "curves.png" if len(runs) == 1 and runs[0].is_dir() else Path("curves.png")
     written = write_png(curves, output, gradients=gradients)
     err.print(f"wrote {written}", markup=False)

@@ -68,9 +68,11 @@ def _generation_threads(threads: Optional[int], paced: bool):
     return None
 
 
-def _out_path(value) -> Path:
-    """--out as a path, refusing the empty string: Path("") is the current directory, where a
-    run or an export would land unasked."""
+def output_path(value) -> Path:
+    """The parser of every option that names a path to write (tests/test_output_paths.py finds
+    them by it): refuses the empty string, as Path("") is the current directory, where a run
+    or an export would land unasked. What is at the path is checked by charrnn.outputs before
+    the command's work starts."""
     if isinstance(value, Path):
         return value
     if not str(value).strip():
@@ -99,13 +101,6 @@ def _given_path(value) -> Path:
     return Path(value)
 
 
-def _file_not_directory(output: Optional[Path], example: str) -> None:
-    """--out names a file for this command; a directory there is a mistake to say, not a
-    place to write into under a name the user did not choose."""
-    if output is not None and output.is_dir():
-        from charrnn.errors import ConfigError
-
-        raise ConfigError(f"--out {output} is a directory; name the file to write, e.g. --out {output / example}")
 
 INSPECT = DEFAULTS["inspect"]
 WHAT_TO_SHOW = "What to show"
@@ -113,6 +108,16 @@ REPLAY_THREADS_HELP = (
     "CPU threads for torch (OMP_NUM_THREADS also fixes it). \\[default: 1: the layers are "
     "replayed one step at a time, many small operations that more threads only slow down]"
 )
+
+
+def read_inputs(checkpoint: Path, best: bool, text: Optional[Path], saved) -> list[Path]:
+    """What inspect and gradients read (the checkpoint given, the file it resolves to, the
+    text or the run's training files): none of them may be one of their outputs."""
+    from charrnn import checkpoint as ckpt
+
+    corpus = saved.corpus if text is None else None
+    training = [Path(name) for name in corpus.train_files] if corpus is not None else []
+    return [checkpoint, ckpt.resolve(checkpoint, "best" if best else "last"), text, *training]
 
 
 def _note_no_png(png: Optional[Path]) -> bool:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from charrnn.cli.errors import EXIT_INTERRUPTED, fail, message_for, user_errors
-from charrnn.cli.shared import err, _per_preset, _default, TRAIN, GPU, MODEL, TRAINING, DATA, RUN, BUDGET, DEVICE, THREADS_HELP, _out_path, _learning_rate
+from charrnn.cli.shared import err, _per_preset, _default, TRAIN, GPU, MODEL, TRAINING, DATA, RUN, BUDGET, DEVICE, THREADS_HELP, output_path, _learning_rate
 from charrnn.options import DEFAULTS, MAX_LR, Cell, DeviceChoice, Precision, Preset, Schedule, TokenizerKind
 
 
@@ -65,7 +65,7 @@ def train(
     ] = None,
     out_dir: Annotated[
         Optional[Path],
-        typer.Option("--out", parser=_out_path, help="Run directory. \\[default: a new directory in checkpoints/, named after the corpus and the time]", rich_help_panel=RUN),
+        typer.Option("--out", parser=output_path, help="Run directory. \\[default: a new directory in checkpoints/, named after the corpus and the time]", rich_help_panel=RUN),
     ] = None,
     extend_vocab: Annotated[
         bool,
@@ -165,6 +165,10 @@ def train(
     if not request.sources and request.resume is None:
         err.print("charrnn: corpus: name a text file, directory or corpus to train on (or --resume a run)", markup=False)
         raise typer.Exit(2)
+    if out_dir is not None:
+        from charrnn.outputs import check_output_directory
+
+        check_output_directory(out_dir, "--out", inputs=[Path(p) for p in request.sources + request.val_sources])
     run = prepare_run(request)
     _print_run_header(run)
     started = time.perf_counter()

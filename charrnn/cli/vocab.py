@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from charrnn.cli.errors import user_errors
-from charrnn.cli.shared import err, _out_path, _file_not_directory
+from charrnn.cli.shared import err, output_path
 
 
 @user_errors
@@ -14,12 +14,15 @@ from charrnn.cli.shared import err, _out_path, _file_not_directory
 
 def vocab(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
-    output: Annotated[Path, typer.Option("--out", parser=_out_path, metavar="<path>", help="Where to write the Hugging Face tokenizer.json.")] = Path("tokenizer.json"),
+    output: Annotated[Path, typer.Option("--out", parser=output_path, metavar="<path>", help="Where to write the Hugging Face tokenizer.json.")] = Path("tokenizer.json"),
 ) -> None:
     """Export the vocabulary as a Hugging Face tokenizer.json (PreTrainedTokenizerFast loads it)."""
     from charrnn.model.loading import load_model
 
-    _file_not_directory(output, "tokenizer.json")
+    from charrnn import checkpoint as ckpt
+    from charrnn.outputs import check_output_file
+
+    check_output_file(output, "--out", inputs=[checkpoint, ckpt.resolve(checkpoint)], example="tokenizer.json")
     _, chars, _ = load_model(checkpoint, device="cpu")
     chars.save_tokenizer_json(output)
     err.print(f"wrote {output} ({len(chars)} characters)", markup=False)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from charrnn.errors import ConfigError, ExportError
-from charrnn.export.files import check_writable
+from charrnn.outputs import check_output_file
 from charrnn.export.packages import require_onnx
 from charrnn.export.report import ExportReport
 from charrnn.options import DEFAULTS
@@ -68,13 +68,14 @@ def check_request(file_format: str, quantize: str | None) -> None:
         raise ConfigError(f"--format {file_format} {what}, not {quantize}; quantized exports: {others}")
 
 
-def check_output(file_format: str, output: Path) -> None:
-    """Refuse an output the format cannot use, before anything is loaded or exported."""
+def check_output(file_format: str, output: Path, inputs: tuple[Path, ...] | list[Path] = (), default: bool = False) -> None:
+    """Refuse an output the format cannot use, or one that must not be written (an input, a
+    checkpoint, a special file), before anything is exported."""
     output = Path(output)
+    check_output_file(output, "--out", inputs, example=f"model{FORMATS[file_format].suffix}", default=default)
     if file_format == "pt2" and output.suffix != ".pt2":
         # torch.export.load refuses any other name ("a file ending in .pt2, or a buffer").
         raise ConfigError(f"--format pt2 writes a .pt2 file (torch.export.load reads no other name): --out {output.with_suffix('.pt2')}")
-    check_writable(output)
 
 
 def require_format(file_format: str) -> None:
