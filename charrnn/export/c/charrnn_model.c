@@ -94,6 +94,7 @@ size_t charrnn_weight_bytes(void);
 
 #ifndef CHARRNN_HEADER_ONLY
 
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -531,13 +532,27 @@ static int charrnn_usage(const char *message, const char *arg)
     return 2;
 }
 
-/* A whole number in [0, limit], or -1 */
-static double charrnn_whole(const char *text, double limit)
+/* The whole number ``text`` for ``option`` into *value, when it is plain decimal digits from
+   low to high; otherwise one line naming the range, and 0. Digits are read exactly: through a
+   double, a number above 2^53 would be rounded to a neighbour and taken without a word. */
+static int charrnn_whole(const char *option, const char *text, unsigned long long low,
+                         unsigned long long high, const char *note, unsigned long long *value)
 {
-    char *end = NULL;
-    double value = strtod(text, &end);
-    if (end == text || *end != '\0' || !(value >= 0 && value <= limit) || value != floor(value)) return -1;
-    return value;
+    unsigned long long v = 0;
+    const char *c = text;
+    int ok = *c != '\0';
+    for (; ok && *c; c++) {
+        unsigned d = (unsigned)(*c - '0');
+        if (*c < '0' || *c > '9' || v > high / 10 || (v == high / 10 && d > high % 10)) ok = 0;
+        else v = v * 10 + d;
+    }
+    if (ok && v >= low) {
+        *value = v;
+        return 1;
+    }
+    fprintf(stderr, "model: %s must be a whole number from %llu to %llu%s, not %s (model --help lists the options)\n",
+            option, low, high, note, text);
+    return 0;
 }
 
 static int charrnn_sample_text(charrnn_state *s, const char *prime, long length, float temperature, int top_k)
@@ -614,8 +629,11 @@ int main(int argc, char **argv)
 {
     charrnn_state *s = &charrnn_main_state;
     const char *prime = "";
-    double length = 1000, temperature = 0.8, top_k = 0, seed = -1, bench = 0;
-    int a, mode = 0; /* 0 sample, 1 info, 2 logits, 3 score, 4 bench */
+    double temperature = 0.8;
+    /* The ranges are the types': the sample and bench loops count in long, top-k is an int
+       (any k from the vocabulary's size up keeps every character), the seed is 64 bits. */
+    unsigned long long length = 1000, top_k = 0, seed = 0, bench = 0;
+    int a, mode = 0, seeded = 0; /* mode: 0 sample, 1 info, 2 logits, 3 score, 4 bench */
     for (a = 1; a < argc; a++) {
         const char *o = argv[a];
         char *end = NULL;
@@ -634,24 +652,26 @@ int main(int argc, char **argv)
         if (a + 1 >= argc) return charrnn_usage("missing value for ", o);
         a++;
         if (!strcmp(o, "--prime")) prime = argv[a];
-        else if (!strcmp(o, "--length") && (length = charrnn_whole(argv[a], 1e15)) < 1)
-            return charrnn_usage("--length must be a whole number >= 1, not ", argv[a]);
-        else if (!strcmp(o, "--top-k") && (top_k = charrnn_whole(argv[a], 1e9)) < 0)
-            return charrnn_usage("--top-k must be a whole number >= 0 (0 keeps every character), not ", argv[a]);
-        else if (!strcmp(o, "--seed") && (seed = charrnn_whole(argv[a], 9007199254740992.0)) < 0)
-            return charrnn_usage("--seed must be a whole number from 0 to 2^53, not ", argv[a]);
-        else if (!strcmp(o, "--bench") && (mode = 4, bench = charrnn_whole(argv[a], 1e15)) < 1)
-            return charrnn_usage("--bench needs a whole number of steps >= 1, not ", argv[a]);
-        else if (!strcmp(o, "--temperature")) {
+        else if (!strcmp(o, "--length")) {
+            if (!charrnn_whole(o, argv[a], 1, LONG_MAX, "", &length)) return 2;
+        } else if (!strcmp(o, "--top-k")) {
+            if (!charrnn_whole(o, argv[a], 0, INT_MAX, " (0 keeps every character)", &top_k)) return 2;
+        } else if (!strcmp(o, "--seed")) {
+            if (!charrnn_whole(o, argv[a], 0, ULLONG_MAX, "", &seed)) return 2;
+            seeded = 1;
+        } else if (!strcmp(o, "--bench")) {
+            mode = 4;
+            if (!charrnn_whole(o, argv[a], 1, LONG_MAX, " (steps)", &bench)) return 2;
+        } else {
             temperature = strtod(argv[a], &end);
-            if (end == argv[a] || *end != '\0' || !(temperature >= 0) || temperature > HUGE_VAL)
+            if (end == argv[a] || *end != '\0' || !(temperature >= 0))
                 return charrnn_usage("--temperature must be a number >= 0 (0 is greedy), not ", argv[a]);
         }
     }
     if (temperature > 1e5) temperature = 1e5; /* uniform from 1e4 on: kept in float's range */
     if (top_k >= CHARRNN_VOCAB) top_k = 0;
-    if (seed < 0) seed = (double)time(NULL);
-    charrnn_init(s, (unsigned long long)seed);
+    if (!seeded) seed = (unsigned long long)time(NULL);
+    charrnn_init(s, seed);
     switch (mode) {
     case 1: charrnn_info(); return 0;
     case 2: return charrnn_read(s, 1);
