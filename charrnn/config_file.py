@@ -117,6 +117,31 @@ def resolved_options(model: dict, train: dict, corpus: dict) -> dict:
     return options
 
 
+# Options that hold paths: a name that is not UTF-8 is a legitimate path, but TOML text is
+# Unicode and has no escape for a lone byte, so such a name cannot be written there.
+_PATH_KEYS = ("paths", "val-file")
+
+
+def without_unwritable_paths(options: dict) -> tuple[dict, list[str]]:
+    """``options`` less the path lists that name a file whose name is not UTF-8, and one line
+    per list left out, saying which name and how to repeat the run anyway. The whole list is
+    left out, not the one name: repeating the run on part of its text would be a different
+    run that looks the same."""
+    from charrnn.text import first_invalid, shown
+
+    kept, notes = dict(options), []
+    for key in _PATH_KEYS:
+        bad = [p for p in kept.get(key, ()) if first_invalid(p) is not None]
+        if bad:
+            del kept[key]
+            where = "the paths" if key == "paths" else f"--{key}"
+            notes.append(
+                f"'{key}' is left out: {shown(bad[0])} is not a UTF-8 name, which TOML cannot hold; "
+                f"give {where} on the command line"
+            )
+    return kept, notes
+
+
 def to_toml(options: dict, header: str = "") -> str:
     """Flat TOML for strings, numbers, booleans and lists of strings (all ``options`` holds)."""
     lines = [f"# {line}" for line in header.splitlines()]

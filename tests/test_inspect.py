@@ -292,7 +292,7 @@ def test_text_with_unseen_characters_empty_text_and_nothing_asked(trained_run, t
     empty.write_text("", encoding="utf-8")
     for command in (["inspect", trained_run, "--find"], ["gradients", trained_run]):
         one_line_error(cli(*command, "--text", unseen), 1, "vocabulary:", "'~'", "not in the model's vocabulary")
-        one_line_error(cli(*command, "--text", empty), 1, "the text is empty")
+        one_line_error(cli(*command, "--text", empty), 1, "file is empty")
     one_line_error(cli("inspect", trained_run, "--text", unseen), 2, "choose what to show")
     one_line_error(cli("inspect", trained_run, "--find", "--html", tmp_path / "x.html"), 2, "give it with --neuron")
     one_line_error(cli("inspect", trained_run, "--find", "--state", "q"), 2, "--state must be h or c")

@@ -19,6 +19,8 @@ from charrnn.data import cache
 from charrnn.data.catalog import resolve_corpus_name
 from charrnn.errors import CorpusError, VocabError
 from charrnn.data.vocab import Vocab, codepoints, describe_chars
+from charrnn.outputs import is_checkpoint, is_run_directory
+from charrnn.text import shown
 
 # 4 MB of text: the decoded chunk and its arrays take ~13x that transiently, so encoding a
 # corpus of any size stays under ~60 MB beyond the ids themselves.
@@ -45,6 +47,9 @@ class Sources:
 
     train: tuple[Path, ...]
     val: tuple[Path, ...] = ()
+    # One line each about what a directory held that is not read as text (a run directory),
+    # for the caller to show: a skipped run should not pass unnoticed.
+    notices: tuple[str, ...] = ()
 
 
 # Byte-order marks that mean "this is UTF-16 or UTF-32 text", for a file read as UTF-8.
@@ -80,32 +85,48 @@ def _binary_message(path: Path, head: bytes, at: int, encoding: str) -> str:
     for bom, family in _WIDE_BOMS:
         if head.startswith(bom):
             return (
-                f"{path}: looks like {family.upper()} text (it starts with a {family.upper()} "
+                f"{shown(path)}: looks like {family.upper()} text (it starts with a {family.upper()} "
                 f"byte-order mark), not {encoding}; pass --encoding {family}"
             )
-    return f"{path}: looks like a binary file (it contains a NUL byte at byte {at}), not text"
+    return f"{shown(path)}: looks like a binary file (it contains a NUL byte at byte {at}), not text"
 
 
-def _expand_directory(directory: Path, encoding: str = "utf-8") -> list[Path]:
-    files = sorted(
-        p
-        for p in directory.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
-    )
-    text_files = [p for p in files if p.stat().st_size > 0 and not looks_binary(p, encoding)]
+def _expand_directory(directory: Path, encoding: str, notices: list[str]) -> list[Path]:
+    """The text files under ``directory``, hidden ones left out. A charrnn run directory is
+    not walked, at any depth (``--out`` inside the text's directory, or a checkpoints/ tree
+    there): its metrics, configuration and samples would join the next run's text and change
+    its vocabulary. Each one left out is a line in ``notices``."""
+    found = []
+    for root, dirs, names in os.walk(directory):
+        here = Path(root)
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not _skipped_run(here / d, notices)]
+        found.extend(here / name for name in names if not name.startswith("."))
+    files = sorted(p for p in found if p.is_file())
+    text_files = [
+        p for p in files if p.stat().st_size > 0 and not is_checkpoint(p) and not looks_binary(p, encoding)
+    ]
     if not text_files:
-        raise CorpusError(f"{directory}: directory holds no non-empty text files")
+        raise CorpusError(f"{shown(directory)}: directory holds no non-empty text files")
     return text_files
+
+
+def _skipped_run(path: Path, notices: list[str]) -> bool:
+    if not is_run_directory(path):
+        return False
+    notices.append(f"{shown(path)} is a charrnn run directory, not text: left out of the training text")
+    return True
 
 
 def _check_file(path: Path, encoding: str = "utf-8") -> Path:
     if not path.is_file():
         # Reading a FIFO, socket or device would block or never end; text lives in regular files.
-        raise CorpusError(f"{path}: not a regular file (a pipe, socket or device), so not text to train on")
+        raise CorpusError(f"{shown(path)}: not a regular file (a pipe, socket or device), so not text to read")
     if not os.access(path, os.R_OK):
-        raise CorpusError(f"{path}: permission denied")
+        raise CorpusError(f"{shown(path)}: permission denied")
     if path.stat().st_size == 0:
-        raise CorpusError(f"{path}: file is empty")
+        raise CorpusError(f"{shown(path)}: file is empty")
+    if is_checkpoint(path):
+        raise CorpusError(f"{shown(path)}: is a charrnn checkpoint, not text (charrnn train --resume continues its run)")
     if not wide_encoding(encoding):
         # Answered before any other file is read; a NUL further in is found while reading.
         with open(path, "rb") as handle:
@@ -123,12 +144,13 @@ def resolve_sources(specs: Sequence[str], val_specs: Sequence[str] = (), encodin
     wide_encoding(encoding)  # an unknown encoding is answered before any file is looked at
     train: list[Path] = []
     val: list[Path] = []
+    notices: list[str] = []
     for spec in [*specs, *val_specs]:
         if not str(spec).strip():
             # Path("") is the current directory: an empty argument would train on all of it.
             raise CorpusError("an empty path was given; name a text file, directory or corpus")
     for spec in specs:
-        local = _local_files(spec, encoding)
+        local = _local_files(spec, encoding, notices)
         if local is not None:
             train.extend(local)
         else:
@@ -136,14 +158,14 @@ def resolve_sources(specs: Sequence[str], val_specs: Sequence[str] = (), encodin
             named = resolve_corpus_name(name)
             if named is None:
                 raise CorpusError(
-                    f"{spec}: no such file, directory or corpus "
+                    f"{shown(spec)}: no such file, directory or corpus "
                     "(`charrnn corpus list` shows the corpora it knows)"
                 )
             if split:
                 # "ptb-char:test": one split of a named corpus, e.g. to score a model on it.
                 chosen = getattr(named, split, None) if split in ("train", "valid", "test") else None
                 if chosen is None:
-                    raise CorpusError(f"{spec}: corpus {name!r} has no {split!r} split")
+                    raise CorpusError(f"{shown(spec)}: corpus {shown(name)!r} has no {split!r} split")
                 train.append(chosen)
                 continue
             train.append(named.train)
@@ -152,27 +174,49 @@ def resolve_sources(specs: Sequence[str], val_specs: Sequence[str] = (), encodin
     if val_specs:
         val = []
         for spec in val_specs:
-            local = _local_files(spec, encoding)
+            local = _local_files(spec, encoding, notices)
             if local is None:
-                raise CorpusError(f"{spec}: no such validation file")
+                raise CorpusError(f"{shown(spec)}: no such validation file")
             val.extend(local)
-    return Sources(tuple(train), tuple(val))
+    return Sources(tuple(train), tuple(val), tuple(dict.fromkeys(notices)))
 
 
-def _local_files(spec: str, encoding: str) -> list[Path] | None:
+def _local_files(spec: str, encoding: str, notices: list[str]) -> list[Path] | None:
     """The text files ``spec`` names on disk (a directory's, or the file itself), or None
     where nothing is there (it may be a corpus name)."""
     path = Path(spec)
     if path.is_dir():
-        return _expand_directory(path, encoding)
+        if is_run_directory(path):
+            raise CorpusError(
+                f"{shown(spec)}: is a charrnn run directory, not text; name the text it was trained on "
+                "(charrnn train --resume continues the run)"
+            )
+        return _expand_directory(path, encoding, notices)
     if path.exists():
         return [_check_file(path, encoding)]
     if path.is_symlink():
-        raise CorpusError(f"{spec}: broken symbolic link (its target does not exist)")
+        raise CorpusError(f"{shown(spec)}: broken symbolic link (its target does not exist)")
     return None
 
 
-def iter_text_chunks(path: Path, encoding: str = "utf-8") -> Iterator[str]:
+def read_head(files: Sequence[Path], chars: int, encoding: str = "utf-8") -> str:
+    """The first ``chars`` characters of ``files`` read as one text, through the reader that
+    training uses (``iter_text_chunks``): a byte that does not decode or a NUL in what is
+    read is refused with the same message. Reads in pieces of about what ``chars`` needs, so
+    that a small window of a large file costs little."""
+    piece = min(CHUNK_BYTES, max(BINARY_SNIFF_BYTES, 4 * chars))
+    parts: list[str] = []
+    wanted = chars
+    for path in files:
+        for text in iter_text_chunks(path, encoding, piece):
+            parts.append(text[:wanted])
+            wanted -= len(parts[-1])
+            if wanted == 0:
+                return "".join(parts)
+    return "".join(parts)
+
+
+def iter_text_chunks(path: Path, encoding: str = "utf-8", chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
     """Yield the file's text in chunks, naming the byte offset of any undecodable byte or NUL.
 
     A byte-order mark at the start of the file is dropped (utf-8-sig's reading, for every
@@ -186,7 +230,7 @@ def iter_text_chunks(path: Path, encoding: str = "utf-8") -> Iterator[str]:
     try:
         with open(path, "rb") as handle:
             while True:
-                chunk = handle.read(CHUNK_BYTES)
+                chunk = handle.read(chunk_bytes)
                 if not wide and (nul := chunk.find(b"\0")) >= 0:
                     raise CorpusError(_binary_message(path, chunk if consumed == 0 else b"", consumed + nul, encoding))
                 pending = len(decoder.getstate()[0])
@@ -198,7 +242,7 @@ def iter_text_chunks(path: Path, encoding: str = "utf-8") -> Iterator[str]:
                     start = exc.start if isinstance(exc, UnicodeDecodeError) else 0
                     reason = exc.reason if isinstance(exc, UnicodeDecodeError) else str(exc)
                     raise CorpusError(
-                        f"{path}: not valid {encoding} at byte {consumed - pending + start} "
+                        f"{shown(path)}: not valid {encoding} at byte {consumed - pending + start} "
                         f"({reason}); pass --encoding if the file uses another one"
                     ) from None
                 if text and wide and "\0" in text:
@@ -207,7 +251,7 @@ def iter_text_chunks(path: Path, encoding: str = "utf-8") -> Iterator[str]:
                     before = text[: text.index("\0")]
                     offset = end - len(text.encode(encoding)) + len(before.encode(encoding))
                     raise CorpusError(
-                        f"{path}: looks like a binary file (it contains a NUL character at byte "
+                        f"{shown(path)}: looks like a binary file (it contains a NUL character at byte "
                         f"{offset}), not text"
                     )
                 if text and at_start:
@@ -220,7 +264,7 @@ def iter_text_chunks(path: Path, encoding: str = "utf-8") -> Iterator[str]:
                     return
                 consumed += len(chunk)
     except OSError as exc:
-        raise CorpusError(f"{path}: cannot read ({exc.strerror})") from None
+        raise CorpusError(f"{shown(path)}: cannot read ({exc.strerror})") from None
 
 
 def iter_codepoint_chunks(path: Path, encoding: str = "utf-8") -> Iterator[np.ndarray]:
@@ -282,7 +326,7 @@ def _encoded_chunks(files: Sequence[Path], vocab: Vocab, encoding: str, advice: 
             ids = vocab.ids_of_codepoints(chunk)
             if (ids < 0).any():
                 raise VocabError(
-                    f"{path}: characters not in the checkpoint's vocabulary: "
+                    f"{shown(path)}: characters not in the checkpoint's vocabulary: "
                     f"{describe_chars(vocab.missing(chunk))} ({advice})"
                 )
             yield ids.astype(vocab.id_dtype)

@@ -19,6 +19,7 @@ from charrnn.data.corpus import hold_out
 from charrnn.data.vocab_kinds import read_text
 from charrnn.options import DEFAULTS
 from charrnn.saved import CorpusOptions
+from charrnn.text import shown
 
 DEFAULT_MIN_RUN = DEFAULTS["sample"]["copy_min_run"]
 
@@ -88,13 +89,13 @@ def reference_texts(corpus: CorpusOptions | None, override: Path | None = None) 
     (the validation files, or the last ``val_frac`` of the characters held out), or the whole of
     ``override`` when given."""
     if override is not None:
-        return ReferenceTexts("".join(read_text([override], DEFAULTS["corpus"]["encoding"])), None, str(override))
+        return ReferenceTexts("".join(read_text([override], DEFAULTS["corpus"]["encoding"])), None, shown(override))
     files = [] if corpus is None else corpus.train_files
     if not files:
         raise CorpusError("the checkpoint does not record its training files; pass --training-text FILE")
     encoding = corpus.encoding
     text = _recorded(files, encoding)
-    source = files[0] if len(files) == 1 else f"{len(files)} training files"
+    source = shown(files[0]) if len(files) == 1 else f"{len(files)} training files"
     if corpus.val_files:
         return ReferenceTexts(text, _recorded(corpus.val_files, encoding), source)
     # The character split training used (byte and BPE runs cut at a token, within a few

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
+from charrnn.data.corpus import read_head, resolve_sources
 from charrnn.data.vocab_kinds import piece_decoder
 from charrnn.errors import ConfigError, CorpusError, VocabError
+from charrnn.text import shown
 
 
 @dataclass(frozen=True)
 class InspectedText:
-    source: str  # where it came from, for messages and titles
+    source: str  # where it came from, for messages and titles (printable: see charrnn.text.shown)
     ids: np.ndarray  # int64 token ids
     pieces: tuple[str, ...]  # the text of each token, in order; "".join(pieces) is the text
 
@@ -29,36 +31,30 @@ class InspectedText:
 
 def read_text(path: Path | None, saved, vocab, chars: int, encoding: str = "utf-8", at_least: int = 1) -> InspectedText:
     """The first ``chars`` characters of ``path`` (or, with no path, of the run's first training
-    file), encoded with ``vocab``. Characters the model never saw, an empty text and a text
-    shorter than ``at_least`` tokens are refused with a message saying what to do."""
+    file), encoded with ``vocab``. ``path`` is resolved and read as ``train`` and ``eval`` read
+    their text (``charrnn.data.corpus``), so a missing, empty, binary or undecodable file, a
+    directory or a FIFO gets the same answer from every command. Characters the model never
+    saw, an empty text and a text shorter than ``at_least`` tokens are refused with a message
+    saying what to do."""
     if chars < 1:
         raise ConfigError("--chars must be at least 1")
-    path = Path(path) if path is not None else _training_file(saved)
-    try:
-        with open(path, encoding=encoding, errors="strict", newline="") as handle:
-            text = handle.read(chars)
-    except FileNotFoundError:
-        raise CorpusError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CorpusError(f"{path}: is a directory; name a text file") from None
-    except UnicodeDecodeError as exc:
-        raise CorpusError(f"{path}: not {encoding} text (byte {exc.start}); pass --encoding") from None
-    except OSError as exc:
-        raise CorpusError(f"{path}: cannot read ({exc.strerror})") from None
-    text = text.removeprefix("\ufeff")
+    spec = Path(path) if path is not None else _training_file(saved)
+    files = resolve_sources([str(spec)], encoding=encoding).train
+    text = read_head(files, chars, encoding)
+    source = shown(files[0] if len(files) == 1 else spec)
     if not text:
-        raise CorpusError(f"{path}: the text is empty; give a file with some text in it")
+        raise CorpusError(f"{source}: the text is empty; give a file with some text in it")
     try:
         ids = np.asarray(vocab.encode(text), dtype=np.int64)
     except VocabError as exc:
         raise VocabError(
-            f"{path}: {exc} (the model can only read characters it was trained on; "
+            f"{source}: {exc} (the model can only read characters it was trained on; "
             "remove them or choose another text)"
         ) from None
     if len(ids) < at_least:
-        raise CorpusError(f"{path}: {len(ids)} character(s); this needs at least {at_least}")
+        raise CorpusError(f"{source}: {len(ids)} character(s); this needs at least {at_least}")
     decode = piece_decoder(vocab)
-    return InspectedText(str(path), ids, tuple(decode(int(i)) for i in ids))
+    return InspectedText(source, ids, tuple(decode(int(i)) for i in ids))
 
 
 def _training_file(saved) -> Path:
@@ -67,5 +63,5 @@ def _training_file(saved) -> Path:
     for name in files:
         if Path(name).is_file():
             return Path(name)
-    named = f" ({files[0]} is not here)" if files else ""
+    named = f" ({shown(files[0])} is not here)" if files else ""
     raise ConfigError(f"give the text to read with --text FILE: the run's training text is unknown{named}")

@@ -12,6 +12,10 @@ Run directory::
         samples.txt      a short sample at every evaluation, to watch the text improve
         config.json      the resolved model, training and corpus options
         config.toml      the same as options for `charrnn train --config` (repeats the run)
+
+A training file whose name is not UTF-8 is a path like any other: config.json keeps it as JSON's
+\\udcXX escapes (json.loads gives back the same name, and os.fsencode its bytes); TOML text
+cannot hold it, so config.toml leaves that path list out and says so in its header.
 """
 
 from __future__ import annotations
@@ -37,11 +41,13 @@ from charrnn.device import (
     seed_everything,
     use_deterministic_algorithms,
 )
-from charrnn.errors import CheckpointError, ConfigError
+from charrnn.errors import CheckpointError, ConfigError, TrainingDiverged
 from charrnn.model.loading import build_model, check_model_fits
 from charrnn.model.network import CharRNN
 from charrnn.options import DEFAULTS, LR_AUTO, MAX_SEED, TrainConfig
+from charrnn.outputs import is_checkpoint, is_run_directory
 from charrnn.saved import CorpusOptions, Metrics, SavedRun
+from charrnn.text import shown
 from charrnn.threads import ThreadGovernor, ThreadPolicy, resolve_policy, set_threads
 from charrnn.training import distributed
 from charrnn.training.continuation import check_continuation, text_fingerprint
@@ -61,7 +67,8 @@ class Run:
     corpus_options: CorpusOptions
     resumed_from: Path | None = None
     extended_by: dict = field(default_factory=dict)  # "steps", "minutes": what a resume added
-    # One line each about a resume that cannot continue exactly as it was: the caller shows them.
+    # One line each about what the caller should show before training: what the text's
+    # directories held that is not text, a resume that cannot continue exactly as it was.
     notices: list[str] = field(default_factory=list)
     threads: ThreadPolicy | None = None
     # Bits per character of a model that knows only the characters' frequencies, on the
@@ -274,9 +281,10 @@ def prepare_run(request: RunRequest) -> Run:
     corpus_options = plan.corpus.options(sources.train, sources.val, len(corpus.vocab))
     corpus_options.fingerprint = text_fingerprint(corpus.train, trainer.val_ids)
     grown = saved is not None and len(corpus.vocab) != len(saved.vocab)
-    notices, extended_by = [], {}
+    notices, extended_by = list(sources.notices), {}
     if saved is not None:
-        notices, extended_by = _continue(trainer, plan, saved, corpus_options, grown)
+        continued, extended_by = _continue(trainer, plan, saved, corpus_options, grown)
+        notices += continued
     directory = _run_directory(request, resumed_from, sources, grown)
     run = Run(
         directory, corpus, model, trainer, corpus_options, resumed_from, extended_by, notices, threads
@@ -395,11 +403,8 @@ def _run_directory(request: RunRequest, resumed_from: Path | None, sources: Sour
     else:
         directory = request.checkpoints_root / _default_run_name(sources)
     continues_in_place = resumed_from is not None and _same_dir(directory, resumed_from.parent)
-    if (directory / checkpoint.LAST).exists() and not continues_in_place:
-        raise ConfigError(
-            f"{directory} already holds a run; continue it with --resume {directory} "
-            "or choose another --out"
-        )
+    if not continues_in_place:
+        _refuse_other_run(directory)
     if continues_in_place and grown:
         # The grown model cannot continue the old run: writing it there would replace the
         # original model's checkpoints.
@@ -408,6 +413,23 @@ def _run_directory(request: RunRequest, resumed_from: Path | None, sources: Sour
             "run directory with --out DIR (the original run is kept)"
         )
     return directory
+
+
+def _refuse_other_run(directory: Path) -> None:
+    """A new run never writes into another run's directory: its checkpoints would be replaced,
+    and its metrics.jsonl would gain the new run's steps after its own (``plot`` would draw
+    the two as one run). A run stopped before its first checkpoint cannot be resumed either."""
+    where = shown(directory)
+    if (directory / checkpoint.LAST).exists():
+        raise ConfigError(f"{where} already holds a run; continue it with --resume {where} or choose another --out")
+    if is_checkpoint(directory / checkpoint.BEST):
+        best = shown(directory / checkpoint.BEST)
+        raise ConfigError(f"{where} already holds a run; continue it with --resume {best} or choose another --out")
+    if is_run_directory(directory):
+        raise ConfigError(
+            f"{where} already holds a run that wrote no checkpoint, so it cannot be resumed; "
+            f"name another --out, or remove {where} to start again there"
+        )
 
 
 def _create_directory(run: Run) -> None:
@@ -454,17 +476,24 @@ def _write_config(run: Run) -> None:
     }
     if run.trainer.lr_range is not None:
         config["lr_range"] = run.trainer.lr_range
-    from charrnn.config_file import resolved_options, to_toml
+    from charrnn.config_file import resolved_options, to_toml, without_unwritable_paths
 
-    options = resolved_options(config["model"], config["train"], config["corpus"])
+    options, left_out = without_unwritable_paths(
+        resolved_options(config["model"], config["train"], config["corpus"])
+    )
     if run.trainer.lr_range is not None:
         options["lr"] = LR_AUTO  # the test is deterministic: repeating the run repeats its choice
-    header = (
-        f"charrnn {__version__}: the resolved options of this run.\n"
-        "Repeat it with: charrnn train --config THIS_FILE --out NEW_DIR"
+    header = "\n".join(
+        [
+            f"charrnn {__version__}: the resolved options of this run.",
+            "Repeat it with: charrnn train --config THIS_FILE --out NEW_DIR",
+            *left_out,
+        ]
     )
     # Both made before either is written: a value one cannot hold leaves neither behind.
-    as_json = (json.dumps(config, indent=2) + "\n").encode("utf-8")
+    # ensure_ascii: a file name that is not UTF-8 is kept as \udcXX escapes, which json.loads
+    # turns back into the same name (a UTF-8 file could not hold it at all).
+    as_json = (json.dumps(config, indent=2, ensure_ascii=True) + "\n").encode("utf-8")
     as_toml = to_toml(options, header).encode("utf-8")
     checkpoint.atomic_write(run.directory / "config.json", as_json, "run config")
     checkpoint.atomic_write(run.directory / "config.toml", as_toml, "run config")
@@ -495,6 +524,13 @@ def train_run(
     run.trainer.callbacks = [CheckpointWriter(run), metrics, samples, *([board] if board else []), *pacing, *callbacks]
     try:
         return run.trainer.fit()
+    except TrainingDiverged as exc:
+        if run.trainer.checkpoint_step is not None:
+            raise
+        # Starting again needs a directory: this one now holds a run that cannot be resumed.
+        raise TrainingDiverged(
+            f"{exc}, with another --out (or remove {shown(run.directory)}, which holds no checkpoint)"
+        ) from None
     finally:
         metrics.close()
         if board is not None:

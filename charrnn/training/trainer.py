@@ -153,6 +153,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.hidden: State | None = None
         self.progress = _Progress()
+        # The step of the newest state a checkpoint holds (the one resumed from, or the last
+        # on_checkpoint): what a diverged run can go back to. None: no checkpoint yet.
+        self.checkpoint_step: int | None = None
         self.tokens_per_char = 1.0  # set by the run for byte and BPE vocabularies
         # Per-group gradient norms and the explode/vanish watch; off only to measure their cost.
         self.grad_stats = grad_stats
@@ -302,6 +305,7 @@ class Trainer:
         p.cosine_step = int(progress.get("cosine_step", 0))
         p.cosine_elapsed = float(progress.get("cosine_elapsed", 0.0))
         p.cosine_scale = float(progress.get("cosine_scale", 1.0))
+        self.checkpoint_step = p.step
 
     # -- the loop --------------------------------------------------------------------
 
@@ -319,10 +323,17 @@ class Trainer:
             getattr(callback, event)(self, *args)
 
     def _diverged(self, what: str, value: float) -> TrainingDiverged:
-        return TrainingDiverged(
-            f"the {what} became {value} at step {self.progress.step + 1}; no checkpoint "
-            "was written for it. Resume from the last checkpoint with a lower --lr "
-            "or a smaller --grad-clip"
+        return TrainingDiverged(f"the {what} became {value} at step {self.progress.step + 1}; {self._what_now()}")
+
+    def _what_now(self) -> str:
+        """What a diverged run can do: resume from its last checkpoint, or, where none was
+        written yet, start again; both with gentler steps."""
+        gentler = "with a lower --lr or a smaller --grad-clip"
+        if self.checkpoint_step is None:
+            return f"no checkpoint was written before it, so there is none to resume: start again {gentler}"
+        return (
+            f"no checkpoint was written for it. Resume from the last checkpoint "
+            f"(step {self.checkpoint_step}) {gentler}"
         )
 
     def train_step(self) -> StepStats:
@@ -433,6 +444,7 @@ class Trainer:
                 if improved:
                     self._check_finite()
                     self._emit("on_checkpoint", True)
+                    self.checkpoint_step = step
                 self.progress.elapsed = distributed.rank0_value(
                     elapsed_before + time.perf_counter() - fit_started
                 )
@@ -446,6 +458,7 @@ class Trainer:
             if status or step % periodic == 0:
                 self._check_finite()
                 self._emit("on_checkpoint", False)
+                self.checkpoint_step = step
         return FitResult(status, self.progress.step, self.progress.best_val_loss)
 
     def _check_finite(self) -> None:
@@ -453,9 +466,7 @@ class Trainer:
         for name, param in self.model.named_parameters():
             if not bool(torch.isfinite(param).all()):
                 raise TrainingDiverged(
-                    f"the weights ({name}) became NaN or infinite by step {self.progress.step}; "
-                    "no checkpoint was written for it. Resume from the last checkpoint with a "
-                    "lower --lr or a smaller --grad-clip"
+                    f"the weights ({name}) became NaN or infinite by step {self.progress.step}; {self._what_now()}"
                 )
 
     def evaluate_and_track(self) -> EvalStats:
