@@ -13,10 +13,11 @@ from charrnn.errors import CheckpointError, ConfigError
 
 def figure_path(path: Path) -> Path:
     """The file a figure named ``path`` is written to: ``.png`` added to a name without an
-    extension, as savefig does. Output checks run on this name, the one actually written (a
-    directory stays as named, for the check to refuse it as such)."""
+    extension, as savefig does, unless something is at that name already (a directory, a
+    FIFO, a device): then the name stays, for the output check to refuse it as what it is.
+    Output checks run on the name this returns, the one actually written."""
     path = Path(path)
-    return path.with_name(path.name + ".png") if not path.suffix and not path.is_dir() else path
+    return path.with_name(path.name + ".png") if not path.suffix and not os.path.lexists(path) else path
 
 
 def save_figure(fig, path: Path, plt, option: str, dpi: int) -> Path:

@@ -73,15 +73,16 @@ def check_output_files(outputs: Iterable[tuple[Path | None, str, str | None]], i
                 raise ConfigError(f"{option} and {other_option} both name {shown(path)}: give each its own file")
 
 
-def check_output_directory(path: Path, option: str, inputs: Iterable[Path] = ()) -> Path:
-    """Refuse ``path`` as a directory for ``option`` to create or write into: it must not be a
-    file or a special file, nor one of the inputs, nor lie inside an input that is a file."""
+def check_output_directory(path: Path, option: str, inputs: Iterable[Path] = (), what: str = "for the run") -> Path:
+    """Refuse ``path`` as a directory for ``option`` to create or write into: it must not be
+    a file or a special file, nor one of the inputs. (Whether a run directory already holds
+    another run is the run's own rule: charrnn.training.runs.)"""
     path = Path(path)
     where = f"{option} {shown(path)}"
     kind = _kind(path)
     if kind is not None and kind != "directory":
         article = "a file" if kind == "file" else kind
-        raise ConfigError(f"{where} is {article}, not a directory; name a directory for the run")
+        raise ConfigError(f"{where} is {article}, not a directory; name a directory {what}")
     for given in inputs:
         if given is not None and _same_path(path, Path(given)):
             raise ConfigError(f"{where} is one of this command's inputs: name another directory")

@@ -93,7 +93,8 @@ def test_beam_from_the_cli_is_deterministic_and_checks_its_options(trained_run):
     assert first.exit_code == 0, first.stderr
     model, vocab, _ = load_model(trained_run, device="cpu")
     beams = beam_search(model, vocab, BeamConfig(width=3, length=25, prime="[ROMEO]"))
-    assert first.stdout == "".join("[ROMEO]" + b.text + "\n" for b in beams[:2])
+    # Each beam, then the separator line that tells samples apart, as sampling writes it.
+    assert first.stdout == "".join(f"[ROMEO]{b.text}\n--- sample {i} of 2 complete ---\n" for i, b in enumerate(beams[:2], 1))
     assert "beam 1/2: log-probability" in first.stderr
     assert runner.invoke(app, args).stdout == first.stdout
     too_many = runner.invoke(app, ["sample", str(trained_run), "--beam", "2", "--num-samples", "3"])

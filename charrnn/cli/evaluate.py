@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from charrnn.cli.errors import user_errors
-from charrnn.cli.shared import THREADS_HELP, _thread_governor, _given_path
+from charrnn.cli.shared import THREADS_HELP, _thread_governor, _given_path, err
 from charrnn.options import DEFAULTS, DeviceChoice
 
 
@@ -34,6 +34,8 @@ def evaluate_command(
         raise ConfigError("--unknown must be 'error' or 'skip'")
     model, vocab, _ = load_model(checkpoint, "best" if best else "last", device.value)
     sources = resolve_sources([str(f) for f in files], encoding=encoding)
+    for notice in sources.notices:
+        err.print(f"charrnn: warning: {notice}", markup=False)
     advice = "eval cannot score characters the model never saw; pass --unknown skip to leave them out"
     text = vocab_kind(vocab.kind).score_text(sources.train, vocab, encoding, unknown, advice)
     ids, tokens_per_char, skipped = text.ids, text.tokens_per_char, text.skipped

@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from charrnn.cli.errors import user_errors
+from charrnn.text import shown
 from charrnn.cli.shared import out
 
 
@@ -27,7 +28,7 @@ def info(
     path = ckpt.resolve(checkpoint, "best" if best else "last")
     model, vocab, saved = load_model(path, device="cpu")
     facts = {
-        "checkpoint": str(path),
+        "checkpoint": shown(path),
         "charrnn_version": saved.version,
         "model": saved.model_config.to_dict(),
         "parameters": model.num_parameters(),
@@ -37,7 +38,7 @@ def info(
         "train_minutes": saved.metrics.elapsed / 60,
         "best_val_bpc": saved.metrics.best_val_bpc,
         "train_config": None if saved.train_config is None else saved.train_config.to_dict(),
-        "corpus": None if saved.corpus is None else saved.corpus.to_dict(),
+        "corpus": None if saved.corpus is None else _printable(saved.corpus.to_dict()),
     }
     if as_json:
         print(json.dumps(facts, indent=2, ensure_ascii=False))
@@ -60,6 +61,16 @@ def info(
             value = _figure(value)
         table.add_row(Text(key, style="bold"), Text(value))
     out.print(table)
+
+
+def _printable(value):
+    """``value`` with every string as it can be printed: a file name that is not UTF-8 is
+    kept in the checkpoint as it is, and shown with its bytes escaped."""
+    if isinstance(value, dict):
+        return {key: _printable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable(item) for item in value]
+    return shown(value) if isinstance(value, str) else value
 
 
 def _figure(value) -> str:

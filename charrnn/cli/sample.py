@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from charrnn.cli.errors import EXIT_INTERRUPTED, fail, user_errors
-from charrnn.cli.shared import err, SAMPLE, MODEL, MODES, COPYING, THREADS_HELP, _generation_threads
+from charrnn.cli.shared import given_options, err, SAMPLE, MODEL, MODES, COPYING, THREADS_HELP, _generation_threads
 from charrnn.options import DeviceChoice, Engine
 
 DEFAULT_SEPARATOR = "--- sample {i} of {n} {status} ---"
@@ -19,6 +19,7 @@ DEFAULT_SEPARATOR = "--- sample {i} of {n} {status} ---"
 
 
 def sample(
+    ctx: typer.Context,
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
     length: Annotated[int, typer.Option(min=1, help="Characters to generate per sample.")] = SAMPLE["length"],
     temperature: Annotated[float, typer.Option(min=0, help="Sampling temperature; 0 = greedy.")] = SAMPLE["temperature"],
@@ -47,7 +48,10 @@ def sample(
     from charrnn.device import resolve_device
     from charrnn.model.loading import load_model
     from charrnn.generation.sample import SampleConfig
+    from charrnn.text import require_valid
 
+    _refuse_what_the_mode_ignores(ctx, beam=bool(beam), interactive=interactive, copying=check_copying or training_text is not None)
+    require_valid(separator, "--separator")
     config = SampleConfig(
         length=length,
         temperature=temperature,
@@ -83,7 +87,7 @@ def sample(
         # Read before sampling: a missing training file is answered before any output.
         references = reference_texts(saved.corpus, training_text)
     if beam:
-        texts = _sample_beam(model, vocab, config, beam, target)
+        texts = _sample_beam(model, vocab, config, beam, target, separator)
         _report_copying(references, texts, copy_min_run)
         return
     from charrnn.generation.sample import prime_ids
@@ -101,6 +105,26 @@ def sample(
     if cut is not None:
         fail(f"charrnn: interrupted: {_cut_summary(cut, num_samples)}", EXIT_INTERRUPTED)
     _report_copying(references, texts, copy_min_run)
+
+
+# What each mode does not use: given with it, an option would be silently ignored.
+IGNORED_BY = {
+    "--beam": ("temperature", "top_k", "top_p", "min_p", "seed", "engine"),
+    "--interactive": ("num_samples", "separator"),
+}
+
+
+def _refuse_what_the_mode_ignores(ctx: typer.Context, beam: bool, interactive: bool, copying: bool) -> None:
+    from charrnn.errors import ConfigError
+
+    given = given_options(ctx)
+    ignored = {mode: [name for name in names if name in given] for mode, names in IGNORED_BY.items()}
+    for mode, on in (("--beam", beam), ("--interactive", interactive)):
+        if on and ignored[mode]:
+            options = ", ".join(given[name] for name in ignored[mode])
+            raise ConfigError(f"{mode} does not use {options}: drop {'it' if len(ignored[mode]) == 1 else 'them'}")
+    if "copy_min_run" in given and not copying:
+        raise ConfigError("--copy-min-run sets what --check-copying counts: give --check-copying too, or drop it")
 
 
 def _separator_line(template: str, number: int, count: int, cut: bool) -> str:
@@ -194,7 +218,7 @@ def _copy_figures(report) -> str:
     )
 
 
-def _sample_beam(model, vocab, config, width: int, target) -> list[str]:
+def _sample_beam(model, vocab, config, width: int, target, separator: str) -> list[str]:
     from charrnn.generation.beam import BeamConfig, beam_search
     from charrnn.errors import ConfigError
 
@@ -218,6 +242,8 @@ def _sample_beam(model, vocab, config, width: int, target) -> list[str]:
         if config.num_samples > 1:
             err.print(f"--- beam {i}/{config.num_samples}: log-probability {found.log_prob:.3f} ---", markup=False)
         sys.stdout.write(config.prime + found.text + "\n")
+        if config.num_samples > 1:
+            sys.stdout.write(_separator_line(separator, i, config.num_samples, cut=False) + "\n")
         sys.stdout.flush()
     return [found.text for found in beams[: config.num_samples]]
 
@@ -240,6 +266,10 @@ def _sample_interactive(model, vocab, config, target) -> None:
             return ""
 
     err.print(HELP, markup=False)
+    # A typed line that is not UTF-8 reaches the session as text with its bad bytes kept, to
+    # be refused there in one line, instead of ending the session with a decoding error.
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="surrogateescape")
     readline = _line_editing()
     io = InteractiveIO(
         read_line=edited_line if readline else sys.stdin.readline,

@@ -39,6 +39,10 @@ def serve(
     Ollama-style /api/generate, and a playground page at /."""
     from charrnn.serve.config import ServeConfig, require_server_packages
 
+    from charrnn.text import require_valid
+
+    for value, option in ((host, "--host"), (api_key or "", "--api-key"), *((origin, "--cors") for origin in cors or ())):
+        require_valid(value, option)
     config = ServeConfig(
         host=host, port=port, max_streams=max_streams, max_queue=max_queue, max_tokens=max_tokens,
         max_tokens_limit=max_tokens_limit, max_prompt=max_prompt, max_body=max_body, max_n=max_n,

@@ -110,6 +110,17 @@ REPLAY_THREADS_HELP = (
 )
 
 
+def given_options(ctx: typer.Context) -> dict[str, str]:
+    """The parameters given on the command line or by an environment variable (not left at
+    their defaults), by name, with the option as the user would write it."""
+    given = {}
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            given[param.name] = max(param.opts, key=len)
+    return given
+
+
 def read_inputs(checkpoint: Path, best: bool, text: Optional[Path], saved) -> list[Path]:
     """What inspect and gradients read (the checkpoint given, the file it resolves to, the
     text or the run's training files): none of them may be one of their outputs."""

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from charrnn.text import shown
 from charrnn.cli.errors import EXIT_INTERRUPTED, fail, message_for, user_errors
 from charrnn.cli.shared import err, _per_preset, _default, TRAIN, GPU, MODEL, TRAINING, DATA, RUN, BUDGET, DEVICE, THREADS_HELP, output_path, _learning_rate
 from charrnn.options import DEFAULTS, MAX_LR, Cell, DeviceChoice, Precision, Preset, Schedule, TokenizerKind
@@ -168,7 +169,7 @@ def train(
     if out_dir is not None:
         from charrnn.outputs import check_output_directory
 
-        check_output_directory(out_dir, "--out", inputs=[Path(p) for p in request.sources + request.val_sources])
+        check_output_directory(out_dir, "--out", [Path(p) for p in request.sources + request.val_sources])
     run = prepare_run(request)
     _print_run_header(run)
     started = time.perf_counter()
@@ -217,7 +218,7 @@ def _print_run_header(run) -> None:
         budget = f"extending the budget by {added} to {describe_budget(t)} total"
     elif run.resumed_from and t.minutes:
         budget += f" ({run.trainer.progress.elapsed / 60:.1f} min used)"
-    verb = f"resuming {run.resumed_from} at step {run.trainer.step}" if run.resumed_from else "training"
+    verb = f"resuming {shown(run.resumed_from)} at step {run.trainer.step}" if run.resumed_from else "training"
     # Byte and BPE runs count tokens: calling them characters would misstate the text's size.
     units = "characters" if run.corpus_options.tokenizer == "chars" else "tokens"
     err.print(
@@ -233,7 +234,7 @@ def _print_run_header(run) -> None:
         err.print(f"threads: {run.threads.describe()}", markup=False)
     if run.trainer.lr_range is not None:
         err.print(_describe_lr_range(run.trainer.lr_range, t.lr, fresh=run.resumed_from is None), markup=False)
-    err.print(f"run directory: {run.directory}", markup=False)
+    err.print(f"run directory: {shown(run.directory)}", markup=False)
     if run.unigram_bpc is not None:
         which = "training" if run.trainer.val_ids is None else "validation"
         err.print(
@@ -268,14 +269,14 @@ def _report_result(run, result, seconds: float) -> None:
     best = "-" if result.best_val_loss is None else f"{nats_to_bpc(result.best_val_loss, run.trainer.tokens_per_char):.4f}"
     if result.status == "interrupted":
         err.print(
-            f"stopped at step {result.step}; checkpoint saved to {run.directory / 'last.pt'}\n"
-            f"resume with: charrnn train --resume {run.directory}",
+            f"stopped at step {result.step}; checkpoint saved to {shown(run.directory / 'last.pt')}\n"
+            f"resume with: charrnn train --resume {shown(run.directory)}",
             markup=False,
         )
         raise typer.Exit(EXIT_INTERRUPTED)
     reason = {"finished": "step budget reached", "time": "time budget reached", "early_stop": "early stop"}
     err.print(
         f"done ({reason.get(result.status, result.status)}) at step {result.step} in {seconds:.0f} s; "
-        f"best val {best} bpc; checkpoints in {run.directory}",
+        f"best val {best} bpc; checkpoints in {shown(run.directory)}",
         markup=False,
     )

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from charrnn.errors import ConfigError, ExportError
-from charrnn.outputs import check_output_file
+from charrnn.outputs import check_output_directory, check_output_file
 from charrnn.export.packages import require_onnx
 from charrnn.export.report import ExportReport
 from charrnn.options import DEFAULTS
@@ -72,6 +72,12 @@ def check_output(file_format: str, output: Path, inputs: tuple[Path, ...] | list
     """Refuse an output the format cannot use, or one that must not be written (an input, a
     checkpoint, a special file), before anything is exported."""
     output = Path(output)
+    if file_format == "c" and output.suffix != ".c":
+        # The C writer takes a directory to put model.c in (created if needed).
+        check_output_directory(output, "--out", inputs, what="for the C source")
+        if output.is_dir():
+            check_output_file(output / c_model().SOURCE_NAME, "--out", inputs, default=default)
+        return
     check_output_file(output, "--out", inputs, example=f"model{FORMATS[file_format].suffix}", default=default)
     if file_format == "pt2" and output.suffix != ".pt2":
         # torch.export.load refuses any other name ("a file ending in .pt2, or a buffer").

@@ -16,6 +16,7 @@ import torch
 
 from charrnn.options import MAX_SEED
 from charrnn.errors import CharRNNError, ConfigError
+from charrnn.text import require_valid
 from charrnn.model.network import CharRNN
 from charrnn.generation.sample import SampleConfig, stream
 from charrnn.data.vocab import Vocab
@@ -151,6 +152,7 @@ class InteractiveSession:
         if line.startswith("//"):
             line = line[1:]
         try:
+            require_valid(line, "that line")
             self.reply(line, io)
         except CharRNNError as exc:
             io.tell(f"{exc}; try another prompt")

@@ -13,6 +13,7 @@ import torch
 
 from charrnn.options import DEFAULTS, check_finite, check_seed, option_name
 from charrnn.errors import ConfigError, VocabError
+from charrnn.text import require_valid
 from charrnn.model.network import CharRNN
 from charrnn.generation.stepper import Stepper, make_stepper
 from charrnn.threads import ThreadGovernor
@@ -67,6 +68,9 @@ class SampleConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        require_valid(self.prime, "--prime")
+        for stop in self.stop:
+            require_valid(stop, "--stop")
         if self.seed is not None:
             check_seed(self.seed)
         if self.seed is None:
