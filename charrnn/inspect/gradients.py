@@ -14,7 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charrnn.inspect.cells import replay
+from charrnn.inspect.cells import cell_kind, replay
+from charrnn.inspect.replayed import shape_name
+from charrnn.memory import largest_fitting, require_memory
 from charrnn.model.network import CharRNN, ModelConfig
 
 
@@ -34,33 +36,107 @@ class GradientFlow:
         return len(self.inputs)
 
 
+# Autograd's graph per step of the replay, measured on torch 2.13 (peak RSS growth over a
+# 20,000-step window, 1 to 3 layers of 32 to 512 units): a step's twenty-odd operations each
+# keep a node and the tensors its backward needs, about 580 bytes of object per tensor beside
+# its data. Per layer: a fixed cost, and float32 values per unit (the saved activations and
+# the gradients given back); per step, the input (and its gradient) and its bookkeeping.
+GRAPH_LAYER_BYTES = {"lstm": 19_300, "gru": 21_200, "rnn": 7_300}
+GRAPH_VALUES_PER_UNIT = {"lstm": 9.2, "gru": 8.0, "rnn": 3.2}
+GRAPH_STEP_BYTES = 1_500
+
+# Steps of the window differentiated per call of autograd: the engine runs in C++ and takes
+# Ctrl-C only between calls; 512 steps of a 1x32 LSTM took 0.07-0.16 s on a busy 2-core machine.
+SEGMENT_STEPS = 512
+
+
+def gradient_bytes_per_step(cell: str, layers: int, hidden: int, embed: int) -> int:
+    """Memory the autograd graph of ``gradient_flow`` holds per step of its window."""
+    per_layer = GRAPH_LAYER_BYTES[cell] + GRAPH_VALUES_PER_UNIT[cell] * hidden * 4
+    return int(GRAPH_STEP_BYTES + 2 * embed * 4 + layers * per_layer)
+
+
+def check_gradient_memory(config: ModelConfig, steps: int, cells=None) -> None:
+    """Refuse to follow the gradient back ``steps`` steps when the graph of the largest of
+    ``cells`` (by default ``config``'s own) in ``config``'s shape would not fit in memory,
+    naming the largest --steps that would. The models run one after another: only one graph
+    is held at a time."""
+    cells = (config.cell,) if cells is None else tuple(cells)
+    per_step = max(gradient_bytes_per_step(cell, config.layers, config.hidden, config.embed) for cell in cells)
+    fit = largest_fitting(per_step)
+    largest = max(cells, key=lambda cell: gradient_bytes_per_step(cell, config.layers, config.hidden, config.embed))
+    require_memory(
+        steps * per_step,
+        f"following the gradient back {steps:,} steps through {shape_name(largest, config.layers, config.hidden)} "
+        f"({per_step:,} bytes of autograd graph per step)",
+        f"at most --steps {fit:,} fits" if fit else "free some memory or use a smaller model",
+    )
+
+
 def gradient_flow(model: CharRNN, ids: np.ndarray | torch.Tensor, label: str = "") -> GradientFlow:
     """The gradient of the loss at the last step over a window of ``len(ids) - 1`` steps:
-    ``ids[:-1]`` are read, ``ids[-1]`` is the character the last step predicts."""
+    ``ids[:-1]`` are read, ``ids[-1]`` is the character the last step predicts. Refused before
+    the graph is built when it would not fit in memory."""
     ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
     if ids.numel() < 2:
         raise ValueError("a window needs at least two characters: one to read, one to predict")
+    steps = ids.numel() - 1
+    check_gradient_memory(model.config, steps)
     device = next(model.parameters()).device
     ids = ids.to(device)
     was_training = model.training
     model.eval()
     try:
         with torch.enable_grad():
-            embedded = model.embedding(ids[:-1].unsqueeze(0)).detach()
-            inputs = [x.requires_grad_() for x in embedded.unbind(1)]
-            trace = replay(model.rnn, inputs)
-            logits = model.decoder(trace.hidden[-1][-1])
-            loss = F.cross_entropy(logits.float(), ids[-1:])
-            wanted = inputs + [h for layer in trace.hidden for h in layer]
-            grads = torch.autograd.grad(loss, wanted, allow_unused=True)
+            norms_in, norms_h, loss = _segmented_flow(model, ids)
     finally:
         model.train(was_training)
-    steps = len(inputs)
-    norms = np.array([0.0 if g is None else float(g.norm()) for g in grads])
     # Index k counts back from the last step.
-    per_input = norms[:steps][::-1].copy()
-    per_layer = norms[steps:].reshape(model.config.layers, steps)[:, ::-1].copy()
-    return GradientFlow(label, per_input, per_layer, float(loss.detach()))
+    per_input = norms_in[::-1].copy()
+    per_layer = norms_h[:, ::-1].copy()
+    return GradientFlow(label, per_input, per_layer, loss)
+
+
+def _segmented_flow(model: CharRNN, ids: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float]:
+    """Norms of dL/dx (T,) and dL/dh (layers, T) in time order, and the loss.
+
+    The window is replayed in segments, each starting from the states the one before ended
+    with, detached into leaves; the gradient then goes back one segment per autograd call,
+    from the loss or from the gradient its end states received from the segment after. The
+    chain rule makes this the gradient of one unbroken graph (a test checks it against an
+    unrolled loop); between calls a Ctrl-C is taken."""
+    kind = cell_kind(model.rnn)
+    steps = ids.numel() - 1
+    embedded = model.embedding(ids[:-1].unsqueeze(0)).detach()
+    segments = []  # (start, inputs, trace, start-state leaves, the states they were cut from)
+    state = None
+    for start in range(0, steps, SEGMENT_STEPS):
+        inputs = [x.requires_grad_() for x in embedded[:, start : start + SEGMENT_STEPS].unbind(1)]
+        leaves = None if state is None else tuple(s.detach().requires_grad_() for s in state)
+        trace = replay(model.rnn, inputs, None if leaves is None else (leaves if kind == "lstm" else leaves[0]))
+        segments.append((start, inputs, trace, leaves, state))
+        state = (torch.stack([layer[-1] for layer in trace.hidden]),)
+        if kind == "lstm":
+            state += (torch.stack([layer[-1] for layer in trace.cell]),)
+    last = segments[-1][2]
+    loss = F.cross_entropy(model.decoder(last.hidden[-1][-1]).float(), ids[-1:])
+    layers = len(last.hidden)
+    norms_in = np.zeros(steps)
+    norms_h = np.zeros((layers, steps))
+    outputs, given = [loss], None
+    while segments:
+        # Popped: each segment's tensors go once its gradient is taken.
+        start, inputs, trace, leaves, source = segments.pop()
+        count = len(inputs)
+        wanted = inputs + [h for layer in trace.hidden for h in layer] + list(leaves or ())
+        grads = torch.autograd.grad(outputs, wanted, grad_outputs=given, allow_unused=True)
+        norms = np.array([0.0 if g is None else float(g.norm()) for g in grads[: count * (1 + layers)]])
+        norms_in[start : start + count] = norms[:count]
+        norms_h[:, start : start + count] = norms[count:].reshape(layers, count)
+        if leaves is not None:
+            outputs = list(source)
+            given = [torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, grads[count * (1 + layers) :])]
+    return norms_in, norms_h, float(loss.detach())
 
 
 def fresh_model(config: ModelConfig, seed: int, forget_bias: float | None = None) -> CharRNN:
@@ -90,6 +166,8 @@ COMPARED = (
 
 
 def compare_cells(config: ModelConfig, ids, seed: int) -> list[GradientFlow]:
+    # Refused before the first model runs when the largest graph of the four would not fit.
+    check_gradient_memory(config, len(ids) - 1, [cell for _, cell, _ in COMPARED])
     flows = []
     for label, cell, forget_bias in COMPARED:
         variant = ModelConfig(config.vocab_size, cell, config.layers, config.hidden, config.embed, 0.0)

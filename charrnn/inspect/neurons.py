@@ -48,13 +48,24 @@ class Match:
         return f"{self.layer}:{self.unit}"
 
 
+# Steps taken at a time: float64 copies of the whole of ``states`` would take twice its size.
+CORRELATED_STEPS = 1 << 14
+
+
 def correlations(states: np.ndarray, feature: np.ndarray) -> np.ndarray:
     """Pearson's r of every unit of ``states`` (layers, T, H) with ``feature`` (T,); 0 where
     either does not vary."""
     f = feature - feature.mean()
-    s = states.astype(np.float64) - states.mean(axis=1, keepdims=True)
-    num = np.einsum("lth,t->lh", s, f)
-    den = np.sqrt((s * s).sum(axis=1) * (f * f).sum())
+    steps = states.shape[1]
+    pieces = range(0, steps, CORRELATED_STEPS)
+    mean = sum(states[:, a : a + CORRELATED_STEPS].sum(axis=1, dtype=np.float64) for a in pieces) / steps
+    num = np.zeros(mean.shape)
+    spread = np.zeros(mean.shape)
+    for a in pieces:
+        s = states[:, a : a + CORRELATED_STEPS].astype(np.float64) - mean[:, None, :]
+        num += np.einsum("lth,t->lh", s, f[a : a + CORRELATED_STEPS])
+        spread += (s * s).sum(axis=1)
+    den = np.sqrt(spread * (f * f).sum())
     return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
 
 

@@ -25,13 +25,15 @@ from charrnn.inspect.replayed import Replayed
 
 
 def dump_states(replayed: Replayed, ids: np.ndarray, pieces, path: Path) -> Path:
-    arrays = {"h": replayed.hidden.astype(np.float32)}
+    # asarray, not astype: the replayed arrays are float32 already, and a copy of each would
+    # double the memory the states take.
+    arrays = {"h": np.asarray(replayed.hidden, dtype=np.float32)}
     if replayed.cell is not None:
-        arrays["c"] = replayed.cell.astype(np.float32)
+        arrays["c"] = np.asarray(replayed.cell, dtype=np.float32)
     for name, values in replayed.gates.items():
-        arrays[f"gate_{name}"] = values.astype(np.float32)
+        arrays[f"gate_{name}"] = np.asarray(values, dtype=np.float32)
     arrays["ids"] = np.asarray(ids, dtype=np.int64)
-    arrays["text"] = np.array(list(pieces), dtype=str)
+    arrays["text"] = np.array(pieces, dtype=str)
     arrays["cell"] = np.array(replayed.kind)
     path = Path(path)
     if path.suffix != ".npz":

@@ -12,6 +12,8 @@ import numpy as np
 from charrnn.data.corpus import read_head, resolve_sources
 from charrnn.data.vocab_kinds import piece_decoder
 from charrnn.errors import ConfigError, CorpusError, VocabError
+from charrnn.inspect.replayed import replay_bytes_per_char, shape_name
+from charrnn.memory import largest_fitting, require_memory
 from charrnn.text import shown
 
 
@@ -29,17 +31,50 @@ class InspectedText:
         return len(self.ids)
 
 
-def read_text(path: Path | None, saved, vocab, chars: int, encoding: str = "utf-8", at_least: int = 1) -> InspectedText:
+# Bytes per character while a text is read and encoded, at the peak: the text as a str (up
+# to 4 per character), its UTF-32 form (4), the ids as looked up (4) and as int64 (8), and the
+# tuple of pieces (8; a character vocabulary's pieces are its own strings, shared).
+TEXT_BYTES_PER_CHAR = 32
+# A byte or BPE vocabulary decodes every token into a string of its own.
+TOKEN_PIECE_BYTES = 64
+
+
+def text_bytes_per_char(vocab) -> int:
+    return TEXT_BYTES_PER_CHAR + (0 if getattr(vocab, "kind", "chars") == "chars" else TOKEN_PIECE_BYTES)
+
+
+def held_bytes_per_char(vocab) -> int:
+    """What an ``InspectedText`` keeps per token once read: its id and its piece."""
+    return 16 + (0 if getattr(vocab, "kind", "chars") == "chars" else TOKEN_PIECE_BYTES)
+
+
+def read_text(
+    path: Path | None,
+    saved,
+    vocab,
+    chars: int,
+    encoding: str = "utf-8",
+    at_least: int = 1,
+    *,
+    option: str = "--chars",
+    keeps_per_char: int | None = None,
+) -> InspectedText:
     """The first ``chars`` characters of ``path`` (or, with no path, of the run's first training
     file), encoded with ``vocab``. ``path`` is resolved and read as ``train`` and ``eval`` read
     their text (``charrnn.data.corpus``), so a missing, empty, binary or undecodable file, a
     directory or a FIFO gets the same answer from every command. Characters the model never
     saw, an empty text and a text shorter than ``at_least`` tokens are refused with a message
-    saying what to do."""
+    saying what to do.
+
+    Before anything is read, the memory of the text and of what the caller will keep per
+    character (``keeps_per_char``; by default the states and gates ``replay_text`` keeps for
+    ``saved``'s model) is checked for as many characters as the files can hold, and refused
+    naming the largest ``option`` that fits."""
     if chars < 1:
-        raise ConfigError("--chars must be at least 1")
+        raise ConfigError(f"{option} must be at least 1")
     spec = Path(path) if path is not None else _training_file(saved)
     files = resolve_sources([str(spec)], encoding=encoding).train
+    _check_memory(files, saved, vocab, chars, option, keeps_per_char)
     text = read_head(files, chars, encoding)
     source = shown(files[0] if len(files) == 1 else spec)
     if not text:
@@ -55,6 +90,29 @@ def read_text(path: Path | None, saved, vocab, chars: int, encoding: str = "utf-
         raise CorpusError(f"{source}: {len(ids)} character(s); this needs at least {at_least}")
     decode = piece_decoder(vocab)
     return InspectedText(source, ids, tuple(decode(int(i)) for i in ids))
+
+
+def _check_memory(files, saved, vocab, chars: int, option: str, keeps_per_char: int | None) -> None:
+    try:
+        # A character takes at least one byte: the files' size caps what can be read.
+        size = sum(Path(f).stat().st_size for f in files)
+        count = min(chars, size) if all(Path(f).is_file() for f in files) else chars
+    except OSError:
+        count = chars
+    config = getattr(saved, "model_config", None)
+    what = f"reading {count:,} characters"
+    if keeps_per_char is None:
+        keeps_per_char = 0
+        if config is not None:
+            keeps_per_char = replay_bytes_per_char(config.cell, config.layers, config.hidden)
+            what = f"reading and replaying {count:,} characters through {shape_name(config.cell, config.layers, config.hidden)}"
+    per_char = text_bytes_per_char(vocab) + keeps_per_char
+    fit = largest_fitting(per_char)
+    require_memory(
+        count * per_char,
+        f"{what} ({per_char:,} bytes per character)",
+        f"at most {option} {fit:,} fits" if fit else "free some memory or use a smaller model",
+    )
 
 
 def _training_file(saved) -> Path:
