@@ -76,7 +76,7 @@ class Schedule(str, Enum):
     constant = "constant"
 
 
-class Engine(str, Enum):
+class SamplingEngine(str, Enum):
     auto = "auto"  # fast on CPU; the model's own fused layers (cuDNN) on GPU
     fast = "fast"
     eager = "eager"

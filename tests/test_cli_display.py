@@ -132,7 +132,7 @@ def test_the_shown_ranges_are_read_in_full():
 
 
 # Options that only make sense with another one; the boundary runs add it.
-NEEDS = {"--vocab-size": ["--tokenizer", "bpe"]}
+NEEDS = {"--vocab-size": ["--tokenizer", "bpe"], "--copy-min-run": ["--check-copying"]}
 # A step of the tiny model with an evaluation: cheap enough to run once per shown boundary.
 RUNS = {
     "train": lambda tmp, text_file, run: ["train", text_file, "--out", tmp, "--max-steps", 1, "--eval-every", 1, *TINY],

@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from charrnn.cli.app import app
-from charrnn.training.gradients import CLIP_WINDOW, VANISHING_STEPS
+from charrnn.training.gradient_stats import CLIP_WINDOW, VANISHING_STEPS
 from tests.conftest import TINY_MODEL, TINY_TRAIN, small_text
 
 runner = CliRunner()

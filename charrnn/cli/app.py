@@ -11,7 +11,7 @@ import typer
 
 from charrnn import __version__
 from charrnn.cli import bench, corpus, evaluate, export, gradients, info, inspect_command, plot, sample, serve, train, vocab
-from charrnn.cli.errors import OneLineUsageErrors
+from charrnn.cli.errors import OneLineUsageErrors, user_errors
 from charrnn.cli.help import HelpCommand, HelpGroup
 
 
@@ -43,10 +43,11 @@ COMMANDS = [
     ("inspect", inspect_command.inspect_command),
     ("bench", bench.bench),
 ]
+# Every command's exceptions become one line on stderr (cli/errors.py), applied here once.
 for name, command in COMMANDS:
-    app.command(name, cls=HelpCommand)(command)
+    app.command(name, cls=HelpCommand)(user_errors(command))
 for name, command in [("list", corpus.corpus_list), ("fetch", corpus.corpus_fetch), ("suite", corpus.corpus_suite)]:
-    corpus_app.command(name, cls=HelpCommand)(command)
+    corpus_app.command(name, cls=HelpCommand)(user_errors(command))
 
 
 def _version(value: bool) -> None:

@@ -8,12 +8,9 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from charrnn.cli.errors import user_errors
+
 from charrnn.cli.shared import output_path, err, out, _default, MEASURED
 from charrnn.options import DEFAULTS, Cell, DeviceChoice, Preset
-
-
-@user_errors
 
 
 def bench(

@@ -6,11 +6,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from charrnn.cli.errors import user_errors
+
 from charrnn.cli.shared import out
-
-
-@user_errors
 
 
 def corpus_list() -> None:
@@ -34,9 +31,6 @@ def corpus_list() -> None:
     out.print(table)
 
 
-@user_errors
-
-
 def corpus_fetch(
     name: Annotated[str, typer.Argument(help="Corpus name from `charrnn corpus list`.", show_default=False)],
 ) -> None:
@@ -48,9 +42,6 @@ def corpus_fetch(
         path = getattr(found, split)
         if path is not None:
             print(f"{split}: {path}")
-
-
-@user_errors
 
 
 def corpus_suite() -> None:

@@ -5,12 +5,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn.cli.errors import user_errors
 from charrnn.cli.shared import THREADS_HELP, _thread_governor, _given_path, err
 from charrnn.options import DEFAULTS, DeviceChoice
-
-
-@user_errors
 
 
 def evaluate_command(

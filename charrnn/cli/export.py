@@ -5,7 +5,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn.cli.errors import user_errors
 from charrnn.cli.shared import err, _default, output_path
 from charrnn.options import DEFAULTS, ExportFormatName, Quantization
 
@@ -19,9 +18,6 @@ QUANTIZE_HELP = (
     "Smaller weights: int8 for onnx (onnxruntime's dynamic quantization; a GRU's recurrent "
     "layers stay float32) and c (a scale per row); float16 for c. \\[default: float32]"
 )
-
-
-@user_errors
 
 
 def export(

@@ -8,12 +8,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from charrnn.cli.errors import user_errors
+
 from charrnn.text import shown
 from charrnn.cli.shared import out
-
-
-@user_errors
 
 
 def info(

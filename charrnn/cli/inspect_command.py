@@ -5,12 +5,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn.cli.errors import user_errors
 from charrnn.cli.shared import err, out, _generation_threads, output_path, read_inputs, INSPECT, WHAT_TO_SHOW, REPLAY_THREADS_HELP, _note_no_png
 from charrnn.options import DEFAULTS
-
-
-@user_errors
 
 
 def inspect_command(

@@ -6,11 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn.cli.errors import user_errors
 from charrnn.cli.shared import err, output_path
-
-
-@user_errors
 
 
 def plot(

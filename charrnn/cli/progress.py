@@ -8,7 +8,7 @@ from datetime import timedelta
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
-from charrnn.training.gradients import GradientWarning
+from charrnn.training.gradient_stats import GradientWarning
 from charrnn.training.trainer import Callback, EvalStats, StepStats, Trainer
 from charrnn.units import bpc_to_nats
 

@@ -8,14 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn.cli.errors import EXIT_INTERRUPTED, fail, user_errors
+from charrnn.cli.errors import EXIT_INTERRUPTED, fail
 from charrnn.cli.shared import given_options, err, SAMPLE, MODEL, MODES, COPYING, THREADS_HELP, _generation_threads
-from charrnn.options import DeviceChoice, Engine
+from charrnn.options import DeviceChoice, SamplingEngine
 
 DEFAULT_SEPARATOR = "--- sample {i} of {n} {status} ---"
-
-
-@user_errors
 
 
 def sample(
@@ -39,7 +36,7 @@ def sample(
     best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint, not its latest.", rich_help_panel=MODEL)] = False,
     device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.", rich_help_panel=MODEL)] = DeviceChoice.auto,
     threads: Annotated[Optional[int], typer.Option(min=1, help=THREADS_HELP, show_default=False, rich_help_panel=MODEL)] = None,
-    engine: Annotated[Engine, typer.Option(help="fast = weights laid out once for single steps (CPU); eager = the model's own forward (the reference; cuDNN on GPU); auto = fast on CPU, eager on GPU. Same seed, same text either way.", rich_help_panel=MODEL)] = Engine(SAMPLE["engine"]),
+    engine: Annotated[SamplingEngine, typer.Option(help="fast = weights laid out once for single steps (CPU); eager = the model's own forward (the reference; cuDNN on GPU); auto = fast on CPU, eager on GPU. Same seed, same text either way.", rich_help_panel=MODEL)] = SamplingEngine(SAMPLE["engine"]),
     check_copying: Annotated[bool, typer.Option("--check-copying", help="After sampling, report on stderr the longest substring of each sample found verbatim in the training text, and the share of it in copied runs of --copy-min-run+ characters, beside the same figures for unseen validation text. About 1 s per 1,000 sampled characters per MB of training text.", rich_help_panel=COPYING)] = False,
     training_text: Annotated[Optional[Path], typer.Option(help="Check copying against this file instead of the training files the checkpoint records (implies --check-copying).", show_default=False, rich_help_panel=COPYING)] = None,
     copy_min_run: Annotated[int, typer.Option(min=1, help="Shortest verbatim run counted as copied by --check-copying.", rich_help_panel=COPYING)] = SAMPLE["copy_min_run"],

@@ -6,16 +6,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn.cli.errors import user_errors
 from charrnn.cli.shared import err
 from charrnn.options import DEFAULTS
 
 SERVE = DEFAULTS["serve"]
 LIMITS = "Limits"
 ACCESS = "Access"
-
-
-@user_errors
 
 
 def serve(

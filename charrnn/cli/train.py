@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from charrnn.text import shown
-from charrnn.cli.errors import EXIT_INTERRUPTED, fail, message_for, user_errors
+from charrnn.cli.errors import EXIT_INTERRUPTED, fail, message_for
 from charrnn.cli.shared import err, _per_preset, _default, TRAIN, GPU, MODEL, TRAINING, DATA, RUN, BUDGET, DEVICE, THREADS_HELP, output_path, _learning_rate
 from charrnn.options import DEFAULTS, MAX_LR, Cell, DeviceChoice, Precision, Preset, Schedule, TokenizerKind
 
@@ -42,9 +42,6 @@ def _config_file(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
     except CharRNNError as exc:
         fail(*message_for(exc))
     return value
-
-
-@user_errors
 
 
 def train(

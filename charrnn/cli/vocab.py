@@ -5,11 +5,7 @@ from typing import Annotated
 
 import typer
 
-from charrnn.cli.errors import user_errors
 from charrnn.cli.shared import err, output_path
-
-
-@user_errors
 
 
 def vocab(

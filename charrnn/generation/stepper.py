@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from charrnn.model.network import CharRNN, State
-from charrnn.options import Engine
+from charrnn.options import SamplingEngine
 
 
 class Stepper(Protocol):
@@ -284,7 +284,7 @@ FAST_MAX_SAMPLES = 1
 def make_stepper(model: CharRNN, engine: str = "auto", num_samples: int = 1) -> Stepper:
     """``fast`` on the CPU (``auto``: for a single sample); on a GPU always the eager one,
     which runs cuDNN's fused layers."""
-    engine = Engine(engine).value
+    engine = SamplingEngine(engine).value
     on_cpu = model.decoder.weight.device.type == "cpu"
     nonlinear_ok = model.config.cell != "rnn" or model.rnn.nonlinearity == "tanh"
     wanted = engine == "fast" or (engine == "auto" and num_samples <= FAST_MAX_SAMPLES)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from charrnn.errors import CheckpointError, ConfigError
 from charrnn.figures import save_figure
-from charrnn.training.gradients import CLIP_WINDOW, EXPLODING_SHARE
+from charrnn.training.gradient_stats import CLIP_WINDOW, EXPLODING_SHARE
 from charrnn.units import nats_to_bpc
 
 METRICS = "metrics.jsonl"

@@ -52,7 +52,7 @@ from charrnn.threads import ThreadGovernor, ThreadPolicy, resolve_policy, set_th
 from charrnn.training import distributed
 from charrnn.training.continuation import check_continuation, text_fingerprint
 from charrnn.training.plan import RunPlan, RunRequest, check_request, resolve_plan
-from charrnn.training.gradients import GradientWarning
+from charrnn.training.gradient_stats import GradientWarning
 from charrnn.training.lr_range import RangeTest, range_test
 from charrnn.training.trainer import Callback, EvalStats, StepStats, Trainer
 from charrnn.units import nats_to_bpc

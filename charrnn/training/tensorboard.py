@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from charrnn.errors import ConfigError
-from charrnn.training.gradients import GradientWarning
+from charrnn.training.gradient_stats import GradientWarning
 from charrnn.training.trainer import Callback, EvalStats, StepStats, Trainer
 from charrnn.units import nats_to_bpc
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from charrnn.training import distributed
-from charrnn.training.gradients import GradientGroups, GradientWarning, GradientWatch, tensor_norms
+from charrnn.training.gradient_stats import GradientGroups, GradientWarning, GradientWatch, tensor_norms
 from charrnn.data.batches import StreamBatches
 from charrnn.device import capture_rng_state, restore_rng_state
 from charrnn.errors import ConfigError, TrainingDiverged
