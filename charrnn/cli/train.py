@@ -44,6 +44,10 @@ def _config_file(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
     return value
 
 
+# train's parameters that shape how the run is shown, not what is trained.
+NOT_REQUEST = {"config", "eval_sample_chars", "tensorboard"}
+
+
 def train(
     paths: Annotated[
         Optional[list[str]],
@@ -109,57 +113,15 @@ def train(
     deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--no-deterministic", help="Deterministic kernels everywhere, so a resumed run matches an unstopped one bit-for-bit on CUDA too (CPU runs already do); on CUDA it needs --dropout 0 or one layer. " + _default("train", "deterministic"), show_default=False, rich_help_panel=RUN)] = None,
 ) -> None:
     """Train a model on text files; checkpoints and metrics go to a run directory."""
+    # Every parameter of this command, by name, is an option of the request (RunRequest.of).
+    options = {name: value for name, value in locals().items() if name not in NOT_REQUEST}
     from charrnn.cli.progress import TrainingDisplay
     from charrnn.training.stall import StallWatch
     from charrnn.cli.signals import graceful_stop
     from charrnn.training.plan import RunRequest
     from charrnn.training.runs import prepare_run, train_run
 
-    device_choice = _join_torchrun(device.value)
-    request = RunRequest(
-        sources=list(paths or []),
-        val_sources=list(val_file or []),
-        encoding=encoding,
-        val_frac=val_frac,
-        out=out_dir,
-        resume=resume,
-        extend_vocab=extend_vocab,
-        tokenizer=tokenizer.value if tokenizer else None,
-        vocab_size=vocab_size,
-        preset=preset.value if preset else None,
-        model={
-            "cell": cell.value if cell else None,
-            "layers": layers,
-            "hidden": hidden,
-            "embed": embed,
-            "dropout": dropout,
-        },
-        train={
-            "batch_size": batch_size,
-            "seq_len": seq_len,
-            "lr": lr,
-            "schedule": schedule.value if schedule else None,
-            "warmup_steps": warmup_steps,
-            "min_lr_frac": min_lr_frac,
-            "weight_decay": weight_decay,
-            "grad_clip": grad_clip,
-            "max_steps": max_steps,
-            "minutes": minutes,
-            "eval_every": eval_every,
-            "eval_chars": eval_chars,
-            "checkpoint_every": checkpoint_every,
-            "patience": patience,
-            "seed": seed,
-            "precision": precision.value if precision else None,
-            "deterministic": deterministic,
-        },
-        epochs=epochs,
-        extend_steps=extend_steps,
-        extend_epochs=extend_epochs,
-        extend_minutes=extend_minutes,
-        device=device_choice,
-        threads=threads,
-    )
+    request = RunRequest.of({**options, "device": _join_torchrun(device.value)})
     if not request.sources and request.resume is None:
         err.print("charrnn: corpus: name a text file, directory or corpus to train on (or --resume a run)", markup=False)
         raise typer.Exit(2)

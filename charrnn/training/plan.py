@@ -27,6 +27,10 @@ BUDGET_KEYS = ("max_steps", "minutes")
 MAX_INTEGER = 2**63 - 1
 
 
+# The model's options a run request carries (the preset is a field of its own).
+MODEL_OPTIONS = [name for name in DEFAULTS["model"] if name != "preset"]
+
+
 @dataclass
 class RunRequest:
     """What the user asked for. ``None`` means "not given": take it from the checkpoint being
@@ -52,6 +56,18 @@ class RunRequest:
     device: str = "auto"
     threads: int | None = None  # --threads: a fixed count; None lets the governor choose
     checkpoints_root: Path = Path("checkpoints")
+
+    @classmethod
+    def of(cls, options: dict) -> "RunRequest":
+        """The request from ``charrnn train``'s options by name: the model's and training's
+        options (the "model" and "train" sections of the defaults table) go to their dicts,
+        the text to read to ``sources`` and ``val_sources``, the rest to the field of their
+        name. A choice is kept as its value."""
+        values = {name: getattr(value, "value", value) for name, value in options.items()}
+        model = {name: values.pop(name) for name in MODEL_OPTIONS}
+        train = {name: values.pop(name) for name in DEFAULTS["train"]}
+        sources, val_sources = list(values.pop("paths") or []), list(values.pop("val_file") or [])
+        return cls(sources=sources, val_sources=val_sources, out=values.pop("out_dir"), model=model, train=train, **values)
 
 
 @dataclass
