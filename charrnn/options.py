@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields
 from enum import Enum
 from typing import Any
 
+from charrnn.cells import CELLS
 from charrnn.errors import ConfigError
 
 
@@ -64,10 +65,8 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
-class Cell(str, Enum):
-    lstm = "lstm"
-    gru = "gru"
-    rnn = "rnn"
+# --cell's choices: the registry's cell types.
+Cell = Enum("Cell", [(name, name) for name in CELLS], type=str)
 
 
 class Schedule(str, Enum):
@@ -298,7 +297,7 @@ class ModelConfig:
     def num_parameters(self) -> int:
         """``CharRNN(self).num_parameters()`` without allocating the model: a size to check
         against the memory there is before asking for it."""
-        gates = _GATES[self.cell] * self.hidden
+        gates = CELLS[self.cell].weight_blocks * self.hidden
         rnn = sum(gates * (width + self.hidden) + 2 * gates for width in [self.embed] + [self.hidden] * (self.layers - 1))
         return self.vocab_size * self.embed + rnn + (self.hidden + 1) * self.vocab_size
 
@@ -306,9 +305,6 @@ class ModelConfig:
     def from_dict(cls, data: dict) -> "ModelConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
-
-
-_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
 _TRAIN = DEFAULTS["train"]

@@ -35,12 +35,12 @@ from typing import Callable
 import numpy as np
 import torch
 
+from charrnn.cells import CELLS
 from charrnn.model.network import CharRNN, ModelConfig
 from charrnn.options import PRESETS
 from charrnn.options import DEFAULTS
 from charrnn.threads import resolve_policy, set_threads
 
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 BENCH_VOCAB = 65  # tiny shakespeare's vocabulary size
 BATCHED_SAMPLES = 64
 
@@ -81,7 +81,7 @@ class BenchResult:
 
 def flops_per_char(config: ModelConfig) -> dict:
     """Matrix-multiply FLOPs per character: forward, and a training step (3x forward)."""
-    g, h = GATES[config.cell], config.hidden
+    g, h = CELLS[config.cell].weight_blocks, config.hidden
     recurrent = sum(2 * g * h * ((config.embed if layer == 0 else h) + h) for layer in range(config.layers))
     forward = recurrent + 2 * h * config.vocab_size
     return {"forward": forward, "train": 3 * forward}

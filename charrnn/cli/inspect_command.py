@@ -57,7 +57,9 @@ def inspect_command(
     config = model.config
     if gates:
         check_has_gates(config.cell)
-    if state == "c" and config.cell != "lstm":
+    from charrnn.cells import CELLS
+
+    if state == "c" and not CELLS[config.cell].has_cell_state:
         raise ConfigError(f"--state c: a {config.cell.upper()} has no cell state; use --state h")
     unit = parse_neuron(neuron, config.layers, config.hidden) if neuron is not None else None
     read = read_text(text, saved, vocab, chars, encoding)

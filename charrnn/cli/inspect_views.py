@@ -12,7 +12,8 @@ from charrnn.inspect.gradients import GradientFlow, decline
 from charrnn.inspect.neurons import Match
 from charrnn.inspect.plots import text_chart
 from charrnn.inspect.render import BUCKETS, colour_of, plain_lines
-from charrnn.inspect.saturation import GATE_NAMES, GateSummary
+from charrnn.cells import GATE_NAMES
+from charrnn.inspect.saturation import GateSummary
 
 SERIES_COLOURS = ("red", "green", "blue", "magenta", "cyan", "yellow")
 

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from charrnn.cells import CELLS
 from charrnn import __version__
 from charrnn.errors import ExportError
 from charrnn.export.report import ExportReport
@@ -47,7 +48,6 @@ STRICT_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror")
 # float32 weights within this much times the largest logit (at least 1).
 FLOAT_TOLERANCE = 1e-4
 VALUES_PER_LINE = 24
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
 def export_c(model: CharRNN, vocab, output: Path, quantize: str | None = None) -> ExportReport:
@@ -101,7 +101,7 @@ def render_source(model: CharRNN, vocab, quantize: str | None = None) -> str:
         "CHARRNN_HIDDEN": cfg.hidden,
         "CHARRNN_EMBED": cfg.embed,
         "CHARRNN_VOCAB": len(tokens),
-        "CHARRNN_GATES": f"({GATES[cfg.cell]} * CHARRNN_HIDDEN)",
+        "CHARRNN_GATES": f"({CELLS[cfg.cell].weight_blocks} * CHARRNN_HIDDEN)",
         "CHARRNN_PARAMETERS": f"{model.num_parameters()}UL",
         "CHARRNN_WEIGHTS_INT8": int(quantize == "int8"),
         "CHARRNN_WEIGHTS_FLOAT16": int(quantize == "float16"),
@@ -134,7 +134,7 @@ def folds_input(cfg, vocab_size: int) -> bool:
     """Whether the first layer's input product is stored per character, as a (vocabulary,
     gates) table of W_ih e + b: one row read instead of a product, where the table has no
     more entries than the embedding and W_ih together (a small vocabulary)."""
-    gates = GATES[cfg.cell] * cfg.hidden
+    gates = CELLS[cfg.cell].weight_blocks * cfg.hidden
     return vocab_size * gates <= gates * cfg.embed + vocab_size * cfg.embed
 
 

@@ -15,6 +15,7 @@ import json
 import torch
 import torch.nn as nn
 
+from charrnn.cells import CELLS
 from charrnn import __version__
 from charrnn.model.network import CharRNN
 
@@ -36,7 +37,7 @@ class StepModule(nn.Module):
         self.embedding = model.embedding
         self.rnn = model.rnn
         self.decoder = model.decoder
-        self.lstm = model.config.cell == "lstm"
+        self.lstm = CELLS[model.config.cell].has_cell_state
 
     def forward(self, ids: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.embedding(ids)
@@ -50,7 +51,7 @@ class StepModule(nn.Module):
 
 
 def state_parts(model: CharRNN) -> int:
-    return 2 if model.config.cell == "lstm" else 1
+    return CELLS[model.config.cell].state_parts
 
 
 def zero_state(model: CharRNN, batch: int) -> torch.Tensor:

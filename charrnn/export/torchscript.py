@@ -30,6 +30,7 @@ import torch.nn as nn
 
 import numpy as np
 
+from charrnn.cells import CELLS
 from charrnn import __version__
 from charrnn.errors import ExportError
 from charrnn.export.check import check_ids, compare
@@ -95,7 +96,7 @@ class _Exported(nn.Module):
         self.index = {c: i for i, c in enumerate(vocab.chars)}
         self.layers = model.config.layers
         self.hidden = model.config.hidden
-        self.state_parts = 2 if model.config.cell == "lstm" else 1
+        self.state_parts = CELLS[model.config.cell].state_parts
 
     @torch.jit.export
     def encode(self, text: str) -> List[int]:
@@ -152,7 +153,7 @@ class _ExportedRecurrent(_Exported):
 
 
 def to_torchscript(model: CharRNN, vocab: Vocab) -> torch.jit.ScriptModule:
-    wrapper = (_ExportedLSTM if model.config.cell == "lstm" else _ExportedRecurrent)(model, vocab)
+    wrapper = (_ExportedLSTM if CELLS[model.config.cell].has_cell_state else _ExportedRecurrent)(model, vocab)
     with warnings.catch_warnings():
         # torch marks TorchScript deprecated in favour of torch.export, but TorchScript is
         # what loads everywhere (C++ libtorch, mobile) without Python-side code.

@@ -31,6 +31,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from charrnn.cells import CELLS
 from charrnn.model.network import CharRNN, State
 from charrnn.options import SamplingEngine
 
@@ -151,7 +152,7 @@ class FastStepper:
                 self.b.append((get("bias_ih", l) + get("bias_hh", l))[order])
         self.w_dec = np.ascontiguousarray(model.decoder.weight.detach().numpy(), dtype=np.float32)
         self.b_dec = model.decoder.bias.detach().numpy().astype(np.float32)
-        self.gates = {"lstm": 4, "gru": 3, "rnn": 1}[self.cell] * H
+        self.gates = CELLS[self.cell].weight_blocks * H
         self._scratch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     # -- state ---------------------------------------------------------------------

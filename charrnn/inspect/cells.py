@@ -14,18 +14,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# The gates each cell computes, in the order PyTorch stacks their weights.
-GATES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), "rnn": ()}
-# The gates that are squashed by a sigmoid into (0, 1): the ones that open and close.
-SIGMOID_GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn": ()}
+from charrnn.cells import CELLS
+
+# The gates each cell computes, in the order PyTorch stacks their weights, and those squashed
+# by a sigmoid into (0, 1), by cell name (from the registry, charrnn.cells).
+GATES = {name: cell.gates for name, cell in CELLS.items()}
+SIGMOID_GATES = {name: cell.sigmoid_gates for name, cell in CELLS.items()}
 
 
 def cell_kind(rnn: nn.RNNBase) -> str:
-    if isinstance(rnn, nn.LSTM):
-        return "lstm"
-    if isinstance(rnn, nn.GRU):
-        return "gru"
-    return "rnn"
+    """The registry's name of a fused torch module's cell."""
+    return next(name for name, cell in CELLS.items() if type(rnn).__name__ == cell.module)
 
 
 @dataclass

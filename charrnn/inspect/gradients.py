@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from charrnn.cells import CELLS
 from charrnn.inspect.cells import cell_kind, replay
 from charrnn.inspect.replayed import shape_name
 from charrnn.memory import largest_fitting, require_memory
@@ -113,7 +114,7 @@ def _segmented_flow(model: CharRNN, ids: torch.Tensor) -> tuple[np.ndarray, np.n
     for start in range(0, steps, SEGMENT_STEPS):
         inputs = [x.requires_grad_() for x in embedded[:, start : start + SEGMENT_STEPS].unbind(1)]
         leaves = None if state is None else tuple(s.detach().requires_grad_() for s in state)
-        trace = replay(model.rnn, inputs, None if leaves is None else (leaves if kind == "lstm" else leaves[0]))
+        trace = replay(model.rnn, inputs, None if leaves is None else (leaves if CELLS[kind].has_cell_state else leaves[0]))
         segments.append((start, inputs, trace, leaves, state))
         state = (torch.stack([layer[-1] for layer in trace.hidden]),)
         if kind == "lstm":

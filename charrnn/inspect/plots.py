@@ -10,7 +10,8 @@ import numpy as np
 
 from charrnn.figures import save_figure
 from charrnn.inspect.gradients import GradientFlow
-from charrnn.inspect.saturation import GATE_NAMES, Saturation
+from charrnn.cells import GATE_NAMES
+from charrnn.inspect.saturation import Saturation
 
 MARKERS = "*o+x#@%&"
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from charrnn.cells import CELLS
 from charrnn.inspect.cells import GATES, cell_kind
 from charrnn.memory import largest_fitting, require_memory
 from charrnn.model.network import CharRNN
@@ -65,8 +66,8 @@ class Replayed:
 def replay_bytes_per_char(cell: str, layers: int, hidden: int) -> int:
     """What ``replay_text`` and the views after it keep per character of text: h, the LSTM's
     c and every gate, float32, for every layer, and the views' own arrays."""
-    arrays = 1 + (cell == "lstm") + len(GATES[cell])
-    views = VIEW_BYTES_PER_CHAR + (layers * hidden * 4 if cell == "lstm" else 0)
+    arrays = CELLS[cell].state_parts + len(GATES[cell])
+    views = VIEW_BYTES_PER_CHAR + (layers * hidden * 4 if CELLS[cell].has_cell_state else 0)
     return arrays * layers * hidden * 4 + views
 
 
@@ -103,7 +104,7 @@ def replay_text(model: CharRNN, ids: np.ndarray) -> Replayed:
         raise ValueError("nothing to replay: the sequence is empty")
     check_replay_memory(model.config, steps, held_per_char=16)
     hidden_out = np.empty((layers, steps, hidden), np.float32)
-    cell_out = np.empty((layers, steps, hidden), np.float32) if kind == "lstm" else None
+    cell_out = np.empty((layers, steps, hidden), np.float32) if CELLS[kind].has_cell_state else None
     gates = {name: np.empty((layers, steps, hidden), np.float32) for name in GATES[kind]}
     gate_width = max(1, len(GATES[kind])) * hidden
     piece = max(64, min(PIECE_STEPS, PIECE_VALUES // gate_width))

@@ -16,10 +16,6 @@ from charrnn.inspect.replayed import Replayed
 LEFT = 0.1
 RIGHT = 0.9
 
-GATE_NAMES = {
-    "i": "input gate", "f": "forget gate", "o": "output gate",
-    "r": "reset gate", "z": "update gate",
-}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 
 # ModelConfig lives with the other configs (torch-free, so that a saved run can hold one);
 # it is imported from here as the model's config.
+from charrnn.cells import CELLS
 from charrnn.options import ModelConfig
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
-_RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
 class CharRNN(nn.Module):
@@ -24,7 +24,7 @@ class CharRNN(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embed)
-        self.rnn = _RNN_CLASSES[config.cell](
+        self.rnn = getattr(nn, CELLS[config.cell].module)(
             config.embed,
             config.hidden,
             num_layers=config.layers,
@@ -39,14 +39,15 @@ class CharRNN(nn.Module):
         # Unit-variance embeddings: with std 0.1 the input barely moves the first layer's gates
         # and training sits on the unigram plateau (~3.3 nats) for the first hundred steps.
         nn.init.normal_(self.embedding.weight, std=1.0)
-        if self.config.cell == "lstm":
+        gates = CELLS[self.config.cell].gates
+        if "f" in gates:
             # Forget-gate bias 1 (Jozefowicz et al. 2015): gradients flow through the cell
             # state from the first step. PyTorch splits the bias in two; set it once.
-            h = self.config.hidden
+            h, block = self.config.hidden, gates.index("f")
             for name, bias in self.rnn.named_parameters():
                 if name.startswith("bias_ih"):
                     with torch.no_grad():
-                        bias[h : 2 * h].fill_(1.0)
+                        bias[block * h : (block + 1) * h].fill_(1.0)
 
     def start_from_frequencies(self, counts: torch.Tensor) -> None:
         """Set the decoder's bias to the log of each token's frequency in the training text
@@ -67,7 +68,7 @@ class CharRNN(nn.Module):
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         shape = (self.config.layers, batch_size, self.config.hidden)
         zeros = torch.zeros(shape, device=device)
-        if self.config.cell == "lstm":
+        if CELLS[self.config.cell].has_cell_state:
             return (zeros, torch.zeros(shape, device=device))
         return zeros
 
@@ -110,4 +111,4 @@ def state_as_list(state: State | None) -> list[torch.Tensor]:
 def state_from_list(tensors: list[torch.Tensor], cell: str) -> State | None:
     if not tensors:
         return None
-    return tuple(tensors) if cell == "lstm" else tensors[0]
+    return tuple(tensors) if CELLS[cell].has_cell_state else tensors[0]
