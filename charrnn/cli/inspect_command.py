@@ -37,10 +37,9 @@ def inspect_command(
     if state not in ("h", "c"):
         raise ConfigError(f"--state must be h or c, not {state!r}")
 
-    from charrnn.cli.inspect_views import show_matches, show_neuron, show_saturation
-    from charrnn.inspect.neurons import best_per_feature, find_units, parse_neuron, state_for
-    from charrnn.inspect.plots import neuron_png, saturation_png
-    from charrnn.inspect.render import write_html
+    from charrnn.cli.inspect_views import show_matches, show_saturation
+    from charrnn.inspect.neurons import best_per_feature, find_units, parse_neuron
+    from charrnn.inspect.plots import saturation_png
     from charrnn.inspect.replayed import replay_text
     from charrnn.inspect.saturation import check_has_gates, gate_saturation, summarise
     from charrnn.inspect.states import dump_states as write_states
@@ -78,18 +77,30 @@ def inspect_command(
         matches, absent = find_units(replayed, read.pieces, state, top)
         show_matches(out, matches, best_per_feature(replayed, read.pieces, state), absent, state)
     if unit is not None:
-        layer, index = unit
-        values = state_for(replayed, state)[layer, :, index]
-        err.print(
-            f"unit {layer}:{index} ({state}) over {len(read):,} characters of {name}: "
-            f"min {values.min():+.2f}, mean {values.mean():+.2f}, max {values.max():+.2f}",
-            markup=False,
-        )
-        show_neuron(out, read.pieces, values)
-        if html is not None:
-            legend = f"{config.cell.upper()} {config.layers}x{config.hidden}, unit {layer}:{index} ({state}); red positive, blue negative; hover for the value"
-            written = write_html(html, read.pieces, values, f"unit {layer}:{index} over {name}", legend)
-            err.print(f"wrote {written}", markup=False)
-        if _note_no_png(png):
-            title = f"{config.cell.upper()} {config.layers}x{config.hidden}, unit {layer}:{index} ({state}) over {name}: red positive, blue negative"
-            err.print(f"wrote {neuron_png(read.pieces, values, png, title)}", markup=False)
+        _show_unit(config, read, replayed, unit, state, html, png)
+
+
+def _show_unit(config, read, replayed, unit: tuple[int, int], state: str, html: Optional[Path], png: Optional[Path]) -> None:
+    """One unit over the text: its range on stderr, the coloured text on stdout, and the HTML
+    page and PNG asked for."""
+    from charrnn.cli.inspect_views import show_neuron
+    from charrnn.inspect.neurons import state_for
+    from charrnn.inspect.plots import neuron_png
+    from charrnn.inspect.render import write_html
+
+    name = Path(read.source).name
+    layer, index = unit
+    values = state_for(replayed, state)[layer, :, index]
+    err.print(
+        f"unit {layer}:{index} ({state}) over {len(read):,} characters of {name}: "
+        f"min {values.min():+.2f}, mean {values.mean():+.2f}, max {values.max():+.2f}",
+        markup=False,
+    )
+    show_neuron(out, read.pieces, values)
+    if html is not None:
+        legend = f"{config.cell.upper()} {config.layers}x{config.hidden}, unit {layer}:{index} ({state}); red positive, blue negative; hover for the value"
+        written = write_html(html, read.pieces, values, f"unit {layer}:{index} over {name}", legend)
+        err.print(f"wrote {written}", markup=False)
+    if _note_no_png(png):
+        title = f"{config.cell.upper()} {config.layers}x{config.hidden}, unit {layer}:{index} ({state}) over {name}: red positive, blue negative"
+        err.print(f"wrote {neuron_png(read.pieces, values, png, title)}", markup=False)

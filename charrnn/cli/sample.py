@@ -1,6 +1,7 @@
 """`charrnn sample`: stream samples to stdout, a beam search, or the interactive prompt loop."""
 
 import itertools
+from dataclasses import fields
 import sys
 import time
 from pathlib import Path
@@ -42,41 +43,17 @@ def sample(
     copy_min_run: Annotated[int, typer.Option(min=1, help="Shortest verbatim run counted as copied by --check-copying.", rich_help_panel=COPYING)] = SAMPLE["copy_min_run"],
 ) -> None:
     """Generate text, streaming it to stdout as it is made."""
+    # The options by name: SampleConfig takes the fields of its own names from them.
+    options = {name: getattr(value, "value", value) for name, value in locals().items() if name != "ctx"}
     from charrnn.device import resolve_device
     from charrnn.model.loading import load_model
     from charrnn.generation.sample import SampleConfig
-    from charrnn.text import require_valid
 
-    _refuse_what_the_mode_ignores(ctx, beam=bool(beam), interactive=interactive, copying=check_copying or training_text is not None)
-    require_valid(separator, "--separator")
-    config = SampleConfig(
-        length=length,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        min_p=min_p,
-        repetition_penalty=repetition_penalty,
-        repetition_window=repetition_window,
-        prime=prime,
-        seed=seed,
-        num_samples=num_samples,
-        stop=tuple(stop or ()),
-        unknown=unknown,
-        engine=engine.value,
-    )
-    from charrnn.errors import ConfigError
-
-    if not separator:
-        raise ConfigError("--separator must not be empty: it is the line that tells samples apart")
+    check_copying = _check_modes(ctx, options)
+    config = SampleConfig(**{f.name: options[f.name] for f in fields(SampleConfig)} | {"stop": tuple(stop or ())})
     target = resolve_device(device.value)
     model, vocab, saved = load_model(checkpoint, "best" if best else "last", device.value)
     governor = _generation_threads(threads, paced=not (beam or interactive)) if target.type == "cpu" else None
-
-    if beam and interactive:
-        raise ConfigError("--beam and --interactive cannot be combined")
-    check_copying = check_copying or training_text is not None
-    if check_copying and interactive:
-        raise ConfigError("--check-copying works on generated samples, not the --interactive loop")
     references = None
     if check_copying:
         from charrnn.generation.copying import reference_texts
@@ -109,6 +86,25 @@ IGNORED_BY = {
     "--beam": ("temperature", "top_k", "top_p", "min_p", "seed", "engine"),
     "--interactive": ("num_samples", "separator"),
 }
+
+
+def _check_modes(ctx: typer.Context, options: dict) -> bool:
+    """Refuse modes that cannot be combined and options the chosen mode would ignore, before
+    the checkpoint is read; returns whether the copying check is on."""
+    from charrnn.errors import ConfigError
+    from charrnn.text import require_valid
+
+    beam, interactive = bool(options["beam"]), options["interactive"]
+    copying = options["check_copying"] or options["training_text"] is not None
+    require_valid(options["separator"], "--separator")
+    if not options["separator"]:
+        raise ConfigError("--separator must not be empty: it is the line that tells samples apart")
+    if beam and interactive:
+        raise ConfigError("--beam and --interactive cannot be combined")
+    if copying and interactive:
+        raise ConfigError("--check-copying works on generated samples, not the --interactive loop")
+    _refuse_what_the_mode_ignores(ctx, beam, interactive, copying)
+    return copying
 
 
 def _refuse_what_the_mode_ignores(ctx: typer.Context, beam: bool, interactive: bool, copying: bool) -> None:

@@ -49,30 +49,11 @@ NOT_REQUEST = {"config", "eval_sample_chars", "tensorboard"}
 
 
 def train(
-    paths: Annotated[
-        Optional[list[str]],
-        typer.Argument(
-            help="Text files, directories of text files, or a corpus name "
-            "(stdlib, tinyshakespeare, ptb-char, ...). Optional with --resume.",
-            show_default=False,
-        ),
-    ] = None,
-    resume: Annotated[
-        Optional[Path],
-        typer.Option(help="Continue a run: its directory (latest checkpoint) or a checkpoint file.", rich_help_panel=RUN),
-    ] = None,
-    config: Annotated[
-        Optional[Path],
-        typer.Option("--config", is_eager=True, callback=_config_file, help="Take options from a TOML file (keys are option names: batch-size = 32, paths = [\"a.txt\"]); options given here override it. A run's config.toml repeats that run.", rich_help_panel=RUN),
-    ] = None,
-    out_dir: Annotated[
-        Optional[Path],
-        typer.Option("--out", parser=output_path, help="Run directory. \\[default: a new directory in checkpoints/, named after the corpus and the time]", rich_help_panel=RUN),
-    ] = None,
-    extend_vocab: Annotated[
-        bool,
-        typer.Option(help="With --resume on new text: add its unseen characters to the vocabulary (fine-tuning).", rich_help_panel=RUN),
-    ] = False,
+    paths: Annotated[Optional[list[str]], typer.Argument(help="Text files, directories of text files, or a corpus name (stdlib, tinyshakespeare, ptb-char, ...). Optional with --resume.", show_default=False)] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue a run: its directory (latest checkpoint) or a checkpoint file.", rich_help_panel=RUN)] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", is_eager=True, callback=_config_file, help="Take options from a TOML file (keys are option names: batch-size = 32, paths = [\"a.txt\"]); options given here override it. A run's config.toml repeats that run.", rich_help_panel=RUN)] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", parser=output_path, help="Run directory. \\[default: a new directory in checkpoints/, named after the corpus and the time]", rich_help_panel=RUN)] = None,
+    extend_vocab: Annotated[bool, typer.Option(help="With --resume on new text: add its unseen characters to the vocabulary (fine-tuning).", rich_help_panel=RUN)] = False,
     tokenizer: Annotated[Optional[TokenizerKind], typer.Option(help="What the model reads: chars (each character of the corpus), bytes (UTF-8 bytes, any text), or bpe (byte-level BPE trained on the corpus, with --vocab-size). " + _default("corpus", "tokenizer"), rich_help_panel=DATA)] = None,
     vocab_size: Annotated[Optional[int], typer.Option(min=256, help="BPE vocabulary size (256 byte tokens + merges), with --tokenizer bpe.", rich_help_panel=DATA)] = None,
     preset: Annotated[Optional[Preset], typer.Option(help=f"Model size; explicit options override it. \\[default: {DEFAULTS['model']['preset']}; on a GPU {GPU['preset']} with dropout {GPU['dropout']}]", rich_help_panel=MODEL)] = None,
@@ -100,9 +81,7 @@ def train(
     checkpoint_every: Annotated[Optional[int], typer.Option(min=1, help="Steps between periodic checkpoints. " + _default("train", "checkpoint_every", none="--eval-every"), rich_help_panel=BUDGET)] = None,
     patience: Annotated[Optional[int], typer.Option(min=0, help="Stop after this many evaluations without improvement; 0 = never. " + _default("train", "patience"), rich_help_panel=BUDGET)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed for initialisation and dropout, 0 to 2**63-1. " + _default("train", "seed"), rich_help_panel=TRAINING)] = None,
-    val_file: Annotated[
-        Optional[list[str]], typer.Option(help="Validation text (repeatable), instead of the last --val-frac of the training text.", rich_help_panel=DATA)
-    ] = None,
+    val_file: Annotated[Optional[list[str]], typer.Option(help="Validation text (repeatable), instead of the last --val-frac of the training text.", rich_help_panel=DATA)] = None,
     val_frac: Annotated[Optional[float], typer.Option(min=0, max=0.99, help="Fraction of the text, at its end, held out for validation. " + _default("corpus", "val_frac"), rich_help_panel=DATA)] = None,
     encoding: Annotated[Optional[str], typer.Option(help="Text encoding of the files. " + _default("corpus", "encoding"), rich_help_panel=DATA)] = None,
     device: Annotated[DeviceChoice, typer.Option(help="Where to train.", rich_help_panel=DEVICE)] = DeviceChoice.auto,
@@ -118,18 +97,9 @@ def train(
     from charrnn.cli.progress import TrainingDisplay
     from charrnn.training.stall import StallWatch
     from charrnn.cli.signals import graceful_stop
-    from charrnn.training.plan import RunRequest
     from charrnn.training.runs import prepare_run, train_run
 
-    request = RunRequest.of({**options, "device": _join_torchrun(device.value)})
-    if not request.sources and request.resume is None:
-        err.print("charrnn: corpus: name a text file, directory or corpus to train on (or --resume a run)", markup=False)
-        raise typer.Exit(2)
-    if out_dir is not None:
-        from charrnn.outputs import check_output_directory
-
-        check_output_directory(out_dir, "--out", [Path(p) for p in request.sources + request.val_sources])
-    run = prepare_run(request)
+    run = prepare_run(_request(options))
     _print_run_header(run)
     started = time.perf_counter()
 
@@ -143,6 +113,21 @@ def train(
     with TrainingDisplay(err) as display, graceful_stop(stop_after_this_step):
         result = train_run(run, [display, stall], sample_chars=eval_sample_chars, tensorboard=tensorboard)
     _report_result(run, result, time.perf_counter() - started)
+
+
+def _request(options: dict):
+    """The run request from train's options, refused before any work where it names no text
+    or a run directory that cannot be one."""
+    from charrnn.outputs import check_output_directory
+    from charrnn.training.plan import RunRequest
+
+    request = RunRequest.of({**options, "device": _join_torchrun(options["device"].value)})
+    if not request.sources and request.resume is None:
+        err.print("charrnn: corpus: name a text file, directory or corpus to train on (or --resume a run)", markup=False)
+        raise typer.Exit(2)
+    if request.out is not None:
+        check_output_directory(request.out, "--out", [Path(p) for p in request.sources + request.val_sources])
+    return request
 
 
 def _join_torchrun(device: str) -> str:
