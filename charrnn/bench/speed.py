@@ -24,8 +24,6 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -40,9 +38,9 @@ from charrnn.model.network import CharRNN, ModelConfig
 from charrnn.options import PRESETS
 from charrnn.options import DEFAULTS
 from charrnn.threads import resolve_policy, set_threads
+from charrnn.bench.corpus_memory import BATCHED_SAMPLES, cli_sampling_ratio, encode_speed, training_peak_rss, write_corpus
 
 BENCH_VOCAB = 65  # tiny shakespeare's vocabulary size
-BATCHED_SAMPLES = 64
 
 
 @dataclass
@@ -251,117 +249,6 @@ def sample_speed(
     return best
 
 
-def cli_sampling_ratio(run: Path, samples: int = BATCHED_SAMPLES, length: int = 1000) -> dict:
-    """Wall time of ``charrnn sample`` for one sample and for ``samples`` in one batch: N
-    separate runs take N times the first, so the ratio of rates is N * t1 / tN."""
-
-    def wall(n: int) -> float:
-        command = [sys.executable, "-m", "charrnn", "sample", str(run), "--length", str(length),
-                   "--seed", "1", "--num-samples", str(n)]  # fmt: skip
-        started = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return time.perf_counter() - started
-
-    one, batched = wall(1), wall(samples)
-    return {"one_run_s": one, "batched_run_s": batched, "ratio": samples * one / batched}
-
-
-# -- memory and encoding -----------------------------------------------------------------
-
-
-def write_corpus(path: Path, megabytes: int, source: Path | None = None) -> int:
-    """A text of about ``megabytes`` MB: ``source`` repeated, or generated words."""
-    if source is not None and source.is_file():
-        block = source.read_bytes()
-    else:
-        rng = np.random.default_rng(0)
-        words = ["".join(chr(97 + c) for c in rng.integers(0, 26, rng.integers(1, 9))) for _ in range(5000)]
-        lines = [" ".join(rng.choice(words, 12)).capitalize() + ".\n" for _ in range(20000)]
-        block = "".join(lines).encode("utf-8")
-    target = megabytes * 1_000_000
-    with open(path, "wb") as handle:
-        written = 0
-        while written < target:
-            piece = block[: target - written]
-            if len(piece) < len(block):
-                # The last piece ends on a character boundary, so the text stays valid UTF-8.
-                piece = piece.decode("utf-8", errors="ignore").encode("utf-8")
-                target = written + len(piece)
-            handle.write(piece)
-            written += len(piece)
-    return written
-
-
-def encode_speed(path: Path) -> dict:
-    """Both passes (vocabulary, then ids) without the cache, in M chars/s."""
-    from charrnn.data import corpus
-
-    previous = os.environ.get("CHARRNN_CACHE")
-    os.environ["CHARRNN_CACHE"] = "off"
-    try:
-        started = time.perf_counter()
-        points = corpus.collect_codepoints([path], "utf-8")
-        vocab_s = time.perf_counter() - started
-        from charrnn.data.vocab import Vocab
-
-        vocab = Vocab.from_codepoints(points)
-        started = time.perf_counter()
-        ids = corpus.encode_files([path], vocab, "utf-8")
-        encode_s = time.perf_counter() - started
-    finally:
-        if previous is None:
-            os.environ.pop("CHARRNN_CACHE", None)
-        else:
-            os.environ["CHARRNN_CACHE"] = previous
-    chars = len(ids)
-    return {
-        "chars": chars,
-        "vocab_pass_mchars_per_s": chars / vocab_s / 1e6,
-        "encode_pass_mchars_per_s": chars / encode_s / 1e6,
-        "both_passes_mchars_per_s": chars / (vocab_s + encode_s) / 1e6,
-    }
-
-
-def training_peak_rss(path: Path, cache: Path, out: Path, steps: int = 3) -> dict:
-    """Peak RSS (bytes) of ``charrnn train`` on ``path`` for a few steps, in its own process."""
-    command = [
-        sys.executable, "-m", "charrnn", "train", str(path), "--preset", "small",
-        "--max-steps", str(steps), "--eval-chars", "20000", "--device", "cpu", "--out", str(out),
-    ]  # fmt: skip
-    env = dict(os.environ, CHARRNN_CACHE=str(cache), NO_COLOR="1")
-    started = time.perf_counter()
-    peaks: dict[str, int] = {}
-    with tempfile.TemporaryFile() as errors:
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=errors)
-        # The child's own high-water mark, polled from /proc: ru_maxrss from wait4 would
-        # count the pages this (large) benchmark process had when it forked the child.
-        status = Path(f"/proc/{process.pid}/status")
-        while process.poll() is None:
-            try:
-                for line in status.read_text().splitlines():
-                    name, _, value = line.partition(":")
-                    if name in ("VmHWM", "RssAnon", "RssFile"):
-                        peaks[name] = max(peaks.get(name, 0), int(value.split()[0]) * 1024)
-            except (OSError, ValueError, IndexError):
-                pass
-            time.sleep(0.02)
-        if process.returncode != 0:
-            errors.seek(0)
-            tail = errors.read().decode(errors="replace")[-500:]
-            raise RuntimeError(f"the training subprocess failed: {tail}")
-    return {
-        "peak_rss_bytes": peaks.get("VmHWM"),
-        "peak_anon_bytes": peaks.get("RssAnon"),
-        "peak_file_bytes": peaks.get("RssFile"),
-        "seconds": time.perf_counter() - started,
-    }
-
-
-# -- the whole benchmark ---------------------------------------------------------------
-
-
-# A GPU's throughput row: cuDNN's step is launch-bound at the training default, so the
-# second row shows what the hardware does once a step carries enough work (large corpora).
 GPU_THROUGHPUT_BATCH = 1024
 
 
@@ -396,8 +283,19 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         "python": platform.python_version(),
     }
-    scale = 4 if config.long else 1
+    presets = config.presets or default_presets(device)
+    _bench_training(config, device, presets, result, progress)
+    if config.sampling:
+        _bench_sampling(config, device, presets, result, progress)
+    if config.memory:
+        _bench_memory(config, device, result, progress)
+    return result
 
+
+def _bench_training(config: BenchConfig, device: torch.device, presets, result: BenchResult, progress) -> None:
+    """Training speed of each preset and batch, as a share of the matmul peak measured in the
+    same run."""
+    scale = 4 if config.long else 1
     amp_dtype = torch.float32
     if device.type == "cuda":
         from charrnn.device import resolve_precision
@@ -418,7 +316,6 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
             )
         return result.peak[key]
 
-    presets = config.presets or default_presets(device)
     batches = (config.batch_size,) if config.batch_size else default_batches(device)
     seq = config.seq_len or default_seq_len(device)
     for preset in presets:
@@ -439,51 +336,56 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
     for row in result.training:
         row["ratio"] = row["gflops"] / limit
 
-    if config.sampling:
-        for preset in presets:
-            model_config = preset_model(preset, config.cell)
-            torch.manual_seed(0)
-            model = CharRNN(model_config).to(device).eval()
-            if device.type == "cuda":
-                model.rnn.flatten_parameters()
-            heavy = model_config.hidden * model_config.layers >= 1024 and device.type == "cpu"
-            length = (500 if heavy else 2000) * scale
-            row = {"preset": preset, "shape": f"{model_config.layers}x{model_config.hidden}"}
-            progress(f"sampling {preset}: batch 1, eager (reference)")
-            row["eager_b1"] = sample_speed(model, "eager", 1, max(length // 4, 100), device)
-            progress(f"sampling {preset}: batch 1, fast")
-            row["fast_b1"] = sample_speed(model, "auto", 1, length, device)
-            progress(f"sampling {preset}: batch {BATCHED_SAMPLES}")
-            row["batched"] = sample_speed(model, "auto", BATCHED_SAMPLES, max(length // 8, 50), device)
-            row["fast_vs_eager"] = row["fast_b1"] / row["eager_b1"]
-            # N separate batch-1 runs make N x the characters in N x the time: the same rate.
-            row["batched_vs_separate"] = row["batched"] / row["fast_b1"]
-            result.sampling.append(row)
 
-    if config.memory:
-        with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as scratch:
-            path = Path(scratch) / "corpus.txt"
-            progress(f"writing a {config.corpus_mb} MB corpus")
-            size = write_corpus(path, config.corpus_mb, config.source_text)
-            progress("encoding speed")
-            result.memory.update(encode_speed(path))
-            result.memory["corpus_bytes"] = size
-            cache, run = Path(scratch) / "cache", Path(scratch) / "run"
-            progress("peak RSS of training on it (cold cache: decodes and encodes first)")
-            cold = training_peak_rss(path, cache, Path(scratch) / "cold")
-            progress("peak RSS of training on it (warm cache: memory-mapped ids)")
-            warm = training_peak_rss(path, cache, run)
-            if config.sampling and device.type == "cpu":
-                progress(f"charrnn sample: one run of {BATCHED_SAMPLES} samples against one of 1")
-                cli = cli_sampling_ratio(run)
-                rows = [row for row in result.sampling if row["preset"] == "small"]
-                if rows:
-                    rows[0]["cli_batched_vs_separate"] = cli["ratio"]
-                result.memory["cli_sampling"] = cli
-            for name, figures in (("cold", cold), ("warm", warm)):
-                for key in ("peak_rss", "peak_anon", "peak_file"):
-                    value = figures[f"{key}_bytes"]
-                    result.memory[f"train_{key}_{name}_mb"] = None if value is None else value / 2**20
-            result.memory["train_cold_s"] = cold["seconds"]
-            result.memory["train_warm_s"] = warm["seconds"]
-    return result
+def _bench_sampling(config: BenchConfig, device: torch.device, presets, result: BenchResult, progress) -> None:
+    """Sampling speed: the fast stepper against the model's own layers, one sample against a
+    batch, each preset."""
+    scale = 4 if config.long else 1
+    for preset in presets:
+        model_config = preset_model(preset, config.cell)
+        torch.manual_seed(0)
+        model = CharRNN(model_config).to(device).eval()
+        if device.type == "cuda":
+            model.rnn.flatten_parameters()
+        heavy = model_config.hidden * model_config.layers >= 1024 and device.type == "cpu"
+        length = (500 if heavy else 2000) * scale
+        row = {"preset": preset, "shape": f"{model_config.layers}x{model_config.hidden}"}
+        progress(f"sampling {preset}: batch 1, eager (reference)")
+        row["eager_b1"] = sample_speed(model, "eager", 1, max(length // 4, 100), device)
+        progress(f"sampling {preset}: batch 1, fast")
+        row["fast_b1"] = sample_speed(model, "auto", 1, length, device)
+        progress(f"sampling {preset}: batch {BATCHED_SAMPLES}")
+        row["batched"] = sample_speed(model, "auto", BATCHED_SAMPLES, max(length // 8, 50), device)
+        row["fast_vs_eager"] = row["fast_b1"] / row["eager_b1"]
+        # N separate batch-1 runs make N x the characters in N x the time: the same rate.
+        row["batched_vs_separate"] = row["batched"] / row["fast_b1"]
+        result.sampling.append(row)
+
+
+def _bench_memory(config: BenchConfig, device: torch.device, result: BenchResult, progress) -> None:
+    """Encoding speed and training's peak memory on a generated corpus, cold and warm cache."""
+    with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as scratch:
+        path = Path(scratch) / "corpus.txt"
+        progress(f"writing a {config.corpus_mb} MB corpus")
+        size = write_corpus(path, config.corpus_mb, config.source_text)
+        progress("encoding speed")
+        result.memory.update(encode_speed(path))
+        result.memory["corpus_bytes"] = size
+        cache, run = Path(scratch) / "cache", Path(scratch) / "run"
+        progress("peak RSS of training on it (cold cache: decodes and encodes first)")
+        cold = training_peak_rss(path, cache, Path(scratch) / "cold")
+        progress("peak RSS of training on it (warm cache: memory-mapped ids)")
+        warm = training_peak_rss(path, cache, run)
+        if config.sampling and device.type == "cpu":
+            progress(f"charrnn sample: one run of {BATCHED_SAMPLES} samples against one of 1")
+            cli = cli_sampling_ratio(run)
+            rows = [row for row in result.sampling if row["preset"] == "small"]
+            if rows:
+                rows[0]["cli_batched_vs_separate"] = cli["ratio"]
+            result.memory["cli_sampling"] = cli
+        for name, figures in (("cold", cold), ("warm", warm)):
+            for key in ("peak_rss", "peak_anon", "peak_file"):
+                value = figures[f"{key}_bytes"]
+                result.memory[f"train_{key}_{name}_mb"] = None if value is None else value / 2**20
+        result.memory["train_cold_s"] = cold["seconds"]
+        result.memory["train_warm_s"] = warm["seconds"]

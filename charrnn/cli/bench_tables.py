@@ -60,25 +60,7 @@ def render_bench(result: BenchResult, console: Console) -> None:
             _render_grad_stats_cost(result, console)
 
     if result.sampling:
-        table = Table(title="sampling chars/s", box=None)
-        columns = (
-            "model", "batch 1 eager (ref)", "batch 1 fast", "fast / eager",
-            f"batch {BATCHED_SAMPLES}", "batched / batch 1", f"CLI: 1 run of {BATCHED_SAMPLES} / {BATCHED_SAMPLES} runs",
-        )  # fmt: skip
-        for column in columns:
-            table.add_column(column, justify="right" if column != "model" else "left")
-        for row in result.sampling:
-            cli = row.get("cli_batched_vs_separate")
-            table.add_row(
-                _model_name(row),
-                _num(row["eager_b1"]),
-                _num(row["fast_b1"]),
-                f"{row['fast_vs_eager']:.1f}x",
-                _num(row["batched"]),
-                f"{row['batched_vs_separate']:.1f}x",
-                "-" if cli is None else f"{cli:.0f}x",
-            )
-        console.print(table)
+        _render_sampling(result, console)
 
     memory = result.memory
     if memory:
@@ -99,6 +81,28 @@ def render_bench(result: BenchResult, console: Console) -> None:
     for note in result.notes:
         console.print(f"note: {note}", markup=False)
     console.print(FLOP_NOTE, markup=False)
+
+
+def _render_sampling(result: BenchResult, console: Console) -> None:
+    table = Table(title="sampling chars/s", box=None)
+    columns = (
+        "model", "batch 1 eager (ref)", "batch 1 fast", "fast / eager",
+        f"batch {BATCHED_SAMPLES}", "batched / batch 1", f"CLI: 1 run of {BATCHED_SAMPLES} / {BATCHED_SAMPLES} runs",
+    )  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="right" if column != "model" else "left")
+    for row in result.sampling:
+        cli = row.get("cli_batched_vs_separate")
+        table.add_row(
+            _model_name(row),
+            _num(row["eager_b1"]),
+            _num(row["fast_b1"]),
+            f"{row['fast_vs_eager']:.1f}x",
+            _num(row["batched"]),
+            f"{row['batched_vs_separate']:.1f}x",
+            "-" if cli is None else f"{cli:.0f}x",
+        )
+    console.print(table)
 
 
 def _render_grad_stats_cost(result: BenchResult, console: Console) -> None:
