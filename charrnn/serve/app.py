@@ -36,6 +36,7 @@ from charrnn.model.network import CharRNN
 from charrnn.serve.config import ServeConfig, listening_socket
 from charrnn.serve.protocol import ApiError, GenerationRequest, completion_request, error_object, generate_request, parse_body
 from charrnn.serve.scheduler import Engine, NotAccepting, QueueFull, Stream
+from charrnn.text import shown
 
 # Seconds between two hand-overs of text to the clients (a stream's first text and its end go
 # at once). Each piece written costs the event loop tens of microseconds, whatever its
@@ -118,7 +119,6 @@ def _too_large(size: int, limit: int, at_least: bool = False) -> ApiError:
 
 
 def _open_streams(hub: Hub, wanted: GenerationRequest) -> list[Stream]:
-    prompt_tokens = len(hub.vocab.encode(wanted.prompt))
     streams = [
         Stream(
             SampleConfig(
@@ -131,7 +131,7 @@ def _open_streams(hub: Hub, wanted: GenerationRequest) -> list[Stream]:
                 stop=wanted.stop,
             ),
             hub.vocab,
-            prompt_tokens,
+            wanted.prompt_ids,
         )
         for seed in wanted.seeds()
     ]
@@ -453,7 +453,8 @@ def serve(model: CharRNN, vocab: Vocab, model_id: str, facts: dict, config: Serv
     the server listens, and None when it begins to stop."""
     sock = listening_socket(config.host, config.port)  # first: a taken port is answered at once
     engine = Engine(model, vocab, config.max_streams, config.max_queue, config.threads)
-    hub = Hub(engine, vocab, model_id, facts, config)
+    # A run directory's name may hold bytes that are not UTF-8; every reply carries the id.
+    hub = Hub(engine, vocab, shown(model_id), facts, config)
     engine.wake = hub.wake
     engine.start()
     server_config = uvicorn.Config(

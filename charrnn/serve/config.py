@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 from dataclasses import dataclass, field
 
 from charrnn.errors import ConfigError
 from charrnn.options import DEFAULTS, check_finite, option_name
+from charrnn.text import require_valid
 
 _SERVE = DEFAULTS["serve"]
 
@@ -40,6 +42,12 @@ class ServeConfig:
     cors: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
+        # Each of these reaches a socket call, the API key check (as bytes) or a header.
+        require_valid(self.host, "--host")
+        if self.api_key is not None:
+            require_valid(self.api_key, f"--api-key (or {API_KEY_ENV})")
+        for origin in self.cors:
+            require_valid(origin, "--cors")
         check_finite(option_name("grace"), self.grace)
         if self.max_tokens is None:
             self.max_tokens = min(_SERVE["max_tokens"], max(1, self.max_tokens_limit))
@@ -83,13 +91,15 @@ def require_server_packages() -> None:
 
 
 def listening_socket(host: str, port: int):
-    """A socket bound to host:port (port 0: a free one), or a one-line error saying why not."""
+    """A socket bound to host:port (port 0: a free one), or a one-line error that names the
+    option at fault: --port only when the port is (taken, or privileged), --host when the
+    address is not one of this machine's or the name does not resolve."""
     import socket
 
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise ConfigError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+        raise ConfigError(f"--host {host}: the name does not resolve to an address ({exc.strerror}); give an address of this machine, such as 127.0.0.1") from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -97,6 +107,17 @@ def listening_socket(host: str, port: int):
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port (0 picks a free one)") from None
+        raise ConfigError(_bind_problem(host, port, exc)) from None
     sock.set_inheritable(True)
     return sock
+
+
+def _bind_problem(host: str, port: int, exc: OSError) -> str:
+    where = f"cannot listen on {host}:{port}: {exc.strerror}"
+    if exc.errno == errno.EADDRINUSE:
+        return f"{where}; choose another --port (0 picks a free one)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{where}: {host} is not an address of this machine; choose another --host (127.0.0.1 for this machine only, 0.0.0.0 for all its addresses)"
+    if exc.errno == errno.EACCES and 0 < port < 1024:
+        return f"{where}: ports below 1024 need administrator rights; choose a --port of 1024 or more"
+    return where

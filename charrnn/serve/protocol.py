@@ -9,19 +9,27 @@ Fields that OpenAI's completions API defines but a character model cannot honour
 (``echo``, ``logprobs``, penalties, ``best_of``, ...) are accepted at their neutral value and
 refused, by name, at any other: a client that sends its defaults works, and one that relies
 on them hears that they do nothing here.
+
+One rule for text holds before any field is read: every string of the body, field names
+included, must be valid Unicode (JSON's ``\uDC80`` escapes can carry a lone surrogate, which
+no model, stop matcher or JSON reply can hold), and is refused naming where it is.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from charrnn.data.vocab import Vocab
-from charrnn.errors import VocabError
+from charrnn.errors import InvalidText, VocabError
 from charrnn.options import DEFAULTS, MAX_SEED
 from charrnn.serve.config import ServeConfig
+from charrnn.text import decode, require_valid
 
 # OpenAI's ranges for the options both APIs share.
 MAX_TEMPERATURE = 2.0
@@ -66,6 +74,8 @@ class GenerationRequest:
     n: int
     stream: bool
     include_usage: bool = False
+    # The prompt's ids, encoded once when the prompt was checked.
+    prompt_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), compare=False)
 
     def seeds(self) -> list[int | None]:
         """Completion i of a seeded request draws from seed + i (wrapping inside 0..MAX_SEED),
@@ -76,18 +86,47 @@ class GenerationRequest:
 
 
 def parse_body(raw: bytes) -> dict:
-    """The JSON object of a request body."""
+    """The JSON object of a request body, every string in it valid Unicode."""
     try:
-        body = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ApiError(400, f"the request body is not UTF-8 text (byte {exc.start})", code="invalid_json") from None
+        text = decode(raw, "the request body")
+    except InvalidText as exc:
+        raise ApiError(400, str(exc), code="invalid_json") from None
+    try:
+        body = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", code="invalid_json") from None
     except RecursionError:
         raise ApiError(400, "the request body is not valid JSON: nested too deeply", code="invalid_json") from None
+    except ValueError:
+        # Python refuses to read an integer this long (a guard against quadratic parsing).
+        limit = sys.get_int_max_str_digits()
+        raise ApiError(400, f"the request body holds an integer of more than {limit:,} digits", code="invalid_json") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"the request body must be a JSON object, not {_json_type(body)}", code="invalid_json")
+    _require_text(body)
     return body
+
+
+def _require_text(body: dict) -> None:
+    """Refuse the first string, field names included, that is not valid Unicode, naming its
+    place (``prompt``, ``stop[1]``, ``options.stop[0]``) as the error's param."""
+    todo: list[tuple[str, Any]] = [("", body)]
+    while todo:  # a loop, not recursion: a body may nest as deep as the JSON parser allows
+        path, value = todo.pop()
+        if isinstance(value, str):
+            try:
+                require_valid(value, path, from_bytes=False)
+            except InvalidText as exc:
+                raise ApiError(400, str(exc), param=path, code="invalid_text") from None
+        elif isinstance(value, dict):
+            for name in value:
+                try:
+                    require_valid(name, f"{path}: a field name" if path else "a field name", from_bytes=False)
+                except InvalidText as exc:
+                    raise ApiError(400, str(exc), param=path or None, code="invalid_text") from None
+            todo.extend(reversed([(f"{path}.{name}" if path else name, item) for name, item in value.items()]))
+        elif isinstance(value, list):
+            todo.extend(reversed([(f"{path}[{i}]", item) for i, item in enumerate(value)]))
 
 
 def _json_type(value: Any) -> str:
@@ -123,10 +162,17 @@ def _number(body: dict, name: str, default, low: float, high: float, *, integer:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
         raise _invalid(param, f"must be {'an integer' if integer else 'a number'}, not {_json_type(value)}", code="invalid_type")
-    if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
+    # An integer is compared exactly: math.isfinite would convert it to a float, which
+    # overflows past 1e308.
+    if (isinstance(value, float) and not math.isfinite(value)) or value < low or value > high or (low_open and value == low):
         low_bracket = "(" if low_open else "["
-        raise _invalid(param, f"must be in {low_bracket}{low:g}, {high:g}], not {value}", code="out_of_range")
+        raise _invalid(param, f"must be in {low_bracket}{low:g}, {high:g}], not {_shown_number(value)}", code="out_of_range")
     return value
+
+
+def _shown_number(value: int | float) -> str:
+    shown = str(value)
+    return shown if len(shown) <= 24 else f"{shown[:12]}... ({len(shown.lstrip('-')):,} digits)"
 
 
 def _flag(body: dict, name: str, default: bool, param: str | None = None) -> bool:
@@ -153,7 +199,7 @@ def _stop(body: dict, name: str, param: str | None = None) -> tuple[str, ...]:
     return tuple(stops)
 
 
-def _prompt(body: dict, vocab: Vocab, limits: ServeConfig) -> str:
+def _prompt(body: dict, vocab: Vocab, limits: ServeConfig) -> tuple[str, np.ndarray]:
     value = body.get("prompt", "")
     if value is None:
         value = ""
@@ -164,16 +210,18 @@ def _prompt(body: dict, vocab: Vocab, limits: ServeConfig) -> str:
     if len(value) > limits.max_prompt:
         raise _invalid("prompt", f"{len(value):,} characters, more than the server's limit of {limits.max_prompt:,}", code="prompt_too_long")
     try:
-        vocab.encode(value)
+        ids = vocab.encode(value)
     except VocabError as exc:
         raise _invalid("prompt", str(exc), code="characters_outside_vocabulary") from None
-    return value
+    return value, ids
 
 
 def _model(body: dict, model_id: str) -> None:
     value = body.get("model")
     if value is None:
         return
+    if not isinstance(value, str):
+        raise _invalid("model", f"must be a string, not {_json_type(value)}", code="invalid_type")
     if value != model_id:
         shown = json.dumps(value, ensure_ascii=False)[:80]
         raise ApiError(404, f"model: {shown} is not served here; this server serves {model_id!r}", param="model", code="model_not_found")
@@ -222,8 +270,10 @@ def completion_request(body: dict, vocab: Vocab, limits: ServeConfig, model_id: 
             raise _invalid("stream_options", f"must be an object, not {_json_type(options)}", code="invalid_type")
         _unknown_fields(options, ("include_usage",), "stream_options", prefix="stream_options.")
         include_usage = _flag(options, "include_usage", False, param="stream_options.include_usage")
+    prompt, prompt_ids = _prompt(body, vocab, limits)
     return GenerationRequest(
-        prompt=_prompt(body, vocab, limits),
+        prompt=prompt,
+        prompt_ids=prompt_ids,
         max_tokens=_number(body, "max_tokens", limits.max_tokens, 1, limits.max_tokens_limit, integer=True),
         temperature=float(_number(body, "temperature", _default_temperature(), 0, MAX_TEMPERATURE)),
         top_p=float(_number(body, "top_p", 1.0, 0, 1, low_open=True)),
@@ -256,17 +306,21 @@ def generate_request(body: dict, vocab: Vocab, limits: ServeConfig, model_id: st
     keep_alive = body.get("keep_alive")
     if keep_alive is not None and (isinstance(keep_alive, bool) or not isinstance(keep_alive, (str, int, float))):
         raise _invalid("keep_alive", "must be a duration (a string such as \"5m\" or a number of seconds)", code="invalid_type")
-    options = body.get("options") or {}
+    options = body.get("options")
+    if options is None:
+        options = {}
     if not isinstance(options, dict):
         raise _invalid("options", f"must be an object, not {_json_type(options)}", code="invalid_type")
     _unknown_fields(options, GENERATE_OPTIONS, "options", prefix="options.")
     predict = options.get("num_predict")
-    if predict == -1:
+    if type(predict) is int and predict == -1:
         max_tokens = limits.max_tokens_limit  # Ollama's "no limit": the server's
     else:
         max_tokens = _number(options, "num_predict", limits.max_tokens, 1, limits.max_tokens_limit, integer=True, param="options.num_predict")
+    prompt, prompt_ids = _prompt(body, vocab, limits)
     return GenerationRequest(
-        prompt=_prompt(body, vocab, limits),
+        prompt=prompt,
+        prompt_ids=prompt_ids,
         max_tokens=max_tokens,
         temperature=float(_number(options, "temperature", _default_temperature(), 0, MAX_TEMPERATURE, param="options.temperature")),
         top_p=float(_number(options, "top_p", 1.0, 0, 1, low_open=True, param="options.top_p")),

@@ -15,6 +15,18 @@ a seed gives the same text whether the stream ran alone or beside others, and th
 as ``charrnn sample --seed`` (to float rounding of the batched product, which moves a logit
 by ~1e-7: a draw changes only on a near-tie).
 
+A stream passes through four states: waiting (queued for a slot), priming (its prompt runs
+through the model), generating (a row of the batch) and done. A prompt is primed in pieces,
+between the batched steps, the way llama.cpp prefills in chunks: each turn of the worker
+gives priming about PRIME_BUDGET seconds, shared in turn by the streams that are priming,
+then steps the batch. A running stream therefore waits about one piece between two
+characters, whatever the length of another's prompt (primed in one pass, a
+900,000-character prompt held every stream for 1.7-2.5 s on a 2-core machine). Pieces are never shorter than MIN_PIECE characters (a
+prompt shorter than that runs whole, as ``charrnn sample`` runs it): with pieces of 32
+characters or more the state and logits came out bit-identical to one pass over the whole
+prompt for every cell and size measured, whereas shorter ones took other matrix kernels and
+moved a logit by ~1e-6.
+
 The worker hands text to the event loop without waking it once per character: it calls
 ``wake`` when a step made news and no wake-up is pending, and the event loop takes all news
 at once (``take_news``). A slow event loop therefore gets fewer, larger pieces, never a
@@ -39,9 +51,23 @@ from charrnn.generation.stepper import FastState, FastStepper
 from charrnn.model.network import CharRNN
 from charrnn.threads import set_threads
 
-# Seconds of prompt priming per turn while other streams wait for their next step: a burst
-# of new requests delays the running streams by at most about this much per character.
+# Seconds of prompt priming per turn of the worker: a long prompt or a burst of new requests
+# delays each running stream by about this much per character. Counted in the worker's CPU
+# time: on a busy machine, wall-clock pieces shrank until the call overhead was most of them
+# (a 900,000-character prompt primed at half the speed of one pass, at a load of 6 on 2 cores),
+# while the running streams' waits were the same either way.
 PRIME_BUDGET = 0.004
+
+# The fewest characters one piece of a prompt holds (module docstring). A piece is sized from
+# the CPU time earlier pieces took per character, so it is never longer than the budget
+# allows unless this floor is: for a 3x512 LSTM, whose priming took 0.6 ms per character on one
+# thread, a turn then holds one 19 ms piece.
+MIN_PIECE = 32
+
+# The most characters one piece holds: a bound on the activations one piece allocates.
+MAX_PIECE = 1 << 16
+
+WAITING, PRIMING, GENERATING, DONE = "waiting", "priming", "generating", "done"
 
 
 class QueueFull(Exception):
@@ -56,14 +82,20 @@ class Stream:
     """One sequence being made: its sampling options, generator, text not yet taken, and
     why it ended. The worker alone draws from it; text crosses under the engine's lock."""
 
-    def __init__(self, config: SampleConfig, vocab: Vocab, prompt_tokens: int) -> None:
+    def __init__(self, config: SampleConfig, vocab: Vocab, prompt_ids: np.ndarray | None = None) -> None:
         self.config = config
+        self.phase = WAITING
+        # The prompt's ids, encoded once by the caller that checked them; shared read-only by
+        # the streams of one request.
+        self.prompt_ids = vocab.encode(config.prime) if prompt_ids is None else prompt_ids
+        self.primed = 0  # prompt characters run through the model so far
+        self.prime_state = None  # the model's state after them
         self.generator = torch.Generator().manual_seed(config.seed)
         # One slab per character, fetched a block at a time, no more than the stream can use.
         self.noise = Noise(self.generator, 1, len(vocab), most=config.length + 1)
         self.decode = piece_decoder(vocab)
         self.matcher = StopMatcher(config.stop)
-        self.prompt_tokens = prompt_tokens
+        self.prompt_tokens = len(self.prompt_ids)
         self.produced = 0  # ids drawn
         self.chars = 0  # characters given out
         self.done: str | None = None  # "stop" or "length", once the worker knows
@@ -125,6 +157,7 @@ class Engine:
         self.wake = wake
         self._cond = threading.Condition()
         self._waiting: deque[Stream] = deque()
+        self._priming: deque[Stream] = deque()  # holding slots; the next to get a piece first
         self._active: list[Stream] = []  # the batch's rows, in order
         self._ids = np.zeros(0, np.int64)  # each row's last id: the next step's input
         self._state = self.stepper.initial_state(0)
@@ -142,6 +175,13 @@ class Engine:
         self.cancelled = 0
         self.most_steps_after_cancel = 0
         self.busiest = 0  # the most rows one step has advanced
+        self.prime_pieces = 0
+        self.longest_piece = 0  # characters
+        # Seconds and characters of the pieces primed so far, the older ones fading: their
+        # ratio sizes the next piece. Summed rather than averaged per piece, so that a short
+        # piece, whose time is mostly the call's own overhead, barely moves the estimate.
+        self._prime_seconds = 0.0
+        self._prime_chars = 0.0
 
     # -- the HTTP side ----------------------------------------------------------------
 
@@ -189,7 +229,7 @@ class Engine:
     def end_all(self, reason: str) -> None:
         """End every open stream now (``reason``: why, for the client's last event)."""
         with self._cond:
-            for stream in [*self._waiting, *self._active]:
+            for stream in [*self._waiting, *self._priming, *self._active]:
                 self._end(stream, reason)
             self._cond.notify()
         self._wake_if_news()
@@ -207,12 +247,15 @@ class Engine:
         with self._cond:
             return {
                 "active": len(self._active),
+                "priming": len(self._priming),
                 "queued": len(self._waiting),
                 "open": self._open,
                 "max_streams": self.max_streams,
                 "max_queue": self.max_queue,
                 "steps": self.steps,
                 "busiest_step": self.busiest,
+                "prime_pieces": self.prime_pieces,
+                "longest_prime_piece": self.longest_piece,
                 "finished": self.finished,
                 "cancelled": self.cancelled,
                 "most_steps_after_cancel": self.most_steps_after_cancel,
@@ -225,6 +268,7 @@ class Engine:
         """Under the lock: tell the taker the stream ended."""
         if stream.finish_reason is None:
             stream.finish_reason = reason
+            stream.phase = DONE
             stream.finished_at = time.perf_counter()
             self._news.append(stream)
             self._urgent = True
@@ -245,6 +289,7 @@ class Engine:
             while self._wait_for_work():
                 try:
                     self._admit()
+                    self._prime()
                     if self._active:
                         self._step()
                 except Exception:  # noqa: BLE001 - a failed step must not take the server down
@@ -255,9 +300,11 @@ class Engine:
         with self._cond:
             while True:
                 self._leave([s for s in self._active if s.finish_reason is not None])
-                while self._waiting and self._waiting[0].finish_reason is not None:
-                    self._forget(self._waiting.popleft())
-                if self._active or self._waiting:
+                for queue in (self._waiting, self._priming):
+                    for stream in [s for s in queue if s.finish_reason is not None]:
+                        queue.remove(stream)
+                        self._forget(stream)
+                if self._active or self._priming or self._waiting:
                     return True
                 if self._stopping:
                     return False
@@ -272,35 +319,94 @@ class Engine:
         else:
             self.finished += 1
 
-    def _pop_waiting(self) -> Stream | None:
-        with self._cond:
-            while self._waiting and len(self._active) < self.max_streams:
-                stream = self._waiting.popleft()
-                if stream.finish_reason is None:
-                    return stream
-                self._forget(stream)
-            return None
-
     def _admit(self) -> None:
-        """Prime waiting streams into free slots, for up to PRIME_BUDGET while others run."""
-        started = time.perf_counter()
-        while (stream := self._pop_waiting()) is not None:
+        """Waiting streams take the free slots and start priming."""
+        with self._cond:
+            while self._waiting and len(self._active) + len(self._priming) < self.max_streams:
+                stream = self._waiting.popleft()
+                if stream.finish_reason is not None:
+                    self._forget(stream)
+                    continue
+                stream.phase = PRIMING
+                self._priming.append(stream)
+
+    def _prime(self) -> None:
+        """Run pieces of the priming streams' prompts, each in turn, for about PRIME_BUDGET;
+        a stream whose prompt is through draws its first character and joins the batch."""
+        started = time.thread_time()
+        while self._priming:
+            left = PRIME_BUDGET - (time.thread_time() - started)
+            if left < PRIME_BUDGET / 4:
+                return  # a piece this short would cost more in overhead than it primes
+            # The stream stays in the queue while its piece runs, so that end_all (a
+            # shutdown) finds it there; only this thread takes streams out.
+            with self._cond:
+                stream = self._priming[0]
+                if stream.finish_reason is not None:  # cancelled or shut down meanwhile
+                    self._forget(self._priming.popleft())
+                    continue
             try:
-                first, state, _ = first_ids(self.stepper, self.vocab, stream.config, stream.generator, stream.noise)
+                first = self._prime_piece(stream, left)
             except Exception:  # noqa: BLE001 - one stream's failure ends that stream only
                 with self._cond:
                     self._end(stream, "error")
-                    self._forget(stream)
+                    self._forget(self._priming.popleft())
+                continue
+            if first is None:
+                with self._cond:
+                    self._priming.rotate(-1)  # the others' turn first
                 continue
             stream.primed_at = time.perf_counter()
-            text = stream.feed(int(first[0]))
+            text = stream.feed(first)
             with self._cond:
+                self._priming.popleft()
                 if not self._publish(stream, text):
                     self._forget(stream)
                 else:
-                    self._join(stream, int(first[0]), state)
-            if self._active and time.perf_counter() - started > PRIME_BUDGET:
-                break
+                    self._join(stream, first, stream.prime_state)
+                    stream.prime_state = None
+
+    def _piece_length(self, remaining: int, seconds: float) -> int:
+        if not self._prime_chars:
+            wanted = MIN_PIECE
+        else:
+            rate = self._prime_seconds / self._prime_chars
+            wanted = min(MAX_PIECE, max(MIN_PIECE, int(seconds / rate)))
+        # Never leave a last piece shorter than MIN_PIECE (module docstring).
+        return remaining if remaining - wanted < MIN_PIECE else wanted
+
+    def _prime_piece(self, stream: Stream, seconds: float) -> int | None:
+        """Run the next piece of the stream's prompt, sized to take about ``seconds``; after
+        the last piece, the stream's first id (its state in ``prime_state``), else None."""
+        ids = stream.prompt_ids
+        if len(ids) == 0:
+            # Nothing to run but the newline that starts an empty prompt: the shared path.
+            first, state, _ = first_ids(self.stepper, self.vocab, stream.config, stream.generator, stream.noise)
+            stream.prime_state = state
+            return int(first[0])
+        begin = stream.primed
+        end = begin + self._piece_length(len(ids) - begin, seconds)
+        piece = torch.from_numpy(ids[begin:end]).unsqueeze(0)
+        model = self.stepper.model
+        started = time.thread_time()
+        if end < len(ids):
+            # The decoder's logits are needed after the last character only.
+            _, stream.prime_state = model.rnn(model.embedding(piece), stream.prime_state)
+        else:
+            # The model's own forward, as charrnn sample's priming runs it (one call for a
+            # prompt of one piece): the same logits, so the same first character.
+            logits, _, state = model(piece, stream.prime_state)
+        took = time.thread_time() - started
+        self._prime_seconds = 0.75 * self._prime_seconds + took
+        self._prime_chars = 0.75 * self._prime_chars + (end - begin)
+        stream.primed = end
+        with self._cond:
+            self.prime_pieces += 1
+            self.longest_piece = max(self.longest_piece, end - begin)
+        if end < len(ids):
+            return None
+        stream.prime_state = self.stepper.from_model_state(state)
+        return int(sample_next(logits[:, -1], stream.config, stream.noise)[0])
 
     def _publish(self, stream: Stream, text: str) -> bool:
         """Under the lock: hand over the stream's new text; False once it has ended."""
@@ -319,6 +425,7 @@ class Engine:
     def _join(self, stream: Stream, last_id: int, state: FastState | None) -> None:
         if state is None:
             state = self.stepper.initial_state(1)
+        stream.phase = GENERATING
         self._active.append(stream)
         self._ids = np.append(self._ids, last_id)
         self._state.h = np.concatenate([self._state.h, state.h])
