@@ -88,10 +88,10 @@ class TokenizerKind(str, Enum):
 
 
 class ExportFormatName(str, Enum):
-    pt2 = "pt2"  # torch.export: torch's successor to TorchScript (the default)
+    pt2 = "pt2"  # torch.export (the default)
     onnx = "onnx"
     c = "c"
-    torchscript = "torchscript"  # deprecated by torch 2.13; kept for libtorch and mobile
+    torchscript = "torchscript"  # retired: refused by charrnn.export.formats.check_request
 
 
 class Quantization(str, Enum):
@@ -233,8 +233,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "copy_min_run": 20,
     },
     "eval": {"unknown": "error"},
-    # pt2, not TorchScript: torch 2.13 deprecates TorchScript in favour of torch.export, and
-    # pt2 needs nothing beyond torch (ONNX needs the optional charrnn[export] packages).
+    # pt2: it needs nothing beyond torch (ONNX needs the optional charrnn[export] packages).
     "export": {"format": "pt2", "quantize": None},
     # `charrnn bench --export`: validation characters stepped one at a time per format.
     "bench_export": {"chars": 5000},

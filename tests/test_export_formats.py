@@ -181,7 +181,7 @@ def test_gru_int8_says_what_stays_float_in_two_lines_and_no_warnings(cell_runs, 
 
 
 @pytest.mark.slow
-def test_bpe_model_exports_to_pt2_and_onnx_with_its_tokenizer_and_is_refused_by_torchscript(bpe_run, tmp_path):
+def test_bpe_model_exports_to_pt2_and_onnx_with_its_tokenizer(bpe_run, tmp_path):
     from tokenizers import Tokenizer
 
     path = tmp_path / "bpe.pt2"
@@ -200,11 +200,6 @@ def test_bpe_model_exports_to_pt2_and_onnx_with_its_tokenizer_and_is_refused_by_
     torch.export.load(str(path), extra_files=extra)
     assert Tokenizer.from_str(extra["tokenizer.json"]).encode(PRIME).ids == ids
 
-    refused = runner.invoke(app, ["export", str(bpe_run), "--format", "torchscript", "--out", str(tmp_path / "b.pt")])
-    assert refused.exit_code == 1 and refused.stderr.count("\n") == 1
-    assert "--format torchscript embeds a character vocabulary as code; a bpe model exports with --format pt2 or onnx" in refused.stderr
-    assert not (tmp_path / "b.pt").exists()
-
 
 def test_default_format_is_pt2_beside_the_run(trained_run):
     _, said = export(trained_run)
@@ -215,15 +210,43 @@ def test_default_format_is_pt2_beside_the_run(trained_run):
     "options, message",
     [
         (["--format", "pt2", "--quantize", "int8"], "--format pt2 has no quantized form, not int8; quantized exports: onnx (int8), c (int8 or float16)"),
-        (["--format", "torchscript", "--quantize", "float16"], "--format torchscript has no quantized form, not float16"),
         (["--format", "onnx", "--quantize", "float16"], "--format onnx takes --quantize int8, not float16"),
     ],
-    ids=["pt2-int8", "torchscript-float16", "onnx-float16"],
+    ids=["pt2-int8", "onnx-float16"],
 )
 def test_quantize_with_a_format_that_lacks_it_is_one_line(options, message, trained_run, tmp_path):
     result = runner.invoke(app, ["export", str(trained_run), *options, "--out", str(tmp_path / "m")])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert not (tmp_path / "m").exists()
+
+
+RETIRED_TORCHSCRIPT = (
+    "charrnn: invalid options: --format torchscript is retired: torch deprecates TorchScript; "
+    "use --format pt2 (torch.export, loads with torch alone) or --format c"
+)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [[], ["--best"], ["--out", "m.pt"], ["--quantize", "float16", "--out", "m.pt"]],
+    ids=["default-out", "best", "out", "quantize"],
+)
+def test_torchscript_is_retired_one_line_exit_2_and_nothing_written(options, trained_run, tmp_path):
+    """--format torchscript is still a choice, refused before any work: whatever comes with it,
+    the one line saying it is retired and what to use, exit 2, and no file anywhere."""
+    before = sorted(p.name for p in trained_run.iterdir())
+    options = [str(tmp_path / o) if o == "m.pt" else o for o in options]
+    result = runner.invoke(app, ["export", str(trained_run), "--format", "torchscript", *options])
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr == RETIRED_TORCHSCRIPT + "\n" and result.stdout == ""
+    assert not list(tmp_path.iterdir()) and sorted(p.name for p in trained_run.iterdir()) == before
+
+
+def test_missing_checkpoint_is_one_line(tmp_path):
+    result = runner.invoke(app, ["export", str(tmp_path / "missing")])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "no such checkpoint" in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.iterdir())
 
 
 def test_pt2_needs_a_pt2_file_name(trained_run, tmp_path):
@@ -273,7 +296,7 @@ def test_bench_export_measures_every_format_on_the_validation_text(trained_run, 
     assert "exports at batch 1 over 300 validation characters" in result.stdout
     figures = json.loads(out.read_text())["runs"][0]
     rows = {row["name"]: row for row in figures["rows"]}
-    assert list(rows)[:5] == ["FastStepper (reference)", "pt2", "onnx", "onnx int8", "torchscript"]
+    assert list(rows)[:4] == ["FastStepper (reference)", "pt2", "onnx", "onnx int8"]
     # The reference's bpc, against the model's own forward over the held-out tail (the last
     # tenth of the training file, as training split it), computed here independently.
     text = (trained_run.parent / "verse.txt").read_text(encoding="utf-8")
@@ -281,7 +304,7 @@ def test_bench_export_measures_every_format_on_the_validation_text(trained_run, 
     _, vocab, _ = load_model(trained_run, device="cpu")
     ids = vocab.encode(held_out).tolist()
     assert rows["FastStepper (reference)"]["bpc"] == pytest.approx(_bits(reference_probs(trained_run, ids), ids), abs=1e-4)
-    for name in ("pt2", "onnx", "torchscript"):
+    for name in ("pt2", "onnx"):
         assert abs(rows[name]["bpc_change"]) < 1e-4, name
         assert rows[name]["size_bytes"] > 0 and rows[name]["chars_per_s"] > 0
     assert abs(rows["onnx int8"]["bpc_change"]) <= INT8_BPC_BOUND

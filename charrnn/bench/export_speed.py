@@ -33,7 +33,7 @@ from charrnn.errors import CharRNNError, CorpusError
 # other work on the machine spoils only a few of them.
 BLOCK = 100
 # (format, quantize) rows after the reference, in the order of the table.
-ROWS = (("pt2", None), ("onnx", None), ("onnx", "int8"), ("torchscript", None))
+ROWS = (("pt2", None), ("onnx", None), ("onnx", "int8"))
 C_QUANTIZE = (None, "int8", "float16")
 
 

@@ -12,7 +12,7 @@ EXPORT = DEFAULTS["export"]
 FORMAT_HELP = (
     "pt2: torch.export, loads with torch alone; onnx: onnxruntime in any language (needs the "
     "optional onnx, onnxscript and onnxruntime); c: one C99 source file, libc and libm only; torchscript: "
-    f"deprecated by torch, for libtorch and mobile. {_default('export', 'format')}"
+    f"retired (torch deprecates it), refused. {_default('export', 'format')}"
 )
 QUANTIZE_HELP = (
     "Smaller weights: int8 for onnx (onnxruntime's dynamic quantization; a GRU's recurrent "
@@ -24,7 +24,7 @@ def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
     file_format: Annotated[ExportFormatName, typer.Option("--format", help=FORMAT_HELP, show_default=False)] = ExportFormatName(EXPORT["format"]),
     quantize: Annotated[Optional[Quantization], typer.Option(help=QUANTIZE_HELP, show_default=False)] = EXPORT["quantize"],
-    output: Annotated[Optional[Path], typer.Option("--out", parser=output_path, metavar="<path>", help="File to write. \\[default: RUN/model.pt2, model.onnx, model.c or model.torchscript.pt, or beside the checkpoint file]", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", parser=output_path, metavar="<path>", help="File to write. \\[default: RUN/model.pt2, model.onnx or model.c, or beside the checkpoint file]", show_default=False)] = None,
     best: Annotated[bool, typer.Option("--best", help="Export the run directory's best checkpoint.")] = False,
 ) -> None:
     """Write the model, its vocabulary and shape as a file that runs without charrnn, check it

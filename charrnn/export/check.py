@@ -20,7 +20,7 @@ CHECK_TOKENS = 200
 CHECK_SEED = 0
 
 # (ids (B, 1) int64, state) -> (logits (B, V), state): one step of an exported model, run by
-# its runtime (onnxruntime, torch.export, TorchScript).
+# its runtime (onnxruntime, torch.export).
 StepFunction = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 

@@ -7,11 +7,12 @@ each writes by default, and the writer that makes it. Every writer returns an
 | pt2 (default) | model.pt2 | torch (``torch.export.load``) | none |
 | onnx | model.onnx | onnxruntime, any language | int8 |
 | c | model.c (and what the C writer adds) | a C99 compiler, libc and libm | int8, float16 |
-| torchscript | model.torchscript.pt | torch, libtorch (C++); deprecated by torch | none |
 
-pt2 is the default: it is what torch names as TorchScript's successor, it needs nothing
-beyond torch (which charrnn has), and it takes every cell and vocabulary kind. ONNX needs
-the optional packages of ``charrnn[export]``.
+pt2 is the default: it needs nothing beyond torch (which charrnn has), and it takes every
+cell and vocabulary kind. ONNX needs the optional packages of ``charrnn[export]``.
+
+A retired format (``RETIRED``: torchscript) stays a choice of ``--format`` and is refused by
+``check_request``, with what to use instead, before anything is read or written.
 """
 
 from __future__ import annotations
@@ -45,8 +46,11 @@ FORMATS: dict[str, ExportFormat] = {
         ExportFormat("pt2", ".pt2", (), "torch.export program, loads with torch.export.load"),
         ExportFormat("onnx", ".onnx", ("int8",), "ONNX, runs with onnxruntime"),
         ExportFormat("c", ".c", ("int8", "float16"), "one C99 source file, no dependency beyond libc and libm"),
-        ExportFormat("torchscript", ".torchscript.pt", (), "TorchScript (deprecated by torch), loads with torch.jit.load"),
     )
+}
+# Formats charrnn no longer writes, each with why and what to use instead.
+RETIRED: dict[str, str] = {
+    "torchscript": "torch deprecates TorchScript; use --format pt2 (torch.export, loads with torch alone) or --format c",
 }
 DEFAULT_FORMAT = DEFAULTS["export"]["format"]
 
@@ -59,6 +63,8 @@ def default_output(file_format: str, checkpoint: Path, run_directory: bool) -> P
 
 def check_request(file_format: str, quantize: str | None) -> None:
     """What the options alone show to be wrong, before a checkpoint is read."""
+    if file_format in RETIRED:
+        raise ConfigError(f"--format {file_format} is retired: {RETIRED[file_format]}")
     if file_format not in FORMATS:
         raise ExportError(f"unknown format {file_format!r}; choose one of {', '.join(FORMATS)}")
     taken = FORMATS[file_format].quantizations
@@ -113,10 +119,6 @@ def export_model(
         from charrnn.export.onnx_model import export_onnx
 
         return export_onnx(model, vocab, output, quantize, source)
-    if file_format == "torchscript":
-        from charrnn.export.torchscript import export_torchscript
-
-        return export_torchscript(model, vocab, output, source)
     return c_model().export_c(model, vocab, output, quantize)
 
 
@@ -130,7 +132,7 @@ def c_model():
         raise ExportError("--format c is not part of this charrnn build (charrnn.export.c_model is missing)") from None
 
 
-_RUNTIMES = {"pt2": "charrnn.export.pt2", "onnx": "charrnn.export.onnx_model", "torchscript": "charrnn.export.torchscript"}
+_RUNTIMES = {"pt2": "charrnn.export.pt2", "onnx": "charrnn.export.onnx_model"}
 
 
 def load_step(file_format: str, path: Path):

@@ -7,7 +7,7 @@ torch alone loads it (``torch.export.load``), without charrnn or any Python clas
     step = torch.export.load("model.pt2", extra_files=extra).module()
     logits, state = step(torch.tensor([[id]]), state)   # state: zeros (S, layers, 1, hidden)
 
-This is the successor torch names for TorchScript, and the default format.
+This is the default format.
 """
 
 from __future__ import annotations
