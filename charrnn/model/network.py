@@ -89,6 +89,10 @@ class CharRNN(nn.Module):
         return logits, loss, state
 
 
+def state_batch_size(state: State) -> int:
+    return (state[0] if isinstance(state, tuple) else state).shape[1]
+
+
 def detach_state(state: State) -> State:
     """Cut the graph at the window boundary (truncated BPTT) but keep the values."""
     if isinstance(state, tuple):

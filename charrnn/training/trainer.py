@@ -20,14 +20,7 @@ from charrnn.errors import ConfigError, TrainingDiverged
 from charrnn.options import CPU_BATCH_SIZE, GPU_BATCH_SIZE, TrainConfig
 from charrnn.units import nats_to_bpc
 from charrnn.model.evaluation import EVAL_WINDOW, evaluate
-from charrnn.model.network import (
-    CharRNN,
-    State,
-    detach_state,
-    state_as_list,
-    state_from_list,
-    state_to,
-)
+from charrnn.model.network import CharRNN, State, detach_state, state_as_list, state_batch_size, state_from_list, state_to
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -274,7 +267,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.batches.load_state_dict(state["batches"])
         hidden = state_from_list(state["hidden"], self.model.config.cell)
-        if hidden is not None and _state_batch(hidden) != self.batches.layout.batch_size:
+        if hidden is not None and state_batch_size(hidden) != self.batches.layout.batch_size:
             hidden = None  # a different batch layout cannot continue the old streams
         self.hidden = None if hidden is None else state_to(hidden, self.device)
         restore_rng_state(state["rng"])
@@ -495,7 +488,3 @@ class Trainer:
 def _leg(now: float, start: float, end: float) -> float:
     span = end - start
     return 1.0 if span <= 0 else (now - start) / span
-
-
-def _state_batch(state: State) -> int:
-    return (state[0] if isinstance(state, tuple) else state).shape[1]
