@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import REPO, VERSE, sample_text
 from tests.prime_gap import OPTIONS, long_prompt, measure
-from tests.serving import ServerProcess, call, health
+from tests.serving import ServerProcess, call, health, open_stream, wait_until
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -174,6 +174,20 @@ def test_a_long_prompt_is_primed_in_pieces_between_the_running_streams_steps(ser
     # Pieces change nothing: the text is charrnn sample's after one pass over the prompt.
     expected = sample_text(model_and_vocab, prime=long_prompt(PROMPT_CHARS, VERSE), seed=12, length=30)
     assert reply["response"] == expected and reply["prompt_eval_count"] == PROMPT_CHARS
+
+
+def test_a_client_that_leaves_while_its_prompt_is_primed_stops_the_priming(server):
+    before = health(server.url)["streams"]
+    prompt = long_prompt(900_000, VERSE)
+    sock = open_stream(server.port, "/api/generate", {"prompt": prompt, "stream": False, "options": {"num_predict": 5}})
+    try:
+        assert wait_until(lambda: health(server.url)["streams"]["priming"] == 1, timeout=30)
+    finally:
+        sock.close()
+    after = wait_until(lambda: (s := health(server.url)["streams"])["open"] == 0 and s, timeout=30)
+    assert after, "the stream kept its slot after its client left"
+    assert after["cancelled"] == before["cancelled"] + 1
+    assert after["primed_chars"] - before["primed_chars"] < len(prompt), "the whole prompt was primed for nobody"
 
 
 # --------------------------------------------------------------------- where to listen

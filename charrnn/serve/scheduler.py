@@ -21,7 +21,8 @@ between the batched steps, the way llama.cpp prefills in chunks: each turn of th
 gives priming about PRIME_BUDGET seconds, shared in turn by the streams that are priming,
 then steps the batch. A running stream therefore waits about one piece between two
 characters, whatever the length of another's prompt (primed in one pass, a
-900,000-character prompt held every stream for 1.7-2.5 s on a 2-core machine). Pieces are never shorter than MIN_PIECE characters (a
+900,000-character prompt held every stream for 1.7-5.4 s on a 2-core machine, with its load;
+docs/serve.md has the measurement). Pieces are never shorter than MIN_PIECE characters (a
 prompt shorter than that runs whole, as ``charrnn sample`` runs it): with pieces of 32
 characters or more the state and logits came out bit-identical to one pass over the whole
 prompt for every cell and size measured, whereas shorter ones took other matrix kernels and
@@ -176,6 +177,7 @@ class Engine:
         self.most_steps_after_cancel = 0
         self.busiest = 0  # the most rows one step has advanced
         self.prime_pieces = 0
+        self.primed_chars = 0
         self.longest_piece = 0  # characters
         # Seconds and characters of the pieces primed so far, the older ones fading: their
         # ratio sizes the next piece. Summed rather than averaged per piece, so that a short
@@ -255,6 +257,7 @@ class Engine:
                 "steps": self.steps,
                 "busiest_step": self.busiest,
                 "prime_pieces": self.prime_pieces,
+                "primed_chars": self.primed_chars,
                 "longest_prime_piece": self.longest_piece,
                 "finished": self.finished,
                 "cancelled": self.cancelled,
@@ -402,6 +405,7 @@ class Engine:
         stream.primed = end
         with self._cond:
             self.prime_pieces += 1
+            self.primed_chars += end - begin
             self.longest_piece = max(self.longest_piece, end - begin)
         if end < len(ids):
             return None
