@@ -2,7 +2,7 @@
 ``/api/generate``, ``/health``, and the playground page at ``/``, on starlette + uvicorn.
 
 Everything the event loop does is cheap (checking a request, writing text out); the model
-runs in the engine's worker thread (``charrnn.serve.scheduler``), so the loop answers
+runs in the batch worker's thread (``charrnn.serve.scheduler``), so the loop answers
 ``/health`` and new requests while a step runs.
 """
 
@@ -35,7 +35,7 @@ from charrnn.generation.sample import SampleConfig
 from charrnn.model.network import CharRNN
 from charrnn.serve.config import ServeConfig, listening_socket
 from charrnn.serve.protocol import ApiError, GenerationRequest, completion_request, error_object, generate_request, parse_body
-from charrnn.serve.scheduler import Engine, NotAccepting, QueueFull, Stream
+from charrnn.serve.scheduler import BatchWorker, NotAccepting, QueueFull, Stream
 from charrnn.text import shown
 
 # Seconds between two hand-overs of text to the clients (a stream's first text and its end go
@@ -53,10 +53,10 @@ ROUTES = "GET /, GET /health, GET /v1/models, POST /v1/completions, POST /api/ge
 
 @dataclass
 class Hub:
-    """What every request shares: the engine, the model's name and facts, the limits, and
+    """What every request shares: the batch worker, the model's name and facts, the limits, and
     whether the server is shutting down."""
 
-    engine: Engine
+    worker: BatchWorker
     vocab: Vocab
     model_id: str
     facts: dict
@@ -68,17 +68,17 @@ class Hub:
     _timer: asyncio.TimerHandle | None = None
 
     def deliver(self) -> None:
-        """On the event loop: hand the engine's news to the requests waiting for it."""
+        """On the event loop: hand the worker's news to the requests waiting for it."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._next_delivery = self.loop.time() + DELIVERY_INTERVAL
-        for stream in self.engine.take_news():
+        for stream in self.worker.take_news():
             if stream.listener is not None:
                 stream.listener()
 
     def wake(self, urgent: bool) -> None:
-        """From the worker: the engine has news."""
+        """From the worker: it has news."""
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self._deliver_in_time, urgent)
 
@@ -94,8 +94,8 @@ class Hub:
         if self.shutting_down:
             return
         self.shutting_down = True
-        self.engine.stop_accepting()
-        asyncio.get_running_loop().call_later(self.config.grace, self.engine.end_all, "shutdown")
+        self.worker.stop_accepting()
+        asyncio.get_running_loop().call_later(self.config.grace, self.worker.end_all, "shutdown")
 
 
 # -- requests and their streams -------------------------------------------------------
@@ -136,9 +136,9 @@ def _open_streams(hub: Hub, wanted: GenerationRequest) -> list[Stream]:
         for seed in wanted.seeds()
     ]
     try:
-        hub.engine.submit(streams)
+        hub.worker.submit(streams)
     except QueueFull:
-        e = hub.engine
+        e = hub.worker
         raise ApiError(
             503,
             f"the server is at its limit ({e.max_streams} streams running, {e.max_queue} waiting); retry in {RETRY_AFTER} s",
@@ -166,7 +166,7 @@ async def _pieces(hub: Hub, streams: list[Stream]) -> AsyncIterator[tuple[int, s
             for i, stream in enumerate(streams):
                 if i in ended:
                     continue
-                text, reason = hub.engine.take(stream)
+                text, reason = hub.worker.take(stream)
                 if reason is not None:
                     ended.add(i)
                 if text or reason is not None:
@@ -174,7 +174,7 @@ async def _pieces(hub: Hub, streams: list[Stream]) -> AsyncIterator[tuple[int, s
     finally:
         for i, stream in enumerate(streams):
             if i not in ended:
-                hub.engine.cancel(stream)
+                hub.worker.cancel(stream)
 
 
 async def _until_client_leaves(request: Request) -> None:
@@ -335,7 +335,7 @@ async def health(request: Request) -> Response:
         "status": "shutting_down" if hub.shutting_down else "ok",
         "model": hub.model_id,
         "uptime_s": round(time.time() - hub.started, 3),
-        "streams": hub.engine.stats(),
+        "streams": hub.worker.stats(),
     })
 
 
@@ -452,11 +452,11 @@ def serve(model: CharRNN, vocab: Vocab, model_id: str, facts: dict, config: Serv
     running streams, a last event for those still running). ``announce`` hears the URL once
     the server listens, and None when it begins to stop."""
     sock = listening_socket(config.host, config.port)  # first: a taken port is answered at once
-    engine = Engine(model, vocab, config.max_streams, config.max_queue, config.threads)
+    worker = BatchWorker(model, vocab, config.max_streams, config.max_queue, config.threads)
     # A run directory's name may hold bytes that are not UTF-8; every reply carries the id.
-    hub = Hub(engine, vocab, shown(model_id), facts, config)
-    engine.wake = hub.wake
-    engine.start()
+    hub = Hub(worker, vocab, shown(model_id), facts, config)
+    worker.wake = hub.wake
+    worker.start()
     server_config = uvicorn.Config(
         create_app(hub),
         host=config.host,
@@ -473,5 +473,5 @@ def serve(model: CharRNN, vocab: Vocab, model_id: str, facts: dict, config: Serv
     try:
         _Server(server_config, hub, announce).run(sockets=[sock])
     finally:
-        engine.stop()
+        worker.stop()
         sock.close()

@@ -32,7 +32,7 @@ from charrnn.serve.config import ServeConfig
 from charrnn.text import decode, require_valid
 
 # OpenAI's ranges for the options both APIs share.
-MAX_TEMPERATURE = 2.0
+API_MAX_TEMPERATURE = 2.0
 MAX_STOP_STRINGS = 4
 
 
@@ -275,7 +275,7 @@ def completion_request(body: dict, vocab: Vocab, limits: ServeConfig, model_id: 
         prompt=prompt,
         prompt_ids=prompt_ids,
         max_tokens=_number(body, "max_tokens", limits.max_tokens, 1, limits.max_tokens_limit, integer=True),
-        temperature=float(_number(body, "temperature", _default_temperature(), 0, MAX_TEMPERATURE)),
+        temperature=float(_number(body, "temperature", _default_temperature(), 0, API_MAX_TEMPERATURE)),
         top_p=float(_number(body, "top_p", 1.0, 0, 1, low_open=True)),
         top_k=0,
         stop=_stop(body, "stop"),
@@ -322,7 +322,7 @@ def generate_request(body: dict, vocab: Vocab, limits: ServeConfig, model_id: st
         prompt=prompt,
         prompt_ids=prompt_ids,
         max_tokens=max_tokens,
-        temperature=float(_number(options, "temperature", _default_temperature(), 0, MAX_TEMPERATURE, param="options.temperature")),
+        temperature=float(_number(options, "temperature", _default_temperature(), 0, API_MAX_TEMPERATURE, param="options.temperature")),
         top_p=float(_number(options, "top_p", 1.0, 0, 1, low_open=True, param="options.top_p")),
         top_k=_number(options, "top_k", 0, 0, len(vocab), integer=True, param="options.top_k"),
         stop=_stop(options, "stop", param="options.stop"),

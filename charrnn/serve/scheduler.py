@@ -81,7 +81,7 @@ class NotAccepting(Exception):
 
 class Stream:
     """One sequence being made: its sampling options, generator, text not yet taken, and
-    why it ended. The worker alone draws from it; text crosses under the engine's lock."""
+    why it ended. The worker alone draws from it; text crosses under the worker's lock."""
 
     def __init__(self, config: SampleConfig, vocab: Vocab, prompt_ids: np.ndarray | None = None) -> None:
         self.config = config
@@ -140,7 +140,7 @@ class _RowNoise:
         return np.concatenate([noise.next_gumbel() for noise in self.noises])
 
 
-class Engine:
+class BatchWorker:
     """The worker that advances every stream (module docstring)."""
 
     def __init__(
@@ -188,7 +188,7 @@ class Engine:
     # -- the HTTP side ----------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="charrnn-engine", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="charrnn-batch-worker", daemon=True)
         self._thread.start()
 
     def submit(self, streams: list[Stream]) -> None:
