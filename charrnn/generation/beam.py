@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from charrnn.errors import ConfigError, VocabError
+from charrnn.memory import largest_fitting, require_memory
 from charrnn.options import DEFAULTS
 from charrnn.model.network import CharRNN, State
 from charrnn.generation.sample import StopMatcher, penalize_repetition
@@ -54,11 +55,41 @@ def _select(state: State, index: torch.Tensor) -> State:
     return state.index_select(1, index)
 
 
+def beam_memory(model_config, config: BeamConfig, vocab=None) -> int:
+    """Bytes ``beam_search`` takes for ``config.width`` beams: per beam, the state three times
+    at once (the model's, the one it returns, the one picked for the next step), a step's
+    temporaries and the logits' copies (log-softmax, scores, penalty), the tokens so far as
+    int64 three times at once (the old rows, the picked ones, the longer ones), and at the end
+    each beam's ids as a Python list and its text."""
+    from charrnn.generation.sample import _char_width
+
+    hidden = model_config.hidden
+    gates = {"lstm": 4, "gru": 6, "rnn": 1}[model_config.cell] * hidden
+    state = model_config.layers * hidden * 4 * (2 if model_config.cell == "lstm" else 1)
+    tokens = max(1, len(config.prime)) + config.length
+    per_beam = (
+        3 * state
+        + 4 * (model_config.embed + gates + 2 * hidden + 4 * model_config.vocab_size)
+        + 3 * 8 * tokens
+        + config.length * (8 + _char_width(vocab)) + 200
+    )
+    return config.width * per_beam
+
+
 @torch.no_grad()
 def beam_search(
     model: CharRNN, vocab: Vocab, config: BeamConfig, device: torch.device | str = "cpu"
 ) -> list[Beam]:
-    """The ``config.width`` best continuations, most likely first."""
+    """The ``config.width`` best continuations, most likely first; refused before any step
+    when the beams would not fit in memory."""
+    need = beam_memory(model.config, config, vocab)
+    fit = largest_fitting(need / config.width)
+    require_memory(
+        need,
+        f"{config.width:,} beams of {config.length:,} characters ({need // config.width:,} bytes each)",
+        f"at most --beam {fit:,} fits" if fit else "lower --length, or use a smaller model",
+        torch.device(device),
+    )
     model.eval()
     ids = vocab.encode(config.prime, unknown=config.unknown).tolist()
     if config.prime and not ids:

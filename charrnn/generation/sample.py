@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 import numpy as np
@@ -13,6 +13,7 @@ import torch
 
 from charrnn.options import DEFAULTS, check_finite, check_seed, option_name
 from charrnn.errors import ConfigError, VocabError
+from charrnn.memory import largest_fitting, require_memory
 from charrnn.text import require_valid
 from charrnn.model.network import CharRNN
 from charrnn.generation.stepper import Stepper, make_stepper
@@ -226,6 +227,10 @@ def remember(history: torch.Tensor | None, next_ids: torch.Tensor, config: Sampl
 
 
 def prime_ids(vocab: Vocab, config: SampleConfig) -> list[int]:
+    """The prime's ids, checked before any output: characters the model cannot read, and a
+    batch whose texts alone would not fit in memory (a caller may allocate a list per sample
+    before the model runs; the model's own share is checked where it is allocated)."""
+    check_texts_memory(vocab, config)
     ids = vocab.encode(config.prime, unknown=config.unknown).tolist()
     if config.prime and not ids:
         raise VocabError("every character of --prime is outside the vocabulary")
@@ -240,20 +245,29 @@ def first_ids(
     generator: torch.Generator,
     noise: Noise,
     device: torch.device | str = "cpu",
-) -> tuple[torch.Tensor, object, torch.Tensor | None]:
+    rows: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[torch.Tensor | None, object, torch.Tensor | None]:
     """The first id of each of ``config.num_samples`` samples, drawn after the prime has run
     through the model; with the state after the prime and the penalty's history. Every
-    sampling loop starts here, so that a seed makes the same text in each of them."""
+    sampling loop starts here, so that a seed makes the same text in each of them.
+
+    ``rows``: a batch bigger than this runs that many samples at a time, and ``should_stop``
+    is asked between pieces: when it answers True the ids and the state are None."""
     n = config.num_samples
     ids = prime_ids(vocab, config)
     if ids:
         prompt = torch.tensor(ids, device=device).unsqueeze(0).expand(n, -1)
         history = prompt[:, -config.repetition_window :] if config.repetition_penalty != 1.0 else None
+        if rows is not None and n > rows:
+            return _in_pieces(_primer(stepper), prompt, None, config, noise, history, rows, should_stop) + (history,)
         logits, state = stepper.prime(prompt)
         return sample_next(logits, config, noise, history), state, history
     if "\n" in vocab.chars:
         # No prime: start as if at the beginning of a line (the newline is not output).
         newline = torch.full((n, 1), vocab.chars.index("\n"), device=device)
+        if rows is not None and n > rows:
+            return _in_pieces(_primer(stepper), newline, None, config, noise, None, rows, should_stop) + (None,)
         logits, state = stepper.prime(newline)
         return sample_next(logits, config, noise), state, None
     return torch.randint(len(vocab), (n,), generator=generator, device=device), None, None
@@ -271,16 +285,27 @@ def generate_ids(
     config: SampleConfig,
     device: torch.device | str = "cpu",
     governor: ThreadGovernor | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield the next id of every sample, (num_samples,) at a time, ``config.length`` times
     (a tensor, or a numpy array on the single-sample fast path). ``governor`` hears how long
-    each step took (it may change the thread count between steps; the text stays the same)."""
+    each step took (it may change the thread count between steps; the text stays the same).
+
+    A batch whose memory would not fit is refused before anything is allocated. A batch too
+    big to step at once within a fraction of a second is stepped ``piece_rows`` samples at a
+    time, and ``should_stop`` is asked between pieces: when it answers True the iteration
+    ends early, after the last step completed for every sample."""
     model.eval()
+    check_sample_memory(model.config, config, device, vocab)
     stepper = make_stepper(model, config.engine, config.num_samples)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     n = config.num_samples
+    rows = piece_rows(model.config, device)
+    prime_rows = piece_rows(model.config, device, steps=max(1, len(config.prime)))
     noise = Noise(generator, n, model.config.vocab_size, device)
-    next_ids, state, history = first_ids(stepper, vocab, config, generator, noise, device)
+    next_ids, state, history = first_ids(stepper, vocab, config, generator, noise, device, prime_rows, should_stop)
+    if next_ids is None:
+        return
     # One plain sample on a numpy stepper stays in numpy: the stepper advances its state in
     # place and ``sample_next`` draws from its logits without a tensor in between.
     in_numpy = stepper.numpy_steps and n == 1 and is_plain(config)
@@ -302,10 +327,208 @@ def generate_ids(
         block_steps += 1
         if in_numpy:
             logits = stepper.advance(next_ids, state)  # the state is ours alone: in place
+        elif n > rows:
+            history = remember(history, next_ids, config)
+            next_ids, state = _in_pieces(stepper.step, next_ids, state, config, noise, history, rows, should_stop)
+            if next_ids is None:
+                return
+            continue
         else:
             history = remember(history, next_ids, config)
             logits, state = stepper.step(next_ids, state)
         next_ids = sample_next(logits, config, noise, history)
+
+
+# Floating-point work of one piece of a batch stepped at once: 10-50 ms on a busy 2-core CPU
+# (torch's matrix products ran at 10-40 GFLOP/s there), so that a Ctrl-C asked between pieces
+# is taken at once. Larger pieces left more of the freed temporaries of the pieces before
+# them in the process (peak RSS 10.1 KB a sample for 20,000 samples of a 2x256 LSTM at 2e9,
+# 8.6 KB at 5e8, where the states and noise take 8.4). Smaller batches are stepped whole.
+PIECE_FLOPS = {"cpu": 5e8, "cuda": 2e11}
+
+
+def step_flops(model_config) -> int:
+    """Multiply-adds x 2 of one step of one sample: every layer's gates and the decoder."""
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[model_config.cell] * model_config.hidden
+    widths = [model_config.embed] + [model_config.hidden] * (model_config.layers - 1)
+    recurrent = sum(gates * (width + model_config.hidden) for width in widths)
+    return 2 * (recurrent + model_config.hidden * model_config.vocab_size)
+
+
+def piece_rows(model_config, device: torch.device | str = "cpu", steps: int = 1) -> int:
+    """Samples stepped together, ``steps`` steps at a time (a prime runs all its characters
+    in one call), for one piece of a batch."""
+    budget = PIECE_FLOPS["cuda" if torch.device(device).type == "cuda" else "cpu"]
+    return max(1, int(budget // (step_flops(model_config) * steps)))
+
+
+# What a batch keeps per sample in Python objects, measured (tracemalloc, and peak RSS of
+# `charrnn sample` less that of a single sample, 1x32 to 2x256 models): its list of pieces
+# not yet given out and the lists, texts and separator lines the command keeps for it; and
+# per character of its text, the pointers to its pieces and the slack of the lists that
+# hold them, beside two copies of the text itself (counted at the vocabulary's widest
+# character: 1, 2 or 4 bytes).
+PYTHON_BYTES_PER_SAMPLE = 400
+PYTHON_BYTES_PER_CHAR = 14
+# Values of a vocabulary's size per sample while a step draws: the logits, scaled by the
+# temperature, the probabilities and the noise; with top-k, top-p, min-p or a repetition
+# penalty, the filters' copies, masks and sort (its int64 order counts twice).
+LOGIT_COPIES = 4
+FILTERED_LOGIT_COPIES = 12
+
+
+def sample_memory(model_config, config: SampleConfig, device: torch.device | str = "cpu", vocab=None) -> int:
+    """Bytes ``generate_ids`` and ``stream_samples`` take for ``config``'s batch, and the texts
+    a caller keeps.
+
+    Every sample keeps its state twice during a step (the old one and the new), a row of
+    noise, its ids, the penalty's int64 history (twice while it grows) and its Python
+    objects. The samples stepped at once (the whole batch, or one piece of a big one) also
+    take a step's temporaries: the embedding, the layer's gate products (a GRU keeps the
+    input's and the state's apart), its output and new state, and a row of logits; or, if
+    more, the draw's copies of the logits. The prime runs all its characters in one call,
+    which keeps every character's products and logits until its last one is drawn from."""
+    n, v = config.num_samples, model_config.vocab_size
+    hidden, embed = model_config.hidden, model_config.embed
+    gates = {"lstm": 4, "gru": 6, "rnn": 1}[model_config.cell] * hidden
+    state = model_config.layers * hidden * 4 * (2 if model_config.cell == "lstm" else 1)
+    window = config.repetition_window if config.repetition_penalty != 1.0 else 0
+    copies = LOGIT_COPIES if is_plain(config) else FILTERED_LOGIT_COPIES
+    prime = max(1, len(config.prime))
+    per_sample = (
+        2 * state + 4 * v + 16 + 2 * 8 * min(window, prime + config.length)
+        + PYTHON_BYTES_PER_SAMPLE + config.length * (PYTHON_BYTES_PER_CHAR + 2 * _char_width(vocab))
+    )
+    layer_step = embed + gates + 2 * hidden + v
+    step = 4 * max(layer_step, copies * v)
+    primed = 4 * max(prime * layer_step, (prime + copies - 1) * v)
+    rows, prime_rows = piece_rows(model_config, device), piece_rows(model_config, device, prime)
+    return n * per_sample + max(min(n, rows) * step, min(n, prime_rows) * primed)
+
+
+def _char_width(vocab) -> int:
+    """Bytes per character of a str made of ``vocab``'s characters (CPython stores a str at
+    its widest character's width); 4 where the pieces are not known."""
+    chars = getattr(vocab, "chars", None)
+    if vocab is None or getattr(vocab, "kind", "chars") != "chars" or not chars:
+        return 4
+    widest = max(ord(ch) for ch in chars)
+    return 1 if widest < 0x100 else 2 if widest < 0x10000 else 4
+
+
+def texts_memory(vocab, config: SampleConfig) -> int:
+    """The part of ``sample_memory`` that does not depend on the model: every sample's Python
+    objects and text, its ids and its row of noise."""
+    per_sample = (
+        4 * len(vocab) + 16 + PYTHON_BYTES_PER_SAMPLE + config.length * (PYTHON_BYTES_PER_CHAR + 2 * _char_width(vocab))
+    )
+    return config.num_samples * per_sample
+
+
+def check_texts_memory(vocab, config: SampleConfig) -> None:
+    need = texts_memory(vocab, config)
+    per_sample = need / config.num_samples
+    fit = largest_fitting(per_sample)
+    require_memory(
+        need,
+        f"{config.num_samples:,} samples of {config.length:,} characters (at least {int(per_sample):,} bytes "
+        "each for their texts, whatever the model)",
+        f"at most --num-samples {fit:,} fits" if fit else "lower --length",
+    )
+
+
+def check_sample_memory(model_config, config: SampleConfig, device: torch.device | str = "cpu", vocab=None) -> None:
+    """Refuse a batch whose memory would not fit, naming the largest --num-samples that would."""
+    need = sample_memory(model_config, config, device, vocab)
+    if config.num_samples == 1:
+        per_sample = need
+    else:
+        single = sample_memory(model_config, replace(config, num_samples=1), device, vocab)
+        per_sample = max(1, (need - single) / (config.num_samples - 1))
+    fit = largest_fitting(per_sample, fixed=0)
+    require_memory(
+        need,
+        f"{config.num_samples:,} samples of {config.length:,} characters ({int(per_sample):,} bytes each)",
+        f"at most --num-samples {fit:,} fits" if fit else "lower --length, or use a smaller model",
+        torch.device(device),
+    )
+
+
+class _NoiseRows:
+    """The rows of one step's noise that a piece of the batch draws with: the whole slab is
+    fetched once per step, as for the batch stepped whole, so the text is the same."""
+
+    def __init__(self, noise: Noise) -> None:
+        self.noise = noise
+        self.rows = slice(None)
+        self.slab = None
+        self.gumbel = None
+
+    def next(self) -> torch.Tensor:
+        if self.slab is None:
+            self.slab = self.noise.next()
+        return self.slab[self.rows]
+
+    def next_gumbel(self) -> np.ndarray:
+        if self.gumbel is None:
+            self.gumbel = self.noise.next_gumbel()
+        return self.gumbel[self.rows]
+
+
+def _in_pieces(run, ids, state, config: SampleConfig, noise: Noise, history, rows: int, should_stop):
+    """``run(ids, state) -> logits, state`` (a stepper's ``step`` or ``prime``) and the draw,
+    ``rows`` samples at a time; the new state is written into one state for the batch, so
+    the old and new states are held once each. (None, None) when ``should_stop`` answers
+    True between pieces."""
+    n = ids.shape[0]
+    drawn = torch.empty(n, dtype=torch.long, device=ids.device)
+    noise_rows = _NoiseRows(noise)
+    new_state = None
+    for start in range(0, n, rows):
+        if start and should_stop is not None and should_stop():
+            return None, None
+        end = min(start + rows, n)
+        logits, piece = run(ids[start:end], _state_rows(state, start, end))
+        noise_rows.rows = slice(start, end)
+        picked = sample_next(logits, config, noise_rows, None if history is None else history[start:end])
+        drawn[start:end] = torch.as_tensor(picked)
+        new_state = _put_state_rows(new_state, n, start, piece)
+    return drawn, new_state
+
+
+def _primer(stepper: Stepper):
+    return lambda ids, _state: stepper.prime(ids)
+
+
+def _state_rows(state, start: int, end: int):
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s[:, start:end].contiguous() for s in state)
+    if isinstance(state, torch.Tensor):
+        return state[:, start:end].contiguous()
+    return type(state)(state.h[start:end], None if state.c is None else state.c[:, start:end])
+
+
+def _put_state_rows(batch, n: int, start: int, piece):
+    """``piece`` written into rows ``start``.. of ``batch`` (made, of ``n`` rows, on the first piece)."""
+    if isinstance(piece, tuple):
+        batch = batch or tuple(p.new_empty((p.shape[0], n, *p.shape[2:])) for p in piece)
+        for whole, part in zip(batch, piece):
+            whole[:, start : start + part.shape[1]] = part
+        return batch
+    if isinstance(piece, torch.Tensor):
+        batch = piece.new_empty((piece.shape[0], n, *piece.shape[2:])) if batch is None else batch
+        batch[:, start : start + piece.shape[1]] = piece
+        return batch
+    if batch is None:
+        c = None if piece.c is None else np.empty((piece.c.shape[0], n, piece.c.shape[2]), np.float32)
+        batch = type(piece)(np.empty((n, piece.h.shape[1]), np.float32), c)
+    rows = piece.h.shape[0]
+    batch.h[start : start + rows] = piece.h
+    if piece.c is not None:
+        batch.c[:, start : start + rows] = piece.c
+    return batch
 
 
 class StopMatcher:
@@ -387,23 +610,36 @@ def stream_samples(
     text a later one already has when the one before it ends comes at once, the rest of it as
     it is made. Every sample ends with a ``last`` piece.
 
-    ``should_stop`` is asked once per character; when it answers True, generation ends and
-    every sample not yet complete is given out as made so far, marked ``cut``: nothing made
-    is lost. The same seed gives the same characters as ``generate_batch`` (and, for one
-    sample, ``stream``)."""
+    ``should_stop`` is asked once per character, and within a character between pieces of a
+    big batch's work (see ``generate_ids``) and of the reading of its ids; when it answers
+    True, generation ends and every sample not yet complete is given out as read so far,
+    marked ``cut``. The same seed gives the same characters as ``generate_batch`` (and, for
+    one sample, ``stream``). A batch whose memory would not fit is refused first."""
     n = config.num_samples
-    matchers = [StopMatcher(config.stop) for _ in range(n)]
-    decoders = [piece_decoder(vocab) for _ in range(n)]
+    check_sample_memory(model.config, config, device, vocab)
+    # Without stop strings a matcher passes text through and keeps nothing, and a character
+    # vocabulary's decoder is a lookup: one of each serves every sample.
+    shared_matcher = None if config.stop else StopMatcher(())
+    matchers = [shared_matcher or StopMatcher(config.stop) for _ in range(n)]
+    shared_decoder = piece_decoder(vocab) if getattr(vocab, "incremental_decoder", None) is None else None
+    decoders = [shared_decoder or piece_decoder(vocab) for _ in range(n)]
     held: list[list[str]] = [[] for _ in range(n)]  # made, not yet given out
     current = 0  # the sample being given out; those before it are out in full
     cut = False
-    for step, next_ids in enumerate(generate_ids(model, vocab, config, device, governor), 1):
-        for i, char_id in enumerate(next_ids.tolist()):
-            matcher = matchers[i]
-            if not matcher.stopped:
-                text = matcher.feed(decoders[i](char_id))
-                if text:
-                    held[i].append(text)
+    step = 0
+    for step, next_ids in enumerate(generate_ids(model, vocab, config, device, governor, should_stop), 1):
+        for start in range(0, n, READ_ROWS):
+            if start and should_stop is not None and should_stop():
+                cut = True
+                break
+            for i, char_id in enumerate(next_ids[start : start + READ_ROWS].tolist(), start):
+                matcher = matchers[i]
+                if not matcher.stopped:
+                    text = matcher.feed(decoders[i](char_id))
+                    if text:
+                        held[i].append(text)
+        if cut:
+            break
         while current < n:
             text = "".join(held[current])
             held[current].clear()
@@ -419,10 +655,17 @@ def stream_samples(
         if step < config.length and should_stop is not None and should_stop():
             cut = True
             break
+    if step < config.length:
+        cut = True  # generation ended early: asked to stop between pieces of a step
     for i in range(current, n):
         # A stop string's partial match held back at the end is text: the sample did not stop.
         tail = "" if matchers[i].stopped else matchers[i].flush()
         yield Piece(i, "".join(held[i]) + tail, last=True, cut=cut and not matchers[i].stopped)
+
+
+# Samples whose new character is read (decoded, matched, kept) between two questions to
+# ``should_stop``: about 0.1 s of Python.
+READ_ROWS = 1 << 16
 
 
 def generate_batch(

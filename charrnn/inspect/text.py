@@ -12,7 +12,6 @@ import numpy as np
 from charrnn.data.corpus import read_head, resolve_sources
 from charrnn.data.vocab_kinds import piece_decoder
 from charrnn.errors import ConfigError, CorpusError, VocabError
-from charrnn.inspect.replayed import replay_bytes_per_char, shape_name
 from charrnn.memory import largest_fitting, require_memory
 from charrnn.text import shown
 
@@ -56,8 +55,8 @@ def read_text(
     encoding: str = "utf-8",
     at_least: int = 1,
     *,
-    option: str = "--chars",
-    keeps_per_char: int | None = None,
+    option: str | None = None,
+    keeps_per_char: int = 0,
 ) -> InspectedText:
     """The first ``chars`` characters of ``path`` (or, with no path, of the run's first training
     file), encoded with ``vocab``. ``path`` is resolved and read as ``train`` and ``eval`` read
@@ -67,14 +66,15 @@ def read_text(
     saying what to do.
 
     Before anything is read, the memory of the text and of what the caller will keep per
-    character (``keeps_per_char``; by default the states and gates ``replay_text`` keeps for
-    ``saved``'s model) is checked for as many characters as the files can hold, and refused
-    naming the largest ``option`` that fits."""
+    character (``keeps_per_char``: ``replay_bytes_per_char`` for ``replay_text``,
+    ``gradient_bytes_per_step`` for ``gradient_flow``) is checked for as many characters as
+    the files can hold, and refused naming the largest ``option`` (the caller's option for
+    ``chars``) that fits."""
     if chars < 1:
-        raise ConfigError(f"{option} must be at least 1")
+        raise ConfigError(f"{option or '--chars'} must be at least 1")
     spec = Path(path) if path is not None else _training_file(saved)
     files = resolve_sources([str(spec)], encoding=encoding).train
-    _check_memory(files, saved, vocab, chars, option, keeps_per_char)
+    _check_memory(files, vocab, chars, option, keeps_per_char)
     text = read_head(files, chars, encoding)
     source = shown(files[0] if len(files) == 1 else spec)
     if not text:
@@ -92,27 +92,23 @@ def read_text(
     return InspectedText(source, ids, tuple(decode(int(i)) for i in ids))
 
 
-def _check_memory(files, saved, vocab, chars: int, option: str, keeps_per_char: int | None) -> None:
+def _check_memory(files, vocab, chars: int, option: str | None, keeps_per_char: int) -> None:
     try:
         # A character takes at least one byte: the files' size caps what can be read.
         size = sum(Path(f).stat().st_size for f in files)
         count = min(chars, size) if all(Path(f).is_file() for f in files) else chars
     except OSError:
         count = chars
-    config = getattr(saved, "model_config", None)
-    what = f"reading {count:,} characters"
-    if keeps_per_char is None:
-        keeps_per_char = 0
-        if config is not None:
-            keeps_per_char = replay_bytes_per_char(config.cell, config.layers, config.hidden)
-            what = f"reading and replaying {count:,} characters through {shape_name(config.cell, config.layers, config.hidden)}"
     per_char = text_bytes_per_char(vocab) + keeps_per_char
     fit = largest_fitting(per_char)
-    require_memory(
-        count * per_char,
-        f"{what} ({per_char:,} bytes per character)",
-        f"at most {option} {fit:,} fits" if fit else "free some memory or use a smaller model",
-    )
+    if not fit:
+        advice = "free some memory or use a smaller model"
+    elif option:
+        advice = f"at most {option} {fit:,} fits"
+    else:
+        # Without the caller's option, named for both commands that read text here.
+        advice = f"at most {fit:,} characters fit (lower --chars of inspect, --steps of gradients)"
+    require_memory(count * per_char, f"reading {count:,} characters ({per_char:,} bytes per character)", advice)
 
 
 def _training_file(saved) -> Path:
