@@ -5,14 +5,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn.cli.shared import THREADS_HELP, _thread_governor, _given_path, err
+from charrnn.cli.shared import CheckpointArgument, BestOption, THREADS_HELP, _thread_governor, _given_path, err
 from charrnn.options import DEFAULTS, DeviceChoice
 
 
 def evaluate_command(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
+    checkpoint: CheckpointArgument,
     files: Annotated[list[Path], typer.Argument(parser=_given_path, help="Text files to score, or a named corpus's split, e.g. ptb-char:test.", show_default=False)],
-    best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint.")] = False,
+    best: BestOption = False,
     encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = DEFAULTS["corpus"]["encoding"],
     device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.")] = DeviceChoice.auto,
     unknown: Annotated[str, typer.Option(metavar="<error|skip>", help="Characters outside the model's vocabulary: error, or skip (leave them out of the text scored, and say how many).")] = DEFAULTS["eval"]["unknown"],

@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn.cli.shared import err, _default, output_path
+from charrnn.cli.shared import CheckpointArgument, BestOption, err, _default, output_path
 from charrnn.options import DEFAULTS, ExportFormatName, Quantization
 
 EXPORT = DEFAULTS["export"]
@@ -21,11 +21,11 @@ QUANTIZE_HELP = (
 
 
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
+    checkpoint: CheckpointArgument,
     file_format: Annotated[ExportFormatName, typer.Option("--format", help=FORMAT_HELP, show_default=False)] = ExportFormatName(EXPORT["format"]),
     quantize: Annotated[Optional[Quantization], typer.Option(help=QUANTIZE_HELP, show_default=False)] = EXPORT["quantize"],
     output: Annotated[Optional[Path], typer.Option("--out", parser=output_path, metavar="<path>", help="File to write. \\[default: RUN/model.pt2, model.onnx or model.c, or beside the checkpoint file]", show_default=False)] = None,
-    best: Annotated[bool, typer.Option("--best", help="Export the run directory's best checkpoint.")] = False,
+    best: BestOption = False,
 ) -> None:
     """Write the model, its vocabulary and shape as a file that runs without charrnn, check it
     against the checkpoint, and say its size and the check on stderr."""

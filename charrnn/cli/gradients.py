@@ -5,18 +5,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn.cli.shared import err, out, _generation_threads, output_path, read_inputs, REPLAY_THREADS_HELP, _note_no_png
+from charrnn.cli.shared import RunArgument, BestOption, err, out, _generation_threads, output_path, read_inputs, REPLAY_THREADS_HELP, _note_no_png
 from charrnn.options import DEFAULTS
 
 
 def gradients(
-    checkpoint: Annotated[Path, typer.Argument(metavar="RUN", help="Checkpoint file or run directory.", show_default=False)],
+    checkpoint: RunArgument,
     text: Annotated[Optional[Path], typer.Option(help="Text whose first characters make the window. \\[default: the run's training text]", show_default=False)] = None,
     steps: Annotated[int, typer.Option(min=1, help="Steps in the window: the gradient is followed this far back.")] = DEFAULTS["gradients"]["steps"],
     compare: Annotated[bool, typer.Option("--compare", help="Also draw a plain RNN, a GRU, an LSTM with forget bias 1 (charrnn's) and one with forget bias 0, all of this architecture at initialisation, on the same text.")] = False,
     png: Annotated[Optional[Path], typer.Option(parser=output_path, metavar="<path>", help="Also draw the norms (log scale) in this PNG.", show_default=False)] = None,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the weights drawn for the models at initialisation.")] = DEFAULTS["gradients"]["seed"],
-    best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint.")] = False,
+    best: BestOption = False,
     encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = DEFAULTS["corpus"]["encoding"],
     threads: Annotated[Optional[int], typer.Option(min=1, help=REPLAY_THREADS_HELP, show_default=False)] = None,
 ) -> None:

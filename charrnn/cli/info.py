@@ -1,7 +1,6 @@
 """`charrnn info`: what a checkpoint holds, as a table or JSON."""
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -10,12 +9,12 @@ from rich.text import Text
 
 
 from charrnn.text import shown
-from charrnn.cli.shared import out
+from charrnn.cli.shared import CheckpointArgument, BestOption, out
 
 
 def info(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
-    best: Annotated[bool, typer.Option("--best", help="Describe the best checkpoint of a run directory.")] = False,
+    checkpoint: CheckpointArgument,
+    best: BestOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show a checkpoint's model, vocabulary, training progress and best validation bpc."""

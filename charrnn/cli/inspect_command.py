@@ -5,12 +5,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn.cli.shared import err, out, _generation_threads, output_path, read_inputs, INSPECT, WHAT_TO_SHOW, REPLAY_THREADS_HELP, _note_no_png
+from charrnn.cli.shared import RunArgument, BestOption, err, out, _generation_threads, output_path, read_inputs, INSPECT, WHAT_TO_SHOW, REPLAY_THREADS_HELP, _note_no_png
 from charrnn.options import DEFAULTS
 
 
 def inspect_command(
-    checkpoint: Annotated[Path, typer.Argument(metavar="RUN", help="Checkpoint file or run directory.", show_default=False)],
+    checkpoint: RunArgument,
     text: Annotated[Optional[Path], typer.Option(help="Text to read. \\[default: the run's training text]", show_default=False)] = None,
     chars: Annotated[int, typer.Option(min=1, help="Characters of the text to read (from its start).")] = INSPECT["chars"],
     gates: Annotated[bool, typer.Option("--gates", help="Gate saturation: per layer and gate, the fraction of steps each unit is below 0.1 or above 0.9 (LSTM, GRU).", rich_help_panel=WHAT_TO_SHOW)] = False,
@@ -21,7 +21,7 @@ def inspect_command(
     png: Annotated[Optional[Path], typer.Option(parser=output_path, metavar="<path>", help="Also draw a PNG: with --gates the saturation plot (one dot per unit), with --neuron the coloured text (its first 40 lines).", show_default=False)] = None,
     state: Annotated[str, typer.Option(metavar="<h|c>", help="Which activation --neuron and --find read: h (the hidden state), or c (an LSTM's cell state, through tanh).")] = INSPECT["state"],
     top: Annotated[int, typer.Option(min=1, help="With --find: how many units to list.")] = INSPECT["top"],
-    best: Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint.")] = False,
+    best: BestOption = False,
     encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = DEFAULTS["corpus"]["encoding"],
     threads: Annotated[Optional[int], typer.Option(min=1, help=REPLAY_THREADS_HELP, show_default=False)] = None,
 ) -> None:

@@ -1,12 +1,11 @@
 """`charrnn serve`: the HTTP server."""
 
 import os
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from charrnn.cli.shared import err
+from charrnn.cli.shared import RunArgument, BestOption, err
 from charrnn.options import DEFAULTS
 
 SERVE = DEFAULTS["serve"]
@@ -15,7 +14,7 @@ ACCESS = "Access"
 
 
 def serve(
-    checkpoint: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory or checkpoint file to serve.", show_default=False)],
+    checkpoint: RunArgument,
     host: Annotated[str, typer.Option(help="Address to listen on; another than loopback needs --api-key.", rich_help_panel=ACCESS)] = SERVE["host"],
     port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one (the address is printed).", rich_help_panel=ACCESS)] = SERVE["port"],
     api_key: Annotated[Optional[str], typer.Option(envvar="CHARRNN_API_KEY", show_envvar=True, help="Require Authorization: Bearer KEY on every request (the playground page asks for it). \\[default: none on loopback]", show_default=False, rich_help_panel=ACCESS)] = None,
@@ -29,7 +28,7 @@ def serve(
     max_n: Annotated[int, typer.Option(min=1, help="The most completions (n) one request may ask for.", rich_help_panel=LIMITS)] = SERVE["max_n"],
     grace: Annotated[float, typer.Option(min=0, help="Seconds running streams get to finish after SIGTERM or Ctrl-C; then each ends with an event that says so.")] = SERVE["grace"],
     threads: Annotated[int, typer.Option(min=1, help="CPU threads of the model step (the event loop that serves HTTP runs beside it).")] = SERVE["threads"],
-    best: Annotated[bool, typer.Option("--best", help="Serve the run directory's best checkpoint, not its latest.")] = False,
+    best: BestOption = False,
 ) -> None:
     """Serve a model over HTTP to many clients at once: OpenAI-compatible /v1/completions,
     Ollama-style /api/generate, and a playground page at /."""

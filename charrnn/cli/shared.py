@@ -3,12 +3,17 @@ everything else), the help panels and help texts, and the helpers that read path
 choose threads."""
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from charrnn.options import DEFAULTS, PRESET_TRAINING
+
+# What several commands take, declared once.
+CheckpointArgument = Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)]
+RunArgument = Annotated[Path, typer.Argument(metavar="RUN", help="Checkpoint file or run directory.", show_default=False)]
+BestOption = Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint, not its latest.")]
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False)

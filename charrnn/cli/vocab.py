@@ -5,11 +5,11 @@ from typing import Annotated
 
 import typer
 
-from charrnn.cli.shared import err, output_path
+from charrnn.cli.shared import CheckpointArgument, err, output_path
 
 
 def vocab(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)],
+    checkpoint: CheckpointArgument,
     output: Annotated[Path, typer.Option("--out", parser=output_path, metavar="<path>", help="Where to write the Hugging Face tokenizer.json.")] = Path("tokenizer.json"),
 ) -> None:
     """Export the vocabulary as a Hugging Face tokenizer.json (PreTrainedTokenizerFast loads it)."""
