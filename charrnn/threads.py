@@ -27,6 +27,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from charrnn.errors import ConfigError
+
 # Environment variables that fix the count, as for any OpenMP or MKL program.
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -75,11 +77,41 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# More threads than cores only queue for them, and past a point each one's stack and OpenMP's
+# per-thread buffers make the allocation fail (`--threads 100000`: libgomp's "Out of memory
+# allocating 21601344 bytes", OpenBLAS's "Memory allocation still failed") after the command
+# has begun. Oversubscription a user may want to measure (8 per core, or 64 on a small
+# machine) stays allowed.
+THREADS_PER_CORE = 8
+FEWEST_ALLOWED = 64
+
+
+def most_threads(cores: int | None = None) -> int:
+    """The largest thread count any command accepts."""
+    return max(FEWEST_ALLOWED, THREADS_PER_CORE * (available_cores() if cores is None else cores))
+
+
+def check_thread_count(count: int, source: str = "--threads") -> None:
+    """Refuse a count no machine of this size can run; ``source`` is the option (``--threads``)
+    or the environment variable that asked for it."""
+    cores = available_cores()
+    limit = most_threads(cores)
+    if count > limit:
+        asked = f"{source}={count}" if source in THREAD_ENV_VARS else f"{source} {count}"
+        advice = "set it to" if source in THREAD_ENV_VARS else "give"
+        raise ConfigError(
+            f"{asked} is more than this machine can run: it has {cores} core{'s' if cores != 1 else ''}; "
+            f"{advice} at most {limit}"
+        )
+
+
 def resolve_policy(requested: int | None, environ: dict | None = None) -> ThreadPolicy:
-    """``--threads N`` wins, then OMP_NUM_THREADS / MKL_NUM_THREADS, then adaptive."""
+    """``--threads N`` wins, then OMP_NUM_THREADS / MKL_NUM_THREADS, then adaptive. A count
+    past ``most_threads`` is a ConfigError, named by where it came from."""
     environ = os.environ if environ is None else environ
     cores = available_cores()
     if requested is not None:
+        check_thread_count(requested)
         return ThreadPolicy(fixed=requested, source="--threads", most=cores)
     for name in THREAD_ENV_VARS:
         value = environ.get(name, "").strip()
@@ -89,6 +121,7 @@ def resolve_policy(requested: int | None, environ: dict | None = None) -> Thread
             except ValueError:
                 continue  # torch ignores what it cannot read; so do we
             if count >= 1:
+                check_thread_count(count, name)
                 return ThreadPolicy(fixed=count, source=name, most=cores)
     return ThreadPolicy(fixed=None, source="adaptive", most=cores)
 

@@ -4,7 +4,9 @@ figure is that process's alone), and `charrnn sample`'s batched run against a si
 
 from __future__ import annotations
 
+import codecs
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -12,6 +14,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from charrnn.data.corpus import CHUNK_BYTES
+from charrnn.data.vocab import Vocab, codepoints
+from charrnn.errors import ConfigError
+from charrnn.memory import largest_fitting, require_memory, size_text
+from charrnn.text import shown
 
 # Samples in one batch, for the batched-sampling figures.
 BATCHED_SAMPLES = 64
@@ -37,8 +45,11 @@ def cli_sampling_ratio(run: Path, samples: int = BATCHED_SAMPLES, length: int = 
 
 def write_corpus(path: Path, megabytes: int, source: Path | None = None) -> int:
     """A text of about ``megabytes`` MB: ``source`` repeated, or generated words."""
-    if source is not None and source.is_file():
+    if source is not None:
         block = source.read_bytes()
+        if not block:
+            # Repeating nothing would never reach the size asked for.
+            raise ConfigError(f"--text {shown(source)}: file is empty")
     else:
         rng = np.random.default_rng(0)
         words = ["".join(chr(97 + c) for c in rng.integers(0, 26, rng.integers(1, 9))) for _ in range(5000)]
@@ -56,6 +67,94 @@ def write_corpus(path: Path, megabytes: int, source: Path | None = None) -> int:
             handle.write(piece)
             written += len(piece)
     return written
+
+
+# What the generated corpus's ids take each: its few letters and marks fit a uint8.
+GENERATED_ID_BYTES = 1
+# Beside the ids, ``encode_speed`` holds one piece of text at a time in several forms: the
+# bytes read, the decoded str (up to 4 bytes a character), its UTF-32 code points, their ids
+# as int32 and as the narrow type; 20 pieces' worth covers them with room to spare.
+ENCODE_WORKING_BYTES = 20 * CHUNK_BYTES
+# Beside the corpus and its ids the temporary directory gets two small training runs.
+RUNS_BYTES = 64 * 2**20
+
+
+def check_corpus(megabytes: int, source: Path | None, scratch: Path) -> None:
+    """Refuse, before any measurement, the corpus ``_bench_memory`` would make: a ``source``
+    (--text) that is not a readable UTF-8 text file, or a corpus that ``scratch``'s disk or
+    this machine's memory cannot hold while it is encoded."""
+    id_bytes = GENERATED_ID_BYTES
+    if source is not None:
+        check_source_file(source)
+        # write_corpus holds the file, a piece of it the same size, and the last piece decoded.
+        require_memory(3 * source.stat().st_size, f"repeating --text {shown(source)}", "name a smaller file")
+        id_bytes = Vocab.from_codepoints(source_codepoints(source)).id_dtype.itemsize
+    corpus = megabytes * 1_000_000
+    per_mb = 1_000_000 * (1 + id_bytes)  # the text, and the ids training caches beside it
+    free = shutil.disk_usage(scratch).free
+    if corpus * (1 + id_bytes) + RUNS_BYTES > free:
+        fits = (free - RUNS_BYTES) // per_mb
+        smaller = f"give at most --corpus-mb {fits}, " if fits >= 1 else ""
+        raise ConfigError(
+            f"--corpus-mb {megabytes} needs about {size_text(corpus * (1 + id_bytes) + RUNS_BYTES)} free in "
+            f"{shown(scratch)} (the corpus and its encoded ids), which has {size_text(free)}; "
+            f"{smaller}set TMPDIR to a larger disk, or pass --no-memory"
+        )
+    # With the cache off, encode_files gathers every piece's ids and then joins them: the ids twice.
+    per_byte = 2 * id_bytes
+    fits = largest_fitting(per_byte * 1_000_000, fixed=ENCODE_WORKING_BYTES)
+    smaller = f" (at most {fits})" if fits else ""
+    require_memory(
+        per_byte * corpus + ENCODE_WORKING_BYTES,
+        f"encoding a {megabytes:,} MB corpus (--corpus-mb)",
+        f"give a smaller --corpus-mb{smaller}, or pass --no-memory",
+    )
+
+
+def check_source_file(path: Path) -> None:
+    """A ConfigError unless ``path`` is a regular file this process can read and is not empty."""
+    where = f"--text {shown(path)}"
+    if not path.exists():
+        raise ConfigError(f"{where}: no such file")
+    if path.is_dir():
+        raise ConfigError(f"{where}: is a directory; name a text file")
+    if not path.is_file():
+        # Reading a FIFO, socket or device would block or never end.
+        raise ConfigError(f"{where}: not a regular file (a pipe, socket or device), so not text to read")
+    try:
+        with open(path, "rb") as handle:
+            empty = not handle.read(1)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
+    if empty:
+        raise ConfigError(f"{where}: file is empty")
+
+
+def source_codepoints(path: Path) -> np.ndarray:
+    """The distinct code points of the UTF-8 text ``path``, read in pieces; a
+    ConfigError for bytes that are not UTF-8 or a NUL (the encoding pass refuses both, but
+    only after the rest of the benchmark has run)."""
+    where = f"--text {shown(path)}"
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    present = np.zeros(0x110000, dtype=bool)
+    consumed = 0
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(CHUNK_BYTES)
+            if (nul := chunk.find(b"\0")) >= 0:
+                raise ConfigError(f"{where}: looks like a binary file (it contains a NUL byte at byte {consumed + nul}), not text")
+            pending = len(decoder.getstate()[0])
+            try:
+                text = decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                raise ConfigError(
+                    f"{where}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at byte "
+                    f"{consumed - pending + exc.start}); bench reads its text as UTF-8"
+                ) from None
+            present[codepoints(text)] = True
+            if not chunk:
+                return np.flatnonzero(present)
+            consumed += len(chunk)
 
 
 def encode_speed(path: Path) -> dict:

@@ -38,7 +38,7 @@ from charrnn.model.network import CharRNN, ModelConfig
 from charrnn.options import PRESETS
 from charrnn.options import DEFAULTS
 from charrnn.threads import resolve_policy, set_threads
-from charrnn.bench.corpus_memory import BATCHED_SAMPLES, cli_sampling_ratio, encode_speed, training_peak_rss, write_corpus
+from charrnn.bench.corpus_memory import BATCHED_SAMPLES, check_corpus, cli_sampling_ratio, encode_speed, training_peak_rss, write_corpus
 
 BENCH_VOCAB = 65  # tiny shakespeare's vocabulary size
 
@@ -59,6 +59,15 @@ class BenchConfig:
     # Also time each training step with the per-group gradient statistics on and off,
     # alternating, in the same process: their cost as a ratio.
     grad_stats_cost: bool = False
+
+    def check(self) -> None:
+        """Refuse, before the first measurement, what would fail or never end minutes into
+        the run: a thread count past the machine's (``resolve_policy``), and with ``memory``
+        a --text that is not a readable text file or a corpus the temporary directory's disk
+        or the memory cannot hold."""
+        resolve_policy(self.threads)
+        if self.memory:
+            check_corpus(self.corpus_mb, self.source_text, Path(tempfile.gettempdir()))
 
 
 @dataclass
@@ -269,6 +278,7 @@ def default_seq_len(device: torch.device) -> int:
 def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda message: None) -> BenchResult:
     from charrnn.device import resolve_device
 
+    config.check()
     device = resolve_device(config.device)
     threads = resolve_policy(config.threads)
     # What the code can do on the machine: every core it gives (`bench --contention` measures

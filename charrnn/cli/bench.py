@@ -9,11 +9,12 @@ import typer
 from rich.console import Console
 
 
-from charrnn.cli.shared import output_path, err, out, _default, MEASURED
+from charrnn.cli.shared import given_options, output_path, err, out, _default, MEASURED
 from charrnn.options import DEFAULTS, Cell, DeviceChoice, Preset
 
 
 def bench(
+    ctx: typer.Context,
     long: Annotated[bool, typer.Option("--long", help="Measure ~4x longer for steadier figures (several minutes).", rich_help_panel=MEASURED)] = False,
     preset: Annotated[Optional[list[Preset]], typer.Option(metavar="<preset>...", help=f"Model size to measure (repeatable): {', '.join(p.value for p in Preset)}. \\[default: small and large; on a GPU 2x512 and 3x1024]")] = None,
     cell: Annotated[Cell, typer.Option(help="Recurrent cell of the measured models.")] = Cell.lstm,
@@ -35,20 +36,26 @@ def bench(
     serve_run: Annotated[Optional[Path], typer.Option("--serve-run", metavar="RUN", help="With --serve: the run to serve. \\[default: a small-preset model trained one step]", show_default=False)] = None,
 ) -> None:
     """Measure training, sampling and encoding speed against this machine's matmul peak."""
+    from charrnn.bench.modes import check_bench_options
     from charrnn.outputs import check_output_file
 
     if json_path is not None:
         check_output_file(json_path, "--json", [text, serve_run, *(export_runs or ())], example="bench.json")
-    if contention:
+    given = given_options(ctx)
+    for name, on in (("memory", memory), ("sampling", sampling)):
+        if name in given and not on:
+            given[name] = f"--no-{name}"
+    mode = check_bench_options(given, memory)
+    if mode == "contention":
         _bench_contention(long, json_path)
         return
-    if export_runs:
+    if mode == "export_runs":
         _bench_export(export_runs, export_chars, json_path)
         return
-    if startup:
+    if mode == "startup":
         _bench_startup(long, json_path)
         return
-    if serve or serve_run is not None:
+    if mode == "serve":
         _bench_serve(long, serve_run, json_path)
         return
     from charrnn.bench.speed import BenchConfig, run_bench

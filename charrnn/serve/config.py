@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import re
 from dataclasses import dataclass, field
 
 from charrnn.errors import ConfigError
 from charrnn.options import DEFAULTS, check_finite, option_name
 from charrnn.text import require_valid
+from charrnn.threads import check_thread_count
 
 _SERVE = DEFAULTS["serve"]
 
@@ -72,11 +74,49 @@ class ServeConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        check_thread_count(self.threads)
+        for origin in self.cors:
+            check_origin(origin)
         if not is_loopback(self.host) and self.api_key is None:
             raise ConfigError(
                 f"--host {self.host} lets other machines reach the model: give an API key with "
                 f"--api-key KEY (or {API_KEY_ENV}), or serve on 127.0.0.1"
             )
+
+
+# What a browser sends as its Origin header (RFC 6454): a scheme, a host and a port only
+# where it is not the scheme's own, lowercase, with no path. Starlette's CORS check compares
+# the header with each --cors value as a string, so a value written any other way (a trailing
+# slash, capitals, :443 after https) would never match, and the page would fail with no word
+# from the server.
+_ORIGIN = re.compile(r"(https?)://(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*)(?::(\d{1,5}))?")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def check_origin(origin: str) -> None:
+    """Refuse a --cors value that is neither ``*`` (every origin, which starlette allows) nor
+    an origin exactly as browsers send it: ``http[s]://host[:port]``."""
+    if origin == "*" or _as_sent(origin) == origin:
+        return
+    sent = _as_sent(origin.lower().rstrip("/"))
+    hint = f" (browsers send {sent})" if sent else ""
+    raise ConfigError(
+        f"--cors {origin!r} is not an origin as a browser sends it: give http://host or https://host, with an "
+        f"optional :port and no path, or * for every origin{hint}"
+    )
+
+
+def _as_sent(origin: str) -> str | None:
+    """``origin`` as a browser's Origin header would carry it, or None if it names none."""
+    found = _ORIGIN.fullmatch(origin)
+    if found is None:
+        return None
+    scheme, host, port = found.group(1), found.group(2), found.group(6)
+    if port is None:
+        return f"{scheme}://{host}"
+    if not 0 < int(port) <= 65535:
+        return None
+    return f"{scheme}://{host}" + ("" if int(port) == _DEFAULT_PORTS[scheme] else f":{int(port)}")
 
 
 def require_server_packages() -> None:

@@ -139,6 +139,8 @@ def _default_run_name(sources: Sources) -> str:
 def prepare_run(request: RunRequest) -> Run:
     """Everything up to the first training step; raises ``CharRNNError`` on bad input."""
     check_request(request)
+    # Before the text is read: a thread count the machine cannot run is refused at once.
+    threads = resolve_policy(request.threads)
     device = resolve_device(request.device)
     resumed_from, saved = _resumed_run(request)
     plan = resolve_plan(request, saved, device.type, distributed.world_size())
@@ -153,7 +155,6 @@ def prepare_run(request: RunRequest) -> Run:
     )
     train_config = plan.train_config(len(corpus.train))
     model = _model(plan, train_config, saved, len(corpus.vocab), device)
-    threads = resolve_policy(request.threads)
     lr_range = None
     if saved is None:
         model.start_from_frequencies(torch.from_numpy(token_counts(corpus.train, len(corpus.vocab))[: len(corpus.vocab)]))
