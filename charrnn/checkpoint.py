@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from charrnn.errors import CheckpointError
+from charrnn.errors import CheckpointError, ConfigError
 
 MAGIC = b"CHARRNN\n"
 FORMAT_VERSION = 1
@@ -136,6 +136,9 @@ def resolve(path: Path, which: str = "last") -> Path:
     if not path.is_file():
         # A FIFO or device would block or stream forever; a checkpoint is always a regular file.
         raise CheckpointError(f"{path}: not a regular file, so not a checkpoint")
+    if which == "best":
+        # --best names a run directory's best.pt; given a file, it would silently mean the file.
+        raise ConfigError(f"--best picks a run directory's {BEST}, and {path} is a checkpoint file: drop --best, or name its run directory")
     return path
 
 

@@ -73,19 +73,25 @@ def check_output_files(outputs: Iterable[tuple[Path | None, str, str | None]], i
                 raise ConfigError(f"{option} and {other_option} both name {shown(path)}: give each its own file")
 
 
-def check_output_directory(path: Path, option: str, inputs: Iterable[Path] = (), what: str = "for the run") -> Path:
+def check_output_directory(path: Path, option: str, inputs: Iterable[Path] = (), what: str | None = None) -> Path:
     """Refuse ``path`` as a directory for ``option`` to create or write into: it must not be
-    a file or a special file, nor one of the inputs. (Whether a run directory already holds
-    another run is the run's own rule: charrnn.training.runs.)"""
+    a file or a special file, nor one of the inputs. A run directory (``what`` None) must not
+    be a directory of other files a run would write over; whether it already holds another
+    run is the run's own rule (charrnn.training.runs). ``what`` says what else the directory
+    is for."""
     path = Path(path)
     where = f"{option} {shown(path)}"
     kind = _kind(path)
     if kind is not None and kind != "directory":
         article = "a file" if kind == "file" else kind
-        raise ConfigError(f"{where} is {article}, not a directory; name a directory {what}")
+        raise ConfigError(f"{where} is {article}, not a directory; name a directory {what or 'for the run'}")
     for given in inputs:
         if given is not None and _same_path(path, Path(given)):
             raise ConfigError(f"{where} is one of this command's inputs: name another directory")
+    if what is None and kind == "directory" and not is_run_directory(path):
+        taken = sorted(name for name in RUN_FILES if os.path.lexists(path / name))
+        if taken:
+            raise ConfigError(f"{where} holds {', '.join(taken)}, which a run would write over, and is not a run directory: choose another {option}")
     ancestor = _nearest_existing(path)
     if ancestor is not None and _kind(ancestor) != "directory":
         raise ConfigError(f"{where}: {shown(ancestor)} is not a directory")

@@ -112,7 +112,7 @@ def test_unreadable_training_file(tmp_path):
 
 
 def test_unknown_encoding(text_file, tmp_path):
-    answered(invoke("train", text_file, "--encoding", "klingon-8", "--out", tmp_path / "r", "--max-steps", 1), "unknown text encoding 'klingon-8'", 1)
+    answered(invoke("train", text_file, "--encoding", "klingon-8", "--out", tmp_path / "r", "--max-steps", 1), "--encoding klingon-8: unknown text encoding; name one such as utf-8", 2)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import os
 import re
 import sys
 
+from charrnn.cli import EXIT_INTERRUPTED  # defined where the console script starts
 from charrnn.errors import (
     CharRNNError,
     CheckpointError,
@@ -24,7 +25,6 @@ from charrnn.errors import (
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 # Exception type -> (prefix, exit code). The first matching entry wins.
 _MESSAGES: list[tuple[type[BaseException], str, int]] = [
@@ -160,7 +160,11 @@ class OneLineUsageErrors:
             hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
             print(f"charrnn: invalid options: {message}{hint}", file=sys.stderr, flush=True)
             sys.exit(exc.exit_code)
-        except typer.Abort:
+        except typer.Abort as exc:
+            # Click turns a Ctrl-C while it parses into Abort: it is an interrupt like any other.
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                print("charrnn: interrupted", file=sys.stderr, flush=True)
+                sys.exit(EXIT_INTERRUPTED)
             print("charrnn: aborted", file=sys.stderr, flush=True)
             sys.exit(EXIT_ERROR)
         sys.exit(code if isinstance(code, int) else 0)

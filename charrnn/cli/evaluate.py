@@ -28,6 +28,8 @@ def evaluate_command(
 
     if unknown not in ("error", "skip"):
         raise ConfigError("--unknown must be 'error' or 'skip'")
+    target = resolve_device(device.value)
+    governor = _thread_governor(threads) if target.type == "cpu" else None
     model, vocab, _ = load_model(checkpoint, "best" if best else "last", device.value)
     sources = resolve_sources([str(f) for f in files], encoding=encoding)
     for notice in sources.notices:
@@ -38,9 +40,8 @@ def evaluate_command(
     if len(ids) < 2:
         from charrnn.errors import CorpusError
 
-        raise CorpusError("the text to evaluate needs at least 2 characters")
-    target = resolve_device(device.value)
-    governor = _thread_governor(threads) if target.type == "cpu" else None
+        left_out = f", after the {skipped:,} outside the vocabulary were left out" if skipped else ""
+        raise CorpusError(f"the text to evaluate needs at least 2 characters; {len(ids)} {'is' if len(ids) == 1 else 'are'} left{left_out}")
     nats = evaluate(model, ids, target, governor=governor) * tokens_per_char
     scored = f"{len(ids) - 1:,} characters" if tokens_per_char == 1.0 else f"{text.chars:,} characters ({len(ids) - 1:,} tokens)"
     left_out = f" ({skipped:,} characters outside the vocabulary left out)" if skipped else ""

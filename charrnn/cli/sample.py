@@ -52,8 +52,8 @@ def sample(
     check_copying = _check_modes(ctx, options)
     config = SampleConfig(**{f.name: options[f.name] for f in fields(SampleConfig)} | {"stop": tuple(stop or ())})
     target = resolve_device(device.value)
-    model, vocab, saved = load_model(checkpoint, "best" if best else "last", device.value)
     governor = _generation_threads(threads, paced=not (beam or interactive)) if target.type == "cpu" else None
+    model, vocab, saved = load_model(checkpoint, "best" if best else "last", device.value)
     references = None
     if check_copying:
         from charrnn.generation.copying import reference_texts
@@ -99,6 +99,8 @@ def _check_modes(ctx: typer.Context, options: dict) -> bool:
     require_valid(options["separator"], "--separator")
     if not options["separator"]:
         raise ConfigError("--separator must not be empty: it is the line that tells samples apart")
+    if "\n" in options["separator"] or "\r" in options["separator"]:
+        raise ConfigError("--separator must be one line: scripts split the samples on a line equal to it")
     if beam and interactive:
         raise ConfigError("--beam and --interactive cannot be combined")
     if copying and interactive:

@@ -17,10 +17,10 @@ import numpy as np
 
 from charrnn.data import cache
 from charrnn.data.catalog import resolve_corpus_name
-from charrnn.errors import CorpusError, VocabError
+from charrnn.errors import ConfigError, CorpusError, VocabError
 from charrnn.data.vocab import Vocab, codepoints, describe_chars
 from charrnn.outputs import is_checkpoint, is_run_directory
-from charrnn.text import shown
+from charrnn.text import require_valid, shown
 
 # 4 MB of text: the decoded chunk and its arrays take ~13x that transiently, so encoding a
 # corpus of any size stays under ~60 MB beyond the ids themselves.
@@ -58,11 +58,12 @@ _WIDE_BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), 
 
 def wide_encoding(encoding: str) -> bool:
     """Whether text in ``encoding`` holds NUL bytes (UTF-16, UTF-32): there a NUL byte is no
-    sign of a binary file, a decoded NUL character is. Unknown encodings are a CorpusError."""
+    sign of a binary file, a decoded NUL character is. An unknown encoding is a ConfigError."""
+    require_valid(encoding, "--encoding")
     try:
         return b"\0" in "a".encode(encoding)
     except LookupError:  # no such codec, or one that is not a text encoding (rot13, base64)
-        raise CorpusError(f"unknown text encoding {encoding!r}") from None
+        raise ConfigError(f"--encoding {encoding}: unknown text encoding; name one such as utf-8, latin-1 or utf-16") from None
     except UnicodeError:
         return False
 

@@ -205,6 +205,9 @@ def describe_budget(config: TrainConfig) -> str:
 def check_request(request: RunRequest) -> None:
     """Refuse what the request alone shows to be wrong, before any file is read."""
     _check_numbers(request)
+    if request.preset is not None and request.resume is not None:
+        # A preset sizes a new model; a resumed run keeps the model its checkpoint holds.
+        raise ConfigError("--preset sizes a new model: a resumed run keeps its own model (drop --preset, or start a new run)")
     if request.extend_vocab and request.resume is None:
         raise ConfigError("--extend-vocab fine-tunes a trained model: it needs --resume RUN")
     for option, value in _extensions(request):
@@ -224,6 +227,7 @@ def _check_numbers(request: RunRequest) -> None:
         "--val-frac": request.val_frac,
         "--epochs": request.epochs,
         "--vocab-size": request.vocab_size,
+        **dict(_extensions(request)),
     }
     for option, value in numbers.items():
         check_finite(option, value)
