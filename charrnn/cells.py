@@ -17,6 +17,9 @@ class CellType:
     gates: tuple[str, ...]  # in the order torch stacks their weights
     sigmoid_gates: tuple[str, ...]  # squashed into (0, 1): the gates that open and close
     has_cell_state: bool  # the state is (h, c), not h alone
+    # The state's products kept apart from the input's (a GRU's reset gate scales them before
+    # they are added), so each has its own bias, and a step holds both.
+    state_products_apart: bool = False
 
     @property
     def weight_blocks(self) -> int:
@@ -33,7 +36,7 @@ CELLS: dict[str, CellType] = {
     cell.name: cell
     for cell in (
         CellType("lstm", "LSTM", gates=("i", "f", "g", "o"), sigmoid_gates=("i", "f", "o"), has_cell_state=True),
-        CellType("gru", "GRU", gates=("r", "z", "n"), sigmoid_gates=("r", "z"), has_cell_state=False),
+        CellType("gru", "GRU", gates=("r", "z", "n"), sigmoid_gates=("r", "z"), has_cell_state=False, state_products_apart=True),
         CellType("rnn", "RNN", gates=(), sigmoid_gates=(), has_cell_state=False),
     )
 }

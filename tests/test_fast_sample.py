@@ -9,7 +9,8 @@ import torch
 
 from charrnn.model.network import CharRNN, ModelConfig
 from charrnn.model.loading import load_model
-from charrnn.generation.sample import Noise, SampleConfig, draw, generate_batch, stream
+from charrnn.generation.noise import Noise, draw
+from charrnn.generation.sample import SampleConfig, generate_batch, stream
 from charrnn.generation.stepper import EagerStepper, FastStepper, make_stepper
 
 from tests.conftest import TINY_MODEL, TINY_TRAIN, train_small_run
@@ -144,12 +145,12 @@ def test_noise_blocks_do_not_change_the_draws():
 
 @pytest.mark.parametrize("block_values", [65 * 3, 1])
 def test_text_for_a_seed_does_not_depend_on_the_noise_block(trained, monkeypatch, block_values):
-    import charrnn.generation.sample
+    import charrnn.generation.noise
 
     model, vocab = trained
     options = dict(length=300, seed=5, temperature=1.0)
     reference = text(model, vocab, "eager", **options)
-    monkeypatch.setattr(charrnn.generation.sample, "NOISE_BLOCK_VALUES", block_values)
+    monkeypatch.setattr(charrnn.generation.noise, "NOISE_BLOCK_VALUES", block_values)
     assert text(model, vocab, "fast", **options) == reference
     assert text(model, vocab, "eager", **options) == reference
 
@@ -164,10 +165,10 @@ def test_single_plain_sample_takes_the_numpy_path(trained):
 
 
 def test_gumbel_draw_picks_what_the_torch_draw_picks(monkeypatch):
-    import charrnn.generation.sample
+    import charrnn.generation.noise
     from charrnn.generation.sample import draw_plain_numpy
 
-    monkeypatch.setattr(charrnn.generation.sample, "NOISE_BLOCK_VALUES", 40 * 3 * 7)  # many block boundaries
+    monkeypatch.setattr(charrnn.generation.noise, "NOISE_BLOCK_VALUES", 40 * 3 * 7)  # many block boundaries
     for rows, temperature in ((1, 1.0), (1, 0.6), (3, 1.4)):
         torch_noise = Noise(torch.Generator().manual_seed(3), rows, 40)
         numpy_noise = Noise(torch.Generator().manual_seed(3), rows, 40)

@@ -172,7 +172,8 @@ def test_gradients_estimate_against_measured_peak(trained_run, long_text):
 
 @pytest.mark.slow
 def test_sample_estimate_against_measured_peak(trained_run):
-    from charrnn.generation.sample import SampleConfig, sample_memory
+    from charrnn.generation.batch_memory import sample_memory
+    from charrnn.generation.sample import SampleConfig
     from charrnn.model.loading import load_model
 
     model, vocab, _ = load_model(trained_run, device="cpu")
@@ -186,6 +187,21 @@ def test_sample_estimate_against_measured_peak(trained_run):
 
 
 # --------------------------------------------------------------------------- Ctrl-C
+
+
+@pytest.mark.parametrize("options", [{}, {"prime": "[ROMEO] "}, {"top_k": 5, "repetition_penalty": 1.3, "prime": "Good"}, {"engine": "fast"}, {"temperature": 0}])
+def test_a_batch_stepped_in_pieces_makes_the_same_text_as_stepped_whole(model_and_vocab, monkeypatch, options):
+    import charrnn.generation.batch_memory as pieces
+    import charrnn.generation.sample as sampling
+
+    model, vocab = model_and_vocab
+    config = sampling.SampleConfig(num_samples=37, length=40, seed=3, **options)
+    whole = sampling.generate_batch(model, vocab, config)
+    # Five samples a piece for every step, fewer for a prime.
+    monkeypatch.setitem(pieces.PIECE_FLOPS, "cpu", pieces.step_flops(model.config) * 5)
+    assert pieces.piece_rows(model.config) == 5
+    assert sampling.generate_batch(model, vocab, config) == whole
+
 
 
 @pytest.mark.slow

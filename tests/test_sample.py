@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from charrnn.errors import ConfigError, VocabError
-from charrnn.generation.sample import SampleConfig, StopMatcher, filter_logits, generate_batch
+from charrnn.generation.sample import SampleConfig, filter_logits, generate_batch
+from charrnn.generation.stops import StopMatcher
 from tests.conftest import sample_text
 
 
@@ -83,7 +84,8 @@ def test_temperatures_past_the_bounds_are_greedy_and_uniform():
     import warnings
     from collections import Counter
 
-    from charrnn.generation.sample import MAX_TEMPERATURE, MIN_TEMPERATURE, Noise, sample_next
+    from charrnn.generation.noise import Noise
+    from charrnn.generation.sample import MAX_TEMPERATURE, MIN_TEMPERATURE, sample_next
 
     torch.manual_seed(0)
     logits = torch.randn(4, 30) * 8

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 
 import torch
 
+from charrnn.generation.batch_memory import char_width, gate_products, state_bytes
 from charrnn.errors import ConfigError, VocabError
 from charrnn.memory import largest_fitting, require_memory
 from charrnn.options import DEFAULTS
 from charrnn.model.network import CharRNN, State
-from charrnn.generation.sample import StopMatcher, penalize_repetition
+from charrnn.generation.sample import penalize_repetition
+from charrnn.generation.stops import StopMatcher
 from charrnn.data.vocab import Vocab
 
 
@@ -61,17 +63,14 @@ def beam_memory(model_config, config: BeamConfig, vocab=None) -> int:
     temporaries and the logits' copies (log-softmax, scores, penalty), the tokens so far as
     int64 three times at once (the old rows, the picked ones, the longer ones), and at the end
     each beam's ids as a Python list and its text."""
-    from charrnn.generation.sample import _char_width
-
     hidden = model_config.hidden
-    gates = {"lstm": 4, "gru": 6, "rnn": 1}[model_config.cell] * hidden
-    state = model_config.layers * hidden * 4 * (2 if model_config.cell == "lstm" else 1)
+    gates, state = gate_products(model_config), state_bytes(model_config)
     tokens = max(1, len(config.prime)) + config.length
     per_beam = (
         3 * state
         + 4 * (model_config.embed + gates + 2 * hidden + 4 * model_config.vocab_size)
         + 3 * 8 * tokens
-        + config.length * (8 + _char_width(vocab)) + 200
+        + config.length * (8 + char_width(vocab)) + 200
     )
     return config.width * per_beam
 

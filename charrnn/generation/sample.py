@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
@@ -13,10 +13,12 @@ import torch
 
 from charrnn.options import DEFAULTS, check_finite, check_seed, option_name
 from charrnn.errors import ConfigError, VocabError
-from charrnn.memory import largest_fitting, require_memory
 from charrnn.text import require_valid
 from charrnn.model.network import CharRNN
+from charrnn.generation.batch_memory import check_sample_memory, check_texts_memory, piece_rows
+from charrnn.generation.noise import Noise, draw
 from charrnn.generation.stepper import Stepper, make_stepper
+from charrnn.generation.stops import StopMatcher
 from charrnn.threads import ThreadGovernor
 from charrnn.data.vocab_kinds import piece_decoder
 from charrnn.data.vocab import Vocab
@@ -49,6 +51,10 @@ class SampleConfig:
     stop: tuple[str, ...] = ()  # a sample ends at the first of these (not included)
     unknown: str = _SAMPLE["unknown"]  # prime characters outside the vocabulary: "error" or "skip"
     engine: str = _SAMPLE["engine"]  # "fast", "eager" (the model's own forward) or "auto"; see charrnn.generation.stepper
+
+    def is_plain(self) -> bool:
+        """Temperature only: no top-k, top-p, min-p or repetition penalty."""
+        return self.top_k == 0 and self.top_p == 1.0 and self.min_p == 0 and self.repetition_penalty == 1.0
 
     def __post_init__(self) -> None:
         for name in ("temperature", "top_p", "min_p", "repetition_penalty"):
@@ -126,7 +132,7 @@ def sample_next(
     for argmax(softmax(z) / q) with the same q ~ Exp(1) (the same characters up to float
     rounding; a test checks it), three numpy calls instead of a dozen torch calls of a few
     microseconds' dispatch each. Otherwise the logits become a tensor once, for the filters."""
-    plain = is_plain(config)
+    plain = config.is_plain()
     if not plain or not isinstance(logits, np.ndarray):
         logits = torch.as_tensor(logits).float()
         if history is not None:
@@ -148,71 +154,9 @@ def sample_next(
     return draw(weights, noise)
 
 
-class Noise:
-    """The Exp(1) noise ``draw`` needs, one (N, V) slab per character.
-
-    On the CPU the slabs are fetched from the generator in blocks: one fill of (B, N, V)
-    consumes the generator exactly as B fills of (N, V) do (a test checks it), so a seed makes
-    the same text whatever the block, and a character costs a slice instead of a torch call.
-    CUDA's generator is counter-based, so there each slab is its own fill."""
-
-    def __init__(
-        self, generator: torch.Generator, rows: int, vocab: int, device: torch.device | str = "cpu", most: int | None = None
-    ) -> None:
-        """``most``: the slabs this noise will ever be asked for, if known (a short completion
-        then fetches only what it uses; the slabs themselves are the same)."""
-        self.generator = generator
-        self.shape = (rows, vocab)
-        self.block = 1 if torch.device(device).type == "cuda" else max(1, NOISE_BLOCK_VALUES // (rows * vocab))
-        if most is not None:
-            self.block = max(1, min(self.block, most))
-        self.device = device
-        self.slabs: torch.Tensor | None = None
-        self.gumbel_slabs: np.ndarray | None = None
-        self.used = 0
-
-    def _advance(self) -> int:
-        if self.slabs is None or self.used == len(self.slabs):
-            self.slabs = torch.empty((self.block, *self.shape), device=self.device).exponential_(1, generator=self.generator)
-            self.gumbel_slabs = None
-            self.used = 0
-        self.used += 1
-        return self.used - 1
-
-    def next(self) -> torch.Tensor:
-        index = self._advance()  # first: it may fetch a new block
-        return self.slabs[index]
-
-    def next_gumbel(self) -> np.ndarray:
-        """The same slab as ``next`` would give, as -log(q) in numpy (Gumbel noise): then
-        argmax(z + g) picks what argmax(softmax(z) / q) picks, in two cheap operations."""
-        index = self._advance()
-        if self.gumbel_slabs is None:
-            # One log over the whole block; a character then costs a numpy view.
-            self.gumbel_slabs = -np.log(self.slabs.cpu().numpy())
-        return self.gumbel_slabs[index]
-
-
-# Noise values fetched at a time: 64 characters of a 4k vocabulary, or 4k of a 65-character one.
-NOISE_BLOCK_VALUES = 1 << 18
-
-
-def draw(probs: torch.Tensor, noise: Noise) -> torch.Tensor:
-    """One id per row of ``probs`` (N, V): exactly ``torch.multinomial(probs, 1, generator)``
-    (same draws from the same generator state; a test checks it), which samples one id as
-    argmax(p / q) with q ~ Exp(1), but without its input checks, which cost half a
-    character's time when sampling at batch 1."""
-    return probs.div_(noise.next()).argmax(dim=-1)
-
-
 def draw_plain_numpy(logits: np.ndarray, temperature: float, noise: Noise) -> np.ndarray:
     """``sample_next`` for numpy logits and a temperature alone."""
     return sample_next(logits, SampleConfig(temperature=temperature, seed=0), noise)
-
-
-def is_plain(config: SampleConfig) -> bool:
-    """Temperature only: no top-k, top-p, min-p or repetition penalty."""
-    return config.top_k == 0 and config.top_p == 1.0 and config.min_p == 0 and config.repetition_penalty == 1.0
 
 
 def remember(history: torch.Tensor | None, next_ids: torch.Tensor, config: SampleConfig) -> torch.Tensor | None:
@@ -308,7 +252,7 @@ def generate_ids(
         return
     # One plain sample on a numpy stepper stays in numpy: the stepper advances its state in
     # place and ``sample_next`` draws from its logits without a tensor in between.
-    in_numpy = stepper.numpy_steps and n == 1 and is_plain(config)
+    in_numpy = stepper.numpy_steps and n == 1 and config.is_plain()
     if in_numpy:
         next_ids = next_ids.numpy()
         if state is None:
@@ -337,125 +281,6 @@ def generate_ids(
             history = remember(history, next_ids, config)
             logits, state = stepper.step(next_ids, state)
         next_ids = sample_next(logits, config, noise, history)
-
-
-# Floating-point work of one piece of a batch stepped at once: 10-50 ms on a busy 2-core CPU
-# (torch's matrix products ran at 10-40 GFLOP/s there), so that a Ctrl-C asked between pieces
-# is taken at once. Larger pieces left more of the freed temporaries of the pieces before
-# them in the process (peak RSS 10.1 KB a sample for 20,000 samples of a 2x256 LSTM at 2e9,
-# 8.6 KB at 5e8, where the states and noise take 8.4). Smaller batches are stepped whole.
-PIECE_FLOPS = {"cpu": 5e8, "cuda": 2e11}
-
-
-def step_flops(model_config) -> int:
-    """Multiply-adds x 2 of one step of one sample: every layer's gates and the decoder."""
-    gates = {"lstm": 4, "gru": 3, "rnn": 1}[model_config.cell] * model_config.hidden
-    widths = [model_config.embed] + [model_config.hidden] * (model_config.layers - 1)
-    recurrent = sum(gates * (width + model_config.hidden) for width in widths)
-    return 2 * (recurrent + model_config.hidden * model_config.vocab_size)
-
-
-def piece_rows(model_config, device: torch.device | str = "cpu", steps: int = 1) -> int:
-    """Samples stepped together, ``steps`` steps at a time (a prime runs all its characters
-    in one call), for one piece of a batch."""
-    budget = PIECE_FLOPS["cuda" if torch.device(device).type == "cuda" else "cpu"]
-    return max(1, int(budget // (step_flops(model_config) * steps)))
-
-
-# What a batch keeps per sample in Python objects, measured (tracemalloc, and peak RSS of
-# `charrnn sample` less that of a single sample, 1x32 to 2x256 models): its list of pieces
-# not yet given out and the lists, texts and separator lines the command keeps for it; and
-# per character of its text, the pointers to its pieces and the slack of the lists that
-# hold them, beside two copies of the text itself (counted at the vocabulary's widest
-# character: 1, 2 or 4 bytes).
-PYTHON_BYTES_PER_SAMPLE = 400
-PYTHON_BYTES_PER_CHAR = 14
-# Values of a vocabulary's size per sample while a step draws: the logits, scaled by the
-# temperature, the probabilities and the noise; with top-k, top-p, min-p or a repetition
-# penalty, the filters' copies, masks and sort (its int64 order counts twice).
-LOGIT_COPIES = 4
-FILTERED_LOGIT_COPIES = 12
-
-
-def sample_memory(model_config, config: SampleConfig, device: torch.device | str = "cpu", vocab=None) -> int:
-    """Bytes ``generate_ids`` and ``stream_samples`` take for ``config``'s batch, and the texts
-    a caller keeps.
-
-    Every sample keeps its state twice during a step (the old one and the new), a row of
-    noise, its ids, the penalty's int64 history (twice while it grows) and its Python
-    objects. The samples stepped at once (the whole batch, or one piece of a big one) also
-    take a step's temporaries (counted twice, see below): the embedding, the layer's gate
-    products (a GRU keeps the input's and the state's apart), its output and new state, and
-    a row of logits; or, if more, the draw's copies of the logits. The prime runs all its
-    characters in one call, which keeps every character's products and logits until its
-    last one is drawn from."""
-    n, v = config.num_samples, model_config.vocab_size
-    hidden, embed = model_config.hidden, model_config.embed
-    gates = {"lstm": 4, "gru": 6, "rnn": 1}[model_config.cell] * hidden
-    state = model_config.layers * hidden * 4 * (2 if model_config.cell == "lstm" else 1)
-    window = config.repetition_window if config.repetition_penalty != 1.0 else 0
-    copies = LOGIT_COPIES if is_plain(config) else FILTERED_LOGIT_COPIES
-    prime = max(1, len(config.prime))
-    per_sample = (
-        2 * state + 4 * v + 16 + 2 * 8 * min(window, prime + config.length)
-        + PYTHON_BYTES_PER_SAMPLE + config.length * (PYTHON_BYTES_PER_CHAR + 2 * _char_width(vocab))
-    )
-    layer_step = embed + gates + 2 * hidden + v
-    # Twice: the heap keeps the freed temporaries of the step before beside the new ones (peak
-    # RSS of 10,000 to 50,000 samples of a 1x32 LSTM, stepped whole, grew by 1.9-2.1 KB a
-    # sample beyond the states, noise and objects, for 1 KB of temporaries).
-    step = 2 * 4 * max(layer_step, copies * v)
-    primed = 4 * max(prime * layer_step, (prime + copies - 1) * v)
-    rows, prime_rows = piece_rows(model_config, device), piece_rows(model_config, device, prime)
-    return n * per_sample + max(min(n, rows) * step, min(n, prime_rows) * primed)
-
-
-def _char_width(vocab) -> int:
-    """Bytes per character of a str made of ``vocab``'s characters (CPython stores a str at
-    its widest character's width); 4 where the pieces are not known."""
-    chars = getattr(vocab, "chars", None)
-    if vocab is None or getattr(vocab, "kind", "chars") != "chars" or not chars:
-        return 4
-    widest = max(ord(ch) for ch in chars)
-    return 1 if widest < 0x100 else 2 if widest < 0x10000 else 4
-
-
-def texts_memory(vocab, config: SampleConfig) -> int:
-    """The part of ``sample_memory`` that does not depend on the model: every sample's Python
-    objects and text, its ids and its row of noise."""
-    per_sample = (
-        4 * len(vocab) + 16 + PYTHON_BYTES_PER_SAMPLE + config.length * (PYTHON_BYTES_PER_CHAR + 2 * _char_width(vocab))
-    )
-    return config.num_samples * per_sample
-
-
-def check_texts_memory(vocab, config: SampleConfig) -> None:
-    need = texts_memory(vocab, config)
-    per_sample = need / config.num_samples
-    fit = largest_fitting(per_sample)
-    require_memory(
-        need,
-        f"{config.num_samples:,} samples of {config.length:,} characters (at least {int(per_sample):,} bytes "
-        "each for their texts, whatever the model)",
-        f"at most --num-samples {fit:,} fits" if fit else "lower --length",
-    )
-
-
-def check_sample_memory(model_config, config: SampleConfig, device: torch.device | str = "cpu", vocab=None) -> None:
-    """Refuse a batch whose memory would not fit, naming the largest --num-samples that would."""
-    need = sample_memory(model_config, config, device, vocab)
-    if config.num_samples == 1:
-        per_sample = need
-    else:
-        single = sample_memory(model_config, replace(config, num_samples=1), device, vocab)
-        per_sample = max(1, (need - single) / (config.num_samples - 1))
-    fit = largest_fitting(per_sample, fixed=0)
-    require_memory(
-        need,
-        f"{config.num_samples:,} samples of {config.length:,} characters ({int(per_sample):,} bytes each)",
-        f"at most --num-samples {fit:,} fits" if fit else "lower --length, or use a smaller model",
-        torch.device(device),
-    )
 
 
 class _NoiseRows:
@@ -533,42 +358,6 @@ def _put_state_rows(batch, n: int, start: int, piece):
     if piece.c is not None:
         batch.c[:, start : start + rows] = piece.c
     return batch
-
-
-class StopMatcher:
-    """Streams text through while holding back just enough to cut at a stop string."""
-
-    def __init__(self, stops: tuple[str, ...]) -> None:
-        self.stops = stops
-        self.pending = ""
-        self.stopped = False
-
-    def feed(self, text: str) -> str:
-        """Text that is safe to emit now; sets ``stopped`` once a stop string completes."""
-        if self.stopped:
-            return ""
-        if not self.stops:
-            return text
-        self.pending += text
-        for stop in self.stops:
-            at = self.pending.find(stop)
-            if at >= 0:
-                self.stopped = True
-                out, self.pending = self.pending[:at], ""
-                return out
-        hold = 0
-        for stop in self.stops:
-            for size in range(min(len(stop) - 1, len(self.pending)), 0, -1):
-                if self.pending.endswith(stop[:size]):
-                    hold = max(hold, size)
-                    break
-        out = self.pending[: len(self.pending) - hold]
-        self.pending = self.pending[len(self.pending) - hold :]
-        return out
-
-    def flush(self) -> str:
-        out, self.pending = self.pending, ""
-        return out
 
 
 def stream(

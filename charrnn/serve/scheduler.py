@@ -47,7 +47,9 @@ import torch
 
 from charrnn.data.vocab import Vocab
 from charrnn.data.vocab_kinds import piece_decoder
-from charrnn.generation.sample import Noise, SampleConfig, StopMatcher, first_ids, sample_next
+from charrnn.generation.noise import Noise
+from charrnn.generation.sample import SampleConfig, first_ids, sample_next
+from charrnn.generation.stops import StopMatcher
 from charrnn.generation.stepper import FastState, FastStepper
 from charrnn.model.network import CharRNN
 from charrnn.threads import set_threads
