@@ -34,10 +34,13 @@ def gradients(
     _generation_threads(threads, paced=False)
     model, vocab, saved = load_model(checkpoint, "best" if best else "last", "cpu")
     check_output_files([(png and figure_path(png), "--png", "gradients.png")], read_inputs(checkpoint, best, text, saved))
-    window = read_text(text, saved, vocab, steps + 1, encoding, at_least=2)
+    from charrnn.inspect.gradients import COMPARED, check_gradient_memory
+
+    config = model.config
+    check_gradient_memory(config, steps, [cell for _, cell, _ in COMPARED] if compare else None)
+    window = read_text(text, saved, vocab, steps + 1, encoding, at_least=2, option="--steps")
     if len(window) < steps + 1:
         err.print(f"charrnn: {window.source} has {len(window)} characters: the window is {len(window) - 1} step(s)", markup=False)
-    config = model.config
     flows = [gradient_flow(model, window.ids, f"trained (step {saved.metrics.step:,})")]
     if compare:
         flows += compare_cells(config, window.ids, seed)

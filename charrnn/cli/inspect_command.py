@@ -28,14 +28,7 @@ def inspect_command(
     """Look inside the network on a text: gate saturation, one unit over the text, the units that follow its structure, the states themselves."""
     from charrnn.errors import ConfigError
 
-    if not (gates or neuron or find or dump_states):
-        raise ConfigError("choose what to show: --gates, --neuron L:N, --find or --dump-states FILE.npz")
-    if html is not None and neuron is None:
-        raise ConfigError("--html draws one unit over the text; give it with --neuron L:N")
-    if png is not None and gates == (neuron is not None):
-        raise ConfigError("--png draws one picture: the gate saturation plot (with --gates) or one unit over the text (with --neuron L:N); give one of them")
-    if state not in ("h", "c"):
-        raise ConfigError(f"--state must be h or c, not {state!r}")
+    _check_what_to_show(gates, neuron, find, dump_states, html, png, state)
 
     from charrnn.cli.inspect_views import show_matches, show_saturation
     from charrnn.inspect.neurons import best_per_feature, find_units, parse_neuron
@@ -61,7 +54,10 @@ def inspect_command(
     if state == "c" and not CELLS[config.cell].has_cell_state:
         raise ConfigError(f"--state c: a {config.cell.upper()} has no cell state; use --state h")
     unit = parse_neuron(neuron, config.layers, config.hidden) if neuron is not None else None
-    read = read_text(text, saved, vocab, chars, encoding)
+    from charrnn.inspect.replayed import replay_bytes_per_char
+
+    keeps = replay_bytes_per_char(config.cell, config.layers, config.hidden)
+    read = read_text(text, saved, vocab, chars, encoding, option="--chars", keeps_per_char=keeps)
     replayed = replay_text(model, read.ids)
     name = Path(read.source).name
     if dump_states is not None:
@@ -104,3 +100,17 @@ def _show_unit(config, read, replayed, unit: tuple[int, int], state: str, html: 
     if _note_no_png(png):
         title = f"{config.cell.upper()} {config.layers}x{config.hidden}, unit {layer}:{index} ({state}) over {name}: red positive, blue negative"
         err.print(f"wrote {neuron_png(read.pieces, values, png, title)}", markup=False)
+
+
+def _check_what_to_show(gates: bool, neuron: Optional[str], find: bool, dump_states: Optional[Path], html: Optional[Path], png: Optional[Path], state: str) -> None:
+    """Refuse a request that shows nothing, or asks for a picture of what it does not show."""
+    from charrnn.errors import ConfigError
+
+    if not (gates or neuron or find or dump_states):
+        raise ConfigError("choose what to show: --gates, --neuron L:N, --find or --dump-states FILE.npz")
+    if html is not None and neuron is None:
+        raise ConfigError("--html draws one unit over the text; give it with --neuron L:N")
+    if png is not None and gates == (neuron is not None):
+        raise ConfigError("--png draws one picture: the gate saturation plot (with --gates) or one unit over the text (with --neuron L:N); give one of them")
+    if state not in ("h", "c"):
+        raise ConfigError(f"--state must be h or c, not {state!r}")

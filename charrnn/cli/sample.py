@@ -14,6 +14,8 @@ from charrnn.cli.shared import CheckpointArgument, BestOption, given_options, er
 from charrnn.options import DeviceChoice, SamplingEngine
 
 DEFAULT_SEPARATOR = "--- sample {i} of {n} {status} ---"
+# Samples after the first are written out whole; stdout is flushed at most this often for them.
+FLUSH_SECONDS = 0.05
 
 
 def sample(
@@ -66,7 +68,11 @@ def sample(
         return
     from charrnn.generation.sample import prime_ids
 
+    from charrnn.generation.batch_memory import check_sample_memory
+
     prime_ids(vocab, config)  # a prime the model cannot read is answered before any output
+    if not interactive:
+        check_sample_memory(model.config, config, target, vocab)
     err.print(f"seed {config.seed}", markup=False)
     if interactive:
         _sample_interactive(model, vocab, config, target)
@@ -147,7 +153,7 @@ def _stream_samples(model, vocab, config, target, separator: str, governor=None)
     n = config.num_samples
     parts: list[list[str]] = [[] for _ in range(n)]
     cut: list[int] = []
-    started = time.perf_counter()
+    started = flushed = time.perf_counter()
     with graceful_stop(request_stop):
         pieces = stream_samples(model, vocab, config, target, should_stop=lambda: stop_requested, governor=governor)
         first = next(pieces)  # errors (a bad prime) surface before anything is printed
@@ -162,7 +168,12 @@ def _stream_samples(model, vocab, config, target, separator: str, governor=None)
                     cut.append(piece.sample + 1)
                 if n > 1:
                     sys.stdout.write(_separator_line(separator, piece.sample + 1, n, piece.cut) + "\n")
-            sys.stdout.flush()
+            # The first sample streams as it is made; the rest come whole, and a flush each
+            # would make writing out a million samples after a Ctrl-C take seconds.
+            if piece.sample == 0 or time.perf_counter() - flushed > FLUSH_SECONDS:
+                sys.stdout.flush()
+                flushed = time.perf_counter()
+        sys.stdout.flush()
     seconds = time.perf_counter() - started
     return ["".join(p) for p in parts], (cut if stop_requested else None), seconds
 
