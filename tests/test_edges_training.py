@@ -13,37 +13,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from charrnn import checkpoint
-from charrnn.cli.app import app
 from tests.conftest import TINY_MODEL, TINY_TRAIN, small_text, train_small_run
+from tests.test_bad_inputs import answered, invoke
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-runner = CliRunner()
 TINY = ["--layers", "1", "--hidden", "32", "--embed", "8", "--batch-size", "8", "--seq-len", "32"]
 # A learning rate that makes the loss NaN within the first few steps (test_crash.py uses it too).
 BLOW_UP = ["--lr", "1e30", "--warmup-steps", "0"]
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def answered(result, fragment: str, code: int | None = None) -> str:
-    """One line on stderr containing ``fragment``, a non-zero exit, no traceback."""
-    assert result.exit_code != 0, (result.stdout, result.stderr)
-    if code is not None:
-        assert result.exit_code == code, result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def stopped(result, fragment: str) -> str:
