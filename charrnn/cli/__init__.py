@@ -1,9 +1,23 @@
 """The command line: parse options, build a config, call the library, show the result. The only code that prints."""
 
 import os
+import signal
 import sys
 
 EXIT_INTERRUPTED = 130  # charrnn.cli.errors's, here before anything else is imported
+
+
+def _interrupted_while_loading(signum, frame) -> None:
+    # Nothing has started that needs cleaning up: say it in one line and leave at once.
+    os.write(2, b"charrnn: interrupted\n")
+    os._exit(EXIT_INTERRUPTED)
+
+
+# The console script pip writes runs a regular expression of its own between importing this
+# package and calling main(); a Ctrl-C there would be a traceback from no code of charrnn's.
+# Only for that script: a program that imports charrnn keeps its own handler.
+if os.path.basename(sys.argv[0] if sys.argv else "") == "charrnn":
+    signal.signal(signal.SIGINT, _interrupted_while_loading)
 
 
 def main() -> None:
@@ -12,6 +26,7 @@ def main() -> None:
     try:
         from charrnn.cli.app import main as run
 
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         run()
     except KeyboardInterrupt:
         if os.environ.get("DEBUG", "") not in ("", "0"):

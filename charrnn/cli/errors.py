@@ -91,7 +91,17 @@ def fail(message: str, code: int = EXIT_ERROR):
     import typer
 
     print(message, file=sys.stderr, flush=True)
+    if code == EXIT_INTERRUPTED:
+        interrupt_reported()
     raise typer.Exit(code)
+
+
+_interrupt = {"reported": False}
+
+
+def interrupt_reported() -> None:
+    """Note that the command has said how it was interrupted, so that no second line does."""
+    _interrupt["reported"] = True
 
 
 def user_errors(command):
@@ -149,6 +159,10 @@ class OneLineUsageErrors:
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
+            # Typer turns a Ctrl-C outside the command (while options are parsed) into a
+            # silent exit 130: say it as every other interrupt is said.
+            if code == EXIT_INTERRUPTED and not _interrupt["reported"]:
+                print("charrnn: interrupted", file=sys.stderr, flush=True)
         except _click_exception_type() as exc:
             if type(exc).__name__ == "NoArgsIsHelpError" or debug_enabled():
                 from typer import rich_utils

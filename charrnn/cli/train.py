@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from charrnn.text import shown
-from charrnn.cli.errors import EXIT_INTERRUPTED, fail, message_for
+from charrnn.cli.errors import EXIT_INTERRUPTED, fail, interrupt_reported, message_for
 from charrnn.cli.shared import err, _per_preset, _default, TRAIN, GPU, MODEL, TRAINING, DATA, RUN, BUDGET, DEVICE, THREADS_HELP, output_path, _learning_rate
 from charrnn.options import DEFAULTS, MAX_LR, Cell, DeviceChoice, Precision, Preset, Schedule, TokenizerKind
 
@@ -217,6 +217,7 @@ def _report_result(run, result, seconds: float) -> None:
             f"resume with: charrnn train --resume {shown(run.directory)}",
             markup=False,
         )
+        interrupt_reported()
         raise typer.Exit(EXIT_INTERRUPTED)
     reason = {"finished": "step budget reached", "time": "time budget reached", "early_stop": "early stop"}
     err.print(
