@@ -32,4 +32,20 @@ def main() -> None:
         if os.environ.get("DEBUG", "") not in ("", "0"):
             raise
         sys.stderr.write("charrnn: interrupted\n")
-        sys.exit(EXIT_INTERRUPTED)
+        _leave(EXIT_INTERRUPTED)
+    except SystemExit as exc:
+        if exc.code == EXIT_INTERRUPTED:
+            _leave(EXIT_INTERRUPTED)
+        raise
+
+
+def _leave(code: int) -> None:
+    """Exit with ``code`` now. After a Ctrl-C the interpreter's own shutdown was seen to end
+    the process as killed by SIGINT instead (with a cold module cache), losing the 130 that
+    says the interrupt was handled; what had to be saved is saved by then."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

@@ -131,6 +131,18 @@ def user_errors(command):
     return wrapper
 
 
+def _exit_interrupted() -> None:
+    """Say it and leave with 130 at once. A Ctrl-C that typer or click caught while parsing
+    can still end the interpreter as killed by SIGINT on its way out (seen with a cold
+    module cache); nothing has started that needs cleaning up."""
+    print("charrnn: interrupted", file=sys.stderr, flush=True)
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+    os._exit(EXIT_INTERRUPTED)
+
+
 def _silence_stdout() -> None:
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -162,7 +174,7 @@ class OneLineUsageErrors:
             # Typer turns a Ctrl-C outside the command (while options are parsed) into a
             # silent exit 130: say it as every other interrupt is said.
             if code == EXIT_INTERRUPTED and not _interrupt["reported"]:
-                print("charrnn: interrupted", file=sys.stderr, flush=True)
+                _exit_interrupted()
         except _click_exception_type() as exc:
             if type(exc).__name__ == "NoArgsIsHelpError" or debug_enabled():
                 from typer import rich_utils
@@ -177,8 +189,7 @@ class OneLineUsageErrors:
         except typer.Abort as exc:
             # Click turns a Ctrl-C while it parses into Abort: it is an interrupt like any other.
             if isinstance(exc.__context__, KeyboardInterrupt):
-                print("charrnn: interrupted", file=sys.stderr, flush=True)
-                sys.exit(EXIT_INTERRUPTED)
+                _exit_interrupted()
             print("charrnn: aborted", file=sys.stderr, flush=True)
             sys.exit(EXIT_ERROR)
         sys.exit(code if isinstance(code, int) else 0)
