@@ -132,15 +132,9 @@ def user_errors(command):
 
 
 def _exit_interrupted() -> None:
-    """Say it and leave with 130 at once. A Ctrl-C that typer or click caught while parsing
-    can still end the interpreter as killed by SIGINT on its way out (seen with a cold
-    module cache); nothing has started that needs cleaning up."""
+    """Say it and exit with 130 (the console entry, charrnn.cli.main, makes that exit final)."""
     print("charrnn: interrupted", file=sys.stderr, flush=True)
-    try:
-        sys.stdout.flush()
-    except (OSError, ValueError):
-        pass
-    os._exit(EXIT_INTERRUPTED)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 def _silence_stdout() -> None:
