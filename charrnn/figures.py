@@ -5,10 +5,10 @@ one-line answers when the file cannot be written. Imports no matplotlib itself."
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from charrnn.errors import CheckpointError, ConfigError
+from charrnn.outputs import written_whole
 
 
 def figure_path(path: Path) -> Path:
@@ -25,26 +25,13 @@ def save_figure(fig, path: Path, plt, option: str, dpi: int) -> Path:
     over it) and close it; returns the name written. ``option`` names the option that gave
     the path, for the message about a format matplotlib cannot draw."""
     path = figure_path(path)
-    temporary = None
     try:
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".charrnn-", suffix=path.suffix)
-        os.close(handle)
-        fig.savefig(temporary, dpi=dpi, format=path.suffix.lstrip(".").lower())
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
-        temporary = None
+        with written_whole(path) as temporary:
+            fig.savefig(temporary, dpi=dpi, format=path.suffix.lstrip(".").lower())
     except OSError as exc:
         raise CheckpointError(f"cannot write {path}: {exc.strerror}") from None
     except ValueError:  # "Format 'txt' is not supported"
         raise ConfigError(f"{option} {path}: cannot draw a {path.suffix} file; name a .png, .svg or .pdf") from None
     finally:
         plt.close(fig)
-        if temporary is not None:
-            Path(temporary).unlink(missing_ok=True)
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

@@ -8,7 +8,8 @@ A file output is refused when it is:
   - one of the command's own inputs (the checkpoint it reads, the text it reads);
   - a charrnn checkpoint, or a name a run directory keeps for its own files;
   - in a directory that does not exist or cannot take a new file.
-Each message names the option the user gave, so the fix is obvious.
+Each message names the option the user gave, so the fix is obvious. ``written_whole`` then
+writes such a file whole or not at all.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from charrnn.errors import ConfigError
 from charrnn.text import shown
@@ -98,6 +100,27 @@ def check_output_directory(path: Path, option: str, inputs: Iterable[Path] = (),
     if ancestor is not None and not os.access(ancestor, os.W_OK | os.X_OK):
         raise ConfigError(f"{where}: {shown(ancestor)} is not writable; choose another {option}")
     return path
+
+
+@contextmanager
+def written_whole(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed onto ``path`` when the block ends
+    without an error, removed otherwise, so a failed write (an export, a
+    figure) never leaves a torn file."""
+    path = Path(path)
+    # The temporary name ends as ``path`` does: torch.export.save and load insist on ".pt2".
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".charrnn-", suffix=f"-{path.name}")
+    os.close(handle)
+    # mkstemp makes the file private (0600); an export is as readable as any file the user writes.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def is_checkpoint(path: Path) -> bool:

@@ -32,7 +32,8 @@ import torch
 
 from charrnn.errors import ExportError
 from charrnn.export.check import check_ids, compare
-from charrnn.export.files import total_size, written_whole
+from charrnn.export.files import total_size
+from charrnn.outputs import written_whole
 from charrnn.export.packages import require_onnx
 from charrnn.export.report import ExportReport
 from charrnn.export.step import MAX_BATCH, StepModule, carried_files, describe, example_inputs, zero_state

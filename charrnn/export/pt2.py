@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from charrnn.export.check import check_ids, compare
-from charrnn.export.files import total_size, written_whole
+from charrnn.export.files import total_size
+from charrnn.outputs import written_whole
 from charrnn.export.report import ExportReport
 from charrnn.export.step import MAX_BATCH, StepModule, carried_files, describe, example_inputs, zero_state
 from charrnn.model.network import CharRNN
