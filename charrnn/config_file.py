@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable
 
 from charrnn.errors import ConfigError
-from charrnn.options import LR_AUTO
+from charrnn.options import LR_AUTO, is_lr_auto, parse_lr
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,6 +38,16 @@ def read_toml(path: Path) -> dict:
         raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
 
 
+def _is_rate(value) -> bool:
+    """A TOML number, or the string that asks for the range test (a number in quotes is a slip)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return True
+    try:
+        return isinstance(value, str) and is_lr_auto(parse_lr(value))
+    except ConfigError:
+        return False
+
+
 # What a TOML value must be for an option of each kind. bool is a subclass of int in Python,
 # so `layers = true` would pass an isinstance check for int (and become 1 layer) without the
 # explicit exclusion; a flag takes only true or false.
@@ -46,11 +56,8 @@ _KINDS = {
     "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
     "str": (lambda v: isinstance(v, str), "a string (in quotes)"),
-    # --lr: a number, or "auto"
-    "rate": (
-        lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool)) or v == LR_AUTO,
-        f'a number or "{LR_AUTO}"',
-    ),
+    # --lr: whatever the option's own parser takes (a number, or auto)
+    "rate": (_is_rate, f'a number or "{LR_AUTO}"'),
 }
 
 

@@ -5,37 +5,21 @@ and must start at once."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from enum import Enum
 from typing import Any
 
 from charrnn.cells import CELLS
 from charrnn.errors import ConfigError
-
-
-# The largest seed: torch's generators take a signed 64-bit integer (2**64 and more overflow
-# there), and negative seeds would be a second spelling of large ones.
-MAX_SEED = 2**63 - 1
-
-
-def option_name(field: str) -> str:
-    """The command-line spelling of a config field: ``min_lr_frac`` -> ``--min-lr-frac``."""
-    return "--" + field.replace("_", "-")
-
-
-def check_finite(option: str, value) -> None:
-    """NaN fails every comparison and infinity passes open ranges: refuse both by name,
-    before any range check reads the value."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{option} must be a finite number, not {value}")
+from charrnn.ranges import RANGES, check_ranges
 
 
 LR_AUTO = "auto"  # --lr auto: a range test at the start of a new run chooses the rate
 
 
 def parse_lr(value) -> float | str:
-    """``--lr`` as given: a positive number, or ``auto``."""
+    """``--lr`` as given (on the command line, in a TOML file or a run's config.toml): a
+    number, or ``auto``. The one place that knows what "auto" is spelled as."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     text = str(value).strip()
@@ -44,12 +28,18 @@ def parse_lr(value) -> float | str:
     try:
         return float(text)
     except ValueError:
-        raise ConfigError(f"--lr must be a number or auto, not {text!r}") from None
+        raise ConfigError(f"--lr must be a number or {LR_AUTO}, not {text!r}") from None
+
+
+def is_lr_auto(value) -> bool:
+    """Whether a parsed ``--lr`` asks for the range test."""
+    return value == LR_AUTO
 
 
 def check_seed(seed) -> None:
-    if not (isinstance(seed, int) and 0 <= seed <= MAX_SEED):
-        raise ConfigError(f"--seed must be in 0..{MAX_SEED} (2**63 - 1), not {seed}")
+    if not isinstance(seed, int):
+        raise ConfigError(f"--seed must be a whole number, not {seed!r}")
+    RANGES["train"]["seed"].check("--seed", seed)
 
 
 class DeviceChoice(str, Enum):
@@ -105,8 +95,6 @@ class Preset(str, Enum):
     medium = "medium"
     large = "large"
 
-
-MAX_LR = 1e30
 
 # -- the defaults ------------------------------------------------------------------------
 # Every default of every option, in one table: the run's resolver (charrnn.training.plan)
@@ -283,12 +271,7 @@ class ModelConfig:
         self.cell = Cell(self.cell).value
         if self.vocab_size < 1:
             raise ConfigError("the vocabulary is empty")
-        if self.layers < 1:
-            raise ConfigError("--layers must be at least 1")
-        if self.hidden < 1 or self.embed < 1:
-            raise ConfigError("--hidden and --embed must be at least 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError("--dropout must be in [0, 1)")
+        check_ranges("model", asdict(self))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -331,32 +314,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.schedule = Schedule(self.schedule).value
-        for name in ("lr", "min_lr_frac", "weight_decay", "grad_clip", "minutes"):
-            check_finite(option_name(name), getattr(self, name))
-        checks = [
-            (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.seq_len >= 1, "--seq-len must be at least 1"),
-            (self.lr > 0, "--lr must be positive"),
-            # AdamW divides the rate by its bias correction and applies it in float32: anything
-            # bigger overflows there (an internal error) instead of merely diverging.
-            (self.lr <= MAX_LR, f"--lr must be at most {MAX_LR:g}"),
-            (0 <= self.min_lr_frac <= 1, "--min-lr-frac must be in [0, 1]"),
-            (self.warmup_steps >= 0, "--warmup-steps must be >= 0"),
-            (self.weight_decay >= 0, "--weight-decay must be >= 0"),
-            (self.grad_clip >= 0, "--grad-clip must be >= 0 (0 turns clipping off)"),
-            (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
-            (self.minutes is None or self.minutes > 0, "--minutes must be positive"),
-            (self.eval_every >= 1, "--eval-every must be at least 1"),
-            (self.eval_chars is None or self.eval_chars >= 2, "--eval-chars must be at least 2"),
-            (
-                self.checkpoint_every is None or self.checkpoint_every >= 1,
-                "--checkpoint-every must be at least 1",
-            ),
-            (self.patience >= 0, "--patience must be >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        # Not the seed: runs saved before seeds were checked may hold -1 and still resume; a
+        # --seed given now is checked with the request (charrnn.training.plan).
+        check_ranges("train", {name: value for name, value in asdict(self).items() if name != "seed"})
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -14,6 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from charrnn.cli.app import app
+from charrnn.cli.help import range_of
 
 runner = CliRunner()
 TINY = ["--layers", "1", "--hidden", "32", "--embed", "8", "--batch-size", "8", "--seq-len", "32"]
@@ -21,7 +22,7 @@ COLUMNS = 80
 # How a Python type leaks into help text: <bool>, <str>, <int range>, <list[str]>, Optional[...].
 PYTHON_TYPES = re.compile(r"<(bool|str|int|float|Path|dict|tuple)\b|list\[|Optional\[|NoneType| range>")
 # A range as typer shows it in an option's row: "│ --top-k   <integer> [x>=0]  Sample only..."
-RANGE = re.compile(r"\[((?:-?[\d.]+<=)?x(?:[<>]=-?[\d.]+)?)\]")
+RANGE = re.compile(r"\[((?:-?[\d.]+<=)?x(?:(?:[<>]=|<)-?[\d.]+)?)\]")
 
 
 def invoke(*args, env=None):
@@ -115,9 +116,26 @@ def _shown_ranges() -> dict[str, dict[str, str]]:
 
 
 def _bounds(shown: str) -> list[str]:
-    """The values a shown range says are allowed at its edges: "0<=x<=0.99" -> ["0", "0.99"]."""
+    """The values a shown range says are allowed at its edges: "0<=x<=0.99" -> ["0", "0.99"];
+    an open end ("0<=x<1") allows no value at it."""
     low, _, high = shown.partition("x")
-    return [value for value in (low.removesuffix("<="), high[2:]) if value]
+    return [value for value in (low.removesuffix("<="), high.removeprefix("<=").removeprefix(">=")) if value and not value.startswith("<")]
+
+
+def _beyond(shown: str) -> list[str]:
+    """The values just past each end of a shown range: "0<=x<1" -> ["-1", "1"], "x>=2" -> ["1"];
+    an end at a whole number takes the whole number past it, which every range refuses."""
+    low, _, high = shown.partition("x")
+    values = []
+    if low:
+        values.append(f"{float(low.removesuffix('<=')) - 1:g}")
+    if high.startswith("<="):
+        values.append(f"{float(high[2:]) + 1:g}")
+    elif high.startswith("<"):
+        values.append(high[1:])
+    elif high.startswith(">="):
+        values.append(f"{float(high[2:]) - 1:g}")
+    return values
 
 
 def test_the_shown_ranges_are_read_in_full():
@@ -126,7 +144,8 @@ def test_the_shown_ranges_are_read_in_full():
     shown = _shown_ranges()
     for words in COMMANDS:
         _, params = _params(words)
-        declared = {p.opts[0] for p in params if getattr(p, "min", None) is not None or getattr(p, "max", None) is not None}
+        declared = {p.opts[0] for p in params if range_of(p) is not None and range_of(p).shown() is not None}
+        assert not {p.opts[0] for p in params if p.opts[0] not in declared and getattr(p, "min", None) is not None}, "a range not from charrnn.ranges"
         declared = {name for name in declared if name.startswith("--")}
         assert declared == set(shown[words]), words
 
@@ -164,6 +183,25 @@ def test_every_value_a_shown_range_allows_at_its_edges_is_accepted(tmp_path, tex
                     refused.append(f"{words} {option} {value} (shown [{allowed}]): {result.stderr.strip()}")
     assert tried >= 25
     assert not refused, "\n".join(refused)
+
+
+def test_every_value_just_past_a_shown_range_is_refused_in_one_line_naming_the_option(tmp_path, text_file, trained_run):
+    # The range --help shows and the one a check enforces are one table's (charrnn.ranges):
+    # the value past each end is refused, whichever layer checks it.
+    accepted = []
+    tried = 0
+    for words, ranges in _shown_ranges().items():
+        if not ranges or words in NOT_RUN:
+            continue
+        for option, allowed in ranges.items():
+            for value in _beyond(allowed):
+                tried += 1
+                args = [*RUNS[words](tmp_path / f"run{tried}", text_file, trained_run), *NEEDS.get(option, []), option, value]
+                result = invoke(*args)
+                if result.exit_code == 0 or option not in result.stderr or len(result.stderr.strip().splitlines()) != 1:
+                    accepted.append(f"{words} {option} {value} (shown [{allowed}]): exit {result.exit_code}, {result.stderr.strip()!r}")
+    assert tried >= 25
+    assert not accepted, "\n".join(accepted)
 
 
 @pytest.mark.parametrize(

@@ -112,7 +112,7 @@ def test_interactive_loop_with_commands(trained_run):
     assert len(replies) == 2 and len(replies[0]) == 12
     assert replies[1] == sample_text_cli_greedy(trained_run, 30)
     assert "/temp needs a number" in result.stderr
-    assert "/topp: --top-p must be in (0, 1]; unchanged" in result.stderr
+    assert "/topp: --top-p must be in (0, 1], not 7; unchanged" in result.stderr
     assert "unknown command /bogus" in result.stderr
     assert "'Q'" in result.stderr  # an unknown character is reported, and the loop goes on
     assert "/temp 0.0, /len 30" in result.stderr and "/seed 4" in result.stderr

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 
-from charrnn.cli.shared import given_options, output_path, err, out, _default, MEASURED
+from charrnn.cli.shared import given_options, output_path, err, out, _default, MEASURED, ranged
 from charrnn.options import DEFAULTS, Cell, DeviceChoice, Preset
 
 
@@ -18,18 +18,18 @@ def bench(
     long: Annotated[bool, typer.Option("--long", help="Measure ~4x longer for steadier figures (several minutes).", rich_help_panel=MEASURED)] = False,
     preset: Annotated[Optional[list[Preset]], typer.Option(metavar="<preset>...", help=f"Model size to measure (repeatable): {', '.join(p.value for p in Preset)}. \\[default: small and large; on a GPU 2x512 and 3x1024]")] = None,
     cell: Annotated[Cell, typer.Option(help="Recurrent cell of the measured models.")] = Cell.lstm,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Training batch. \\[default: the trainer's default for the device]")] = None,
-    seq_len: Annotated[Optional[int], typer.Option(min=1, help="Training window. \\[default: the trainer's default]")] = None,
-    corpus_mb: Annotated[int, typer.Option(min=1, help="Size of the generated corpus for encoding speed and peak RSS.", rich_help_panel=MEASURED)] = 100,
+    batch_size: Annotated[Optional[int], ranged("bench", "batch_size", checked=True, help="Training batch. \\[default: the trainer's default for the device]")] = None,
+    seq_len: Annotated[Optional[int], ranged("bench", "seq_len", checked=True, help="Training window. \\[default: the trainer's default]")] = None,
+    corpus_mb: Annotated[int, ranged("bench", "corpus_mb", checked=True, help="Size of the generated corpus for encoding speed and peak RSS.", rich_help_panel=MEASURED)] = 100,
     text: Annotated[Optional[Path], typer.Option(help="Text repeated to make that corpus. \\[default: generated words]", rich_help_panel=MEASURED)] = None,
     memory: Annotated[bool, typer.Option(help="Measure encoding speed and training peak RSS.", rich_help_panel=MEASURED)] = True,
     sampling: Annotated[bool, typer.Option(help="Measure sampling speed.", rich_help_panel=MEASURED)] = True,
     device: Annotated[DeviceChoice, typer.Option(help="Where to measure.")] = DeviceChoice.auto,
     json_path: Annotated[Optional[Path], typer.Option("--json", parser=output_path, metavar="<path>", help="Also write the figures as JSON here.")] = None,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for every figure. \\[default: all cores for training and batches, one for a single sample, as the commands choose]", show_default=False)] = None,
+    threads: Annotated[Optional[int], ranged("threads", "threads", checked=True, help="CPU threads for every figure. \\[default: all cores for training and batches, one for a single sample, as the commands choose]", show_default=False)] = None,
     grad_stats_cost: Annotated[bool, typer.Option("--grad-stats-cost", help="Also time training steps with the per-group gradient statistics (on by default in train) off and on, alternating in the same run, and show their cost as a ratio.", rich_help_panel=MEASURED)] = False,
     export_runs: Annotated[Optional[list[Path]], typer.Option("--export", metavar="RUN", help="Instead: export this run (repeatable) in every format and measure each file's size, batch-1 latency and chars/s, and validation bpc against the checkpoint's, beside the FastStepper in the same run.", show_default=False)] = None,
-    export_chars: Annotated[int, typer.Option(min=2, help=f"Validation characters each format steps through with --export. {_default('bench_export', 'chars')}", show_default=False)] = DEFAULTS["bench_export"]["chars"],
+    export_chars: Annotated[int, ranged("bench_export", "chars", checked=True, help=f"Validation characters each format steps through with --export. {_default('bench_export', 'chars')}", show_default=False)] = DEFAULTS["bench_export"]["chars"],
     contention: Annotated[bool, typer.Option("--contention", help="Instead: measure training and sampling beside other work (two trainings at once, a busy loop), adaptive threads against all cores, as ratios to each alone (about 6 minutes; --long: 18).")] = False,
     startup: Annotated[bool, typer.Option("--startup", help="Instead: measure how long every command's --help and tab completion take to start, against `python -c pass` (about 30 s; --long: 2 minutes).")] = False,
     serve: Annotated[bool, typer.Option("--serve", help="Instead: start `charrnn serve` and stream from it with 1, 8, 32 and 64 clients at once: chars/s of all together, time to first character, gaps between characters, every request accounted for (about 40 s; --long: 2 minutes).")] = False,

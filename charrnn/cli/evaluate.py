@@ -1,11 +1,11 @@
 """`charrnn eval`: bits per character a model assigns to any text."""
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from charrnn.cli.shared import CheckpointArgument, BestOption, THREADS_HELP, _thread_governor, _given_path, err
+from charrnn.cli.shared import CheckpointArgument, BestOption, _thread_governor, _given_path, err, DeviceOption, ThreadsOption, EncodingOption
 from charrnn.options import DEFAULTS, DeviceChoice
 
 
@@ -13,10 +13,10 @@ def evaluate_command(
     checkpoint: CheckpointArgument,
     files: Annotated[list[Path], typer.Argument(parser=_given_path, help="Text files to score, or a named corpus's split, e.g. ptb-char:test.", show_default=False)],
     best: BestOption = False,
-    encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = DEFAULTS["corpus"]["encoding"],
-    device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.")] = DeviceChoice.auto,
+    encoding: EncodingOption = DEFAULTS["corpus"]["encoding"],
+    device: DeviceOption = DeviceChoice.auto,
     unknown: Annotated[str, typer.Option(metavar="<error|skip>", help="Characters outside the model's vocabulary: error, or skip (leave them out of the text scored, and say how many).")] = DEFAULTS["eval"]["unknown"],
-    threads: Annotated[Optional[int], typer.Option(min=1, help=THREADS_HELP, show_default=False)] = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Print the bits per character the model assigns to text files, read as one stream."""
     from charrnn.data.corpus import resolve_sources

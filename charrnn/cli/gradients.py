@@ -5,20 +5,20 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn.cli.shared import RunArgument, BestOption, err, out, _generation_threads, output_path, read_inputs, REPLAY_THREADS_HELP, _note_no_png
+from charrnn.cli.shared import RunArgument, BestOption, err, out, _generation_threads, output_path, read_inputs, _note_no_png, ranged, ReplayThreadsOption, EncodingOption
 from charrnn.options import DEFAULTS
 
 
 def gradients(
     checkpoint: RunArgument,
     text: Annotated[Optional[Path], typer.Option(help="Text whose first characters make the window. \\[default: the run's training text]", show_default=False)] = None,
-    steps: Annotated[int, typer.Option(min=1, help="Steps in the window: the gradient is followed this far back.")] = DEFAULTS["gradients"]["steps"],
+    steps: Annotated[int, ranged("gradients", "steps", checked=True, help="Steps in the window: the gradient is followed this far back.")] = DEFAULTS["gradients"]["steps"],
     compare: Annotated[bool, typer.Option("--compare", help="Also draw a plain RNN, a GRU, an LSTM with forget bias 1 (charrnn's) and one with forget bias 0, all of this architecture at initialisation, on the same text.")] = False,
     png: Annotated[Optional[Path], typer.Option(parser=output_path, metavar="<path>", help="Also draw the norms (log scale) in this PNG.", show_default=False)] = None,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the weights drawn for the models at initialisation.")] = DEFAULTS["gradients"]["seed"],
+    seed: Annotated[int, ranged("gradients", "seed", checked=True, help="Seed of the weights drawn for the models at initialisation.")] = DEFAULTS["gradients"]["seed"],
     best: BestOption = False,
-    encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = DEFAULTS["corpus"]["encoding"],
-    threads: Annotated[Optional[int], typer.Option(min=1, help=REPLAY_THREADS_HELP, show_default=False)] = None,
+    encoding: EncodingOption = DEFAULTS["corpus"]["encoding"],
+    threads: ReplayThreadsOption = None,
 ) -> None:
     """Show how the gradient of the loss at the last step fades over the steps before it: trained against initialisation, or several cells compared."""
     from charrnn.cli.inspect_views import show_gradients

@@ -35,7 +35,17 @@ def _value_name(label: str) -> str:
     return f"<{inner}>" + ("..." if repeats else "")
 
 
+def range_of(param):
+    """The range an option was declared with (``charrnn.cli.shared.ranged``), or None."""
+    info = getattr(getattr(param, "type_descriptor", None), "parameter_info", None)
+    return getattr(info, "charrnn_range", None)
+
+
 def _readable(param, ctx) -> None:
+    allowed = range_of(param)
+    if allowed is not None:
+        # Shown from the table whether typer checks it or a config does.
+        param._get_number_range_help_str = allowed.shown
     if isinstance(param, typer.core.TyperOption):
         if param.is_flag:
             name = None

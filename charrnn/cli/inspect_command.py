@@ -5,14 +5,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn.cli.shared import RunArgument, BestOption, err, out, _generation_threads, output_path, read_inputs, INSPECT, WHAT_TO_SHOW, REPLAY_THREADS_HELP, _note_no_png
+from charrnn.cli.shared import RunArgument, BestOption, err, out, _generation_threads, output_path, read_inputs, INSPECT, WHAT_TO_SHOW, _note_no_png, ranged, ReplayThreadsOption, EncodingOption
 from charrnn.options import DEFAULTS
 
 
 def inspect_command(
     checkpoint: RunArgument,
     text: Annotated[Optional[Path], typer.Option(help="Text to read. \\[default: the run's training text]", show_default=False)] = None,
-    chars: Annotated[int, typer.Option(min=1, help="Characters of the text to read (from its start).")] = INSPECT["chars"],
+    chars: Annotated[int, ranged("inspect", "chars", checked=True, help="Characters of the text to read (from its start).")] = INSPECT["chars"],
     gates: Annotated[bool, typer.Option("--gates", help="Gate saturation: per layer and gate, the fraction of steps each unit is below 0.1 or above 0.9 (LSTM, GRU).", rich_help_panel=WHAT_TO_SHOW)] = False,
     neuron: Annotated[Optional[str], typer.Option(metavar="L:N", help="Colour the text by unit N of layer L (both from 0).", rich_help_panel=WHAT_TO_SHOW, show_default=False)] = None,
     find: Annotated[bool, typer.Option("--find", "--search", help="Rank the units whose activation best follows properties of the text: inside quotes, inside brackets, position in the line, indentation, start of a word.", rich_help_panel=WHAT_TO_SHOW)] = False,
@@ -20,10 +20,10 @@ def inspect_command(
     html: Annotated[Optional[Path], typer.Option(parser=output_path, metavar="<path>", help="With --neuron: also write the coloured text as one self-contained HTML page.", show_default=False)] = None,
     png: Annotated[Optional[Path], typer.Option(parser=output_path, metavar="<path>", help="Also draw a PNG: with --gates the saturation plot (one dot per unit), with --neuron the coloured text (its first 40 lines).", show_default=False)] = None,
     state: Annotated[str, typer.Option(metavar="<h|c>", help="Which activation --neuron and --find read: h (the hidden state), or c (an LSTM's cell state, through tanh).")] = INSPECT["state"],
-    top: Annotated[int, typer.Option(min=1, help="With --find: how many units to list.")] = INSPECT["top"],
+    top: Annotated[int, ranged("inspect", "top", checked=True, help="With --find: how many units to list.")] = INSPECT["top"],
     best: BestOption = False,
-    encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = DEFAULTS["corpus"]["encoding"],
-    threads: Annotated[Optional[int], typer.Option(min=1, help=REPLAY_THREADS_HELP, show_default=False)] = None,
+    encoding: EncodingOption = DEFAULTS["corpus"]["encoding"],
+    threads: ReplayThreadsOption = None,
 ) -> None:
     """Look inside the network on a text: gate saturation, one unit over the text, the units that follow its structure, the states themselves."""
     from charrnn.errors import ConfigError

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn.cli.shared import err, output_path
+from charrnn.cli.shared import err, output_path, ranged
 
 
 def plot(
@@ -14,8 +14,8 @@ def plot(
     output: Annotated[Optional[Path], typer.Option("--out", parser=output_path, help="PNG to write. \\[default: RUN/curves.png for one run, curves.png for several]", show_default=False)] = None,
     terminal: Annotated[bool, typer.Option("--terminal", help="Draw the curves as text on stdout instead (no display or matplotlib needed); with --out, the PNG too.")] = False,
     x_axis: Annotated[str, typer.Option("--x", metavar="<step|time>", help="Horizontal axis of the text chart: step or time.")] = "step",
-    width: Annotated[int, typer.Option(min=20, max=400, help="Text chart width in characters.")] = 72,
-    height: Annotated[int, typer.Option(min=5, max=200, help="Text chart height in lines.")] = 16,
+    width: Annotated[int, ranged("plot", "width", checked=True, help="Text chart width in characters.")] = 72,
+    height: Annotated[int, ranged("plot", "height", checked=True, help="Text chart height in lines.")] = 16,
     gradients: Annotated[bool, typer.Option("--gradients", help="Also draw each group of weights' gradient norm (embedding, weight_ih_l*, weight_hh_l*, decoder; log scale) and the share of recent steps whose gradients were clipped (see docs/training-diagnostics.md).")] = False,
 ) -> None:
     """Plot train and validation bits per character against steps and wall time."""

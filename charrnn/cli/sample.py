@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from charrnn.cli.errors import EXIT_INTERRUPTED, fail
-from charrnn.cli.shared import CheckpointArgument, BestOption, given_options, err, SAMPLE, MODEL, MODES, COPYING, THREADS_HELP, _generation_threads
+from charrnn.cli.shared import CheckpointArgument, BestOption, given_options, err, SAMPLE, MODEL, MODES, COPYING, _generation_threads, ranged, DeviceOption, ThreadsOption
 from charrnn.options import DeviceChoice, SamplingEngine
 
 DEFAULT_SEPARATOR = "--- sample {i} of {n} {status} ---"
@@ -21,28 +21,28 @@ FLUSH_SECONDS = 0.05
 def sample(
     ctx: typer.Context,
     checkpoint: CheckpointArgument,
-    length: Annotated[int, typer.Option(min=1, help="Characters to generate per sample.")] = SAMPLE["length"],
-    temperature: Annotated[float, typer.Option(min=0, help="Sampling temperature; 0 = greedy.")] = SAMPLE["temperature"],
-    top_k: Annotated[int, typer.Option(min=0, help="Sample only among the k most likely characters; 0 = off.")] = SAMPLE["top_k"],
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass, above 0 and at most 1; 1 = off.")] = SAMPLE["top_p"],
-    min_p: Annotated[float, typer.Option(min=0, max=1, help="Drop characters less likely than this fraction of the most likely one; 0 = off.")] = SAMPLE["min_p"],
-    repetition_penalty: Annotated[float, typer.Option(help="Above 1, characters seen in the last --repetition-window become less likely; 1 = off; above 0 and below 1, more likely.")] = SAMPLE["repetition_penalty"],
-    repetition_window: Annotated[int, typer.Option(min=1, help="Recent characters (prime included) the repetition penalty looks at.")] = SAMPLE["repetition_window"],
-    beam: Annotated[int, typer.Option(min=0, help="Beam search with this many beams instead of sampling: the most likely continuation, deterministic; good for short completions, repetitive on long ones. 0 = sample.", rich_help_panel=MODES)] = SAMPLE["beam"],
+    length: Annotated[int, ranged("sample", "length", help="Characters to generate per sample.")] = SAMPLE["length"],
+    temperature: Annotated[float, ranged("sample", "temperature", help="Sampling temperature; 0 = greedy.")] = SAMPLE["temperature"],
+    top_k: Annotated[int, ranged("sample", "top_k", help="Sample only among the k most likely characters; 0 = off.")] = SAMPLE["top_k"],
+    top_p: Annotated[float, ranged("sample", "top_p", help="Nucleus sampling mass, above 0 and at most 1; 1 = off.")] = SAMPLE["top_p"],
+    min_p: Annotated[float, ranged("sample", "min_p", help="Drop characters less likely than this fraction of the most likely one; 0 = off.")] = SAMPLE["min_p"],
+    repetition_penalty: Annotated[float, ranged("sample", "repetition_penalty", help="Above 1, characters seen in the last --repetition-window become less likely; 1 = off; above 0 and below 1, more likely.")] = SAMPLE["repetition_penalty"],
+    repetition_window: Annotated[int, ranged("sample", "repetition_window", help="Recent characters (prime included) the repetition penalty looks at.")] = SAMPLE["repetition_window"],
+    beam: Annotated[int, ranged("sample", "beam", checked=True, help="Beam search with this many beams instead of sampling: the most likely continuation, deterministic; good for short completions, repetitive on long ones. 0 = sample.", rich_help_panel=MODES)] = SAMPLE["beam"],
     interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Prompt loop: each line you type is continued; /help lists commands (/temp, /len, ...), /quit or EOF ends.", rich_help_panel=MODES)] = False,
     prime: Annotated[str, typer.Option(help="Text to condition on first (printed before the sample).")] = "",
     seed: Annotated[Optional[int], typer.Option(help="Random seed, 0 to 2**63-1: same seed, same text. \\[default: random, reported]")] = None,
-    num_samples: Annotated[int, typer.Option(min=1, help="Samples to make, generated together in one batch; each is written out as soon as its text is final, in order, followed by a --separator line.")] = SAMPLE["num_samples"],
+    num_samples: Annotated[int, ranged("sample", "num_samples", help="Samples to make, generated together in one batch; each is written out as soon as its text is final, in order, followed by a --separator line.")] = SAMPLE["num_samples"],
     separator: Annotated[str, typer.Option(help="With --num-samples > 1, the line written on stdout after each sample, for scripts to split on: {i} becomes the sample's number, {n} the number of samples, {status} 'complete' or 'cut short' (Ctrl-C).")] = DEFAULT_SEPARATOR,
     stop: Annotated[Optional[list[str]], typer.Option(help="End a sample at this string (repeatable; not printed).")] = None,
     unknown: Annotated[str, typer.Option(metavar="<error|skip>", help="Prime characters outside the vocabulary: error (names them) or skip.")] = SAMPLE["unknown"],
     best: BestOption = False,
-    device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.", rich_help_panel=MODEL)] = DeviceChoice.auto,
-    threads: Annotated[Optional[int], typer.Option(min=1, help=THREADS_HELP, show_default=False, rich_help_panel=MODEL)] = None,
     engine: Annotated[SamplingEngine, typer.Option(help="fast = weights laid out once for single steps (CPU); eager = the model's own forward (the reference; cuDNN on GPU); auto = fast on CPU, eager on GPU. Same seed, same text either way.", rich_help_panel=MODEL)] = SamplingEngine(SAMPLE["engine"]),
+    device: DeviceOption = DeviceChoice.auto,
+    threads: ThreadsOption = None,
     check_copying: Annotated[bool, typer.Option("--check-copying", help="After sampling, report on stderr the longest substring of each sample found verbatim in the training text, and the share of it in copied runs of --copy-min-run+ characters, beside the same figures for unseen validation text. About 1 s per 1,000 sampled characters per MB of training text.", rich_help_panel=COPYING)] = False,
     training_text: Annotated[Optional[Path], typer.Option(help="Check copying against this file instead of the training files the checkpoint records (implies --check-copying).", show_default=False, rich_help_panel=COPYING)] = None,
-    copy_min_run: Annotated[int, typer.Option(min=1, help="Shortest verbatim run counted as copied by --check-copying.", rich_help_panel=COPYING)] = SAMPLE["copy_min_run"],
+    copy_min_run: Annotated[int, ranged("sample", "copy_min_run", checked=True, help="Shortest verbatim run counted as copied by --check-copying.", rich_help_panel=COPYING)] = SAMPLE["copy_min_run"],
 ) -> None:
     """Generate text, streaming it to stdout as it is made."""
     # The options by name: SampleConfig takes the fields of its own names from them.

@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn.cli.shared import RunArgument, BestOption, err
+from charrnn.cli.shared import RunArgument, BestOption, err, ranged
 from charrnn.options import DEFAULTS
 
 SERVE = DEFAULTS["serve"]
@@ -16,18 +16,18 @@ ACCESS = "Access"
 def serve(
     checkpoint: RunArgument,
     host: Annotated[str, typer.Option(help="Address to listen on; another than loopback needs --api-key.", rich_help_panel=ACCESS)] = SERVE["host"],
-    port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one (the address is printed).", rich_help_panel=ACCESS)] = SERVE["port"],
+    port: Annotated[int, ranged("serve", "port", help="Port to listen on; 0 picks a free one (the address is printed).", rich_help_panel=ACCESS)] = SERVE["port"],
     api_key: Annotated[Optional[str], typer.Option(envvar="CHARRNN_API_KEY", show_envvar=True, help="Require Authorization: Bearer KEY on every request (the playground page asks for it). \\[default: none on loopback]", show_default=False, rich_help_panel=ACCESS)] = None,
     cors: Annotated[Optional[list[str]], typer.Option(metavar="ORIGIN", help="Let pages from this origin call the API from a browser (repeatable). \\[default: none]", show_default=False, rich_help_panel=ACCESS)] = None,
-    max_streams: Annotated[int, typer.Option(min=1, help="Streams advanced together in one batched step.", rich_help_panel=LIMITS)] = SERVE["max_streams"],
-    max_queue: Annotated[int, typer.Option(min=0, help="Streams waiting for a slot; past this a request is answered 503 with Retry-After.", rich_help_panel=LIMITS)] = SERVE["max_queue"],
-    max_tokens: Annotated[Optional[int], typer.Option(min=1, help=f"Characters made when a request gives no max_tokens (num_predict). \\[default: {SERVE['max_tokens']}, or --max-tokens-limit if lower]", show_default=False, rich_help_panel=LIMITS)] = None,
-    max_tokens_limit: Annotated[int, typer.Option(min=1, help="The most max_tokens a request may ask for.", rich_help_panel=LIMITS)] = SERVE["max_tokens_limit"],
-    max_prompt: Annotated[int, typer.Option(min=1, help="The longest prompt, in characters.", rich_help_panel=LIMITS)] = SERVE["max_prompt"],
-    max_body: Annotated[int, typer.Option(min=1024, help="The largest request body, in bytes.", rich_help_panel=LIMITS)] = SERVE["max_body"],
-    max_n: Annotated[int, typer.Option(min=1, help="The most completions (n) one request may ask for.", rich_help_panel=LIMITS)] = SERVE["max_n"],
-    grace: Annotated[float, typer.Option(min=0, help="Seconds running streams get to finish after SIGTERM or Ctrl-C; then each ends with an event that says so.")] = SERVE["grace"],
-    threads: Annotated[int, typer.Option(min=1, help="CPU threads of the model step (the event loop that serves HTTP runs beside it).")] = SERVE["threads"],
+    max_streams: Annotated[int, ranged("serve", "max_streams", help="Streams advanced together in one batched step.", rich_help_panel=LIMITS)] = SERVE["max_streams"],
+    max_queue: Annotated[int, ranged("serve", "max_queue", help="Streams waiting for a slot; past this a request is answered 503 with Retry-After.", rich_help_panel=LIMITS)] = SERVE["max_queue"],
+    max_tokens: Annotated[Optional[int], ranged("serve", "max_tokens", help=f"Characters made when a request gives no max_tokens (num_predict). \\[default: {SERVE['max_tokens']}, or --max-tokens-limit if lower]", show_default=False, rich_help_panel=LIMITS)] = None,
+    max_tokens_limit: Annotated[int, ranged("serve", "max_tokens_limit", help="The most max_tokens a request may ask for.", rich_help_panel=LIMITS)] = SERVE["max_tokens_limit"],
+    max_prompt: Annotated[int, ranged("serve", "max_prompt", help="The longest prompt, in characters.", rich_help_panel=LIMITS)] = SERVE["max_prompt"],
+    max_body: Annotated[int, ranged("serve", "max_body", help="The largest request body, in bytes.", rich_help_panel=LIMITS)] = SERVE["max_body"],
+    max_n: Annotated[int, ranged("serve", "max_n", help="The most completions (n) one request may ask for.", rich_help_panel=LIMITS)] = SERVE["max_n"],
+    grace: Annotated[float, ranged("serve", "grace", help="Seconds running streams get to finish after SIGTERM or Ctrl-C; then each ends with an event that says so.")] = SERVE["grace"],
+    threads: Annotated[int, ranged("serve", "threads", help="CPU threads of the model step (the event loop that serves HTTP runs beside it).")] = SERVE["threads"],
     best: BestOption = False,
 ) -> None:
     """Serve a model over HTTP to many clients at once: OpenAI-compatible /v1/completions,

@@ -8,12 +8,29 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from charrnn.options import DEFAULTS, PRESET_TRAINING
+from charrnn.options import DEFAULTS, PRESET_TRAINING, DeviceChoice
+from charrnn.ranges import RANGES
 
 # What several commands take, declared once.
 CheckpointArgument = Annotated[Path, typer.Argument(help="Checkpoint file or run directory.", show_default=False)]
 RunArgument = Annotated[Path, typer.Argument(metavar="RUN", help="Checkpoint file or run directory.", show_default=False)]
 BestOption = Annotated[bool, typer.Option("--best", help="Use the run directory's best checkpoint, not its latest.")]
+
+
+
+def ranged(section: str, name: str, *declarations: str, checked: bool = False, **option) -> typer.models.OptionInfo:
+    """``typer.Option`` for an option whose range is ``RANGES[section][name]``; ``--help`` and
+    usage.md show it from there (``charrnn.cli.help.range_of``). A config checks the ranges of
+    its own options (charrnn.ranges), so the command line leaves them to it; ``checked=True``,
+    for an option no config holds, has typer check it as the value is parsed."""
+    allowed = RANGES[section][name]
+    if checked:
+        assert not (allowed.low_open or allowed.high_open), "typer checks closed ranges only"
+        option.update(min=allowed.low, max=allowed.high)
+    info = typer.Option(*declarations, **option)
+    info.charrnn_range = allowed
+    return info
+
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False)
@@ -52,6 +69,18 @@ THREADS_HELP = (
     "CPU threads for torch and BLAS (OMP_NUM_THREADS also fixes it). \\[default: chosen by "
     "measured speed, so that a busy machine does not slow the run down]"
 )
+REPLAY_THREADS_HELP = (
+    "CPU threads for torch (OMP_NUM_THREADS also fixes it). \\[default: 1: the layers are "
+    "replayed one step at a time, many small operations that more threads only slow down]"
+)
+
+# The device options of the commands that run a model, declared once.
+DeviceOption = Annotated[DeviceChoice, typer.Option(help="Where to run the model.", rich_help_panel=DEVICE)]
+# Training, sampling and evaluation: a governor picks the count by measured speed.
+ThreadsOption = Annotated[Optional[int], ranged("threads", "threads", checked=True, help=THREADS_HELP, show_default=False, rich_help_panel=DEVICE)]
+# inspect and gradients replay the layers one step at a time: one thread unless told.
+ReplayThreadsOption = Annotated[Optional[int], ranged("threads", "threads", checked=True, help=REPLAY_THREADS_HELP, show_default=False, rich_help_panel=DEVICE)]
+EncodingOption = Annotated[str, typer.Option(help="Text encoding of the files.")]
 
 
 def _thread_governor(threads: Optional[int]):
@@ -109,10 +138,6 @@ def _given_path(value) -> Path:
 
 INSPECT = DEFAULTS["inspect"]
 WHAT_TO_SHOW = "What to show"
-REPLAY_THREADS_HELP = (
-    "CPU threads for torch (OMP_NUM_THREADS also fixes it). \\[default: 1: the layers are "
-    "replayed one step at a time, many small operations that more threads only slow down]"
-)
 
 
 def given_options(ctx: typer.Context) -> dict[str, str]:

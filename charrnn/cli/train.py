@@ -9,18 +9,20 @@ import typer
 
 from charrnn.text import shown
 from charrnn.cli.errors import EXIT_INTERRUPTED, fail, interrupt_reported, message_for
-from charrnn.cli.shared import err, _per_preset, _default, TRAIN, GPU, MODEL, TRAINING, DATA, RUN, BUDGET, DEVICE, THREADS_HELP, output_path, _learning_rate
-from charrnn.options import DEFAULTS, MAX_LR, Cell, DeviceChoice, Precision, Preset, Schedule, TokenizerKind
+from charrnn.cli.shared import err, _per_preset, _default, TRAIN, GPU, MODEL, TRAINING, DATA, RUN, BUDGET, DEVICE, output_path, _learning_rate, ranged, DeviceOption, ThreadsOption
+from charrnn.ranges import MAX_LR
+from charrnn.options import DEFAULTS, Cell, DeviceChoice, Precision, Preset, Schedule, TokenizerKind
 
 
 def _value_kind(param) -> str:
     """What a --config value for ``param`` must be: bool, int, float, str (paths, choices), or
     for --lr a number or auto."""
-    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    descriptor = getattr(param, "type_descriptor", None)
+    annotation = getattr(descriptor, "annotation", None)
     if getattr(param, "is_bool_flag", False) or annotation is bool:
         return "bool"
-    if param.name == "lr":
-        return "rate"  # a number, or auto
+    if getattr(getattr(descriptor, "parameter_info", None), "parser", None) is _learning_rate:
+        return "rate"  # what --lr's parser takes
     return {int: "int", float: "float"}.get(annotation, "str")
 
 
@@ -55,38 +57,38 @@ def train(
     out_dir: Annotated[Optional[Path], typer.Option("--out", parser=output_path, help="Run directory. \\[default: a new directory in checkpoints/, named after the corpus and the time]", rich_help_panel=RUN)] = None,
     extend_vocab: Annotated[bool, typer.Option(help="With --resume on new text: add its unseen characters to the vocabulary (fine-tuning).", rich_help_panel=RUN)] = False,
     tokenizer: Annotated[Optional[TokenizerKind], typer.Option(help="What the model reads: chars (each character of the corpus), bytes (UTF-8 bytes, any text), or bpe (byte-level BPE trained on the corpus, with --vocab-size). " + _default("corpus", "tokenizer"), rich_help_panel=DATA)] = None,
-    vocab_size: Annotated[Optional[int], typer.Option(min=256, help="BPE vocabulary size (256 byte tokens + merges), with --tokenizer bpe.", rich_help_panel=DATA)] = None,
+    vocab_size: Annotated[Optional[int], ranged("corpus", "vocab_size", help="BPE vocabulary size (256 byte tokens + merges), with --tokenizer bpe.", rich_help_panel=DATA)] = None,
     preset: Annotated[Optional[Preset], typer.Option(help=f"Model size; explicit options override it. \\[default: {DEFAULTS['model']['preset']}; on a GPU {GPU['preset']} with dropout {GPU['dropout']}]", rich_help_panel=MODEL)] = None,
     cell: Annotated[Optional[Cell], typer.Option(help="Recurrent cell. " + _default("model", "cell"), rich_help_panel=MODEL)] = None,
-    layers: Annotated[Optional[int], typer.Option(min=1, help="Recurrent layers.", rich_help_panel=MODEL)] = None,
-    hidden: Annotated[Optional[int], typer.Option(min=1, help="Hidden units per layer.", rich_help_panel=MODEL)] = None,
-    embed: Annotated[Optional[int], typer.Option(min=1, help="Character embedding size.", rich_help_panel=MODEL)] = None,
-    dropout: Annotated[Optional[float], typer.Option(min=0, max=0.99, help="Dropout between layers and before the decoder.", rich_help_panel=MODEL)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help=f"Parallel streams per step (shrinks for short texts). \\[default: {TRAIN['batch_size']}; {GPU['batch_size']} on a GPU]", rich_help_panel=TRAINING)] = None,
-    seq_len: Annotated[Optional[int], typer.Option(min=1, help="Characters per truncated-BPTT window. " + _default("train", "seq_len"), rich_help_panel=TRAINING)] = None,
-    lr: Annotated[Optional[str], typer.Option(parser=_learning_rate, metavar="<number|auto>", help=f"Peak learning rate (AdamW): above 0, at most {MAX_LR:g}; or auto: a range test at the start of a new run chooses it (docs/defaults.md). \\[default: from the preset: {_per_preset('lr')}]", rich_help_panel=TRAINING)] = None,
+    layers: Annotated[Optional[int], ranged("model", "layers", help="Recurrent layers.", rich_help_panel=MODEL)] = None,
+    hidden: Annotated[Optional[int], ranged("model", "hidden", help="Hidden units per layer.", rich_help_panel=MODEL)] = None,
+    embed: Annotated[Optional[int], ranged("model", "embed", help="Character embedding size.", rich_help_panel=MODEL)] = None,
+    dropout: Annotated[Optional[float], ranged("model", "dropout", help="Dropout between layers and before the decoder.", rich_help_panel=MODEL)] = None,
+    batch_size: Annotated[Optional[int], ranged("train", "batch_size", help=f"Parallel streams per step (shrinks for short texts). \\[default: {TRAIN['batch_size']}; {GPU['batch_size']} on a GPU]", rich_help_panel=TRAINING)] = None,
+    seq_len: Annotated[Optional[int], ranged("train", "seq_len", help="Characters per truncated-BPTT window. " + _default("train", "seq_len"), rich_help_panel=TRAINING)] = None,
+    lr: Annotated[Optional[str], ranged("train", "lr", parser=_learning_rate, metavar="<number|auto>", help=f"Peak learning rate (AdamW): above 0, at most {MAX_LR:g}; or auto: a range test at the start of a new run chooses it (docs/defaults.md). \\[default: from the preset: {_per_preset('lr')}]", rich_help_panel=TRAINING)] = None,
     schedule: Annotated[Optional[Schedule], typer.Option(help="Learning-rate schedule after warmup. " + _default("train", "schedule"), rich_help_panel=TRAINING)] = None,
-    warmup_steps: Annotated[Optional[int], typer.Option(min=0, help="Linear warmup steps. " + _default("train", "warmup_steps"), rich_help_panel=TRAINING)] = None,
-    min_lr_frac: Annotated[Optional[float], typer.Option(min=0, max=1, help="Final rate as a fraction of --lr. " + _default("train", "min_lr_frac"), rich_help_panel=TRAINING)] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(min=0, help=f"AdamW weight decay (not on biases or embeddings). \\[default: from the preset: {_per_preset('weight_decay')}]", rich_help_panel=TRAINING)] = None,
-    grad_clip: Annotated[Optional[float], typer.Option(min=0, help="Gradient-norm clip; 0 = off. " + _default("train", "grad_clip"), rich_help_panel=TRAINING)] = None,
-    max_steps: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many steps (with --resume: the run's total; see --extend-steps).", rich_help_panel=BUDGET)] = None,
-    minutes: Annotated[Optional[float], typer.Option(help="Training-time budget, above 0 (steps, evaluations and checkpoints; start-up is not counted); the schedule is planned to end with it. With --resume: the run's total (see --extend-minutes). " + f"\\[default: {DEFAULTS['budget']['minutes']:g} if no other budget]", rich_help_panel=BUDGET)] = None,
-    epochs: Annotated[Optional[float], typer.Option(help="Stop after this many passes over the text (above 0; fractions allowed).", rich_help_panel=BUDGET)] = None,
+    warmup_steps: Annotated[Optional[int], ranged("train", "warmup_steps", help="Linear warmup steps. " + _default("train", "warmup_steps"), rich_help_panel=TRAINING)] = None,
+    min_lr_frac: Annotated[Optional[float], ranged("train", "min_lr_frac", help="Final rate as a fraction of --lr. " + _default("train", "min_lr_frac"), rich_help_panel=TRAINING)] = None,
+    weight_decay: Annotated[Optional[float], ranged("train", "weight_decay", help=f"AdamW weight decay (not on biases or embeddings). \\[default: from the preset: {_per_preset('weight_decay')}]", rich_help_panel=TRAINING)] = None,
+    grad_clip: Annotated[Optional[float], ranged("train", "grad_clip", help="Gradient-norm clip; 0 = off. " + _default("train", "grad_clip"), rich_help_panel=TRAINING)] = None,
+    max_steps: Annotated[Optional[int], ranged("train", "max_steps", help="Stop after this many steps (with --resume: the run's total; see --extend-steps).", rich_help_panel=BUDGET)] = None,
+    minutes: Annotated[Optional[float], ranged("train", "minutes", help="Training-time budget, above 0 (steps, evaluations and checkpoints; start-up is not counted); the schedule is planned to end with it. With --resume: the run's total (see --extend-minutes). " + f"\\[default: {DEFAULTS['budget']['minutes']:g} if no other budget]", rich_help_panel=BUDGET)] = None,
+    epochs: Annotated[Optional[float], ranged("budget", "epochs", help="Stop after this many passes over the text (above 0; fractions allowed).", rich_help_panel=BUDGET)] = None,
     extend_steps: Annotated[Optional[int], typer.Option(help="With --resume: add this many steps (at least 1) to the run's budget (with --resume, --max-steps, --epochs and --minutes are totals). The learning rate goes on from where it is, decaying over the extension.", rich_help_panel=BUDGET)] = None,
-    extend_epochs: Annotated[Optional[float], typer.Option(help="With --resume: add this many passes over the text (above 0) to the run's step budget.", rich_help_panel=BUDGET)] = None,
-    extend_minutes: Annotated[Optional[float], typer.Option(help="With --resume: add this many minutes (above 0) to the run's time budget.", rich_help_panel=BUDGET)] = None,
-    eval_every: Annotated[Optional[int], typer.Option(min=1, help="Steps between validation runs. " + _default("train", "eval_every"), rich_help_panel=BUDGET)] = None,
-    eval_chars: Annotated[Optional[int], typer.Option(min=2, help="Evaluate on at most this many validation characters. " + _default("train", "eval_chars", none="all"), rich_help_panel=BUDGET)] = None,
-    checkpoint_every: Annotated[Optional[int], typer.Option(min=1, help="Steps between periodic checkpoints. " + _default("train", "checkpoint_every", none="--eval-every"), rich_help_panel=BUDGET)] = None,
-    patience: Annotated[Optional[int], typer.Option(min=0, help="Stop after this many evaluations without improvement; 0 = never. " + _default("train", "patience"), rich_help_panel=BUDGET)] = None,
+    extend_epochs: Annotated[Optional[float], ranged("budget", "extend_epochs", help="With --resume: add this many passes over the text (above 0) to the run's step budget.", rich_help_panel=BUDGET)] = None,
+    extend_minutes: Annotated[Optional[float], ranged("budget", "extend_minutes", help="With --resume: add this many minutes (above 0) to the run's time budget.", rich_help_panel=BUDGET)] = None,
+    eval_every: Annotated[Optional[int], ranged("train", "eval_every", help="Steps between validation runs. " + _default("train", "eval_every"), rich_help_panel=BUDGET)] = None,
+    eval_chars: Annotated[Optional[int], ranged("train", "eval_chars", help="Evaluate on at most this many validation characters. " + _default("train", "eval_chars", none="all"), rich_help_panel=BUDGET)] = None,
+    checkpoint_every: Annotated[Optional[int], ranged("train", "checkpoint_every", help="Steps between periodic checkpoints. " + _default("train", "checkpoint_every", none="--eval-every"), rich_help_panel=BUDGET)] = None,
+    patience: Annotated[Optional[int], ranged("train", "patience", help="Stop after this many evaluations without improvement; 0 = never. " + _default("train", "patience"), rich_help_panel=BUDGET)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed for initialisation and dropout, 0 to 2**63-1. " + _default("train", "seed"), rich_help_panel=TRAINING)] = None,
     val_file: Annotated[Optional[list[str]], typer.Option(help="Validation text (repeatable), instead of the last --val-frac of the training text.", rich_help_panel=DATA)] = None,
-    val_frac: Annotated[Optional[float], typer.Option(min=0, max=0.99, help="Fraction of the text, at its end, held out for validation. " + _default("corpus", "val_frac"), rich_help_panel=DATA)] = None,
+    val_frac: Annotated[Optional[float], ranged("corpus", "val_frac", help="Fraction of the text, at its end, held out for validation. " + _default("corpus", "val_frac"), rich_help_panel=DATA)] = None,
     encoding: Annotated[Optional[str], typer.Option(help="Text encoding of the files. " + _default("corpus", "encoding"), rich_help_panel=DATA)] = None,
-    device: Annotated[DeviceChoice, typer.Option(help="Where to train.", rich_help_panel=DEVICE)] = DeviceChoice.auto,
-    threads: Annotated[Optional[int], typer.Option(min=1, help=THREADS_HELP, show_default=False, rich_help_panel=DEVICE)] = None,
-    eval_sample_chars: Annotated[int, typer.Option(min=0, help="Characters of the sample written to samples.txt at each evaluation; 0 = none.", rich_help_panel=BUDGET)] = DEFAULTS["run"]["eval_sample_chars"],
+    device: DeviceOption = DeviceChoice.auto,
+    threads: ThreadsOption = None,
+    eval_sample_chars: Annotated[int, ranged("run", "eval_sample_chars", checked=True, help="Characters of the sample written to samples.txt at each evaluation; 0 = none.", rich_help_panel=BUDGET)] = DEFAULTS["run"]["eval_sample_chars"],
     tensorboard: Annotated[bool, typer.Option("--tensorboard/--no-tensorboard", help="Also write TensorBoard event files to RUN_DIR/tensorboard (needs the tensorboard extra).", rich_help_panel=RUN)] = False,
     precision: Annotated[Optional[Precision], typer.Option(help="auto = fp16 autocast on CUDA, fp32 on CPU.", rich_help_panel=DEVICE)] = None,
     deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--no-deterministic", help="Deterministic kernels everywhere, so a resumed run matches an unstopped one bit-for-bit on CUDA too (CPU runs already do); on CUDA it needs --dropout 0 or one layer. " + _default("train", "deterministic"), show_default=False, rich_help_panel=RUN)] = None,

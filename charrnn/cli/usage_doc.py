@@ -22,7 +22,7 @@ from pathlib import Path
 
 import typer
 
-from charrnn.cli.help import _value_name
+from charrnn.cli.help import _value_name, range_of
 
 BEGIN = "<!-- BEGIN GENERATED OPTIONS: python -m charrnn.cli.usage_doc -->"
 END = "<!-- END GENERATED OPTIONS -->"
@@ -91,14 +91,14 @@ def value_text(param, ctx) -> str:
         return ""
     name = param.metavar if param.metavar and not is_argument(param) else _value_name(param.display_type(ctx))
     text = f"`{name}`"
-    low, high = getattr(param, "min", None), getattr(param, "max", None)
-    if low is not None and high is not None:
-        text += f" {_number(low)} to {_number(high)}"
-    elif low is not None:
-        text += f" ≥ {_number(low)}"
-    elif high is not None:
-        text += f" ≤ {_number(high)}"
-    return text
+    allowed = range_of(param)
+    if allowed is None or allowed.shown() is None:  # an open lower end is said in the help text
+        return text
+    if allowed.high is None:
+        return f"{text} ≥ {_number(allowed.low)}"
+    if allowed.high_open:
+        return f"{text} ≥ {_number(allowed.low)}, < {_number(allowed.high)}"
+    return f"{text} {_number(allowed.low)} to {_number(allowed.high)}"
 
 
 def _shown(value) -> str:

@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from charrnn.options import MAX_SEED
+from charrnn.ranges import MAX_SEED
 from charrnn.errors import CharRNNError, ConfigError
 from charrnn.text import require_valid
 from charrnn.model.network import CharRNN

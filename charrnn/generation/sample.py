@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from charrnn.options import DEFAULTS, check_finite, check_seed, option_name
+from charrnn.options import DEFAULTS
+from charrnn.ranges import check_ranges
 from charrnn.errors import ConfigError, VocabError
 from charrnn.text import require_valid
 from charrnn.model.network import CharRNN
@@ -57,17 +58,8 @@ class SampleConfig:
         return self.top_k == 0 and self.top_p == 1.0 and self.min_p == 0 and self.repetition_penalty == 1.0
 
     def __post_init__(self) -> None:
-        for name in ("temperature", "top_p", "min_p", "repetition_penalty"):
-            check_finite(option_name(name), getattr(self, name))
+        check_ranges("sample", asdict(self))
         checks = [
-            (self.length >= 1, "--length must be at least 1"),
-            (self.temperature >= 0, "--temperature must be >= 0 (0 means greedy)"),
-            (self.top_k >= 0, "--top-k must be >= 0 (0 turns it off)"),
-            (0 < self.top_p <= 1, "--top-p must be in (0, 1]"),
-            (0 <= self.min_p <= 1, "--min-p must be in [0, 1] (0 turns it off)"),
-            (self.repetition_penalty > 0, "--repetition-penalty must be > 0 (1 turns it off)"),
-            (self.repetition_window >= 1, "--repetition-window must be at least 1"),
-            (self.num_samples >= 1, "--num-samples must be at least 1"),
             (all(self.stop), "--stop strings must not be empty"),
             (self.unknown in ("error", "skip"), "--unknown must be 'error' or 'skip'"),
             (self.engine in ("auto", "fast", "eager"), "--engine must be auto, fast or eager"),
@@ -78,8 +70,6 @@ class SampleConfig:
         require_valid(self.prime, "--prime")
         for stop in self.stop:
             require_valid(stop, "--stop")
-        if self.seed is not None:
-            check_seed(self.seed)
         if self.seed is None:
             self.seed = secrets.randbelow(2**31)
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import errno
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from charrnn.errors import ConfigError
-from charrnn.options import DEFAULTS, check_finite, option_name
+from charrnn.options import DEFAULTS
+from charrnn.ranges import check_ranges
 from charrnn.text import require_valid
 from charrnn.threads import check_thread_count
 
@@ -50,24 +51,15 @@ class ServeConfig:
             require_valid(self.api_key, f"--api-key (or {API_KEY_ENV})")
         for origin in self.cors:
             require_valid(origin, "--cors")
-        check_finite(option_name("grace"), self.grace)
+        check_ranges("serve", asdict(self))
         if self.max_tokens is None:
             self.max_tokens = min(_SERVE["max_tokens"], max(1, self.max_tokens_limit))
         checks = [
             (bool(self.host.strip()), "--host must not be empty"),
-            (0 <= self.port <= 65535, "--port must be in 0..65535 (0 picks a free port)"),
-            (self.max_streams >= 1, "--max-streams must be at least 1"),
-            (self.max_queue >= 0, "--max-queue must be >= 0"),
-            (self.max_tokens_limit >= 1, "--max-tokens-limit must be at least 1"),
             (
-                1 <= self.max_tokens <= self.max_tokens_limit,
+                self.max_tokens <= self.max_tokens_limit,
                 f"--max-tokens must be in 1..--max-tokens-limit ({self.max_tokens_limit})",
             ),
-            (self.max_prompt >= 1, "--max-prompt must be at least 1"),
-            (self.max_body >= 1024, "--max-body must be at least 1024 bytes"),
-            (self.max_n >= 1, "--max-n must be at least 1"),
-            (self.grace >= 0, "--grace must be >= 0"),
-            (self.threads >= 1, "--threads must be at least 1"),
             (self.api_key is None or bool(self.api_key.strip()), f"--api-key (or {API_KEY_ENV}) must not be empty"),
             (all(origin.strip() for origin in self.cors), "--cors origins must not be empty"),
         ]

@@ -27,7 +27,8 @@ import numpy as np
 
 from charrnn.data.vocab import Vocab
 from charrnn.errors import InvalidText, VocabError
-from charrnn.options import DEFAULTS, MAX_SEED
+from charrnn.options import DEFAULTS
+from charrnn.ranges import MAX_SEED
 from charrnn.serve.config import ServeConfig
 from charrnn.text import decode, require_valid
 

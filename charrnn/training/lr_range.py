@@ -26,7 +26,8 @@ import torch
 
 from charrnn.errors import TrainingDiverged
 from charrnn.model.network import CharRNN
-from charrnn.options import DEFAULTS, MAX_LR, TrainConfig
+from charrnn.options import DEFAULTS, TrainConfig
+from charrnn.ranges import MAX_LR
 from charrnn.training.trainer import Trainer
 
 _RANGE = DEFAULTS["lr_auto"]

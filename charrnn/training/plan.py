@@ -18,7 +18,8 @@ from charrnn.data.batches import plan_layout
 from charrnn.data.vocab_kinds import KINDS
 from charrnn.errors import ConfigError
 from charrnn.model.presets import preset_training, resolve_preset
-from charrnn.options import DEFAULTS, LR_AUTO, ModelConfig, TrainConfig, check_finite, check_seed, option_name
+from charrnn.options import DEFAULTS, ModelConfig, TrainConfig, check_seed, is_lr_auto
+from charrnn.ranges import check_finite, check_ranges, option_name
 from charrnn.saved import CorpusOptions, SavedRun
 
 ARCHITECTURE_KEYS = ("cell", "layers", "hidden", "embed")
@@ -213,8 +214,7 @@ def check_request(request: RunRequest) -> None:
     for option, value in _extensions(request):
         if request.resume is None:
             raise ConfigError(f"{option} adds to the budget of a run being resumed: it needs --resume RUN")
-        if value <= 0:
-            raise ConfigError(f"{option} must be positive")
+        check_ranges("budget", {option.removeprefix("--").replace("-", "_"): value})
 
 
 def _check_numbers(request: RunRequest) -> None:
@@ -283,8 +283,7 @@ def _corpus_plan(request: RunRequest, saved: SavedRun | None) -> CorpusPlan:
     val_frac = request.val_frac if request.val_frac is not None else (
         recorded.val_frac if saved is not None else defaults["val_frac"]
     )
-    if not 0 <= val_frac < 1:
-        raise ConfigError("--val-frac must be in [0, 1)")
+    check_ranges("corpus", {"val_frac": val_frac, "vocab_size": request.vocab_size})
     plan = CorpusPlan(
         train_specs=list(request.sources or recorded.train_files),
         val_specs=list(request.val_sources or ([] if request.sources else recorded.val_files)),
@@ -333,6 +332,7 @@ def _model_options(request: RunRequest, saved: SavedRun | None, preset_options: 
                     "a resumed model keeps its architecture"
                 )
     options.update({k: v for k, v in request.model.items() if v is not None})
+    check_ranges("model", options)  # now, where ModelConfig would only see them once the text is read
     return options
 
 
@@ -342,7 +342,7 @@ def _train_options(
     """The TrainConfig options, (resuming) the budget totals given again, and whether a range
     test is to choose the rate (--lr auto in a new run)."""
     given = {k: v for k, v in request.train.items() if v is not None}
-    lr_auto = given.get("lr") == LR_AUTO
+    lr_auto = is_lr_auto(given.get("lr"))
     if lr_auto:
         del given["lr"]
         if saved is not None and not saved.trainer_state.get("lr_range"):
@@ -352,8 +352,7 @@ def _train_options(
             )
         # A resumed --lr auto run keeps the rate its test chose: it is in the checkpoint.
         lr_auto = saved is None
-    if request.epochs is not None and request.epochs <= 0:
-        raise ConfigError("--epochs must be positive")
+    check_ranges("budget", {"epochs": request.epochs})
     if saved is not None:
         # A resumed run keeps its budget: totals given again are checked against it once the
         # text's length is known (``RunPlan.budget_extension``).

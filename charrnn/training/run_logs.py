@@ -14,7 +14,7 @@ from charrnn.errors import CheckpointError
 from charrnn.data.vocab import Vocab
 from charrnn.training.gradient_stats import GradientWarning
 from charrnn.training.trainer import Callback, EvalStats, StepStats, Trainer
-from charrnn.options import MAX_SEED
+from charrnn.ranges import MAX_SEED
 
 
 class MetricsLog(Callback):
