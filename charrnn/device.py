@@ -38,12 +38,44 @@ def bf16_rnn_supported() -> bool:
         return False
 
 
+# The CPU instructions that multiply bf16 natively (Intel Cooper Lake and Sapphire Rapids on,
+# AMD Zen 4 on). Without them oneDNN emulates bf16, slower than fp32, and its bf16 LSTM
+# primitive was seen to crash on an AVX2-only CPU (torch 2.13): bf16 is offered only here.
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_bf16_flags() -> tuple[str, ...]:
+    """The native bf16 instructions this CPU has (empty where it has none, or where it cannot
+    be told): the kernel's flags, or torch's own probe off Linux."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return tuple(flag for flag in CPU_BF16_FLAGS if flag in have)
+    except OSError:
+        pass
+    probes = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_bf16": "_is_amx_tile_supported"}
+    return tuple(flag for flag, probe in probes.items() if getattr(torch.cpu, probe, lambda: False)())
+
+
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
 def resolve_precision(choice: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype for training (float32 means no autocast)."""
+    """The autocast dtype for training (float32 means no autocast). On a CPU, ``auto`` is fp32:
+    bf16 autocast trains where the CPU multiplies bf16 natively, when asked for."""
     choice = Precision(choice).value
     if device.type != "cuda":
-        if choice in ("fp16", "bf16"):
-            raise DeviceError(f"--precision {choice} needs a CUDA GPU; the CPU trains in fp32")
+        if choice == "fp16":
+            raise DeviceError("--precision fp16 needs a CUDA GPU; a CPU trains in fp32 or, where it has bf16 instructions, bf16")
+        if choice == "bf16":
+            if not cpu_bf16_flags():
+                raise DeviceError(
+                    f"--precision bf16 on a CPU needs native bf16 instructions ({' or '.join(CPU_BF16_FLAGS)}), "
+                    "which this one lacks; it trains in fp32 (--precision fp32)"
+                )
+            return torch.bfloat16
         return torch.float32
     if choice == "auto" or choice == "fp16":
         return torch.float16
@@ -52,6 +84,20 @@ def resolve_precision(choice: str, device: torch.device) -> torch.dtype:
             raise DeviceError("this GPU's cuDNN cannot run bf16 recurrent layers; use fp16")
         return torch.bfloat16
     return torch.float32
+
+
+def describe_precision(choice: str, dtype: torch.dtype, device: torch.device) -> str:
+    """The precision a run trains in and why, for its header."""
+    if dtype == torch.float32:
+        if device.type == "cuda":
+            return "fp32 (--precision fp32)"
+        flags = cpu_bf16_flags()
+        if choice == "fp32" or not flags:
+            return "fp32" + ("" if flags else " (this CPU has no native bf16)")
+        return f"fp32 (auto: the CPU has {', '.join(flags)}; --precision bf16 trains in bf16 autocast)"
+    name = DTYPE_NAMES[dtype]
+    why = f"; the CPU has {', '.join(cpu_bf16_flags())}" if device.type == "cpu" else ""
+    return f"{name} autocast, weights and optimizer state in fp32{why}"
 
 
 def available_memory(device: torch.device) -> int | None:

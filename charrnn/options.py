@@ -49,7 +49,7 @@ class DeviceChoice(str, Enum):
 
 
 class Precision(str, Enum):
-    auto = "auto"  # fp16 autocast on CUDA, fp32 on CPU
+    auto = "auto"  # fp16 autocast on CUDA, fp32 on a CPU (bf16 there only when asked for)
     fp32 = "fp32"
     fp16 = "fp16"
     bf16 = "bf16"

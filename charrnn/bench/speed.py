@@ -275,8 +275,20 @@ def default_seq_len(device: torch.device) -> int:
     return TrainConfig().seq_len
 
 
+def cpu_model() -> str:
+    """The CPU's model name as the kernel gives it (lscpu's "Model name"), or the platform's."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda message: None) -> BenchResult:
-    from charrnn.device import resolve_device
+    from charrnn.device import cpu_bf16_flags, resolve_device
 
     config.check()
     device = resolve_device(config.device)
@@ -292,6 +304,8 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
         "torch": torch.__version__,
         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         "python": platform.python_version(),
+        "cpu_model": cpu_model(),
+        "bf16_flags": cpu_bf16_flags(),
     }
     presets = config.presets or default_presets(device)
     _bench_training(config, device, presets, result, progress)
@@ -306,25 +320,17 @@ def _bench_training(config: BenchConfig, device: torch.device, presets, result: 
     """Training speed of each preset and batch, as a share of the matmul peak measured in the
     same run."""
     scale = 4 if config.long else 1
-    amp_dtype = torch.float32
-    if device.type == "cuda":
-        from charrnn.device import resolve_precision
+    precisions = training_precisions(device)
+    result.peak["reference"] = precisions[0][0]
 
-        amp_dtype = resolve_precision("auto", device)
-    key = "fp16_gflops" if amp_dtype == torch.float16 else "fp32_gflops"
-    result.peak["reference"] = key[:4]
-
-    def measure_peak() -> float:
+    def measure_peak() -> None:
         # Measured again before each training figure and the best kept: the limit is what
-        # the machine can do, and other work on it only ever lowers a measurement.
-        result.peak["fp32_gflops"] = max(
-            result.peak.get("fp32_gflops", 0.0), matmul_peak(device, torch.float32, 1.0 * scale)["gflops"]
-        )
-        if device.type == "cuda":
-            result.peak["fp16_gflops"] = max(
-                result.peak.get("fp16_gflops", 0.0), matmul_peak(device, torch.float16, 1.0 * scale)["gflops"]
-            )
-        return result.peak[key]
+        # the machine can do, and other work on it only ever lowers a measurement. Each
+        # precision's figures are against its own peak (bf16 multiplies at twice fp32's rate
+        # or more where the CPU has the instructions).
+        for name, dtype in [("fp32", torch.float32), *precisions]:
+            key = f"{name}_gflops"
+            result.peak[key] = max(result.peak.get(key, 0.0), matmul_peak(device, dtype, 1.0 * scale)["gflops"])
 
     batches = (config.batch_size,) if config.batch_size else default_batches(device)
     seq = config.seq_len or default_seq_len(device)
@@ -338,13 +344,25 @@ def _bench_training(config: BenchConfig, device: torch.device, presets, result: 
             # Pairs of steps with the gradient statistics off and on: enough for a figure to
             # within 1-2% even where the steps themselves are few.
             pairs = 5 * steps if config.grad_stats_cost else 0
-            row = train_speed(model_config, device, batch, seq, steps, amp_dtype=amp_dtype, grad_stats_pairs=pairs)
-            row.update(preset=preset, shape=f"{model_config.layers}x{model_config.hidden}", cell=model_config.cell)
-            result.training.append(row)
+            for name, dtype in precisions:
+                row = train_speed(model_config, device, batch, seq, steps, amp_dtype=dtype, grad_stats_pairs=pairs)
+                row.update(preset=preset, shape=f"{model_config.layers}x{model_config.hidden}", cell=model_config.cell, precision=name)
+                result.training.append(row)
     progress("matrix-multiply peak")
-    limit = measure_peak()
+    measure_peak()
     for row in result.training:
-        row["ratio"] = row["gflops"] / limit
+        row["ratio"] = row["gflops"] / result.peak[f"{row['precision']}_gflops"]
+
+
+def training_precisions(device: torch.device) -> list[tuple[str, torch.dtype]]:
+    """The precisions training is measured in: a GPU's default autocast; on a CPU fp32, and
+    beside it bf16 autocast where the CPU has native bf16 instructions."""
+    from charrnn.device import DTYPE_NAMES, cpu_bf16_flags, resolve_precision
+
+    if device.type == "cuda":
+        dtype = resolve_precision("auto", device)
+        return [(DTYPE_NAMES[dtype], dtype)]
+    return [("fp32", torch.float32)] + ([("bf16", torch.bfloat16)] if cpu_bf16_flags() else [])
 
 
 def _bench_sampling(config: BenchConfig, device: torch.device, presets, result: BenchResult, progress) -> None:

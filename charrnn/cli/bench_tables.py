@@ -11,7 +11,8 @@ FLOP_NOTE = (
     "FLOPs counted: matrix multiplies only. Per character, a recurrent layer's forward is "
     "2*G*H*(I+H) (G = 4 LSTM, 3 GRU, 1 RNN; I = embedding for layer 0, else H), the decoder "
     "2*H*V, the embedding 0; a training step is 3x the forward (backward = 2x). Ratios are "
-    "against the matmul peak measured in this run; speeds are the best of the repeats."
+    "against the matmul peak measured in this run in the row's precision (bf16: autocast, "
+    "against the bf16 matmul peak); speeds are the best of the repeats."
 )
 
 
@@ -26,29 +27,33 @@ def _model_name(row: dict) -> str:
 
 def render_bench(result: BenchResult, console: Console) -> None:
     machine, peak = result.machine, result.peak
-    unit = "GFLOP/s" if peak.get("reference") == "fp32" and "fp16_gflops" not in peak else "TFLOP/s"
-    scale = 1e-3 if unit == "TFLOP/s" else 1.0
-    limit = peak["fp16_gflops"] if peak.get("reference") == "fp16" else peak["fp32_gflops"]
+    gpu = "fp16_gflops" in peak
+    unit = "TFLOP/s" if gpu else "GFLOP/s"
+    scale = 1e-3 if gpu else 1.0
     console.print(
         f"machine: {machine['device']}, {machine['cpus']} CPUs, torch {machine['torch']} "
         f"({machine['torch_threads']} threads)"
         + (f", cuDNN {machine['cudnn']}" if machine.get("cudnn") else ""),
         markup=False,
     )
+    if machine.get("cpu_model"):
+        flags = ", ".join(machine.get("bf16_flags") or ()) or "none"
+        console.print(f"CPU: {machine['cpu_model']}; native bf16 instructions: {flags}", markup=False)
+    precisions = [key.removesuffix("_gflops") for key in peak if key.endswith("_gflops")]
     console.print(
-        f"matmul peak ({peak['reference']}): {limit * scale:,.2f} {unit}"
-        + (f"  (fp32: {peak['fp32_gflops'] * scale:,.2f})" if peak.get("reference") == "fp16" else ""),
+        "matmul peak: " + ", ".join(f"{name} {peak[name + '_gflops'] * scale:,.2f} {unit}" for name in precisions),
         markup=False,
     )
 
     if result.training:
         table = Table(title="training (whole step: forward, loss, backward, clip, AdamW)", box=None)
-        for column in ("model", "batch x seq", "chars/s", unit, "of peak", "MFLOP/char", "params"):
+        for column in ("model", "batch x seq", "precision", "chars/s", unit, "of peak", "MFLOP/char", "params"):
             table.add_column(column, justify="right" if column != "model" else "left")
         for row in result.training:
             table.add_row(
                 f"{_model_name(row)} {row['cell']}",
                 f"{row['batch_size']}x{row['seq_len']}",
+                row.get("precision", peak.get("reference", "fp32")),
                 _num(row["chars_per_s"]),
                 _num(row["gflops"] * scale, 2 if scale < 1 else 1),
                 f"{row['ratio']:.2f}",

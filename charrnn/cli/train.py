@@ -90,7 +90,7 @@ def train(
     threads: ThreadsOption = None,
     eval_sample_chars: Annotated[int, ranged("run", "eval_sample_chars", checked=True, help="Characters of the sample written to samples.txt at each evaluation; 0 = none.", rich_help_panel=BUDGET)] = DEFAULTS["run"]["eval_sample_chars"],
     tensorboard: Annotated[bool, typer.Option("--tensorboard/--no-tensorboard", help="Also write TensorBoard event files to RUN_DIR/tensorboard (needs the tensorboard extra).", rich_help_panel=RUN)] = False,
-    precision: Annotated[Optional[Precision], typer.Option(help="auto = fp16 autocast on CUDA, fp32 on CPU.", rich_help_panel=DEVICE)] = None,
+    precision: Annotated[Optional[Precision], typer.Option(help="Arithmetic of the steps (weights and optimizer stay fp32): auto = fp16 autocast on CUDA, fp32 on a CPU; bf16 on a CPU with native bf16 instructions (avx512_bf16, amx_bf16). " + _default("train", "precision"), rich_help_panel=DEVICE)] = None,
     deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--no-deterministic", help="Deterministic kernels everywhere, so a resumed run matches an unstopped one bit-for-bit on CUDA too (CPU runs already do); on CUDA it needs --dropout 0 or one layer. " + _default("train", "deterministic"), show_default=False, rich_help_panel=RUN)] = None,
 ) -> None:
     """Train a model on text files; checkpoints and metrics go to a run directory."""
@@ -149,6 +149,7 @@ def _join_torchrun(device: str) -> str:
 
 def _print_run_header(run) -> None:
     """What is about to be trained, on stderr: model, text, batch, budget, device, threads."""
+    from charrnn.device import describe_precision
     from charrnn.training.plan import describe_budget
 
     for notice in run.notices:
@@ -178,6 +179,7 @@ def _print_run_header(run) -> None:
     )
     if run.trainer.device.type == "cpu":
         err.print(f"threads: {run.threads.describe()}", markup=False)
+    err.print(f"precision: {describe_precision(t.precision, run.trainer.amp_dtype, run.trainer.device)}", markup=False)
     if run.trainer.lr_range is not None:
         err.print(_describe_lr_range(run.trainer.lr_range, t.lr, fresh=run.resumed_from is None), markup=False)
     err.print(f"run directory: {shown(run.directory)}", markup=False)

@@ -94,10 +94,12 @@ def state_batch_size(state: State) -> int:
 
 
 def detach_state(state: State) -> State:
-    """Cut the graph at the window boundary (truncated BPTT) but keep the values."""
+    """Cut the graph at the window boundary (truncated BPTT) but keep the values, in fp32:
+    under bf16 autocast the layers return bf16 states, which widen exactly, and a state
+    carried in fp32 continues in either precision (a checkpoint holds it)."""
     if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)
-    return state.detach()
+        return tuple(s.detach().float() for s in state)
+    return state.detach().float()
 
 
 def state_to(state: State, device: torch.device | str) -> State:

@@ -9,7 +9,8 @@ import hashlib
 import numpy as np
 
 from charrnn.data.batches import StreamLayout, plan_layout
-from charrnn.errors import CorpusError
+from charrnn.device import DTYPE_NAMES, resolve_precision
+from charrnn.errors import CorpusError, DeviceError
 from charrnn.options import TrainConfig
 from charrnn.saved import TextFingerprint
 from charrnn.training.trainer import Trainer
@@ -37,10 +38,25 @@ def check_continuation(
     """What keeps a resume from continuing the run exactly, one line each. Another window
     layout or another training text restarts the carried hidden state; another validation
     text restarts the best so far, so that best.pt is never chosen across two validation sets."""
-    notices = _layout_changes(trainer, stored, fingerprint)
+    notices = _layout_changes(trainer, stored, fingerprint) + _precision_change(trainer, stored)
     if stored_print is not None:  # None: a checkpoint from before fingerprints, nothing to compare
         notices += _text_changes(trainer, stored_print, fingerprint, "characters" if kind == "chars" else "tokens")
     return notices
+
+
+def _precision_change(trainer: Trainer, stored: TrainConfig) -> list[str]:
+    """Another precision rounds every step otherwise: the run goes on, not bit-for-bit."""
+    try:
+        before = resolve_precision(stored.precision, trainer.device)
+    except DeviceError:
+        before = None  # a precision this machine lacks
+    if before == trainer.amp_dtype:
+        return []
+    now = DTYPE_NAMES[trainer.amp_dtype]
+    return [
+        f"this run trained with --precision {stored.precision} and goes on in {now}: a resume is "
+        "exact within one precision, so this one is not bit-for-bit"
+    ]
 
 
 def _layout_changes(trainer: Trainer, stored: TrainConfig, fingerprint: TextFingerprint) -> list[str]:
