@@ -130,18 +130,38 @@ def sample_next(
     temperature = config.temperature
     if temperature < MIN_TEMPERATURE:
         return logits.argmax(-1)  # numpy's and torch's both take the first of equal maxima
-    uniform = temperature > MAX_TEMPERATURE
     if isinstance(logits, np.ndarray):
+        uniform = temperature > MAX_TEMPERATURE
         gumbel = noise.next_gumbel()
         if uniform:
             return gumbel.argmax(-1)  # nothing filtered: the noise alone decides
         z = logits / np.float32(temperature)
         z += gumbel
         return z.argmax(-1)
+    return draw(_weights(logits, config), noise)
+
+
+def _weights(logits: torch.Tensor, config: SampleConfig) -> torch.Tensor:
+    """Unnormalised weights of the draw from (penalised) logits, at a temperature of at least
+    MIN_TEMPERATURE: the filters, then softmax (uniform over what they keep above
+    MAX_TEMPERATURE)."""
+    temperature = config.temperature
     z = filter_logits(logits / min(temperature, MAX_TEMPERATURE), config.top_k, config.top_p, config.min_p)
     # Uniform: equal weight for every id the filters keep.
-    weights = (z > float("-inf")).float() if uniform else torch.softmax(z, dim=-1)
-    return draw(weights, noise)
+    return (z > float("-inf")).float() if temperature > MAX_TEMPERATURE else torch.softmax(z, dim=-1)
+
+
+def next_distribution(logits: torch.Tensor | np.ndarray, config: SampleConfig, history: torch.Tensor | None = None) -> torch.Tensor:
+    """The probabilities ``sample_next`` draws the next id from (N, V), summing to 1: the same
+    repetition penalty, temperature (greedy below MIN_TEMPERATURE: all on the first most
+    likely id), top-k, top-p and min-p."""
+    logits = torch.as_tensor(logits).float()
+    if history is not None:
+        logits = penalize_repetition(logits, history, config.repetition_penalty)
+    if config.temperature < MIN_TEMPERATURE:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).float()
+    weights = _weights(logits, config)
+    return weights / weights.sum(-1, keepdim=True)
 
 
 def draw_plain_numpy(logits: np.ndarray, temperature: float, noise: Noise) -> np.ndarray:

@@ -74,10 +74,11 @@ def check_gradient_memory(config: ModelConfig, steps: int, cells=None) -> None:
     )
 
 
-def gradient_flow(model: CharRNN, ids: np.ndarray | torch.Tensor, label: str = "") -> GradientFlow:
+def gradient_flow(model: CharRNN, ids: np.ndarray | torch.Tensor, label: str = "", state=None) -> GradientFlow:
     """The gradient of the loss at the last step over a window of ``len(ids) - 1`` steps:
-    ``ids[:-1]`` are read, ``ids[-1]`` is the character the last step predicts. Refused before
-    the graph is built when it would not fit in memory."""
+    ``ids[:-1]`` are read, ``ids[-1]`` is the character the last step predicts. The window
+    starts from ``state`` (the model's state, (layers, 1, H) tensors, after the text before
+    it; None: zero). Refused before the graph is built when it would not fit in memory."""
     ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
     if ids.numel() < 2:
         raise ValueError("a window needs at least two characters: one to read, one to predict")
@@ -89,7 +90,7 @@ def gradient_flow(model: CharRNN, ids: np.ndarray | torch.Tensor, label: str = "
     model.eval()
     try:
         with torch.enable_grad():
-            norms_in, norms_h, loss = _segmented_flow(model, ids)
+            norms_in, norms_h, loss = _segmented_flow(model, ids, state)
     finally:
         model.train(was_training)
     # Index k counts back from the last step.
@@ -98,7 +99,7 @@ def gradient_flow(model: CharRNN, ids: np.ndarray | torch.Tensor, label: str = "
     return GradientFlow(label, per_input, per_layer, loss)
 
 
-def _segmented_flow(model: CharRNN, ids: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float]:
+def _segmented_flow(model: CharRNN, ids: torch.Tensor, state=None) -> tuple[np.ndarray, np.ndarray, float]:
     """Norms of dL/dx (T,) and dL/dh (layers, T) in time order, and the loss.
 
     The window is replayed in segments, each starting from the states the one before ended
@@ -110,7 +111,8 @@ def _segmented_flow(model: CharRNN, ids: torch.Tensor) -> tuple[np.ndarray, np.n
     steps = ids.numel() - 1
     embedded = model.embedding(ids[:-1].unsqueeze(0)).detach()
     segments = []  # (start, inputs, trace, start-state leaves, the states they were cut from)
-    state = None
+    if state is not None:
+        state = tuple(s.detach().to(ids.device) for s in (state if isinstance(state, tuple) else (state,)))
     for start in range(0, steps, SEGMENT_STEPS):
         inputs = [x.requires_grad_() for x in embedded[:, start : start + SEGMENT_STEPS].unbind(1)]
         leaves = None if state is None else tuple(s.detach().requires_grad_() for s in state)
