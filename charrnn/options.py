@@ -231,6 +231,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # `charrnn inspect`: 5000 characters give every unit a few thousand steps to be counted on
     # and replay in about a second on a CPU.
     "inspect": {"chars": 5000, "state": "h", "top": 10},
+    # `charrnn explore` (and /explore of `charrnn serve`): 20,000 characters of a 2x256 LSTM
+    # are analysed in about a second on a CPU (states and gates: 12 KB a character, 250 MB),
+    # and a reply of about 3 MB of JSON is still drawn at once by a browser. Port 0: a free one.
+    "explore": {"max_chars": 20_000, "port": 0},
     "serve": {
         # Loopback only: a model reachable from the network must be asked for (--host) and
         # then needs an API key.

@@ -9,11 +9,12 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "charrnn"
 
 # Lowest first. Modules at the top of the package are the core every layer may use.
-LAYERS = ["core", "data", "model", "generation", "export", "inspect", "serve", "training", "bench", "cli"]
+LAYERS = ["core", "data", "model", "generation", "export", "inspect", "serve", "explore", "training", "bench", "cli"]
 # Layers that must not depend on each other although one sits above the other.
 APART = {
     ("export", "generation"), ("generation", "export"), ("inspect", "export"), ("inspect", "generation"),
     ("serve", "export"), ("export", "serve"), ("serve", "inspect"), ("inspect", "serve"),
+    ("explore", "export"),
 }
 
 

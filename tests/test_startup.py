@@ -43,7 +43,7 @@ def test_importing_the_command_line_imports_neither_torch_nor_numpy():
 @pytest.mark.parametrize(
     "command",
     [[], ["train"], ["sample"], ["eval"], ["info"], ["export"], ["plot"], ["vocab"], ["bench"], ["serve"],
-     ["gradients"], ["inspect"], ["corpus"], ["corpus", "list"], ["corpus", "suite"]],
+     ["gradients"], ["inspect"], ["explore"], ["corpus"], ["corpus", "list"], ["corpus", "suite"]],
 )
 def test_help_imports_neither_torch_numpy_nor_pydantic(command):
     assert heavy_modules(*command, "--help") == ""

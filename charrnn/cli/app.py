@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from charrnn import __version__
-from charrnn.cli import bench, corpus, evaluate, export, gradients, info, inspect_command, plot, sample, serve, train, vocab
+from charrnn.cli import bench, corpus, evaluate, explore, export, gradients, info, inspect_command, plot, sample, serve, train, vocab
 from charrnn.cli.errors import OneLineUsageErrors, user_errors
 from charrnn.cli.help import HelpCommand, HelpGroup
 
@@ -41,6 +41,7 @@ COMMANDS = [
     ("plot", plot.plot),
     ("gradients", gradients.gradients),
     ("inspect", inspect_command.inspect_command),
+    ("explore", explore.explore),
     ("bench", bench.bench),
 ]
 # Every command's exceptions become one line on stderr (cli/errors.py), applied here once.

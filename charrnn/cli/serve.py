@@ -31,7 +31,7 @@ def serve(
     best: BestOption = False,
 ) -> None:
     """Serve a model over HTTP to many clients at once: OpenAI-compatible /v1/completions,
-    Ollama-style /api/generate, and a playground page at /."""
+    Ollama-style /api/generate, a playground page at /, and the explorer page at /explore."""
     from charrnn.serve.config import ServeConfig, require_server_packages
 
     from charrnn.text import require_valid
@@ -52,10 +52,7 @@ def serve(
     model, vocab, saved = load_model(path, device="cpu")
     model_id = (checkpoint if checkpoint.is_dir() else path.parent).resolve().name
     m = model.config
-    facts = {
-        "cell": m.cell, "layers": m.layers, "hidden": m.hidden, "vocab_size": len(vocab),
-        "parameters": model.num_parameters(), "step": saved.metrics.step, "max_tokens_limit": max_tokens_limit,
-    }
+    facts = model_facts(model, vocab, saved, max_tokens_limit)
 
     def announce(url: Optional[str]) -> None:
         if url is None:
@@ -64,12 +61,24 @@ def serve(
             return
         err.print(
             f"serving {model_id} ({m.cell.upper()} {m.layers}x{m.hidden}, vocabulary {len(vocab)}) on {url}\n"
-            f"  playground {url}/   OpenAI {url}/v1   Ollama {url}/api/generate\n"
+            f"  playground {url}/   explorer {url}/explore   OpenAI {url}/v1   Ollama {url}/api/generate\n"
             f"  up to {max_streams} streams at once, {max_queue} waiting; "
             + ("API key required" if api_key else "no API key")
             + "; Ctrl-C or SIGTERM stops",
             markup=False,
         )
 
-    run_server(model, vocab, model_id, facts, config, announce)
+    from charrnn.explore.app import PAGE, ROUTES, Explorer
+
+    explorer = Explorer(model, vocab)
+    run_server(model, vocab, model_id, facts, config, announce, explorer.routes(), (PAGE,), ROUTES)
     err.print("stopped", markup=False)
+
+
+def model_facts(model, vocab, saved, max_tokens_limit: int) -> dict:
+    """What /v1/models says of the model beside its id."""
+    m = model.config
+    return {
+        "cell": m.cell, "layers": m.layers, "hidden": m.hidden, "vocab_size": len(vocab),
+        "parameters": model.num_parameters(), "step": saved.metrics.step, "max_tokens_limit": max_tokens_limit,
+    }

@@ -353,10 +353,11 @@ async def _api_error(request: Request, exc: ApiError) -> Response:
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
+    routes = request.app.state.routes
     if exc.status_code == 404:
-        message = f"no such endpoint: {request.method} {request.url.path}; this server has {ROUTES}"
+        message = f"no such endpoint: {request.method} {request.url.path}; this server has {routes}"
     elif exc.status_code == 405:
-        message = f"{request.method} is not allowed on {request.url.path}; this server has {ROUTES}"
+        message = f"{request.method} is not allowed on {request.url.path}; this server has {routes}"
     else:
         message = str(exc.detail)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
@@ -368,14 +369,14 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 
 class ApiKeyCheck:
-    """Every request but the playground page itself (which holds nothing, and asks for the
-    key to send) needs ``Authorization: Bearer KEY``."""
+    """Every request but the pages themselves (which hold nothing, and ask for the key to
+    send) needs ``Authorization: Bearer KEY``."""
 
-    def __init__(self, app, key: str) -> None:
-        self.app, self.key = app, key.encode()
+    def __init__(self, app, key: str, pages: tuple[str, ...] = ("/",)) -> None:
+        self.app, self.key, self.pages = app, key.encode(), pages
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or (scope["path"] == "/" and scope["method"] in ("GET", "HEAD")):
+        if scope["type"] != "http" or (scope["path"] in self.pages and scope["method"] in ("GET", "HEAD")):
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"authorization", b"")
@@ -387,12 +388,14 @@ class ApiKeyCheck:
         await _answer(problem)(scope, receive, send)
 
 
-def create_app(hub: Hub) -> Starlette:
+def create_app(hub: Hub, routes: tuple[Route, ...] = (), pages: tuple[str, ...] = (), described: str = "") -> Starlette:
+    """The server's app; ``routes`` are added to its own (the explorer's), ``pages`` are
+    those of them open without the API key, ``described`` lists them for the 404 answer."""
     middleware = []
     if hub.config.cors:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(hub.config.cors), allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"]))
     if hub.config.api_key is not None:
-        middleware.append(Middleware(ApiKeyCheck, key=hub.config.api_key))
+        middleware.append(Middleware(ApiKeyCheck, key=hub.config.api_key, pages=("/", *pages)))
     app = Starlette(
         routes=[
             Route("/", playground, methods=["GET"]),
@@ -400,11 +403,13 @@ def create_app(hub: Hub) -> Starlette:
             Route("/v1/models", models, methods=["GET"]),
             Route("/v1/completions", completions, methods=["POST"]),
             Route("/api/generate", generate, methods=["POST"]),
+            *routes,
         ],
         middleware=middleware,
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _server_error},
     )
     app.state.hub = hub
+    app.state.routes = f"{ROUTES}, {described}" if described else ROUTES
     return app
 
 
@@ -447,10 +452,11 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def serve(model: CharRNN, vocab: Vocab, model_id: str, facts: dict, config: ServeConfig, announce: Callable[[str | None], None]) -> None:
+def serve(model: CharRNN, vocab: Vocab, model_id: str, facts: dict, config: ServeConfig, announce: Callable[[str | None], None], routes: tuple[Route, ...] = (), pages: tuple[str, ...] = (), described: str = "") -> None:
     """Serve until SIGTERM or Ctrl-C (then: no new requests, ``config.grace`` seconds for
     running streams, a last event for those still running). ``announce`` hears the URL once
-    the server listens, and None when it begins to stop."""
+    the server listens, and None when it begins to stop. ``routes``, ``pages``, ``described``:
+    added routes, as ``create_app`` takes them."""
     sock = listening_socket(config.host, config.port)  # first: a taken port is answered at once
     worker = BatchWorker(model, vocab, config.max_streams, config.max_queue, config.threads)
     # A run directory's name may hold bytes that are not UTF-8; every reply carries the id.
@@ -458,7 +464,7 @@ def serve(model: CharRNN, vocab: Vocab, model_id: str, facts: dict, config: Serv
     worker.wake = hub.wake
     worker.start()
     server_config = uvicorn.Config(
-        create_app(hub),
+        create_app(hub, routes, pages, described),
         host=config.host,
         port=config.port,
         log_config=None,
