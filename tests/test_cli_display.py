@@ -161,8 +161,9 @@ RUNS = {
     "gradients": lambda tmp, text_file, run: ["gradients", run, "--text", text_file, "--steps", 5],
     "inspect": lambda tmp, text_file, run: ["inspect", run, "--text", text_file, "--chars", 200, "--find"],
 }
-# bench measures for minutes and serve runs until it is stopped, so their ranges are not run here.
-NOT_RUN = {"bench", "serve"}
+# bench measures for minutes, and serve and explore run until they are stopped, so their ranges
+# are not run here.
+NOT_RUN = {"bench", "serve", "explore"}
 
 
 def test_every_value_a_shown_range_allows_at_its_edges_is_accepted(tmp_path, text_file, trained_run):

@@ -1,0 +1,143 @@
+"""`charrnn explore` and the explorer's endpoints through a real server on a loopback port:
+the figures against the model computed here, bad requests answered 4xx with the server still
+up, the page at /explore of both commands, and Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import REPO, small_text
+from tests.serving import ServerProcess, call, health
+
+pytest.importorskip("starlette")
+
+TEXT = small_text(4)
+
+
+class ExploreProcess(ServerProcess):
+    """``python -m charrnn explore RUN --no-browser --port 0``."""
+
+    def __init__(self, run, *options: str, timeout: float = 60.0) -> None:
+        environ = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "charrnn", "explore", str(run), "--no-browser", "--port", "0", *options],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ,
+        )
+        self.stderr_lines: list[str] = []
+        self._url_seen = threading.Event()
+        self.url = ""
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+        if not self._url_seen.wait(timeout):
+            self.stop()
+            raise AssertionError("the explorer did not start:\n" + "".join(self.stderr_lines))
+
+    def _read_stderr(self) -> None:
+        for line in self.process.stderr:
+            self.stderr_lines.append(line)
+            if " on http://" in line and not self.url:
+                self.url = line.split(" on ", 1)[1].strip().removesuffix("/explore")
+                self._url_seen.set()
+        self._url_seen.set()
+
+
+@pytest.fixture(scope="module")
+def explorer(trained_run):
+    server = ExploreProcess(trained_run, "--max-chars", "5000")
+    yield server
+    server.stop()
+
+
+def test_explain_endpoint_figures(explorer, model_and_vocab):
+    from charrnn.model.evaluation import evaluate
+    from charrnn.units import nats_to_bpc
+
+    model, vocab = model_and_vocab
+    status, answer, _ = call(explorer.url + "/v1/explain", {"text": TEXT, "units": [{"layer": 1, "unit": 5}], "features": True, "gates": True})
+    assert status == 200, answer
+    ids = vocab.encode(TEXT)
+    assert answer["bpc"] == pytest.approx(nats_to_bpc(evaluate(model, ids, torch.device("cpu"))), abs=1e-3)
+    assert len(answer["tokens"]) == len(TEXT) and answer["bits"][0] is None and answer["top"][0] == []
+    with torch.no_grad():
+        logits, _, _ = model(torch.as_tensor(ids[:-1]).unsqueeze(0))
+        out, _ = model.rnn(model.embedding(torch.as_tensor(ids).unsqueeze(0)))
+    probs = torch.softmax(logits[0], -1)
+    best = torch.topk(probs[40], 5)
+    assert [vocab.encode(c)[0] for c, _ in answer["top"][41]] == best.indices.tolist()
+    assert np.allclose([p for _, p in answer["top"][41]], best.values.numpy(), atol=1e-6)
+    assert np.allclose(answer["units"][0]["values"], out[0, :, 5].numpy(), atol=1e-5)
+    assert {f["feature"] for f in answer["features"]} >= {"position in line"}
+    assert [g["gate"] for g in answer["gates"] if g["layer"] == 0] == ["input gate", "forget gate", "output gate"]
+
+
+def test_memory_and_next_endpoints(explorer):
+    status, remembered, _ = call(explorer.url + "/v1/explain/memory", {"text": TEXT, "position": 150})
+    assert status == 200 and remembered["start"] == 50 and len(remembered["norms"]) == 100
+    body = {"text": TEXT, "temperature": 0.5, "top_k": 5, "seed": 3}
+    status, first, _ = call(explorer.url + "/v1/explain/next", body)
+    assert status == 200 and sum(first["probs"]) == pytest.approx(1, abs=1e-5)
+    assert sum(p > 0 for p in first["probs"]) <= 5 and first["probs"][first["chosen_id"]] > 0
+    assert call(explorer.url + "/v1/explain/next", body)[1]["chosen"] == first["chosen"]  # seeded
+
+
+@pytest.mark.parametrize(
+    "path, body, status, code",
+    [
+        ("/v1/explain", {"text": "a" * 5001}, 413, "text_too_long"),
+        ("/v1/explain", {"text": TEXT, "units": [{"layer": 2, "unit": 0}]}, 400, "out_of_range"),
+        ("/v1/explain", {"text": TEXT, "units": [{"layer": 0, "unit": 32}]}, 400, "out_of_range"),
+        ("/v1/explain", {"text": "ROMEO \u2603"}, 400, "characters_outside_vocabulary"),
+        ("/v1/explain", {"text": ""}, 400, "invalid_value"),
+        ("/v1/explain", {"text": 3}, 400, "invalid_type"),
+        ("/v1/explain", {"text": TEXT, "stretch": [30, 10]}, 400, "invalid_value"),
+        ("/v1/explain", {"text": "a\udc80"}, 400, "invalid_text"),
+        ("/v1/explain", {"txt": TEXT}, 400, "unknown_field"),
+        ("/v1/explain/memory", {"text": TEXT, "position": len(TEXT)}, 400, "invalid_value"),
+        ("/v1/explain/next", {"text": TEXT, "temperature": -1}, 400, "out_of_range"),
+        ("/v1/explain/next", {"text": TEXT, "top_p": 0}, 400, "out_of_range"),
+    ],
+)
+def test_bad_requests_are_answered_4xx_and_the_server_goes_on(explorer, path, body, status, code):
+    got, answer, _ = call(explorer.url + path, body)
+    assert (got, answer["error"]["code"]) == (status, code), answer
+    assert health(explorer.url)["status"] == "ok"
+
+
+def test_invalid_json_and_the_page(explorer):
+    status, answer, _ = call(explorer.url + "/v1/explain", raw=b"{not json")
+    assert status == 400 and answer["error"]["code"] == "invalid_json"
+    status, page, head = call(explorer.url + "/explore")
+    assert status == 200 and "charrnn explorer" in page and "http" not in page.split("<script>")[0].replace("http-equiv", "")
+    assert "src=" not in page and "href=" not in page  # nothing from another host
+
+
+def test_serve_has_the_explorer_page_too(trained_run):
+    server = ServerProcess(trained_run, "--api-key", "k")
+    try:
+        assert call(server.url + "/explore")[0] == 200  # the page asks for the key itself
+        assert call(server.url + "/v1/explain", {"text": TEXT})[0] == 401
+        status, answer, _ = call(server.url + "/v1/explain", {"text": TEXT}, headers={"Authorization": "Bearer k"})
+        assert status == 200 and answer["bpc"] > 0
+    finally:
+        server.stop()
+
+
+def test_ctrl_c_stops_the_explorer_within_a_second(trained_run):
+    server = ExploreProcess(trained_run)
+    started = time.monotonic()
+    server.signal(signal.SIGINT)
+    try:
+        server.process.wait(10)
+    finally:
+        server.stop()
+    elapsed = time.monotonic() - started
+    assert any("stopped" in line for line in server.stderr_lines), server.stderr_lines
+    assert elapsed < 1.0 or os.cpu_count() <= 2 and elapsed < 3.0, elapsed
