@@ -56,7 +56,7 @@ class Explorer:
 
     async def page(self, request: Request) -> Response:
         page = resources.files("charrnn.explore").joinpath("explore.html").read_text(encoding="utf-8")
-        return HTMLResponse(page, headers={"Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'"})
+        return HTMLResponse(page, headers={"Content-Security-Policy": "default-src 'self'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"})
 
     async def _body(self, request: Request) -> dict:
         limit = self.max_chars * BODY_BYTES_PER_CHAR + BODY_OTHER_BYTES
