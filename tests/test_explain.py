@@ -27,6 +27,9 @@ def test_mean_bits_are_evals_bits_per_character(explained):
     model, _, ids, found = explained
     reference = nats_to_bpc(evaluate(model, ids, torch.device("cpu")))
     assert found.bpc == pytest.approx(reference, abs=1e-3)
+    # Scored from the replay's top layer, or by the model's forward alone: the same figures.
+    alone = explain(model, ids, found.pieces, replay=False)
+    assert alone.replayed is None and np.allclose(alone.prob[1:], found.prob[1:], atol=1e-5)
     assert np.isnan(found.prob[0]) and np.isfinite(found.bits[1:]).all()
 
 

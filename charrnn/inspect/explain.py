@@ -82,24 +82,27 @@ def check_explain_memory(config, tokens: int) -> None:
 
 def explain(model: CharRNN, ids: np.ndarray, pieces: tuple[str, ...], tokens_per_char: float = 1.0, replay: bool = True) -> Explanation:
     """Score ``ids`` as one stream from a zero state, and (``replay``) replay the layers over
-    it for units and gates. Memory is checked first."""
+    it for units and gates. Memory is checked first. With the layers replayed, the scores
+    come from the top layer's h the replay computed (the model's own fused kernel), through
+    the model's decoder: the text runs through the layers once."""
     ids = np.asarray(ids, dtype=np.int64)
     if len(ids) == 0:
         raise CorpusError("the text is empty; type or paste some text")
     check_explain_memory(model.config, len(ids))
-    prob, top_ids, top_probs = _score(model, ids)
+    replayed = replay_text(model, ids) if replay else None
+    prob, top_ids, top_probs = _score(model, ids, None if replayed is None else replayed.hidden[-1])
     with np.errstate(divide="ignore"):
         bits = -np.log2(prob.astype(np.float64))
     scored = bits[1:]
     bpc = float(scored.mean()) * tokens_per_char if len(scored) else None
-    replayed = replay_text(model, ids) if replay else None
     return Explanation(ids, tuple(pieces), prob, bits, top_ids, top_probs, bpc, unigram_bpc(ids, tokens_per_char), tokens_per_char, replayed)
 
 
 @torch.no_grad()
-def _score(model: CharRNN, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _score(model: CharRNN, ids: np.ndarray, top_hidden: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per token: the probability the model gave it, and its top guesses, from the logits of
-    the token before (a piece at a time, the state carried)."""
+    the token before, a piece at a time: the decoder applied to ``top_hidden`` (T, H), the top
+    layer's h, or without it the model's forward with the state carried."""
     steps = len(ids)
     k = min(TOP_GUESSES, model.config.vocab_size)
     prob = np.full(steps, np.nan, np.float32)
@@ -113,8 +116,12 @@ def _score(model: CharRNN, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
         state = None
         for start in range(0, steps - 1, SCORE_STEPS):
             end = min(start + SCORE_STEPS, steps - 1)
-            logits, _, state = model(tokens[start:end].unsqueeze(0), state)
-            probs = torch.softmax(logits[0].float(), dim=-1)
+            if top_hidden is None:
+                logits, _, state = model(tokens[start:end].unsqueeze(0), state)
+                logits = logits[0]
+            else:
+                logits = model.decoder(torch.from_numpy(top_hidden[start:end]).to(device))
+            probs = torch.softmax(logits.float(), dim=-1)
             wanted = tokens[start + 1 : end + 1]
             prob[start + 1 : end + 1] = probs.gather(1, wanted.unsqueeze(1)).squeeze(1).cpu().numpy()
             best = torch.topk(probs, k, dim=-1)
