@@ -94,12 +94,22 @@ def test_the_explorer_page_in_a_browser(trained_run):
         feature.click()
         wait.until(lambda b: "unit" in b.find_element(By.ID, "legend").text and _colours(b) != colours)
         unit_colours = _colours(browser)
-        unit = browser.find_element(By.ID, "unit")
-        unit.clear()
-        unit.send_keys(str((int(browser.execute_script("return window.explorer.data.units[0].unit")) + 1) % 32))
-        browser.find_element(By.ID, "layer").click()  # the unit field's change fires
-        wait.until(lambda b: _colours(b) != unit_colours)
         _snap(browser, "explore-unit")
+        browser.execute_script(
+            "const u = document.getElementById('unit'); u.value = String((Number(u.value) + 1) % 32);"
+            "u.dispatchEvent(new Event('change'))"
+        )
+        wait.until(lambda b: _colours(b) != unit_colours)
+        # A stretch selected in the text lists the units most active across it.
+        browser.execute_script(
+            "const r = document.createRange(); const v = document.getElementById('view');"
+            "r.setStart(v.querySelector('span[data-i=\"10\"]').firstChild, 0);"
+            "r.setEnd(v.querySelector('span[data-i=\"30\"]').firstChild, 1);"
+            "getSelection().removeAllRanges(); getSelection().addRange(r);"
+        )
+        browser.find_element(By.ID, "stretch-go").click()
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#stretch button")) == 10)
+        assert "characters 10..30" in browser.find_element(By.ID, "stretch-note").text
         # Gates: one dot per unit of every sigmoid gate of every layer.
         model = browser.execute_script("return window.explorer.model")
         dots = len(browser.find_elements(By.CSS_SELECTOR, "#gates circle"))
