@@ -79,12 +79,22 @@ def test_explain_endpoint_figures(explorer, model_and_vocab):
     assert [g["gate"] for g in answer["gates"] if g["layer"] == 0] == ["input gate", "forget gate", "output gate"]
 
 
-def test_memory_and_next_endpoints(explorer):
+def test_memory_and_next_endpoints(explorer, model_and_vocab):
+    model, vocab = model_and_vocab
     status, remembered, _ = call(explorer.url + "/v1/explain/memory", {"text": TEXT, "position": 150})
     assert status == 200 and remembered["start"] == 50 and len(remembered["norms"]) == 100
     body = {"text": TEXT, "temperature": 0.5, "top_k": 5, "seed": 3}
     status, first, _ = call(explorer.url + "/v1/explain/next", body)
     assert status == 200 and sum(first["probs"]) == pytest.approx(1, abs=1e-5)
+    # The bars are the model's last logits at temperature 0.5, the five largest kept.
+    with torch.no_grad():
+        logits, _, _ = model(torch.as_tensor(vocab.encode(TEXT)).unsqueeze(0))
+    last = logits[0, -1]
+    kept = torch.full_like(last, float("-inf"))
+    top = torch.topk(last, 5).indices
+    kept[top] = last[top] / 0.5
+    assert np.allclose(first["probs"], torch.softmax(kept, -1).numpy(), atol=1e-6)
+    assert np.allclose(first["model_probs"], torch.softmax(last, -1).numpy(), atol=1e-6)
     assert sum(p > 0 for p in first["probs"]) <= 5 and first["probs"][first["chosen_id"]] > 0
     assert call(explorer.url + "/v1/explain/next", body)[1]["chosen"] == first["chosen"]  # seeded
 

@@ -134,8 +134,10 @@ class Explorer:
             repetition_penalty=wanted.repetition_penalty, seed=wanted.seed,
         )
         with torch.no_grad():
-            logits, _, _ = self.model(torch.as_tensor(ids).unsqueeze(0))
-        last = logits[0, -1:].float()
+            # The decoder at the last step only: a vocabulary of thousands of tokens would
+            # otherwise take a row of logits per character of the text.
+            out, _ = self.model.rnn(self.model.embedding(torch.as_tensor(ids).unsqueeze(0)))
+            last = self.model.decoder(out[0, -1:]).float()
         history = torch.as_tensor(ids[-config.repetition_window :]).unsqueeze(0) if config.repetition_penalty != 1.0 else None
         probs = next_distribution(last, config, history)[0].numpy()
         generator = torch.Generator().manual_seed(config.seed)
