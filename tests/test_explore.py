@@ -20,6 +20,8 @@ from tests.conftest import REPO, small_text
 from tests.serving import ServerProcess, call, health
 
 pytest.importorskip("starlette")
+# Each test starts a server process (a few seconds each on a busy machine), as the serve tests do.
+pytestmark = pytest.mark.slow
 
 TEXT = small_text(4)
 

@@ -45,6 +45,7 @@ class Explorer:
             raise ConfigError("--max-chars must be at least 1")
         self.model, self.vocab, self.max_chars, self.memory_steps = model.eval(), vocab, max_chars, memory_steps
         self.lock = threading.Lock()
+        self.token_names = [_token(vocab, i) for i in range(model.config.vocab_size)]
 
     def routes(self) -> list[Route]:
         return [
@@ -106,7 +107,7 @@ class Explorer:
             "tokens": list(pieces),
             "prob": _figures(found.prob),
             "bits": _figures(found.bits),
-            "top": _guesses(found, self.vocab),
+            "top": _guesses(found, self.token_names),
             "bpc": found.bpc,
             "unigram_bpc": found.unigram,
             "characters": len(wanted.text),
@@ -143,7 +144,7 @@ class Explorer:
         generator = torch.Generator().manual_seed(config.seed)
         chosen = int(sample_next(last, config, Noise(generator, 1, last.size(-1), most=1), history)[0])
         raw = torch.softmax(last[0], dim=-1).numpy()
-        tokens = [_token(self.vocab, i) for i in range(last.size(-1))]
+        tokens = self.token_names
         return {"tokens": tokens, "probs": _figures(probs), "model_probs": _figures(raw), "chosen": tokens[chosen], "chosen_id": chosen, "seed": config.seed}
 
 
@@ -161,20 +162,13 @@ def _token(vocab, i: int) -> str:
         return "\ufffd"
 
 
-def _guesses(found: ex.Explanation, vocab) -> list:
+def _guesses(found: ex.Explanation, names: list[str]) -> list:
     """Per token its top guesses as [text, probability] pairs (none at the first)."""
-    names = {}
-    out = []
-    for ids, probs in zip(found.top_ids.tolist(), np.round(found.top_probs.astype(np.float64), DIGITS).tolist()):
-        row = []
-        for i, p in zip(ids, probs):
-            if i < 0:
-                continue
-            if i not in names:
-                names[i] = _token(vocab, i)
-            row.append([names[i], p])
-        out.append(row)
-    return out
+    probs = np.round(found.top_probs.astype(np.float64), DIGITS).tolist()
+    texts = np.asarray(names, dtype=object)[np.maximum(found.top_ids, 0)].tolist()
+    rows = [[[t, p] for t, p in zip(row_texts, row_probs)] for row_texts, row_probs in zip(texts, probs)]
+    rows[0] = []  # nothing predicts the first token
+    return rows
 
 
 def _gates(found: ex.Explanation) -> list:
