@@ -149,6 +149,7 @@ RANGES: dict[str, dict[str, Range]] = {
     "run": {"eval_sample_chars": Range(0, note="0 writes none")},
     "threads": {"threads": AT_LEAST_1},
     "inspect": {"chars": AT_LEAST_1, "top": AT_LEAST_1},
+    "explore": {"max_chars": AT_LEAST_1},
     "gradients": {"steps": AT_LEAST_1, "seed": NOT_NEGATIVE},
     "plot": {"width": Range(20, 400), "height": Range(5, 200)},
     "bench": {"batch_size": AT_LEAST_1, "seq_len": AT_LEAST_1, "corpus_mb": AT_LEAST_1},

@@ -162,7 +162,7 @@ def test_ctrl_c_stops_the_explorer_within_a_second(trained_run):
 @pytest.mark.parametrize(
     "options, message",
     [
-        (["--port", "70000"], "--port must be in 0..65535"),
+        (["--port", "70000"], "--port must be in [0, 65535]"),
         (["--max-chars", "0"], "--max-chars"),
     ],
     ids=["port-out-of-range", "max-chars-zero"],

@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn.cli.shared import RunArgument, BestOption, err
+from charrnn.cli.shared import RunArgument, BestOption, err, ranged
 from charrnn.options import DEFAULTS
 
 EXPLORE = DEFAULTS["explore"]
@@ -13,8 +13,8 @@ EXPLORE = DEFAULTS["explore"]
 
 def explore(
     checkpoint: RunArgument,
-    port: Annotated[int, typer.Option(help="Port to listen on (127.0.0.1 only); 0 picks a free one. The address is printed.")] = EXPLORE["port"],
-    max_chars: Annotated[int, typer.Option(min=1, help="The longest text the page analyses, in characters.")] = EXPLORE["max_chars"],
+    port: Annotated[int, ranged("serve", "port", help="Port to listen on (127.0.0.1 only); 0 picks a free one. The address is printed.")] = EXPLORE["port"],
+    max_chars: Annotated[int, ranged("explore", "max_chars", checked=True, help="The longest text the page analyses, in characters.")] = EXPLORE["max_chars"],
     no_browser: Annotated[bool, typer.Option("--no-browser", help="Only print the page's address; do not open a browser.")] = False,
     best: BestOption = False,
 ) -> None:

@@ -28,6 +28,7 @@ from charrnn.inspect import explain as ex
 from charrnn.inspect.saturation import summarise
 from charrnn.model.network import CharRNN
 from charrnn.options import DEFAULTS
+from charrnn.ranges import RANGES
 from charrnn.serve.protocol import ApiError, parse_body
 
 PAGE = "/explore"
@@ -41,8 +42,7 @@ DIGITS = 7  # decimals of the figures in a reply: float32's precision
 
 class Explorer:
     def __init__(self, model: CharRNN, vocab, max_chars: int = DEFAULTS["explore"]["max_chars"], memory_steps: int = DEFAULTS["gradients"]["steps"]) -> None:
-        if max_chars < 1:
-            raise ConfigError("--max-chars must be at least 1")
+        RANGES["explore"]["max_chars"].check("--max-chars", max_chars)
         self.model, self.vocab, self.max_chars, self.memory_steps = model.eval(), vocab, max_chars, memory_steps
         self.lock = threading.Lock()
         self.token_names = [_token(vocab, i) for i in range(model.config.vocab_size)]

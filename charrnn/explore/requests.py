@@ -137,7 +137,8 @@ def memory_request(body: dict, max_chars: int) -> MemoryRequest:
 
 def next_request(body: dict, max_chars: int, vocab_size: int) -> NextRequest:
     _known(body, ("text", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed"), "/v1/explain/next")
-    from charrnn.options import DEFAULTS, MAX_SEED
+    from charrnn.options import DEFAULTS
+    from charrnn.ranges import MAX_SEED
 
     sample = DEFAULTS["sample"]
     return NextRequest(
