@@ -90,3 +90,21 @@ def test_bad_text(model_and_vocab):
         encode(vocab, "a" * 11, 10)
     with pytest.raises(Exception, match="trained on"):
         encode(vocab, "ROMEO \u2603", 100)
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_other_cells(model_and_vocab, cell):
+    from charrnn.inspect.gradients import fresh_model
+    from charrnn.model.network import ModelConfig
+
+    _, vocab = model_and_vocab
+    model = fresh_model(ModelConfig(len(vocab), cell, 2, 16, 8, 0.0), seed=0)
+    ids, pieces = encode(vocab, TEXT[:300], 1000)
+    found = explain(model, ids, pieces)
+    assert found.bpc == pytest.approx(nats_to_bpc(evaluate(model, ids, torch.device("cpu"))), abs=1e-3)
+    gates = saturation(found)
+    assert (gates is None) == (cell == "rnn") and (cell == "rnn" or set(gates.gates) == {"r", "z"})
+    assert len(stretch_units(found, 0, 10)) == 10
+    with pytest.raises(Exception, match="no cell state"):
+        unit_values(found, 0, 0, "c")
+    assert memory(model, ids, 50, 20).norms.shape == (20,)
