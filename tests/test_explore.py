@@ -114,6 +114,7 @@ BAD_REQUESTS = {
     "memory-past-the-end": ("/v1/explain/memory", {"text": TEXT, "position": len(TEXT)}, 400, "invalid_value"),
     "negative-temperature": ("/v1/explain/next", {"text": TEXT, "temperature": -1}, 400, "out_of_range"),
     "top-p-zero": ("/v1/explain/next", {"text": TEXT, "top_p": 0}, 400, "out_of_range"),
+    "body-too-large": ("/v1/explain", {"text": "a", "units": "x" * 130_000}, 413, "request_too_large"),
 }
 
 
