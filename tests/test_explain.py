@@ -90,6 +90,8 @@ def test_bad_text(model_and_vocab):
         encode(vocab, "a" * 11, 10)
     with pytest.raises(Exception, match="trained on"):
         encode(vocab, "ROMEO \u2603", 100)
+    with pytest.raises(Exception, match="lone surrogate U\\+DC80 at character 1"):
+        encode(vocab, "a\udc80", 100)
 
 
 @pytest.mark.parametrize("cell", ["gru", "rnn"])

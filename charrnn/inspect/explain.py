@@ -25,6 +25,7 @@ from charrnn.inspect.neurons import Match, best_per_feature, state_for
 from charrnn.inspect.replayed import Replayed, check_replay_memory, replay_text
 from charrnn.inspect.saturation import Saturation, gate_saturation
 from charrnn.model.network import CharRNN
+from charrnn.text import require_valid
 from charrnn.units import LN2
 
 # Steps of text run through the model per forward call when scoring: the logits of a piece,
@@ -59,13 +60,15 @@ class Explanation:
 
 def encode(vocab, text: str, max_chars: int, option: str = "--max-chars") -> tuple[np.ndarray, tuple[str, ...]]:
     """``text`` as the model's ids and the text of each, refused (one message each) when it
-    is empty, longer than ``max_chars`` or holds characters the model never saw."""
+    is empty, longer than ``max_chars``, not valid Unicode (a lone surrogate) or holds
+    characters the model never saw."""
     from charrnn.data.vocab_kinds import piece_decoder
 
     if not text:
         raise CorpusError("the text is empty; type or paste some text")
     if len(text) > max_chars:
         raise ConfigError(f"the text has {len(text):,} characters; at most {max_chars:,} are read ({option})")
+    require_valid(text, "the text", from_bytes=False)
     try:
         ids = np.asarray(vocab.encode(text), dtype=np.int64)
     except VocabError as exc:
