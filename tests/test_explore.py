@@ -154,10 +154,11 @@ def test_ctrl_c_stops_the_explorer_within_a_second(trained_run):
             time.sleep(0.01)
         said = time.monotonic() - started
         assert server.process.wait(15) == 0
+        gone = time.monotonic() - started
     finally:
         server.stop()
-    # The server has stopped listening when it says so; the interpreter's own exit follows.
-    assert said < 1.0, (said, server.stderr_lines)
+    # Stopped listening when it says so, and the process gone within the second too.
+    assert said < 1.0 and gone < 1.0, (said, gone, server.stderr_lines)
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from charrnn.cli import leave_when_stopped
 from charrnn.cli.shared import RunArgument, BestOption, err, ranged
 from charrnn.options import DEFAULTS
 
@@ -51,8 +52,4 @@ def explore(
     facts = model_facts(model, vocab, saved, config.max_tokens_limit)
     run_server(model, vocab, model_id, facts, config, announce, explorer.routes(), (PAGE,), ROUTES)
     err.print("stopped", markup=False)
-    # The interpreter's last garbage collection walks every object torch and the server made:
-    # seconds on a busy machine, after the page is already gone. Nothing is left to free.
-    import gc
-
-    gc.freeze()
+    leave_when_stopped()

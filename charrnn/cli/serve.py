@@ -5,6 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from charrnn.cli import leave_when_stopped
 from charrnn.cli.shared import RunArgument, BestOption, err, ranged
 from charrnn.options import DEFAULTS
 
@@ -73,6 +74,7 @@ def serve(
     explorer = Explorer(model, vocab)
     run_server(model, vocab, model_id, facts, config, announce, explorer.routes(), (PAGE,), ROUTES)
     err.print("stopped", markup=False)
+    leave_when_stopped()
 
 
 def model_facts(model, vocab, saved, max_tokens_limit: int) -> dict:
