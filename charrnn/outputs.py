@@ -7,7 +7,8 @@ A file output is refused when it is:
   - a special file (FIFO, device, socket): an atomic rename would replace the node itself;
   - one of the command's own inputs (the checkpoint it reads, the text it reads);
   - a charrnn checkpoint, or a name a run directory keeps for its own files;
-  - in a directory that does not exist or cannot take a new file.
+  - in a directory that does not exist (unless the command creates it: then its nearest
+    existing ancestor must be a writable directory) or cannot take a new file.
 Each message names the option the user gave, so the fix is obvious. ``written_whole`` then
 writes such a file whole or not at all.
 """
@@ -38,11 +39,17 @@ _SPECIAL = {
 
 
 def check_output_file(
-    path: Path, option: str, inputs: Iterable[Path] = (), example: str | None = None, default: bool = False
+    path: Path,
+    option: str,
+    inputs: Iterable[Path] = (),
+    example: str | None = None,
+    default: bool = False,
+    create_parent: bool = False,
 ) -> Path:
     """Refuse ``path`` as a file for ``option`` to write (see the module docstring), before any
     work. ``inputs`` are the paths the command reads; ``example`` a file name to suggest when a
-    directory was given; ``default``: the path is the option's default, not one the user typed.
+    directory was given; ``default``: the path is the option's default, not one the user typed;
+    ``create_parent``: the command creates a missing directory for it (exports do).
     Returns the path."""
     path = Path(path)
     where = f"the default {option} {shown(path)}" if default else f"{option} {shown(path)}"
@@ -59,7 +66,10 @@ def check_output_file(
         raise ConfigError(f"{where} is a charrnn checkpoint; writing it would destroy it: name another file with {option}")
     if path.name in RUN_FILES and is_run_directory(path.parent):
         raise ConfigError(f"{where} is one of the files of the run in {shown(path.parent)}: name another file with {option}")
-    _check_directory_takes_files(path.parent, where)
+    if create_parent and not os.path.lexists(path.parent):
+        _check_creatable(path.parent, where, option)
+    else:
+        _check_directory_takes_files(path.parent, where)
     return path
 
 
@@ -94,12 +104,17 @@ def check_output_directory(path: Path, option: str, inputs: Iterable[Path] = (),
         taken = sorted(name for name in RUN_FILES if os.path.lexists(path / name))
         if taken:
             raise ConfigError(f"{where} holds {', '.join(taken)}, which a run would write over, and is not a run directory: choose another {option}")
+    _check_creatable(path, where, option)
+    return path
+
+
+def _check_creatable(path: Path, where: str, option: str) -> None:
+    """A directory that may not exist yet: what exists of it must be a writable directory."""
     ancestor = _nearest_existing(path)
     if ancestor is not None and _kind(ancestor) != "directory":
         raise ConfigError(f"{where}: {shown(ancestor)} is not a directory")
     if ancestor is not None and not os.access(ancestor, os.W_OK | os.X_OK):
         raise ConfigError(f"{where}: {shown(ancestor)} is not writable; choose another {option}")
-    return path
 
 
 @contextmanager

@@ -261,12 +261,21 @@ def test_unwritable_output_is_one_line(trained_run, tmp_path):
     blocker.write_text("not a directory")
     cases = {
         blocker / "model.pt2": f"{blocker} is not a directory",
-        tmp_path / "missing" / "model.onnx": f"the directory {tmp_path / 'missing'} does not exist; create it first",
+        blocker / "deeper" / "model.onnx": f"{blocker} is not a directory",
     }
     for out, answer in cases.items():
         result = runner.invoke(app, ["export", str(trained_run), "--format", out.suffix[1:], "--out", str(out)])
         assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
         assert result.stderr.startswith(f"charrnn: invalid options: --out {out}: {answer}"), result.stderr
+
+
+def test_a_missing_directory_for_the_file_is_created(trained_run, tmp_path):
+    """As the C export creates its directory, pt2 and ONNX create the file's."""
+    out = tmp_path / "edge" / "deeper" / "model.pt2"
+    result = runner.invoke(app, ["export", str(trained_run), "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert out.is_file() and f"wrote {out} (" in result.stderr
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.pt2"]
 
 
 # Blocks one module, as an install without it would, then runs the real command line.

@@ -160,3 +160,7 @@ def test_training_header_counts_tokens_as_tokens(corpus, tmp_path, tokenizer):
     unit = "characters" if tokenizer == "chars" else "tokens"
     assert f"/ {val_count:,} val {unit}," in header, header
     assert tokenizer == "chars" or val_count != len(val.read_text(encoding="utf-8"))
+    # The unigram baseline is a model of each token's frequency, and vocab counts tokens.
+    assert f"(a model that knows only how often each {unit[:-1]} occurs)" in result.stderr, result.stderr
+    written = invoke("vocab", tmp_path / "run", "--out", tmp_path / "tok.json")
+    assert written.exit_code == 0 and written.stderr.strip() == f"wrote {tmp_path / 'tok.json'} ({len(vocab)} {unit})", written.stderr

@@ -16,7 +16,7 @@ FORMAT_HELP = (
 )
 QUANTIZE_HELP = (
     "Smaller weights: int8 for onnx (onnxruntime's dynamic quantization; a GRU's recurrent "
-    "layers stay float32) and c (a scale per row); float16 for c. \\[default: float32]"
+    "layers stay float32) and c (a scale per row); float16 for c. \\[default: none (float32 weights)]"
 )
 
 
@@ -24,7 +24,7 @@ def export(
     checkpoint: CheckpointArgument,
     file_format: Annotated[ExportFormatName, typer.Option("--format", help=FORMAT_HELP, show_default=False)] = ExportFormatName(EXPORT["format"]),
     quantize: Annotated[Optional[Quantization], typer.Option(help=QUANTIZE_HELP, show_default=False)] = EXPORT["quantize"],
-    output: Annotated[Optional[Path], typer.Option("--out", parser=output_path, metavar="<path>", help="File to write. \\[default: RUN/model.pt2, model.onnx or model.c, or beside the checkpoint file]", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", parser=output_path, metavar="<path>", help="File to write (its directory is created if needed); for --format c a directory (created if needed, receives model.c) or a path ending in .c. \\[default: RUN/model.pt2, model.onnx or model.c, or beside the checkpoint file]", show_default=False)] = None,
     best: BestOption = False,
 ) -> None:
     """Write the model, its vocabulary and shape as a file that runs without charrnn, check it

@@ -150,6 +150,7 @@ def _join_torchrun(device: str) -> str:
 def _print_run_header(run) -> None:
     """What is about to be trained, on stderr: model, text, batch, budget, device, threads."""
     from charrnn.device import describe_precision
+    from charrnn.data.vocab_kinds import vocab_kind
     from charrnn.training.plan import describe_budget
 
     for notice in run.notices:
@@ -167,7 +168,8 @@ def _print_run_header(run) -> None:
         budget += f" ({run.trainer.progress.elapsed / 60:.1f} min used)"
     verb = f"resuming {shown(run.resumed_from)} at step {run.trainer.step}" if run.resumed_from else "training"
     # Byte and BPE runs count tokens: calling them characters would misstate the text's size.
-    units = "characters" if run.corpus_options.tokenizer == "chars" else "tokens"
+    unit = vocab_kind(run.corpus_options.tokenizer).unit
+    units = f"{unit}s"
     err.print(
         f"{verb}: {m.layers}x{m.hidden} {m.cell.upper()}, {run.model.num_parameters():,} parameters, "
         f"vocabulary {len(run.vocab)}, {len(run.corpus.train):,} train / "
@@ -187,7 +189,7 @@ def _print_run_header(run) -> None:
         which = "training" if run.trainer.val_ids is None else "validation"
         err.print(
             f"unigram baseline: {run.unigram_bpc:.3f} bpc on the {which} text "
-            "(a model that knows only how often each character occurs)",
+            f"(a model that knows only how often each {unit} occurs)",
             markup=False,
         )
     if run.trainer.val_ids is None:

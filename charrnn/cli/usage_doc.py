@@ -130,6 +130,10 @@ def default_text(param) -> str:
 
 def help_text(param) -> str:
     text = _STATED_DEFAULT.sub("", param.help or "")
+    if getattr(param, "show_envvar", False) and param.envvar:
+        # --help names the variable (click adds it); the table must too.
+        names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar)
+        text += f" (environment: {', '.join(f'${n}' for n in names)})"
     return " ".join(text.split())
 
 

@@ -16,9 +16,10 @@ def vocab(
     from charrnn.model.loading import load_model
 
     from charrnn import checkpoint as ckpt
+    from charrnn.data.vocab_kinds import vocab_kind
     from charrnn.outputs import check_output_file
 
     check_output_file(output, "--out", inputs=[checkpoint, ckpt.resolve(checkpoint)], example="tokenizer.json")
     _, chars, _ = load_model(checkpoint, device="cpu")
     chars.save_tokenizer_json(output)
-    err.print(f"wrote {output} ({len(chars)} characters)", markup=False)
+    err.print(f"wrote {output} ({len(chars)} {vocab_kind(chars.kind).unit}s)", markup=False)

@@ -225,6 +225,7 @@ class VocabKind:
     """What differs between the vocabulary kinds."""
 
     name: str
+    unit: str = "token"  # what one id stands for, in messages ("character" or "token")
 
     def restore(self, saved: SavedVocab):
         """The working vocabulary of a saved run."""
@@ -247,6 +248,7 @@ class VocabKind:
 
 class _Chars(VocabKind):
     name = "chars"
+    unit = "character"
 
     def restore(self, saved: SavedVocab):
         from charrnn.data.vocab import Vocab

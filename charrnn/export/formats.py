@@ -84,7 +84,8 @@ def check_output(file_format: str, output: Path, inputs: tuple[Path, ...] | list
         if output.is_dir():
             check_output_file(output / c_model().SOURCE_NAME, "--out", inputs, default=default)
         return
-    check_output_file(output, "--out", inputs, example=f"model{FORMATS[file_format].suffix}", default=default)
+    # Like the C writer's directory, a missing directory for the file is created.
+    check_output_file(output, "--out", inputs, example=f"model{FORMATS[file_format].suffix}", default=default, create_parent=True)
     if file_format == "pt2" and output.suffix != ".pt2":
         # torch.export.load refuses any other name ("a file ending in .pt2, or a buffer").
         raise ConfigError(f"--format pt2 writes a .pt2 file (torch.export.load reads no other name): --out {output.with_suffix('.pt2')}")
@@ -111,6 +112,8 @@ def export_model(
     check_request(file_format, quantize)
     output = Path(output)
     check_output(file_format, output)
+    if file_format != "c":
+        output.parent.mkdir(parents=True, exist_ok=True)
     if file_format == "pt2":
         from charrnn.export.pt2 import export_pt2
 
