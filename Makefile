@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 CONSTRAINTS ?= constraints-cpu.txt
 
-.PHONY: setup browser demo test docs clean
+.PHONY: setup browser demo test docs docs-figures clean
 
 $(BIN)/charrnn: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -38,3 +38,7 @@ docs: setup
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# Re-run the docs' examples marked `figures` and rewrite their figures and machine in place.
+docs-figures: setup
+	$(BIN)/python -m tests.doc_examples --update

@@ -19,7 +19,7 @@ Shown output is compared line by line: a line ``...`` stands for any lines, ``..
 line for any text, and a timing (a number before ``s``, ``ms``, ``µs``, ``min``, ``chars/s``,
 ``tokens/s``, ``kB/s``, or a clock ``0:00:02``) for any number, since it varies with the machine
 and its load. Every other figure must be the one shown, or, with ``tol=R``, within R of it
-(relative): a model's figures (bits per character, with the seed fixed) are the same on every
+(relative, absolute below 1): a model's figures (bits per character, with the seed fixed) are the same on every
 run of one machine and torch, and move in the last digits on another.
 
 ``slow`` puts the session under pytest's ``slow`` mark. ``shorten='FROM=>TO'`` (repeatable)
@@ -27,7 +27,7 @@ runs every block of the session with FROM replaced by TO, for an example whose b
 written is minutes; the page says so in the paragraph after the block, naming TO. ``figures``
 makes the session one ``python -m tests.doc_examples --update`` (``make docs-figures``)
 re-runs to rewrite its figures in place; its page states the machine in a line after its last
-block that starts with ``Output of charrnn``, which the update rewrites too.
+console block that starts with ``Output of charrnn``, which the update rewrites too.
 
 The environment: charrnn's virtual environment first on PATH, named corpora from
 ``$CHARRNN_CORPORA`` (the test set-up's local copies, so nothing is downloaded), the encoded
@@ -243,7 +243,8 @@ def _value(text: str) -> float:
 def _same(shown: str, got: str, tol: float | None) -> bool:
     if tol is None:
         return shown == got
-    return abs(_value(got) - _value(shown)) <= tol * max(abs(_value(shown)), 1e-12)
+    # Relative, and absolute below 1: a difference of bpc (-0.0008) moves as much as a bpc.
+    return abs(_value(got) - _value(shown)) <= tol * max(abs(_value(shown)), 1.0)
 
 
 def match_lines(shown: list[str], printed: list[str], tol: float | None):
@@ -342,6 +343,14 @@ def updated_line(shown: str, found: re.Match) -> str:
     return "".join(pieces)
 
 
+def stamp_line(session: Session, lines: list[str]) -> int | None:
+    """The index of the line that states the machine of ``session``'s figures: the first
+    ``Output of charrnn`` line after its last console block."""
+    shown = [b for b in session.blocks if b.kind == "console"]
+    start = shown[-1].end if shown else session.blocks[-1].end
+    return next((i for i in range(start, len(lines)) if STAMP.match(lines[i])), None)
+
+
 def update(session: Session) -> None:
     """Re-run ``session`` and rewrite its shown figures and its stamp in the page."""
     lines = session.page.read_text(encoding="utf-8").splitlines()
@@ -358,13 +367,10 @@ def update(session: Session) -> None:
                 for offset, (line, hit) in enumerate(zip(shown, matched)):
                     if hit is not None:
                         lines[first + offset] = updated_line(line, hit[1])
-    last = session.blocks[-1].end
-    for index in range(last, min(last + 8, len(lines))):
-        if STAMP.match(lines[index]):
-            lines[index] = STAMP.sub(stamp(), lines[index])
-            break
-    else:
-        raise SystemExit(f"{session.page.name}: no line starting 'Output of charrnn' after the {session.name} example")
+    index = stamp_line(session, lines)
+    if index is None:
+        raise SystemExit(f"{session.page.name}: no line starting 'Output of charrnn' after the {session.name} example's output")
+    lines[index] = STAMP.sub(stamp(), lines[index])
     session.page.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

@@ -35,8 +35,7 @@ def test_the_docs_have_examples_and_say_how_each_is_shortened():
             following = "\n".join(lines[session.blocks[-1].end : session.blocks[-1].end + 6])
             assert after in following, f"{session.id}: the page must say that the tests run it with {after!r}"
         if session.figures:
-            tail = lines[session.blocks[-1].end : session.blocks[-1].end + 8]
-            assert any(doc_examples.STAMP.match(line) for line in tail), f"{session.id}: no 'Output of charrnn ...' line after it"
+            assert doc_examples.stamp_line(session, lines) is not None, f"{session.id}: no 'Output of charrnn ...' line after its output"
 
 
 # ------------------------------------------------- the comparison itself, against known cases
