@@ -14,6 +14,8 @@ reader who follows the page from the top has them too). Blocks by their info str
   prints (stdout and stderr together, as a terminal shows them). A command that ends in
   ``# exit N`` must exit N, every other 0.
 - ``python``: a script, run with charrnn's own Python.
+- any block with ``file=NAME`` after the session's name: written to NAME (a C file a later
+  block compiles, say), not run.
 
 Shown output is compared line by line: a line ``...`` stands for any lines, ``...`` within a
 line for any text, and a timing (a number before ``s``, ``ms``, ``µs``, ``min``, ``chars/s``,
@@ -69,6 +71,7 @@ class Block:
     kind: str  # bash, console, python
     text: str  # the block's content
     end: int  # 1-based line of the closing fence
+    file: str | None = None  # file=NAME: the block is a file the session writes, not run
 
 
 @dataclass
@@ -97,6 +100,7 @@ def sessions(pages=PAGES) -> list[Session]:
                 continue
             words = shlex.split(marker.group(1))
             session = found.setdefault((page, words[0]), Session(page, words[0]))
+            file = None
             for word in words[1:]:
                 key, _, value = word.partition("=")
                 if key == "slow":
@@ -105,6 +109,8 @@ def sessions(pages=PAGES) -> list[Session]:
                     session.figures = True
                 elif key == "tol":
                     session.tol = float(value)
+                elif key == "file":
+                    file = value
                 elif key == "shorten":
                     before, arrow, after = value.partition("=>")
                     if not arrow:
@@ -113,10 +119,10 @@ def sessions(pages=PAGES) -> list[Session]:
                 else:
                     raise ValueError(f"{page.name}:{index + 1}: unknown example option {word!r}")
             fence = FENCE.match(lines[index + 1]) if index + 1 < len(lines) else None
-            if not fence or fence.group(1) not in ("bash", "console", "python"):
-                raise ValueError(f"{page.name}:{index + 1}: an example marker must stand right before a ```bash, ```console or ```python block")
+            if not fence or (file is None and fence.group(1) not in ("bash", "console", "python")):
+                raise ValueError(f"{page.name}:{index + 1}: an example marker must stand right before a ```bash, ```console or ```python block (or any block, with file=NAME)")
             end = next(i for i in range(index + 2, len(lines)) if lines[i].startswith("```"))
-            session.blocks.append(Block(page, index + 2, fence.group(1), "\n".join(lines[index + 2 : end]) + "\n", end + 1))
+            session.blocks.append(Block(page, index + 2, fence.group(1), "\n".join(lines[index + 2 : end]) + "\n", end + 1, file))
     return list(found.values())
 
 
@@ -179,6 +185,9 @@ def run_block(block: Block, session: Session, directory: Path) -> list[tuple[Com
     """Run ``block`` in ``directory``; a console block's commands with what each printed.
     Raises AssertionError with the output when a command exits otherwise than the page says."""
     where = f"{_shown_path(block.page)}:{block.line}"
+    if block.file is not None:
+        (directory / block.file).write_text(block.text, encoding="utf-8")
+        return []
     if block.kind == "python":
         done = _run([sys.executable, "-"], directory, shortened(block.text, session))
         assert done.returncode == 0, f"{where}: the python block exited {done.returncode}:\n{done.stdout[-3000:]}"
