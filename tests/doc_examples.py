@@ -26,7 +26,8 @@ run of one machine and torch, and move in the last digits on another.
 
 ``slow`` puts the session under pytest's ``slow`` mark. ``shorten='FROM=>TO'`` (repeatable)
 runs every block of the session with FROM replaced by TO, for an example whose budget as
-written is minutes; the page says so in the paragraph after the block, naming TO. ``figures``
+written is minutes; the page says so in a paragraph right after one of the session's blocks,
+naming TO. ``figures``
 makes the session one ``python -m tests.doc_examples --update`` (``make docs-figures``)
 re-runs to rewrite its figures in place; its page states the machine in a line after its last
 console block that starts with ``Output of charrnn``, which the update rewrites too.
