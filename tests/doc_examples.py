@@ -364,23 +364,32 @@ def stamp_line(session: Session, lines: list[str]) -> int | None:
 def update(session: Session) -> None:
     """Re-run ``session`` and rewrite its shown figures and its stamp in the page."""
     lines = session.page.read_text(encoding="utf-8").splitlines()
+    replaced: list[tuple[int, int, list[str]]] = []  # whole outputs, applied bottom-up at the end
     with tempfile.TemporaryDirectory(prefix="charrnn-docs-") as scratch:
         for block in session.blocks:
             for command, output in run_block(block, session, Path(scratch)):
                 shown = list(command.shown)
                 while shown and not shown[-1].strip():
                     shown.pop()
-                matched = match_lines(shown, printed_lines(output), tol=float("inf"))
-                if matched is None:
-                    raise SystemExit(f"{session.page.name}:{command.line}: `{command.command}` no longer prints what the page shows; edit it by hand")
+                printed = printed_lines(output)
+                matched = match_lines(shown, printed, tol=float("inf"))
                 first = command.line  # the $ line; its output follows
+                if matched is None:
+                    # The text itself changed (a chart's rows, a reworded line): the page gets
+                    # the output whole, to be elided again by hand where it was.
+                    print(f"{session.page.name}:{command.line}: output rewritten whole; check the diff", file=sys.stderr)
+                    replaced.append((first, first + len(shown), printed))
+                    continue
                 for offset, (line, hit) in enumerate(zip(shown, matched)):
                     if hit is not None:
                         lines[first + offset] = updated_line(line, hit[1])
+    # The stamp first, while the lines are where the page had them; then the whole outputs.
     index = stamp_line(session, lines)
     if index is None:
         raise SystemExit(f"{session.page.name}: no line starting 'Output of charrnn' after the {session.name} example's output")
     lines[index] = STAMP.sub(stamp(), lines[index])
+    for start, end, printed in sorted(replaced, reverse=True):
+        lines[start:end] = printed
     session.page.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
