@@ -34,7 +34,8 @@ console block that starts with ``Output of charrnn``, which the update rewrites 
 
 The environment: charrnn's virtual environment first on PATH, named corpora from
 ``$CHARRNN_CORPORA`` (the test set-up's local copies, so nothing is downloaded), the encoded
-corpus cache in the session's directory, ``NO_COLOR``.
+corpus cache in the session's directory, ``NO_COLOR``, ``OMP_NUM_THREADS=1`` (so that a run's
+figures repeat exactly; the pages' figures come from the same set-up).
 """
 
 from __future__ import annotations
@@ -135,7 +136,9 @@ def environment(directory: Path) -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     if SHARED_CORPORA.is_dir():
         env["CHARRNN_CORPORA"] = str(SHARED_CORPORA)
-    env.update(CHARRNN_CACHE=str(directory / ".cache"), NO_COLOR="1", TERM="dumb", COLUMNS="100", PYTHONUNBUFFERED="1")
+    # One thread: the adaptive count, chosen by measured speed, moves a run's last digits
+    # with the machine's load; one thread makes its figures repeat (and spares a busy machine).
+    env.update(CHARRNN_CACHE=str(directory / ".cache"), NO_COLOR="1", TERM="dumb", COLUMNS="100", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     return env
 
 
