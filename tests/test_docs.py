@@ -87,6 +87,9 @@ def test_every_option_is_documented_under_its_command_with_its_default():
             assert row is not None, f"charrnn {name}: {param.opts[0]} is not documented"
             for spelling in usage_doc.option_names(param):
                 assert f"`{spelling}`" in _cells(row)[0], f"charrnn {name}: {spelling} is missing from its row"
+            if getattr(param, "show_envvar", False) and param.envvar:
+                # --help names the variable the option is also read from; so must the table.
+                assert f"${param.envvar}" in _cells(row)[3], f"charrnn {name} {param.opts[0]}: its environment variable ${param.envvar} is not in docs/usage.md"
             default = _cells(row)[2]
             stated = STATED_DEFAULT.search((param.help or "").replace("\\[", "["))
             if stated:

@@ -133,7 +133,7 @@ def help_text(param) -> str:
     if getattr(param, "show_envvar", False) and param.envvar:
         # --help names the variable (click adds it); the table must too.
         names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar)
-        text += f" (environment: {', '.join(f'${n}' for n in names)})"
+        text += f" Also read from {' or '.join(f'${n}' for n in names)}."
     return " ".join(text.split())
 
 
