@@ -96,8 +96,13 @@ def sessions(pages=PAGES) -> list[Session]:
     found: dict[tuple[Path, str], Session] = {}
     for page in pages:
         lines = page.read_text(encoding="utf-8").splitlines()
+        fence = None  # the backticks of the fenced block we are in: a marker there is its text
         for index, line in enumerate(lines):
-            marker = MARKER.match(line.strip())
+            ticks = re.match(r"^(`{3,})", line)
+            if ticks and (fence is None or (ticks.group(1).startswith(fence) and not line.strip("`").strip())):
+                fence = ticks.group(1) if fence is None else None
+                continue
+            marker = None if fence else MARKER.match(line.strip())
             if not marker:
                 continue
             words = shlex.split(marker.group(1))
@@ -120,11 +125,11 @@ def sessions(pages=PAGES) -> list[Session]:
                     session.shorten.append((before, after))
                 else:
                     raise ValueError(f"{page.name}:{index + 1}: unknown example option {word!r}")
-            fence = FENCE.match(lines[index + 1]) if index + 1 < len(lines) else None
-            if not fence or (file is None and fence.group(1) not in ("bash", "console", "python")):
+            opening = FENCE.match(lines[index + 1]) if index + 1 < len(lines) else None
+            if not opening or (file is None and opening.group(1) not in ("bash", "console", "python")):
                 raise ValueError(f"{page.name}:{index + 1}: an example marker must stand right before a ```bash, ```console or ```python block (or any block, with file=NAME)")
             end = next(i for i in range(index + 2, len(lines)) if lines[i].startswith("```"))
-            session.blocks.append(Block(page, index + 2, fence.group(1), "\n".join(lines[index + 2 : end]) + "\n", end + 1, file))
+            session.blocks.append(Block(page, index + 2, opening.group(1), "\n".join(lines[index + 2 : end]) + "\n", end + 1, file))
     return list(found.values())
 
 
