@@ -23,6 +23,7 @@ FOREIGN_OPTIONS = {
     "--standalone", "--nproc-per-node", "--nnodes", "--rdzv-backend", "--rdzv-endpoint", "--rdzv-id",  # torchrun
     "--logdir",  # tensorboard
     "--check",  # python -m charrnn.cli.usage_doc
+    "--list", "--update",  # python -m tests.doc_examples
     "--info", "--logits", "--score", "--bench",  # the compiled C model (docs/export-c.md)
 }
 FENCED = re.compile(r"^```.*?^```[ \t]*$", re.M | re.S)
