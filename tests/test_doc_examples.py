@@ -4,6 +4,7 @@ show (the markers and the comparison: tests/doc_examples.py)."""
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 
@@ -22,6 +23,8 @@ def test_the_example_runs_as_written_and_prints_what_the_page_shows(session, tmp
     text = "".join(block.text for block in session.blocks)
     if NAMED_CORPUS.search(text) and not doc_examples.SHARED_CORPORA.is_dir():
         pytest.skip(f"needs the local corpora in {doc_examples.SHARED_CORPORA} (no download in tests)")
+    if re.search(r"^cc ", text, re.M) and shutil.which("cc") is None:
+        pytest.skip("needs a C compiler (cc)")
     doc_examples.run_session(session, tmp_path)
 
 
