@@ -195,7 +195,9 @@ def run_block(block: Block, session: Session, directory: Path) -> list[tuple[Com
     Raises AssertionError with the output when a command exits otherwise than the page says."""
     where = f"{_shown_path(block.page)}:{block.line}"
     if block.file is not None:
-        (directory / block.file).write_text(block.text, encoding="utf-8")
+        path = directory / block.file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(block.text, encoding="utf-8")
         return []
     if block.kind == "python":
         done = _run([sys.executable, "-"], directory, shortened(block.text, session))
