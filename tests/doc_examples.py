@@ -49,6 +49,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -316,13 +317,33 @@ def check_output(command: Command, output: str, session: Session, where: str) ->
     )
 
 
+def measured_elsewhere(session: Session) -> str | None:
+    """For a ``figures`` session, the machine its page names when that is not this one (another
+    CPU model or torch rounds a model's arithmetic otherwise, so a chart or a sample may differ
+    in a character); None where the figures were made here."""
+    if not session.figures:
+        return None
+    lines = session.page.read_text(encoding="utf-8").splitlines()
+    index = stamp_line(session, lines)
+    if index is None:
+        return None
+    named = lines[index].split(" with torch ", 1)[-1].rsplit(", ", 1)[0]
+    here = stamp().split(" with torch ", 1)[-1].rsplit(", ", 1)[0]
+    return None if named == here else named
+
+
 def run_session(session: Session, directory: Path) -> list[tuple[Block, list[tuple[Command, str]]]]:
-    """Run every block of ``session`` in ``directory`` and check each shown output."""
+    """Run every block of ``session`` in ``directory`` and check each shown output (a
+    ``figures`` session made on another machine: that it runs and exits as shown)."""
+    elsewhere = measured_elsewhere(session)
+    if elsewhere is not None:
+        warnings.warn(f"{session.id}: its figures come from torch {elsewhere}; on this machine the example is run and its output not compared (make docs-figures re-measures it here)")
     ran = []
     for block in session.blocks:
         results = run_block(block, session, directory)
         for command, output in results:
-            check_output(command, output, session, f"{_shown_path(block.page)}:{command.line}")
+            if elsewhere is None:
+                check_output(command, output, session, f"{_shown_path(block.page)}:{command.line}")
         ran.append((block, results))
     return ran
 

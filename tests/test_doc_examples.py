@@ -97,3 +97,20 @@ def test_update_rewrites_figures_and_keeps_the_pages_elisions():
     shown = "done at step 300 in 2 s; best val 2.7658 bpc; ... in tiny300"
     [(_, found)] = match_lines([shown], ["done at step 300 in 5 s; best val 2.7651 bpc; checkpoints in tiny300"], float("inf"))
     assert doc_examples.updated_line(shown, found) == "done at step 300 in 5 s; best val 2.7651 bpc; ... in tiny300"
+
+
+def test_figures_made_on_another_machine_are_run_but_not_compared(tmp_path):
+    # A model's last bits move with the CPU's kernels and torch's version, and a chart or a
+    # sample with them; the page's stamp says where its figures come from.
+    page = tmp_path / "page.md"
+    block = "<!-- example: t figures -->\n```console\n$ echo 1\n2\n```\n\n"
+    for named, compared in ((doc_examples.stamp(), True), ("Output of charrnn 0.1.0 with torch 2.0.0 on Some Other CPU, 2026-01-01", False)):
+        page.write_text(block + named + "\n", encoding="utf-8")
+        (session,) = doc_examples.sessions([page])
+        assert (doc_examples.measured_elsewhere(session) is None) == compared
+        if compared:
+            with pytest.raises(AssertionError, match="printed"):
+                doc_examples.run_session(session, tmp_path)
+        else:
+            with pytest.warns(UserWarning, match="Some Other CPU"):
+                doc_examples.run_session(session, tmp_path)
