@@ -31,6 +31,7 @@ def sample(
     beam: Annotated[int, ranged("sample", "beam", checked=True, help="Beam search with this many beams instead of sampling: the most likely continuation, deterministic; good for short completions, repetitive on long ones. 0 = sample.", rich_help_panel=MODES)] = SAMPLE["beam"],
     interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Prompt loop: each line you type is continued; /help lists commands (/temp, /len, ...), /quit or EOF ends.", rich_help_panel=MODES)] = False,
     prime: Annotated[str, typer.Option(help="Text to condition on first (printed before the sample).")] = "",
+    prime_file: Annotated[Optional[Path], typer.Option(help="Read the prime from this UTF-8 file instead of --prime (a long prime without shell quoting; --unknown applies as to --prime).", show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed, 0 to 2**63-1: same seed, same text. \\[default: random, reported]")] = None,
     num_samples: Annotated[int, ranged("sample", "num_samples", help="Samples to make, generated together in one batch; each is written out as soon as its text is final, in order, followed by a --separator line.")] = SAMPLE["num_samples"],
     separator: Annotated[str, typer.Option(help="With --num-samples > 1, the line written on stdout after each sample, for scripts to split on: {i} becomes the sample's number, {n} the number of samples, {status} 'complete' or 'cut short' (Ctrl-C).")] = DEFAULT_SEPARATOR,
@@ -52,6 +53,10 @@ def sample(
     from charrnn.generation.sample import SampleConfig
 
     check_copying = _check_modes(ctx, options)
+    if prime_file is not None:
+        from charrnn.generation.prime import read_prime_file
+
+        options["prime"] = read_prime_file(prime_file)
     config = SampleConfig(**{f.name: options[f.name] for f in fields(SampleConfig)} | {"stop": tuple(stop or ())})
     target = resolve_device(device.value)
     governor = _generation_threads(threads, paced=not (beam or interactive)) if target.type == "cpu" else None
@@ -81,7 +86,7 @@ def sample(
     produced = sum(len(text) for text in texts)
     err.print(f"{produced} characters in {seconds:.2f} s ({produced / max(seconds, 1e-9):,.0f} chars/s)", markup=False)
     if num_samples > 1:
-        _warn_separator_clashes(texts, prime, separator)
+        _warn_separator_clashes(texts, config.prime, separator)
     if cut is not None:
         fail(f"charrnn: interrupted: {_cut_summary(cut, num_samples)}", EXIT_INTERRUPTED)
     _report_copying(references, texts, copy_min_run)
@@ -109,6 +114,8 @@ def _check_modes(ctx: typer.Context, options: dict) -> bool:
         raise ConfigError("--separator must be one line: scripts split the samples on a line equal to it")
     if beam and interactive:
         raise ConfigError("--beam and --interactive cannot be combined")
+    if options["prime_file"] is not None and "prime" in given_options(ctx):
+        raise ConfigError("--prime and --prime-file cannot be combined: give the prime one way")
     if copying and interactive:
         raise ConfigError("--check-copying works on generated samples, not the --interactive loop")
     _refuse_what_the_mode_ignores(ctx, beam, interactive, copying)

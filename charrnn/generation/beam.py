@@ -92,7 +92,7 @@ def beam_search(
     model.eval()
     ids = vocab.encode(config.prime, unknown=config.unknown).tolist()
     if config.prime and not ids:
-        raise VocabError("every character of --prime is outside the vocabulary")
+        raise VocabError("every character of the prime (--prime, --prime-file) is outside the vocabulary")
     if not ids:
         # As in sampling: with no prime, start as if at the beginning of a line.
         ids = [vocab.chars.index("\n")] if "\n" in vocab.chars else [0]

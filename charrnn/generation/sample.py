@@ -187,7 +187,7 @@ def prime_ids(vocab: Vocab, config: SampleConfig) -> list[int]:
     check_texts_memory(vocab, config)
     ids = vocab.encode(config.prime, unknown=config.unknown).tolist()
     if config.prime and not ids:
-        raise VocabError("every character of --prime is outside the vocabulary")
+        raise VocabError("every character of the prime (--prime, --prime-file) is outside the vocabulary")
     return ids
 
 
