@@ -191,7 +191,7 @@ BAD_REQUESTS = {
     "prompt-outside-vocabulary": ("/v1/completions", {"prompt": "Zebra 🙂"}, 400, "prompt", "characters_outside_vocabulary"),
     "prompt-too-long": ("/v1/completions", {"prompt": "a" * 201}, 400, "prompt", "prompt_too_long"),
     "prompt-not-text": ("/v1/completions", {"prompt": [1, 2]}, 400, "prompt", "invalid_type"),
-    "logprobs-asked": ("/v1/completions", {"logprobs": 5}, 400, "logprobs", "unsupported_value"),
+    "penalty-asked": ("/v1/completions", {"frequency_penalty": 0.5}, 400, "frequency_penalty", "unsupported_value"),
     "other-model": ("/v1/completions", {"model": "gpt-4"}, 404, "model", "model_not_found"),
     "body-too-large": ("/v1/completions", {"prompt": "a" * 5000}, 413, None, "request_too_large"),
     "ollama-unknown-option": ("/api/generate", {"options": {"mirostat": 1}}, 400, "options.mirostat", "unknown_field"),

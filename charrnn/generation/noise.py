@@ -62,3 +62,18 @@ def draw(probs: torch.Tensor, noise: Noise) -> torch.Tensor:
     argmax(p / q) with q ~ Exp(1), but without its input checks, which cost half a
     character's time when sampling at batch 1."""
     return probs.div_(noise.next()).argmax(dim=-1)
+
+
+class RowNoise:
+    """The noise of several samples drawn in one batch, each row from its own ``Noise`` (its
+    own generator), in the form ``sample_next`` asks a ``Noise`` for it (the server's
+    streams: each keeps the text of its seed whoever it is batched with)."""
+
+    def __init__(self, noises: list[Noise]) -> None:
+        self.noises = noises
+
+    def next(self) -> torch.Tensor:
+        return torch.cat([noise.next() for noise in self.noises])
+
+    def next_gumbel(self) -> np.ndarray:
+        return np.concatenate([noise.next_gumbel() for noise in self.noises])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Iterator
 
 import numpy as np
@@ -162,6 +162,17 @@ def next_distribution(logits: torch.Tensor | np.ndarray, config: SampleConfig, h
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).float()
     weights = _weights(logits, config)
     return weights / weights.sum(-1, keepdim=True)
+
+
+def sampling_log_probs(logits: torch.Tensor | np.ndarray, config: SampleConfig, history: torch.Tensor | None = None) -> torch.Tensor:
+    """The log of ``next_distribution`` (-inf where filtered out), for the API's log
+    probabilities. Greedy draws nothing (its distribution is all on one id): below
+    MIN_TEMPERATURE it is the model's own distribution (at temperature 1) after the filters,
+    whose most likely id is the one greedy takes. Computing it draws no noise, so the text is
+    the same with it or without."""
+    if config.temperature < MIN_TEMPERATURE:
+        config = replace(config, temperature=1.0)
+    return torch.log(next_distribution(logits, config, history))
 
 
 def draw_plain_numpy(logits: np.ndarray, temperature: float, noise: Noise) -> np.ndarray:

@@ -34,6 +34,7 @@ from charrnn.data.vocab import Vocab
 from charrnn.generation.sample import SampleConfig
 from charrnn.model.network import CharRNN
 from charrnn.serve.config import ServeConfig, listening_socket
+from charrnn.serve.logprobs import Scored, Scorer, ollama_logprobs, openai_logprobs
 from charrnn.serve.protocol import ApiError, GenerationRequest, completion_request, error_object, generate_request, parse_body
 from charrnn.serve.scheduler import BatchWorker, NotAccepting, QueueFull, Stream
 from charrnn.text import shown
@@ -135,6 +136,9 @@ def _open_streams(hub: Hub, wanted: GenerationRequest) -> list[Stream]:
         )
         for seed in wanted.seeds()
     ]
+    if wanted.logprobs is not None:
+        for stream in streams:
+            stream.scorer = Scorer(hub.vocab, stream.config, wanted.logprobs, len(wanted.prompt), score_prompt=wanted.echo)
     try:
         hub.worker.submit(streams)
     except QueueFull:
@@ -151,14 +155,16 @@ def _open_streams(hub: Hub, wanted: GenerationRequest) -> list[Stream]:
     return streams
 
 
-async def _pieces(hub: Hub, streams: list[Stream]) -> AsyncIterator[tuple[int, str, str | None]]:
-    """(index, text, finish reason or None) as the streams make text, until all have ended.
-    If the consumer stops early (the client went away), the streams leave the batch."""
+async def _pieces(hub: Hub, streams: list[Stream]) -> AsyncIterator[tuple[int, str, str | None, list[Scored]]]:
+    """(index, text, finish reason or None, the log probabilities of the text) as the streams
+    make text, until all have ended. If the consumer stops early (the client went away), the
+    streams leave the batch."""
     news = asyncio.Event()
     for stream in streams:
         stream.listener = news.set
     news.set()  # look first: news may have come before this generator started
     ended: set[int] = set()
+    given = [0] * len(streams)  # characters handed out, per stream
     try:
         while len(ended) < len(streams):
             await news.wait()
@@ -169,8 +175,10 @@ async def _pieces(hub: Hub, streams: list[Stream]) -> AsyncIterator[tuple[int, s
                 text, reason = hub.worker.take(stream)
                 if reason is not None:
                     ended.add(i)
-                if text or reason is not None:
-                    yield i, text, reason
+                given[i] += len(text)
+                scored = [] if stream.scorer is None else stream.scorer.take(given[i], reason is not None)
+                if text or reason is not None or scored:
+                    yield i, text, reason, scored
     finally:
         for i, stream in enumerate(streams):
             if i not in ended:
@@ -182,15 +190,17 @@ async def _until_client_leaves(request: Request) -> None:
         pass
 
 
-async def _collect(hub: Hub, request: Request, streams: list[Stream]) -> list[tuple[str, str]]:
-    """Every stream's whole text and finish reason; the streams are dropped if the client
-    leaves before they end."""
+async def _collect(hub: Hub, request: Request, streams: list[Stream]) -> list[tuple[str, str, list[Scored]]]:
+    """Every stream's whole text, finish reason and log probabilities; the streams are dropped
+    if the client leaves before they end."""
     texts = [[] for _ in streams]
     reasons = [""] * len(streams)
+    scores: list[list[Scored]] = [[] for _ in streams]
 
     async def gather() -> None:
-        async for i, text, reason in _pieces(hub, streams):
+        async for i, text, reason, scored in _pieces(hub, streams):
             texts[i].append(text)
+            scores[i] += scored
             if reason is not None:
                 reasons[i] = reason
 
@@ -207,7 +217,7 @@ async def _collect(hub: Hub, request: Request, streams: list[Stream]) -> list[tu
         # Nobody is left to read the answer; this only ends the request quietly.
         raise ApiError(499, "the client closed the connection before the completion ended", code="client_closed")
     work.result()
-    return [("".join(t), r) for t, r in zip(texts, reasons)]
+    return [("".join(t), r, s) for t, r, s in zip(texts, reasons, scores)]
 
 
 def _ended_early(reason: str, grace: float) -> ApiError | None:
@@ -233,12 +243,16 @@ async def completions(request: Request) -> Response:
     streams = _open_streams(hub, wanted)
     head = {"id": f"cmpl-{secrets.token_hex(12)}", "object": "text_completion", "created": int(time.time()), "model": hub.model_id}
     if wanted.stream:
-        return StreamingResponse(_completion_events(hub, streams, head, wanted.include_usage), media_type="text/event-stream", headers=_EVENT_HEADERS)
+        return StreamingResponse(_completion_events(hub, streams, head, wanted), media_type="text/event-stream", headers=_EVENT_HEADERS)
     results = await _collect(hub, request, streams)
-    for _, reason in results:
+    for _, reason, _ in results:
         if (problem := _ended_early(reason, hub.config.grace)) is not None:
             raise problem
-    choices = [{"text": text, "index": i, "logprobs": None, "finish_reason": reason} for i, (text, reason) in enumerate(results)]
+    echo = wanted.prompt if wanted.echo else ""
+    choices = [
+        {"text": echo + text, "index": i, "logprobs": None if wanted.logprobs is None else openai_logprobs(scored), "finish_reason": reason}
+        for i, (text, reason, scored) in enumerate(results)
+    ]
     return JSONResponse({**head, "choices": choices, "usage": _usage(streams), "system_fingerprint": None})
 
 
@@ -250,23 +264,26 @@ def _event(payload: dict) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-async def _completion_events(hub: Hub, streams: list[Stream], head: dict, include_usage: bool) -> AsyncIterator[str]:
+async def _completion_events(hub: Hub, streams: list[Stream], head: dict, wanted: GenerationRequest) -> AsyncIterator[str]:
     # The part of every chunk before its text, serialised once: a chunk then costs one
     # json.dumps of its text (the event loop writes thousands of chunks a second).
     before_text = "data: " + json.dumps(head, ensure_ascii=False)[:-1] + ', "choices": [{"text": '
+    echo = [wanted.prompt if wanted.echo else ""] * len(streams)  # the prompt, before a choice's first text
 
-    def chunk(i: int, text: str, reason: str | None) -> str:
-        return f'{before_text}{json.dumps(text, ensure_ascii=False)}, "index": {i}, "logprobs": null, "finish_reason": {json.dumps(reason)}}}]}}\n\n'
+    def chunk(i: int, text: str, reason: str | None, scored: list[Scored]) -> str:
+        text, echo[i] = echo[i] + text, ""
+        logprobs = "null" if wanted.logprobs is None else json.dumps(openai_logprobs(scored), ensure_ascii=False)
+        return f'{before_text}{json.dumps(text, ensure_ascii=False)}, "index": {i}, "logprobs": {logprobs}, "finish_reason": {json.dumps(reason)}}}]}}\n\n'
 
-    async for i, text, reason in _pieces(hub, streams):
+    async for i, text, reason, scored in _pieces(hub, streams):
         problem = _ended_early(reason or "", hub.config.grace)
         if problem is not None:
             if text:
-                yield chunk(i, text, None)
+                yield chunk(i, text, None, scored)
             yield _event({**problem.body(), "index": i})
             continue
-        yield chunk(i, text, reason)
-    if include_usage:
+        yield chunk(i, text, reason, scored)
+    if wanted.include_usage:
         yield _event({**head, "choices": [], "usage": _usage(streams)})
     yield "data: [DONE]\n\n"
 
@@ -303,20 +320,22 @@ async def generate(request: Request) -> Response:
     wanted = generate_request(await _read_json(request, hub.config.max_body), hub.vocab, hub.config, hub.model_id)
     streams = _open_streams(hub, wanted)
     if wanted.stream:
-        return StreamingResponse(_generate_lines(hub, streams[0]), media_type="application/x-ndjson")
-    [(text, reason)] = await _collect(hub, request, streams)
+        return StreamingResponse(_generate_lines(hub, streams[0], wanted.logprobs), media_type="application/x-ndjson")
+    [(text, reason, scored)] = await _collect(hub, request, streams)
     if (problem := _ended_early(reason, hub.config.grace)) is not None:
         raise problem
-    return JSONResponse({"model": hub.model_id, "created_at": _now(), "response": text, "done": True, "done_reason": reason, **_ollama_timings(streams[0])})
+    logprobs = {} if wanted.logprobs is None else {"logprobs": ollama_logprobs(scored, wanted.logprobs)}
+    return JSONResponse({"model": hub.model_id, "created_at": _now(), "response": text, "done": True, "done_reason": reason, **_ollama_timings(streams[0]), **logprobs})
 
 
-async def _generate_lines(hub: Hub, stream: Stream) -> AsyncIterator[str]:
+async def _generate_lines(hub: Hub, stream: Stream, top: int | None) -> AsyncIterator[str]:
     def line(payload: dict) -> str:
         return json.dumps({"model": hub.model_id, "created_at": _now(), **payload}, ensure_ascii=False) + "\n"
 
-    async for _, text, reason in _pieces(hub, [stream]):
-        if text:
-            yield line({"response": text, "done": False})
+    async for _, text, reason, scored in _pieces(hub, [stream]):
+        if text or scored:
+            logprobs = {} if top is None else {"logprobs": ollama_logprobs(scored, top)}
+            yield line({"response": text, "done": False, **logprobs})
         if reason is None:
             continue
         problem = _ended_early(reason, hub.config.grace)

@@ -6,7 +6,7 @@ names the field at fault, in the shape of the OpenAI API's error object:
 endpoint answers in the same shape (its own clients read the ``error`` key too).
 
 Fields that OpenAI's completions API defines but a character model cannot honour
-(``echo``, ``logprobs``, penalties, ``best_of``, ...) are accepted at their neutral value and
+(penalties, ``logit_bias``, ``suffix``, ``best_of``, ...) are accepted at their neutral value and
 refused, by name, at any other: a client that sends its defaults works, and one that relies
 on them hears that they do nothing here.
 
@@ -30,6 +30,7 @@ from charrnn.errors import InvalidText, VocabError
 from charrnn.options import DEFAULTS
 from charrnn.ranges import MAX_SEED
 from charrnn.serve.config import ServeConfig
+from charrnn.serve.logprobs import OLLAMA_MAX_TOP_LOGPROBS, OPENAI_MAX_LOGPROBS
 from charrnn.text import decode, require_valid
 
 # OpenAI's ranges for the options both APIs share.
@@ -75,6 +76,9 @@ class GenerationRequest:
     n: int
     stream: bool
     include_usage: bool = False
+    # Log probabilities: None = none; else this many alternatives per token (charrnn.serve.logprobs).
+    logprobs: int | None = None
+    echo: bool = False  # the prompt comes back before the completion (scored, with logprobs)
     # The prompt's ids, encoded once when the prompt was checked.
     prompt_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), compare=False)
 
@@ -238,8 +242,6 @@ COMPLETION_FIELDS = (
 
 # Defined by OpenAI, with a value at which they change nothing; any other is refused.
 _NEUTRAL = {
-    "echo": (False,),
-    "logprobs": (None, 0),
     "frequency_penalty": (None, 0),
     "presence_penalty": (None, 0),
     "logit_bias": (None, {}),
@@ -284,6 +286,8 @@ def completion_request(body: dict, vocab: Vocab, limits: ServeConfig, model_id: 
         n=n,
         stream=stream,
         include_usage=include_usage,
+        logprobs=_number(body, "logprobs", None, 0, OPENAI_MAX_LOGPROBS, integer=True),
+        echo=_flag(body, "echo", False),
     )
 
 
@@ -293,7 +297,7 @@ def _default_temperature() -> float:
 
 # -- Ollama /api/generate -------------------------------------------------------------
 
-GENERATE_FIELDS = ("model", "prompt", "stream", "options", "keep_alive", "raw")
+GENERATE_FIELDS = ("model", "prompt", "stream", "options", "keep_alive", "raw", "logprobs", "top_logprobs")
 GENERATE_OPTIONS = ("temperature", "top_p", "top_k", "seed", "num_predict", "stop")
 
 
@@ -330,4 +334,14 @@ def generate_request(body: dict, vocab: Vocab, limits: ServeConfig, model_id: st
         seed=_number(options, "seed", None, 0, MAX_SEED, integer=True, param="options.seed"),
         n=1,
         stream=_flag(body, "stream", True),
+        logprobs=_ollama_logprobs(body),
     )
+
+
+def _ollama_logprobs(body: dict) -> int | None:
+    """Ollama's ``logprobs`` (true: each token's) and ``top_logprobs`` (that many alternatives)."""
+    wanted = _flag(body, "logprobs", False)
+    top = _number(body, "top_logprobs", 0, 0, OLLAMA_MAX_TOP_LOGPROBS, integer=True)
+    if top and not wanted:
+        raise _invalid("top_logprobs", "only with logprobs: true")
+    return top if wanted else None

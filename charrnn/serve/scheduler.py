@@ -47,10 +47,11 @@ import torch
 
 from charrnn.data.vocab import Vocab
 from charrnn.data.vocab_kinds import piece_decoder
-from charrnn.generation.noise import Noise
+from charrnn.generation.noise import Noise, RowNoise
 from charrnn.generation.sample import SampleConfig, first_ids, sample_next
 from charrnn.generation.stops import StopMatcher
 from charrnn.generation.stepper import FastState, FastStepper
+from charrnn.serve.logprobs import start_logits
 from charrnn.model.network import CharRNN
 from charrnn.threads import set_threads
 
@@ -98,6 +99,7 @@ class Stream:
         self.noise = Noise(self.generator, 1, len(vocab), most=config.length + 1)
         self.decode = piece_decoder(vocab)
         self.matcher = StopMatcher(config.stop)
+        self.scorer = None  # a charrnn.serve.logprobs.Scorer when the request asks for log probabilities
         self.prompt_tokens = len(self.prompt_ids)
         self.produced = 0  # ids drawn
         self.chars = 0  # characters given out
@@ -126,20 +128,6 @@ class Stream:
     def sampling_key(self) -> tuple:
         c = self.config
         return (c.temperature, c.top_k, c.top_p, c.min_p)
-
-
-class _RowNoise:
-    """The noise of several streams, each row from its own stream's generator, in the form
-    ``sample_next`` asks a ``Noise`` for it."""
-
-    def __init__(self, noises: list[Noise]) -> None:
-        self.noises = noises
-
-    def next(self) -> torch.Tensor:
-        return torch.cat([noise.next() for noise in self.noises])
-
-    def next_gumbel(self) -> np.ndarray:
-        return np.concatenate([noise.next_gumbel() for noise in self.noises])
 
 
 class BatchWorker:
@@ -388,19 +376,26 @@ class BatchWorker:
             # Nothing to run but the newline that starts an empty prompt: the shared path.
             first, state, _ = first_ids(self.stepper, self.vocab, stream.config, stream.generator, stream.noise)
             stream.prime_state = state
+            if stream.scorer is not None:
+                stream.scorer.drawn(start_logits(self.stepper, self.vocab), int(first[0]))
             return int(first[0])
         begin = stream.primed
         end = begin + self._piece_length(len(ids) - begin, seconds)
         piece = torch.from_numpy(ids[begin:end]).unsqueeze(0)
         model = self.stepper.model
         started = time.thread_time()
-        if end < len(ids):
-            # The decoder's logits are needed after the last character only.
+        scorer = stream.scorer
+        if end < len(ids) and not (scorer is not None and scorer.score_prompt):
+            # The decoder's logits are needed after the last character only (or to score it).
             _, stream.prime_state = model.rnn(model.embedding(piece), stream.prime_state)
         else:
             # The model's own forward, as charrnn sample's priming runs it (one call for a
             # prompt of one piece): the same logits, so the same first character.
             logits, _, state = model(piece, stream.prime_state)
+            if scorer is not None and scorer.score_prompt:
+                scorer.prompt(logits[0], ids, begin, end)
+            if end < len(ids):
+                stream.prime_state = state
         took = time.thread_time() - started
         self._prime_seconds = 0.75 * self._prime_seconds + took
         self._prime_chars = 0.75 * self._prime_chars + (end - begin)
@@ -412,7 +407,10 @@ class BatchWorker:
         if end < len(ids):
             return None
         stream.prime_state = self.stepper.from_model_state(state)
-        return int(sample_next(logits[:, -1], stream.config, stream.noise)[0])
+        first = int(sample_next(logits[:, -1], stream.config, stream.noise)[0])
+        if scorer is not None:
+            scorer.drawn(logits[0, -1], first)
+        return first
 
     def _publish(self, stream: Stream, text: str) -> bool:
         """Under the lock: hand over the stream's new text; False once it has ended."""
@@ -472,9 +470,12 @@ class BatchWorker:
         next_ids = np.empty(n, np.int64)
         for config, rows, noises in self._sampling_groups():
             part = logits if len(rows) == n else logits[rows]
-            drawn = sample_next(part, config, _RowNoise(noises))
+            drawn = sample_next(part, config, RowNoise(noises))
             next_ids[rows] = drawn.numpy() if isinstance(drawn, torch.Tensor) else drawn
         self._ids = next_ids
+        for i, stream in enumerate(self._active):
+            if stream.scorer is not None:  # before the text goes out (logprobs.py)
+                stream.scorer.drawn(logits[i], int(next_ids[i]))
         texts = [stream.feed(char_id) for stream, char_id in zip(self._active, next_ids.tolist())]
         with self._cond:
             self.steps += 1
