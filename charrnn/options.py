@@ -142,7 +142,14 @@ DEFAULT_PRESET = "small"
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"preset": DEFAULT_PRESET, "cell": "lstm", **PRESETS[DEFAULT_PRESET]},
-    "corpus": {"tokenizer": "chars", "encoding": "utf-8", "val_frac": 0.1},
+    "corpus": {
+        "tokenizer": "chars",
+        "encoding": "utf-8",
+        "val_frac": 0.1,
+    },
+    # `train --items`: off, the text is one stream. A list's items are most often one a line
+    # (names, titles, words), so the newline is the delimiter unless one is given.
+    "items": {"items": False, "items_delimiter": "\n"},
     "train": {
         # Measured on tiny shakespeare on 2 cores: 32x64 windows ran no slower per character
         # than 64x128 and made 4.6x the updates (6 minutes: 3001 vs 655 steps; val 1.577 vs
@@ -219,6 +226,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "unknown": "error",
         # Common words and short phrases recur in any text; runs this long rarely do by chance.
         "copy_min_run": 20,
+        "items": 0,  # off: sample text, not items of a list
+        # None: on for a run trained with --items (its users want items not in their list),
+        # meaningless otherwise.
+        "novel": None,
     },
     "eval": {"unknown": "error"},
     # pt2: it needs nothing beyond torch (ONNX needs the optional charrnn[export] packages).

@@ -132,6 +132,7 @@ RANGES: dict[str, dict[str, Range]] = {
         "seed": Range(0, MAX_SEED, note="2**63 - 1"),
         "beam": Range(0, note="0 samples"),
         "copy_min_run": AT_LEAST_1,
+        "items": Range(0, note="0 is off"),
     },
     "serve": {
         "port": Range(0, 65535, note="0 picks a free port"),

@@ -71,6 +71,8 @@ class CorpusOptions:
     tokenizer: str = DEFAULTS["corpus"]["tokenizer"]
     vocab_size: int | None = None  # bpe only: the size the tokenizer reached
     fingerprint: TextFingerprint | None = None  # None before the trainer has seen the text
+    # `train --items`: the character between the items of the list; None: the text is a stream.
+    items_delimiter: str | None = None
 
     def to_dict(self) -> dict:
         data = {
@@ -84,6 +86,8 @@ class CorpusOptions:
             data["vocab_size"] = self.vocab_size
         if self.fingerprint is not None:
             data["fingerprint"] = self.fingerprint.to_dict()
+        if self.items_delimiter is not None:
+            data["items_delimiter"] = self.items_delimiter
         return data
 
     @classmethod
@@ -98,6 +102,7 @@ class CorpusOptions:
             tokenizer=data.get("tokenizer", kind),
             vocab_size=data.get("vocab_size"),
             fingerprint=None if fingerprint is None else TextFingerprint.from_dict(fingerprint),
+            items_delimiter=data.get("items_delimiter"),
         )
 
 

@@ -43,7 +43,8 @@ def test_a_new_run_takes_the_table_and_the_device_s_defaults():
         **DEFAULTS["train"], **PRESET_TRAINING[cpu.preset], "minutes": DEFAULTS["budget"]["minutes"]
     }  # fmt: skip
     assert dataclasses.asdict(cpu.corpus) == {
-        "train_specs": ["a.txt"], "val_specs": [], "extend_vocab": False, "vocab_size": None, **DEFAULTS["corpus"]
+        "train_specs": ["a.txt"], "val_specs": [], "extend_vocab": False, "vocab_size": None, **DEFAULTS["corpus"],
+        "items_delimiter": None,
     }  # fmt: skip
 
     # A GPU plan needs no GPU: the device is only its type.
@@ -81,7 +82,7 @@ def test_a_resume_keeps_the_run_s_options_and_turns_totals_and_extensions_into_s
     assert plan.train == {**saved.train_config.to_dict(), "lr": 0.001}  # the stored budget, not the total
     assert dataclasses.asdict(plan.corpus) == {
         "train_specs": ["/data/a.txt"], "val_specs": [], "encoding": "latin-1", "val_frac": 0.2,
-        "tokenizer": "chars", "vocab_size": None, "extend_vocab": False,
+        "tokenizer": "chars", "vocab_size": None, "extend_vocab": False, "items_delimiter": None,
     }  # fmt: skip
     config = plan.train_config(5_000)
     assert plan.budget_extension(config, 5_000) == (50, 0.0)

@@ -29,6 +29,8 @@ def sample(
     repetition_penalty: Annotated[float, ranged("sample", "repetition_penalty", help="Above 1, characters seen in the last --repetition-window become less likely; 1 = off; above 0 and below 1, more likely.")] = SAMPLE["repetition_penalty"],
     repetition_window: Annotated[int, ranged("sample", "repetition_window", help="Recent characters (prime included) the repetition penalty looks at.")] = SAMPLE["repetition_window"],
     beam: Annotated[int, ranged("sample", "beam", checked=True, help="Beam search with this many beams instead of sampling: the most likely continuation, deterministic; good for short completions, repetitive on long ones. 0 = sample.", rich_help_panel=MODES)] = SAMPLE["beam"],
+    items: Annotated[int, ranged("sample", "items", checked=True, metavar="N", help="From a run trained with --items: N whole new items of its list, one a line, each from the start state to its delimiter (--prime starts every one; --length caps each). 0 = off.", rich_help_panel=MODES)] = SAMPLE["items"],
+    novel: Annotated[Optional[bool], typer.Option("--novel/--no-novel", help="With --items: drop items found verbatim in the run's list (and draw again); repeats are always dropped. \\[default: on]", show_default=False, rich_help_panel=MODES)] = SAMPLE["novel"],
     interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Prompt loop: each line you type is continued; /help lists commands (/temp, /len, ...), /quit or EOF ends.", rich_help_panel=MODES)] = False,
     prime: Annotated[str, typer.Option(help="Text to condition on first (printed before the sample).")] = "",
     prime_file: Annotated[Optional[Path], typer.Option(help="Read the prime from this UTF-8 file instead of --prime (a long prime without shell quoting; --unknown applies as to --prime).", show_default=False)] = None,
@@ -67,6 +69,9 @@ def sample(
 
         # Read before sampling: a missing training file is answered before any output.
         references = reference_texts(saved.corpus, training_text)
+    if items:
+        _sample_items(model, vocab, saved, config, items, novel, target)
+        return
     if beam:
         texts = _sample_beam(model, vocab, config, beam, target, separator)
         _report_copying(references, texts, copy_min_run)
@@ -96,6 +101,7 @@ def sample(
 IGNORED_BY = {
     "--beam": ("temperature", "top_k", "top_p", "min_p", "seed", "engine"),
     "--interactive": ("num_samples", "separator"),
+    "--items": ("num_samples", "separator"),
 }
 
 
@@ -118,6 +124,11 @@ def _check_modes(ctx: typer.Context, options: dict) -> bool:
         raise ConfigError("--prime and --prime-file cannot be combined: give the prime one way")
     if copying and interactive:
         raise ConfigError("--check-copying works on generated samples, not the --interactive loop")
+    if options["items"] and (beam or interactive or copying):
+        other = "--beam" if beam else "--interactive" if interactive else "--check-copying"
+        raise ConfigError(f"--items cannot be combined with {other} (--novel checks the items against the list)")
+    if options["novel"] is not None and not options["items"]:
+        raise ConfigError("--novel and --no-novel apply to --items: give --items N too, or drop it")
     _refuse_what_the_mode_ignores(ctx, beam, interactive, copying)
     return copying
 
@@ -127,7 +138,7 @@ def _refuse_what_the_mode_ignores(ctx: typer.Context, beam: bool, interactive: b
 
     given = given_options(ctx)
     ignored = {mode: [name for name in names if name in given] for mode, names in IGNORED_BY.items()}
-    for mode, on in (("--beam", beam), ("--interactive", interactive)):
+    for mode, on in (("--beam", beam), ("--interactive", interactive), ("--items", "items" in given and ctx.params["items"] > 0)):
         if on and ignored[mode]:
             options = ", ".join(given[name] for name in ignored[mode])
             raise ConfigError(f"{mode} does not use {options}: drop {'it' if len(ignored[mode]) == 1 else 'them'}")
@@ -229,6 +240,28 @@ def _copy_figures(report) -> str:
         f"longest verbatim run {report.longest} chars {report.longest_text!r}; "
         f"{report.copied_fraction:.1%} in runs of {report.min_run}+ chars"
     )
+
+
+def _sample_items(model, vocab, saved, config, count: int, novel, target) -> None:
+    """--items: whole items of the run's list, one a line, then what was drawn on stderr."""
+    from charrnn.errors import ConfigError
+    from charrnn.generation.items import list_items, sample_items
+
+    delimiter = saved.corpus.items_delimiter
+    if delimiter is None:
+        raise ConfigError("--items N samples a run trained with --items; this run read its text as one stream")
+    known = None
+    if novel is None or novel:
+        from charrnn.generation.copying import reference_texts
+
+        references = reference_texts(saved.corpus)
+        known = list_items(references.train + delimiter + (references.unseen or ""), delimiter)
+    err.print(f"seed {config.seed}", markup=False)
+    report = sample_items(model, vocab, config, count, delimiter, known, target)
+    for item in report.items:
+        sys.stdout.write(item + "\n")
+    sys.stdout.flush()
+    err.print(report.describe(count), markup=False)
 
 
 def _sample_beam(model, vocab, config, width: int, target, separator: str) -> list[str]:

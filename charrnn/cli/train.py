@@ -58,6 +58,8 @@ def train(
     extend_vocab: Annotated[bool, typer.Option(help="With --resume on new text: add its unseen characters to the vocabulary (fine-tuning).", rich_help_panel=RUN)] = False,
     tokenizer: Annotated[Optional[TokenizerKind], typer.Option(help="What the model reads: chars (each character of the corpus), bytes (UTF-8 bytes, any text), or bpe (byte-level BPE trained on the corpus, with --vocab-size). " + _default("corpus", "tokenizer"), rich_help_panel=DATA)] = None,
     vocab_size: Annotated[Optional[int], ranged("corpus", "vocab_size", help="BPE vocabulary size (256 byte tokens + merges), with --tokenizer bpe.", rich_help_panel=DATA)] = None,
+    items: Annotated[bool, typer.Option("--items", help="The text is a list of short items, one a line (names, titles, words): each is trained from the same start state, in an order shuffled each epoch, and `sample --items N` makes whole new ones. A resumed run keeps it. " + _default("items", "items"), rich_help_panel=DATA)] = False,
+    items_delimiter: Annotated[Optional[str], typer.Option(help="With a list of items: the one character between them (implies --items). \\[default: newline]", rich_help_panel=DATA)] = None,
     preset: Annotated[Optional[Preset], typer.Option(help=f"Model size; explicit options override it. \\[default: {DEFAULTS['model']['preset']}; on a GPU {GPU['preset']} with dropout {GPU['dropout']}]", rich_help_panel=MODEL)] = None,
     cell: Annotated[Optional[Cell], typer.Option(help="Recurrent cell. " + _default("model", "cell"), rich_help_panel=MODEL)] = None,
     layers: Annotated[Optional[int], ranged("model", "layers", help="Recurrent layers.", rich_help_panel=MODEL)] = None,
@@ -174,7 +176,7 @@ def _print_run_header(run) -> None:
         f"{verb}: {m.layers}x{m.hidden} {m.cell.upper()}, {run.model.num_parameters():,} parameters, "
         f"vocabulary {len(run.vocab)}, {len(run.corpus.train):,} train / "
         f"{0 if run.corpus.val is None else len(run.corpus.val):,} val {units}, "
-        f"batch {layout.batch_size}x{layout.seq_len}"
+        f"{layout.describe()}"
         + (f" on each of {run.trainer.world_size} processes" if run.trainer.world_size > 1 else "")
         + f", {budget}, device {run.trainer.device}",
         markup=False,

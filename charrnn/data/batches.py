@@ -39,6 +39,9 @@ class StreamLayout:
         """Full windows per epoch: the last partial window of each row is not trained on."""
         return self.row_length // self.seq_len
 
+    def describe(self) -> str:
+        return f"batch {self.batch_size}x{self.seq_len}"
+
 
 def plan_layout(num_ids: int, batch_size: int, seq_len: int, world_size: int = 1) -> StreamLayout:
     """Rows and windows for ``num_ids`` characters, shrinking the batch for short texts."""

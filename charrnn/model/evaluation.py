@@ -9,10 +9,30 @@ import numpy as np
 import torch
 
 from charrnn.data.batches import eval_streams
+from charrnn.data.items import IGNORED, item_bounds, padded_items
 from charrnn.model.network import CharRNN, State
 from charrnn.threads import ThreadGovernor
 
 EVAL_WINDOW = 256  # characters per forward call when evaluating
+
+
+@torch.no_grad()
+def evaluate_items(model: CharRNN, ids: np.ndarray, delimiter: int, device: torch.device, batch_size: int = 64) -> float:
+    """Mean cross-entropy in nats per character of the items of ``ids`` (a list, ``train
+    --items``), each read as training reads it: from the zero state after the delimiter, its
+    characters and the delimiter that ends it scored."""
+    was_training = model.training
+    model.eval()
+    starts, ends = item_bounds(np.asarray(ids), delimiter)
+    total, count = 0.0, 0
+    for first in range(0, len(starts), batch_size):
+        x, y = padded_items(ids, starts[first : first + batch_size], ends[first : first + batch_size], delimiter)
+        logits, _, _ = model(x.to(device))
+        y = y.to(device)
+        total += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), ignore_index=IGNORED, reduction="sum"))
+        count += int((y != IGNORED).sum())
+    model.train(was_training)
+    return total / max(count, 1)
 
 
 @torch.no_grad()

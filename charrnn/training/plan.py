@@ -21,6 +21,7 @@ from charrnn.model.presets import preset_training, resolve_preset
 from charrnn.options import DEFAULTS, ModelConfig, TrainConfig, check_seed, is_lr_auto
 from charrnn.ranges import check_finite, check_ranges, option_name
 from charrnn.saved import CorpusOptions, SavedRun
+from charrnn.text import require_valid
 
 ARCHITECTURE_KEYS = ("cell", "layers", "hidden", "embed")
 MODEL_KEYS = ARCHITECTURE_KEYS + ("dropout",)
@@ -46,6 +47,8 @@ class RunRequest:
     extend_vocab: bool = False
     tokenizer: str | None = None  # "chars" (the default), "bytes" or "bpe"
     vocab_size: int | None = None  # BPE only
+    items: bool = False  # --items: the text is a list of items
+    items_delimiter: str | None = None  # --items-delimiter (implies --items)
     preset: str | None = None
     model: dict = field(default_factory=dict)  # cell, layers, hidden, embed, dropout
     train: dict = field(default_factory=dict)  # TrainConfig fields
@@ -82,6 +85,7 @@ class CorpusPlan:
     tokenizer: str  # "chars", "bytes" or "bpe"
     vocab_size: int | None  # --vocab-size as asked (bpe)
     extend_vocab: bool
+    items_delimiter: str | None = None  # a list of items, between them this character
 
     def options(self, train_files, val_files, vocab_size: int) -> CorpusOptions:
         """The corpus options a run records, once its files and vocabulary are known."""
@@ -92,6 +96,7 @@ class CorpusPlan:
             val_frac=self.val_frac,
             tokenizer=self.tokenizer,
             vocab_size=vocab_size if self.tokenizer == "bpe" else None,
+            items_delimiter=self.items_delimiter,
         )
 
 
@@ -292,9 +297,29 @@ def _corpus_plan(request: RunRequest, saved: SavedRun | None) -> CorpusPlan:
         tokenizer=_tokenizer(request.tokenizer, saved),
         vocab_size=request.vocab_size,
         extend_vocab=request.extend_vocab,
+        items_delimiter=_items_delimiter(request, recorded.items_delimiter if saved is not None else None),
     )
     _check_vocab_options(plan, saved)
+    if plan.items_delimiter is not None and plan.tokenizer != "chars":
+        raise ConfigError(f"--items reads a list of characters: it needs --tokenizer chars, not {plan.tokenizer}")
+    if plan.items_delimiter is not None and (request.epochs is not None or request.extend_epochs is not None):
+        raise ConfigError("--epochs counts passes in windows of a stream; with --items give --max-steps or --minutes")
     return plan
+
+
+def _items_delimiter(request: RunRequest, recorded: str | None) -> str | None:
+    """The delimiter of a list of items (--items: a newline), or None for a stream; a resumed
+    run keeps what it was trained as."""
+    given = request.items_delimiter if request.items_delimiter is not None else (
+        DEFAULTS["items"]["items_delimiter"] if request.items else None
+    )
+    if given is not None:
+        require_valid(given, "--items-delimiter")
+    if given is not None and len(given) != 1:
+        raise ConfigError(f"--items-delimiter must be one character, not {given!r}: it ends every item the model makes")
+    if recorded is not None and given is not None and given != recorded:
+        raise ConfigError(f"--items-delimiter {given!r} differs from the run's {recorded!r}; a resumed run keeps its delimiter")
+    return recorded if recorded is not None else given
 
 
 def _tokenizer(requested: str | None, saved: SavedRun | None) -> str:

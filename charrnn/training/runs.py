@@ -40,7 +40,7 @@ from charrnn.device import (
     seed_everything,
     use_deterministic_algorithms,
 )
-from charrnn.errors import CheckpointError, ConfigError, TrainingDiverged
+from charrnn.errors import CheckpointError, ConfigError, CorpusError, TrainingDiverged
 from charrnn.model.loading import build_model, check_model_fits
 from charrnn.model.network import CharRNN
 from charrnn.options import DEFAULTS, LR_AUTO, TrainConfig
@@ -161,7 +161,7 @@ def prepare_run(request: RunRequest) -> Run:
         if plan.lr_auto:
             lr_range = _choose_rate(model, corpus, train_config, device, threads)
             train_config = replace(train_config, lr=lr_range.lr)
-    trainer = _trainer(train_config, model, corpus, device, fresh=saved is None)
+    trainer = _trainer(train_config, model, corpus, device, fresh=saved is None, items_delimiter=plan.corpus.items_delimiter)
     if lr_range is not None:
         trainer.lr_range = lr_range.to_dict()
         trainer.progress.elapsed = lr_range.seconds  # the test's time is part of a time budget
@@ -222,7 +222,7 @@ def _model(plan: RunPlan, config: TrainConfig, saved: SavedRun | None, vocab_siz
     return model
 
 
-def _trainer(config: TrainConfig, model: CharRNN, corpus: Corpus, device: torch.device, fresh: bool) -> Trainer:
+def _trainer(config: TrainConfig, model: CharRNN, corpus: Corpus, device: torch.device, fresh: bool, items_delimiter: str | None = None) -> Trainer:
     amp_dtype = resolve_precision(config.precision, device)
     ddp_model = None
     if distributed.active():
@@ -240,7 +240,20 @@ def _trainer(config: TrainConfig, model: CharRNN, corpus: Corpus, device: torch.
         rank=distributed.rank(),
         world_size=distributed.world_size(),
         ddp_model=ddp_model,
+        batches=_item_batches(corpus, config, items_delimiter),
     )
+
+
+def _item_batches(corpus: Corpus, config: TrainConfig, delimiter: str | None):
+    """A list's items as batches (``train --items``), or None for a stream."""
+    if delimiter is None:
+        return None
+    from charrnn.data.items import ItemBatches
+
+    if delimiter not in corpus.vocab.chars:
+        raise CorpusError(f"--items-delimiter {delimiter!r} is not in the text: the list would be one item")
+    ids = corpus.vocab.encode(delimiter)
+    return ItemBatches(corpus.train, int(ids[0]), config.batch_size, config.seed, distributed.rank(), distributed.world_size())
 
 
 def _continue(

@@ -19,7 +19,7 @@ from charrnn.device import capture_rng_state, restore_rng_state
 from charrnn.errors import ConfigError, TrainingDiverged
 from charrnn.options import CPU_BATCH_SIZE, GPU_BATCH_SIZE, TrainConfig
 from charrnn.units import nats_to_bpc
-from charrnn.model.evaluation import EVAL_WINDOW, evaluate
+from charrnn.model.evaluation import EVAL_WINDOW, evaluate, evaluate_items
 from charrnn.model.network import CharRNN, State, detach_state, state_as_list, state_batch_size, state_from_list, state_to
 
 
@@ -110,6 +110,7 @@ class Trainer:
         world_size: int = 1,
         ddp_model: torch.nn.Module | None = None,
         grad_stats: bool = True,
+        batches=None,  # what reads the training text: a stream's windows (None) or ItemBatches
     ) -> None:
         self.model = model
         self.forward_model = ddp_model or model  # a DDP wrapper syncs gradients in backward
@@ -119,7 +120,7 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.rank = rank
         self.world_size = world_size
-        self.batches = StreamBatches(train_ids, config.batch_size, config.seq_len, rank, world_size)
+        self.batches = batches or StreamBatches(train_ids, config.batch_size, config.seq_len, rank, world_size)
         self.val_ids = val_ids
         if val_ids is not None and config.eval_chars is not None:
             self.val_ids = val_ids[: config.eval_chars]
@@ -333,8 +334,8 @@ class Trainer:
         started = time.perf_counter()
         threads = torch.get_num_threads()
         x, y, new_epoch = self.batches.next_window()
-        if new_epoch:
-            self.hidden = None  # the streams start over from the top of the text
+        if new_epoch or not getattr(self.batches, "carries_state", True):
+            self.hidden = None  # the streams start over from the top of the text (items: always)
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         lr = self.learning_rate()
         for group in self.optimizer.param_groups:
@@ -481,7 +482,10 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, ids: np.ndarray) -> float:
         # As many rows as the training batch, which the device is known to hold; longer windows
-        # than training's only save per-call overhead, the state is carried.
+        # than training's only save per-call overhead, the state is carried. A list's items
+        # are scored as they are trained: each from the zero state.
+        if not getattr(self.batches, "carries_state", True):
+            return evaluate_items(self.model, ids, self.batches.delimiter, self.device, self.config.batch_size)
         return evaluate(self.model, ids, self.device, self.config.batch_size, max(self.config.seq_len, EVAL_WINDOW))
 
 
