@@ -75,6 +75,7 @@ class TokenizerKind(str, Enum):
     chars = "chars"  # one token per character of the corpus (the default)
     bytes = "bytes"  # UTF-8 bytes: 256 tokens, any text
     bpe = "bpe"  # byte-level BPE trained on the corpus
+    word = "word"  # words, whitespace and punctuation as tokens, the --vocab-size most frequent
 
 
 class ExportFormatName(str, Enum):

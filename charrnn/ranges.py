@@ -100,7 +100,7 @@ RANGES: dict[str, dict[str, Range]] = {
     "model": {"layers": AT_LEAST_1, "hidden": AT_LEAST_1, "embed": AT_LEAST_1, "dropout": Range(0, 1, high_open=True)},
     "corpus": {
         "val_frac": Range(0, 1, high_open=True),
-        "vocab_size": Range(256, note="256 byte tokens, then merges"),
+        "vocab_size": Range(256, note="bpe: 256 byte tokens, then merges"),
     },
     "train": {
         "batch_size": AT_LEAST_1,

@@ -303,7 +303,51 @@ class _ByteLevel(VocabKind):
         return ScoredText(text.ids, text.chars, len(text.ids) / max(text.chars, 1))
 
 
-_KINDS: dict[str, VocabKind] = {"chars": _Chars(), "bytes": _ByteLevel("bytes"), "bpe": _ByteLevel("bpe")}
+class _Words(VocabKind):
+    """Words, whitespace and punctuation (``charrnn.data.words``): the vocabulary is built on
+    the training part of the text only, so the validation text meets unknown words as new
+    text does, and its tokens per character are counted on its own characters."""
+
+    name = "word"
+
+    def restore(self, saved: SavedVocab):
+        from charrnn.data.words import WordVocab
+
+        if saved.tokenizer_json is None:
+            raise VocabError("the checkpoint's word vocabulary has no tokenizer.json")
+        return WordVocab(saved.tokenizer_json)
+
+    def load_corpus(self, sources, encoding, val_frac, saved, vocab_size, extend_vocab):
+        from charrnn.data.corpus import Corpus, check_validation_size, hold_out
+        from charrnn.data.words import WordVocab
+
+        if extend_vocab:
+            raise ConfigError("--extend-vocab is for character vocabularies; a word vocabulary has [UNK] for new words")
+        text = "".join(read_text(sources.train, encoding))
+        if not text:
+            raise CorpusError("the training text is empty")
+        if sources.val:
+            val_text = "".join(read_text(sources.val, encoding))
+            check_validation_size(len(val_text))
+        else:
+            text, val_text = hold_out(text, val_frac)
+        if saved is not None:
+            vocab = self.restore(saved)
+        elif vocab_size is None:
+            raise ConfigError("--tokenizer word needs --vocab-size N (for example 5000): the most frequent words kept")
+        else:
+            vocab = WordVocab.train(text.splitlines(keepends=True), vocab_size)
+        val_ids = None if not val_text else vocab.encode(val_text)
+        corpus = Corpus(vocab, vocab.encode(text), val_ids, tuple(sources.train), tuple(sources.val))
+        return corpus, (len(val_ids) / len(val_text) if val_text else 1.0)
+
+    def score_text(self, files, vocab, encoding, unknown, advice):
+        text = "".join(read_text(files, encoding))
+        ids = vocab.encode(text)
+        return ScoredText(ids, len(text), len(ids) / max(len(text), 1))
+
+
+_KINDS: dict[str, VocabKind] = {"chars": _Chars(), "bytes": _ByteLevel("bytes"), "bpe": _ByteLevel("bpe"), "word": _Words()}
 
 
 def vocab_kind(name: str) -> VocabKind:

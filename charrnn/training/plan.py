@@ -95,7 +95,7 @@ class CorpusPlan:
             encoding=self.encoding,
             val_frac=self.val_frac,
             tokenizer=self.tokenizer,
-            vocab_size=vocab_size if self.tokenizer == "bpe" else None,
+            vocab_size=vocab_size if self.tokenizer in ("bpe", "word") else None,
             items_delimiter=self.items_delimiter,
         )
 
