@@ -139,3 +139,19 @@ def test_an_items_run_resumes_bit_identically(tmp_path, monkeypatch):
     final = run_training("--resume", tmp_path / "run")
     assert final.returncode == 0, final.stderr
     assert_bit_identical(tmp_path / "run", tmp_path / "reference")
+
+
+def test_eval_scores_a_list_as_training_validated_it(items_run):
+    """`charrnn eval` of an items run reads the items each from the zero state: on the run's
+    own held-out items it gives the validation figure training logged."""
+    import json
+
+    from charrnn.data.corpus import hold_out
+
+    records = [json.loads(line) for line in (items_run / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+    listing = items_run.parent / "names.txt"
+    _, held = hold_out(listing.read_text(encoding="utf-8"), 0.1)
+    (items_run.parent / "held.txt").write_text(held, encoding="utf-8")
+    result = runner.invoke(app, ["eval", str(items_run), str(items_run.parent / "held.txt")])
+    assert result.exit_code == 0, result.stderr
+    assert float(result.stdout.split()[0]) == pytest.approx(records[-1]["val_bpc"], abs=0.02)

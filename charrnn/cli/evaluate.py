@@ -18,7 +18,7 @@ def evaluate_command(
     unknown: Annotated[str, typer.Option(metavar="<error|skip>", help="Characters outside the model's vocabulary: error, or skip (leave them out of the text scored, and say how many).")] = DEFAULTS["eval"]["unknown"],
     threads: ThreadsOption = None,
 ) -> None:
-    """Print the bits per character the model assigns to text files, read as one stream."""
+    """Print the bits per character the model assigns to text files, read as one stream (a list's items, for a run trained with --items)."""
     from charrnn.data.corpus import resolve_sources
     from charrnn.data.vocab_kinds import vocab_kind
     from charrnn.device import resolve_device
@@ -30,7 +30,7 @@ def evaluate_command(
         raise ConfigError("--unknown must be 'error' or 'skip'")
     target = resolve_device(device.value)
     governor = _thread_governor(threads) if target.type == "cpu" else None
-    model, vocab, _ = load_model(checkpoint, "best" if best else "last", device.value)
+    model, vocab, saved = load_model(checkpoint, "best" if best else "last", device.value)
     sources = resolve_sources([str(f) for f in files], encoding=encoding)
     for notice in sources.notices:
         err.print(f"charrnn: warning: {notice}", markup=False)
@@ -42,7 +42,14 @@ def evaluate_command(
 
         left_out = f", after the {skipped:,} outside the vocabulary were left out" if skipped else ""
         raise CorpusError(f"the text to evaluate needs at least 2 characters; {len(ids)} {'is' if len(ids) == 1 else 'are'} left{left_out}")
-    nats = evaluate(model, ids, target, governor=governor) * tokens_per_char
+    delimiter = getattr(saved.corpus, "items_delimiter", None)
+    if delimiter is not None and delimiter in vocab.chars:
+        from charrnn.model.evaluation import evaluate_items
+
+        # As the run was trained and validated: each item from the zero state.
+        nats = evaluate_items(model, ids, vocab.chars.index(delimiter), target)
+    else:
+        nats = evaluate(model, ids, target, governor=governor) * tokens_per_char
     scored = f"{len(ids) - 1:,} characters" if tokens_per_char == 1.0 else f"{text.chars:,} characters ({len(ids) - 1:,} tokens)"
     left_out = f" ({skipped:,} characters outside the vocabulary left out)" if skipped else ""
     from charrnn.units import nats_to_bpc
