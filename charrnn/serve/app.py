@@ -34,7 +34,7 @@ from charrnn.data.vocab import Vocab
 from charrnn.generation.sample import SampleConfig
 from charrnn.model.network import CharRNN
 from charrnn.serve.config import ServeConfig, listening_socket
-from charrnn.serve.logprobs import Scored, Scorer, ollama_logprobs, openai_logprobs
+from charrnn.serve.logprobs import Scored, ollama_logprobs, openai_logprobs, score_streams
 from charrnn.serve.protocol import ApiError, GenerationRequest, completion_request, error_object, generate_request, parse_body
 from charrnn.serve.scheduler import BatchWorker, NotAccepting, QueueFull, Stream
 from charrnn.text import shown
@@ -136,9 +136,7 @@ def _open_streams(hub: Hub, wanted: GenerationRequest) -> list[Stream]:
         )
         for seed in wanted.seeds()
     ]
-    if wanted.logprobs is not None:
-        for stream in streams:
-            stream.scorer = Scorer(hub.vocab, stream.config, wanted.logprobs, len(wanted.prompt), score_prompt=wanted.echo)
+    score_streams(streams, hub.vocab, wanted.logprobs, wanted.prompt, wanted.echo)
     try:
         hub.worker.submit(streams)
     except QueueFull:
@@ -249,10 +247,8 @@ async def completions(request: Request) -> Response:
         if (problem := _ended_early(reason, hub.config.grace)) is not None:
             raise problem
     echo = wanted.prompt if wanted.echo else ""
-    choices = [
-        {"text": echo + text, "index": i, "logprobs": None if wanted.logprobs is None else openai_logprobs(scored), "finish_reason": reason}
-        for i, (text, reason, scored) in enumerate(results)
-    ]
+    logprobs = (lambda scored: None) if wanted.logprobs is None else openai_logprobs
+    choices = [{"text": echo + text, "index": i, "logprobs": logprobs(scored), "finish_reason": reason} for i, (text, reason, scored) in enumerate(results)]
     return JSONResponse({**head, "choices": choices, "usage": _usage(streams), "system_fingerprint": None})
 
 

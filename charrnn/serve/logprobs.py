@@ -44,6 +44,14 @@ class Scored:
     token_bytes: bytes
 
 
+def score_streams(streams, vocab, top: int | None, prompt: str, echo: bool) -> None:
+    """Give each stream of a request that asks for log probabilities (``top`` not None) its
+    ``Scorer``, before the worker sees it."""
+    if top is not None:
+        for stream in streams:
+            stream.scorer = Scorer(vocab, stream.config, top, len(prompt), score_prompt=echo)
+
+
 def token_label(vocab, token: int) -> str:
     """A token's text on its own: its character, or its bytes as UTF-8 text, or where they are
     not (a piece of a character), OpenAI's ``bytes:\\xNN`` form."""
