@@ -110,3 +110,18 @@ def test_word_option_errors_are_one_line(tmp_path, args, fragment):
     train.write_text(small_text(20), encoding="utf-8")
     result = invoke("train", train, "--out", tmp_path / "x", "--max-steps", 1, *args)
     assert result.exit_code == 2 and fragment in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_word_model_exports_as_pt2_with_its_tokenizer_and_is_refused_as_c(word_run, tmp_path):
+    run, _, _ = word_run
+    refused = invoke("export", run, "--format", "c", "--out", tmp_path / "c")
+    assert refused.exit_code == 1 and "this model's vocabulary is WORD (encoding a prompt needs its tokenizer)" in refused.stderr
+    exported = invoke("export", run, "--out", tmp_path / "model.pt2")
+    assert exported.exit_code == 0, exported.stderr
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "model.pt2") as archive:
+        stored = [name for name in archive.namelist() if name.endswith("tokenizer.json")]
+        assert stored, archive.namelist()
+        _, vocab, _ = load_model(run, device="cpu")
+        assert json.loads(archive.read(stored[0]))["model"]["vocab"] == json.loads(vocab.tokenizer_json)["model"]["vocab"]

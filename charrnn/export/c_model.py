@@ -251,7 +251,7 @@ def _token_bytes(vocab) -> list[bytes]:
         return list(vocab.token_bytes)
     raise ExportError(
         f"the C model reads characters or bytes, and this model's vocabulary is {kind.upper()} "
-        "(encoding a prompt needs its merges): export it as onnx or pt2 instead"
+        f"(encoding a prompt needs {'its merges' if kind == 'bpe' else 'its tokenizer'}): export it as onnx or pt2 instead"
     )
 
 
