@@ -112,12 +112,13 @@ def test_items_of_a_stream_run_are_refused(trained_run):
         (["--items-delimiter", "|"], "--items-delimiter '|' is not in the text"),
         (["--items", "--tokenizer", "bytes"], "--items reads a list of characters: it needs --tokenizer chars"),
         (["--items", "--epochs", "2"], "with --items give --max-steps or --minutes"),
+        (["--items", "--lr", "auto"], "--lr auto tests rates on windows of a stream"),
     ],
 )
 def test_bad_items_training_is_one_line(tmp_path, args, answer):
     listing = tmp_path / "names.txt"
     listing.write_text("\n".join(names()), encoding="utf-8")
-    result = runner.invoke(app, ["train", str(listing), *args, "--max-steps", "2", *TINY])
+    result = runner.invoke(app, ["train", str(listing), "--max-steps", "2", *TINY, *args])
     assert result.exit_code != 0 and answer in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
 

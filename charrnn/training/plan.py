@@ -304,6 +304,8 @@ def _corpus_plan(request: RunRequest, saved: SavedRun | None) -> CorpusPlan:
         raise ConfigError(f"--items reads a list of characters: it needs --tokenizer chars, not {plan.tokenizer}")
     if plan.items_delimiter is not None and (request.epochs is not None or request.extend_epochs is not None):
         raise ConfigError("--epochs counts passes in windows of a stream; with --items give --max-steps or --minutes")
+    if plan.items_delimiter is not None and saved is None and is_lr_auto(request.train.get("lr")):
+        raise ConfigError("--lr auto tests rates on windows of a stream; with --items give --lr a number")
     return plan
 
 
