@@ -7,8 +7,6 @@ from __future__ import annotations
 import itertools
 import random
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest

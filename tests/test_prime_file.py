@@ -3,7 +3,6 @@ bad file is one line."""
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
