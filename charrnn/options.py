@@ -233,6 +233,24 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "novel": None,
     },
     "eval": {"unknown": "error"},
+    # `eval --dynamic` and `sample --adapt`: dynamic evaluation (Krause et al. 2018,
+    # charrnn.model.dynamic). The update is theta -= lr * g / (RMS + epsilon) plus
+    # decay * RMS_norm * (theta_0 - theta), RMS from the training text.
+    "dynamic": {
+        # Step size and decay: see docs/results.md, "Dynamic evaluation" (the grid on
+        # validation text that chose them).
+        "lr": 1e-4,
+        "decay": 0.002,
+        # Characters per segment: scored, then one update from its gradient.
+        "seq": 50,
+        # The paper's stabiliser, in units of the RMS gradient (its code's default).
+        "epsilon": 2e-5,
+        # Gradient statistics: the first this many characters of the run's training text,
+        # read in stats_batch rows of --dynamic-seq windows (the paper used all of it; a
+        # bounded head keeps the start-up a few seconds on a CPU).
+        "stats_chars": 65536,
+        "stats_batch": 16,
+    },
     # pt2: it needs nothing beyond torch (ONNX needs the optional charrnn[export] packages).
     "export": {"format": "pt2", "quantize": None},
     # `charrnn bench --export`: validation characters stepped one at a time per format.

@@ -146,6 +146,12 @@ RANGES: dict[str, dict[str, Range]] = {
         "grace": NOT_NEGATIVE,
         "threads": AT_LEAST_1,
     },
+    # `eval --dynamic` and `sample --adapt`: DynamicConfig (charrnn.model.dynamic) checks them.
+    "dynamic": {
+        "lr": Range(0, note="0 leaves the weights as trained"),
+        "decay": Range(0, 1, note="0 never pulls the weights back"),
+        "seq": AT_LEAST_1,
+    },
     # Options no config holds: the command line checks these.
     "run": {"eval_sample_chars": Range(0, note="0 writes none")},
     "threads": {"threads": AT_LEAST_1},

@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from charrnn.cli.errors import EXIT_INTERRUPTED, fail
-from charrnn.cli.shared import CheckpointArgument, BestOption, given_options, err, SAMPLE, MODEL, MODES, COPYING, _generation_threads, ranged, DeviceOption, ThreadsOption
+from charrnn.cli.dynamic import PANEL as DYNAMIC_PANEL, DynamicDecay, DynamicLr, DynamicSeq, dynamic_config
+from charrnn.cli.shared import CheckpointArgument, BestOption, given_options, err, SAMPLE, MODEL, MODES, COPYING, _generation_threads, ranged, DeviceOption, ThreadsOption, _given_path
 from charrnn.options import DeviceChoice, SamplingEngine
 
 DEFAULT_SEPARATOR = "--- sample {i} of {n} {status} ---"
@@ -38,7 +39,7 @@ def sample(
     num_samples: Annotated[int, ranged("sample", "num_samples", help="Samples to make, generated together in one batch; each is written out as soon as its text is final, in order, followed by a --separator line.")] = SAMPLE["num_samples"],
     separator: Annotated[str, typer.Option(help="With --num-samples > 1, the line written on stdout after each sample, for scripts to split on: {i} becomes the sample's number, {n} the number of samples, {status} 'complete' or 'cut short' (Ctrl-C).")] = DEFAULT_SEPARATOR,
     stop: Annotated[Optional[list[str]], typer.Option(help="End a sample at this string (repeatable; not printed).")] = None,
-    unknown: Annotated[str, typer.Option(metavar="<error|skip>", help="Prime characters outside the vocabulary: error (names them) or skip.")] = SAMPLE["unknown"],
+    unknown: Annotated[str, typer.Option(metavar="<error|skip>", help="Characters of --prime and of the --adapt text outside the vocabulary: error (names them) or skip.")] = SAMPLE["unknown"],
     best: BestOption = False,
     engine: Annotated[SamplingEngine, typer.Option(help="fast = weights laid out once for single steps (CPU); eager = the model's own forward (the reference; cuDNN on GPU); auto = fast on CPU, eager on GPU. Same seed, same text either way.", rich_help_panel=MODEL)] = SamplingEngine(SAMPLE["engine"]),
     device: DeviceOption = DeviceChoice.auto,
@@ -46,6 +47,10 @@ def sample(
     check_copying: Annotated[bool, typer.Option("--check-copying", help="After sampling, report on stderr the longest substring of each sample found verbatim in the training text, and the share of it in copied runs of --copy-min-run+ characters, beside the same figures for unseen validation text. About 1 s per 1,000 sampled characters per MB of training text.", rich_help_panel=COPYING)] = False,
     training_text: Annotated[Optional[Path], typer.Option(help="Check copying against this file instead of the training files the checkpoint records (implies --check-copying).", show_default=False, rich_help_panel=COPYING)] = None,
     copy_min_run: Annotated[int, ranged("sample", "copy_min_run", checked=True, help="Shortest verbatim run counted as copied by --check-copying.", rich_help_panel=COPYING)] = SAMPLE["copy_min_run"],
+    adapt: Annotated[Optional[Path], typer.Option(parser=_given_path, help="Before sampling, adapt a copy of the model to this text by dynamic evaluation (as eval --dynamic does), so that it writes in its style; stderr says how far the text's bits per character fell. The checkpoint is not changed.", show_default=False, rich_help_panel=DYNAMIC_PANEL)] = None,
+    dynamic_lr: DynamicLr = None,
+    dynamic_decay: DynamicDecay = None,
+    dynamic_seq: DynamicSeq = None,
 ) -> None:
     """Generate text, streaming it to stdout as it is made."""
     # The options by name: SampleConfig takes the fields of its own names from them.
@@ -60,9 +65,12 @@ def sample(
 
         options["prime"] = read_prime_file(prime_file)
     config = SampleConfig(**{f.name: options[f.name] for f in fields(SampleConfig)} | {"stop": tuple(stop or ())})
+    dynamic = dynamic_config(dynamic_lr, dynamic_decay, dynamic_seq, None if adapt is None else "adapt")
     target = resolve_device(device.value)
     governor = _generation_threads(threads, paced=not (beam or interactive)) if target.type == "cpu" else None
     model, vocab, saved = load_model(checkpoint, "best" if best else "last", device.value)
+    if dynamic is not None:
+        model = _adapted(model, vocab, saved, adapt, config, dynamic, target)
     references = None
     if check_copying:
         from charrnn.generation.copying import reference_texts
@@ -95,6 +103,43 @@ def sample(
     if cut is not None:
         fail(f"charrnn: interrupted: {_cut_summary(cut, num_samples)}", EXIT_INTERRUPTED)
     _report_copying(references, texts, copy_min_run)
+
+
+def _adapted(model, vocab, saved, path: Path, config, dynamic, target):
+    """A copy of ``model`` adapted to the text at ``path``; stderr says how its bits per
+    character went: before, while adapting (each segment scored before it was learned from)
+    and after (the text scored again by the adapted copy)."""
+    from charrnn.cli.dynamic import adapt
+    from charrnn.data.corpus import resolve_sources
+    from charrnn.data.vocab_kinds import vocab_kind
+    from charrnn.errors import CorpusError
+    from charrnn.generation.sample import prime_ids
+    from charrnn.model.evaluation import evaluate
+    from charrnn.options import DEFAULTS
+    from charrnn.text import shown
+    from charrnn.units import nats_to_bpc
+
+    prime_ids(vocab, config)  # a prime the model cannot read is answered before the adaptation
+    sources = resolve_sources([str(path)], encoding=DEFAULTS["corpus"]["encoding"])
+    advice = "the model cannot adapt to characters it never saw; pass --unknown skip to leave them out"
+    text = vocab_kind(vocab.kind).score_text(sources.train, vocab, DEFAULTS["corpus"]["encoding"], config.unknown, advice)
+    if len(text.ids) < 2:
+        raise CorpusError(f"the --adapt text needs at least 2 characters the model can read; {len(text.ids)} {'is' if len(text.ids) == 1 else 'are'} there")
+    started = time.perf_counter()
+    score, adapted, _ = adapt(model, vocab, saved, text.ids, config=dynamic, target=target)
+    seconds = time.perf_counter() - started
+    scored = text.ids[: score.tokens + 1]
+    before = nats_to_bpc(evaluate(model, scored, target) * text.tokens_per_char)
+    during = nats_to_bpc(score.mean * text.tokens_per_char)
+    after = nats_to_bpc(evaluate(adapted, scored, target) * text.tokens_per_char)
+    report = (
+        f"adapted to {shown(path)} ({text.chars:,} characters) in {seconds:.1f} s: {before:.4f} bpc before, "
+        f"{during:.4f} while adapting ({during - before:+.4f}), {after:.4f} after ({after - before:+.4f})"
+    )
+    if score.stopped:
+        fail(f"charrnn: interrupted while adapting, after {score.tokens:,} of {len(text.ids) - 1:,} tokens: {report}", EXIT_INTERRUPTED)
+    err.print(report, markup=False)
+    return adapted
 
 
 # What each mode does not use: given with it, an option would be silently ignored.

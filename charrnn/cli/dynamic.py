@@ -1,0 +1,75 @@
+"""What `eval --dynamic` and `sample --adapt` share: the options of the update, and one
+adaptation run (gradient statistics from the run's training text, then the text scored
+segment by segment, each scored before the model learns from it), stopped by a first Ctrl-C
+with the figure so far."""
+
+from typing import Annotated, Optional
+
+from charrnn.cli.shared import err, ranged
+from charrnn.options import DEFAULTS
+
+DYNAMIC = DEFAULTS["dynamic"]
+PANEL = "Dynamic evaluation"
+
+DynamicLr = Annotated[
+    Optional[float],
+    ranged("dynamic", "lr", help=f"Step size of the dynamic update, in units of the training gradients' RMS. \\[default: {DYNAMIC['lr']:g}]", show_default=False, rich_help_panel=PANEL),
+]
+DynamicDecay = Annotated[
+    Optional[float],
+    ranged("dynamic", "decay", help=f"Pull back toward the trained weights at each update, 0 to 1, scaled per weight by its RMS gradient. \\[default: {DYNAMIC['decay']:g}]", show_default=False, rich_help_panel=PANEL),
+]
+DynamicSeq = Annotated[
+    Optional[int],
+    ranged("dynamic", "seq", help=f"Characters per segment: scored, then one update from its gradient. \\[default: {DYNAMIC['seq']}]", show_default=False, rich_help_panel=PANEL),
+]
+
+
+def dynamic_config(lr: Optional[float], decay: Optional[float], seq: Optional[int], mode: Optional[str]):
+    """The update's settings; options given without the mode that uses them (``mode`` is
+    None) are refused."""
+    from charrnn.errors import ConfigError
+    from charrnn.model.dynamic import DynamicConfig
+
+    given = {"--dynamic-lr": lr, "--dynamic-decay": decay, "--dynamic-seq": seq}
+    named = [name for name, value in given.items() if value is not None]
+    if mode is None:
+        if named:
+            raise ConfigError(f"{', '.join(named)} set{'s' if len(named) == 1 else ''} the dynamic update: give --dynamic (eval) or --adapt FILE (sample) too, or drop {'it' if len(named) == 1 else 'them'}")
+        return None
+    chosen = {"lr": lr, "decay": decay, "seq": seq}
+    return DynamicConfig(**{k: v for k, v in chosen.items() if v is not None})
+
+
+def adapt(model, vocab, saved, ids, config, target):
+    """Gradient statistics, then ``ids`` scored dynamically on a copy of ``model``. A first
+    Ctrl-C (or SIGTERM) stops between segments; the score says how far it got. Returns
+    (score, adapted model, statistics)."""
+    import numpy as np
+
+    from charrnn.cli.signals import graceful_stop
+    from charrnn.memory import require_memory
+    from charrnn.model.dynamic import dynamic_evaluate, dynamic_memory, gradient_stats, training_sample
+
+    held = 0 if isinstance(ids, np.memmap) else int(ids.nbytes)
+    require_memory(
+        dynamic_memory(model.config, config, held),
+        "dynamic evaluation",
+        "it holds seven copies of the model's weights; use a smaller model or --dynamic-seq",
+        target,
+    )
+    sample = training_sample(saved.corpus, vocab, config.stats_chars)
+    stats = gradient_stats(model, sample, config.seq, config.stats_batch, target)
+    err.print(
+        f"gradient statistics: {stats.tokens:,} tokens of the training text ({stats.windows} windows of "
+        f"{config.stats_batch}x{min(config.seq, len(sample) - 1)}) in {stats.seconds:.1f} s",
+        markup=False,
+    )
+    stop = {"asked": False}
+
+    def request_stop(signum: int) -> None:
+        stop["asked"] = True
+
+    with graceful_stop(request_stop):
+        score, adapted = dynamic_evaluate(model, ids, stats, config, target, should_stop=lambda: stop["asked"])
+    return score, adapted, stats

@@ -1,0 +1,226 @@
+"""Dynamic evaluation (Krause, Kahembwe, Murray and Renals, "Dynamic Evaluation of Neural
+Sequence Models", ICML 2018): a copy of the model goes on learning from a text as it scores
+it. The text is read as one stream in segments; each segment is scored first, then the copy
+takes one step from that segment's gradient, so nothing is learned before it is predicted.
+
+The step is the paper's RMS update with a global prior (its section 5):
+
+    theta <- theta - lr * g / (RMS + epsilon) + decay * RMS_norm * (theta_0 - theta)
+
+``g`` is the gradient of the segment's mean cross-entropy; ``RMS`` the root of each weight's
+mean squared gradient over windows of the training text (``gradient_stats``); ``theta_0`` the
+trained weights; ``RMS_norm`` each weight's RMS divided by the mean RMS (the mean of each
+weight tensor's mean, as the paper's code takes it), clipped at ``1 / decay`` so that no
+weight decays past its trained value. Weights whose gradients were large in training move
+back toward their trained values fastest.
+
+The model given is never changed: the adaptation works on a copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from charrnn.cells import CELLS
+from charrnn.errors import ConfigError, CorpusError
+from charrnn.model.network import CharRNN, ModelConfig, detach_state
+from charrnn.options import DEFAULTS
+from charrnn.ranges import RANGES
+from charrnn.saved import CorpusOptions
+
+_DYNAMIC = DEFAULTS["dynamic"]
+
+
+@dataclass(frozen=True)
+class DynamicConfig:
+    """The update's settings; the defaults are `eval --dynamic`'s (the defaults table's)."""
+
+    lr: float = _DYNAMIC["lr"]
+    decay: float = _DYNAMIC["decay"]
+    seq: int = _DYNAMIC["seq"]
+    epsilon: float = _DYNAMIC["epsilon"]
+    stats_chars: int = _DYNAMIC["stats_chars"]
+    stats_batch: int = _DYNAMIC["stats_batch"]
+
+    def __post_init__(self) -> None:
+        for name, allowed in RANGES["dynamic"].items():
+            allowed.check(f"--dynamic-{name}", getattr(self, name))
+        checks = [
+            (self.epsilon > 0, "epsilon must be positive"),
+            (self.stats_chars >= 2, "the gradient statistics need at least 2 characters"),
+            (self.stats_batch >= 1, "the gradient statistics need at least one row"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+@dataclass
+class GradientStats:
+    """Per weight tensor (in ``model.parameters()`` order): the RMS of its gradients over
+    training windows, and its decay rate ``RMS / mean RMS``."""
+
+    rms: list[torch.Tensor]
+    decay_rate: list[torch.Tensor]
+    tokens: int  # training tokens the statistics were gathered over
+    windows: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class DynamicScore:
+    """What a dynamic pass scored: total nats over ``tokens`` tokens, and whether a stop
+    request ended it early."""
+
+    nats: float
+    tokens: int
+    seconds: float
+    stopped: bool
+
+    @property
+    def mean(self) -> float:
+        return self.nats / max(self.tokens, 1)
+
+
+def _ids(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
+
+
+def _no_cudnn(device: torch.device):
+    """cuDNN runs an RNN's backward pass only in training mode (which would turn dropout on):
+    on a GPU the gradients are taken with torch's own kernels instead."""
+    return torch.backends.cudnn.flags(enabled=False) if device.type == "cuda" else torch.enable_grad()
+
+
+def gradient_stats(model: CharRNN, ids: np.ndarray, seq: int, batch: int, device: torch.device) -> GradientStats:
+    """The mean squared gradient of every weight over windows of the training text ``ids``,
+    read as ``batch`` rows of ``seq``-token windows carrying the state (as the paper's code
+    reads them), without dropout. ``model`` is left as it was."""
+    from charrnn.data.batches import plan_layout
+
+    if len(ids) < 2:
+        raise CorpusError("the training text read for the gradient statistics holds fewer than 2 characters")
+    started = time.perf_counter()
+    seq = min(seq, len(ids) - 1)
+    layout = plan_layout(len(ids), batch, seq)
+    rows, n = layout.batch_size, layout.row_length
+    inputs = ids[: rows * n].reshape(rows, n)
+    targets = ids[1 : rows * n + 1].reshape(rows, n)
+    work = copy.deepcopy(model).to(device).eval()
+    params = list(work.parameters())
+    sums = [torch.zeros_like(p) for p in params]
+    state = work.initial_state(rows, device)
+    with _no_cudnn(device):
+        for w in range(layout.windows):
+            span = slice(w * seq, (w + 1) * seq)
+            work.zero_grad(set_to_none=True)
+            _, loss, state = work(_ids(inputs[:, span]).to(device), state, _ids(targets[:, span]).to(device))
+            loss.backward()
+            state = detach_state(state)
+            with torch.no_grad():
+                for total, p in zip(sums, params):
+                    total.add_(p.grad * p.grad)
+    rms = [torch.sqrt(total / layout.windows) for total in sums]
+    mean = sum(float(r.mean()) for r in rms) / len(rms)
+    decay_rate = [r / max(mean, 1e-30) for r in rms]
+    return GradientStats(rms, decay_rate, rows * layout.windows * seq, layout.windows, time.perf_counter() - started)
+
+
+class Adapter:
+    """A copy of ``model`` that scores one stream of text segment by segment and, after each,
+    takes the update above. ``state`` carries across segments, as in one stream."""
+
+    def __init__(self, model: CharRNN, stats: GradientStats, config: DynamicConfig, device: torch.device) -> None:
+        self.config = config
+        self.device = device
+        self.model = copy.deepcopy(model).to(device).eval()
+        self.params = list(self.model.parameters())
+        if len(self.params) != len(stats.rms):
+            raise ValueError("the gradient statistics were gathered on another model")
+        with torch.no_grad():
+            self.trained = [p.detach().clone() for p in self.params]
+            self.scale = [config.lr / (r.to(device) + config.epsilon) for r in stats.rms]
+            # decay x RMS_norm, clipped at 1: a weight never moves past its trained value.
+            self.pull = [torch.clamp(config.decay * d.to(device), max=1.0) for d in stats.decay_rate]
+        self.state = self.model.initial_state(1, device)
+
+    def step(self, inputs: np.ndarray, targets: np.ndarray) -> float:
+        """Score one segment (its total nats), then learn from it."""
+        x, y = _ids(inputs)[None].to(self.device), _ids(targets)[None].to(self.device)
+        self.model.zero_grad(set_to_none=True)
+        with _no_cudnn(self.device):
+            _, loss, state = self.model(x, self.state, y)
+            loss.backward()
+        self.state = detach_state(state)
+        with torch.no_grad():
+            for p, start, scale, pull in zip(self.params, self.trained, self.scale, self.pull):
+                p.add_(pull * (start - p) - scale * p.grad)
+        return float(loss.detach()) * y.numel()
+
+    def segments(self, ids: np.ndarray) -> Iterator[tuple[float, int]]:
+        """(nats, tokens scored) of each segment of ``ids``, read as one stream from the
+        current state; every token after the first is scored once."""
+        seq = self.config.seq
+        for start in range(0, len(ids) - 1, seq):
+            end = min(start + seq, len(ids) - 1)
+            yield self.step(ids[start:end], ids[start + 1 : end + 1]), end - start
+
+
+def dynamic_evaluate(
+    model: CharRNN,
+    ids: np.ndarray,
+    stats: GradientStats,
+    config: DynamicConfig,
+    device: torch.device,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> tuple[DynamicScore, CharRNN]:
+    """Score ``ids`` dynamically; returns the score (so far, where ``should_stop`` ended it
+    between segments) and the adapted copy of the model."""
+    adapter = Adapter(model, stats, config, device)
+    started = time.perf_counter()
+    nats, tokens, stopped = 0.0, 0, False
+    for segment_nats, count in adapter.segments(ids):
+        nats += segment_nats
+        tokens += count
+        if should_stop():
+            stopped = tokens < len(ids) - 1
+            break
+    adapted = adapter.model
+    adapted.zero_grad(set_to_none=True)
+    adapted.requires_grad_(False)  # ready for inference, as a loaded model is
+    return DynamicScore(nats, tokens, time.perf_counter() - started, stopped), adapted
+
+
+def training_sample(corpus: CorpusOptions | None, vocab, chars: int) -> np.ndarray:
+    """The first ``chars`` characters of a run's training text, encoded with its vocabulary
+    and cut where its validation text begins (where training held the last part out)."""
+    from charrnn.data.corpus import read_head
+
+    files = [] if corpus is None else corpus.train_files
+    if not files:
+        raise CorpusError("the checkpoint does not record its training text, which dynamic evaluation takes its gradient statistics from")
+    try:
+        text = read_head([Path(f) for f in files], chars, corpus.encoding)
+    except CorpusError as exc:
+        raise CorpusError(f"dynamic evaluation takes its gradient statistics from the run's training text: {exc}") from None
+    ids = vocab.encode(text, "skip") if vocab.kind == "chars" else vocab.encode(text)
+    if not corpus.val_files and corpus.fingerprint is not None:
+        ids = ids[: corpus.fingerprint.train_ids]
+    return np.asarray(ids, dtype=np.int64)
+
+
+def dynamic_memory(config: ModelConfig, dynamic: DynamicConfig, text_bytes: int = 0) -> int:
+    """Bytes dynamic evaluation takes beside the loaded model: the adapted copy, the trained
+    weights, the statistics and the step's factors, the gradients (seven copies of the weights
+    in float32), the activations of a statistics window, and ``text_bytes`` of text held."""
+    weights = 7 * 4 * config.num_parameters()
+    width = config.layers * config.hidden * (CELLS[config.cell].weight_blocks + 2) + 2 * config.vocab_size + config.embed
+    activations = 2 * 4 * dynamic.stats_batch * dynamic.seq * width
+    return weights + activations + text_bytes
