@@ -133,13 +133,17 @@ def _adapted(model, vocab, saved, path: Path, config, dynamic, target):
     during = nats_to_bpc(score.mean * text.tokens_per_char)
     after = nats_to_bpc(evaluate(adapted, scored, target) * text.tokens_per_char)
     report = (
-        f"adapted to {shown(path)} ({text.chars:,} characters) in {seconds:.1f} s: {before:.4f} bpc before, "
+        f"adapted to {shown(path)} ({text.chars:,} characters{_left_out(text.skipped)}) in {seconds:.1f} s: {before:.4f} bpc before, "
         f"{during:.4f} while adapting ({during - before:+.4f}), {after:.4f} after ({after - before:+.4f})"
     )
     if score.stopped:
         fail(f"charrnn: interrupted while adapting, after {score.tokens:,} of {len(text.ids) - 1:,} tokens: {report}", EXIT_INTERRUPTED)
     err.print(report, markup=False)
     return adapted
+
+
+def _left_out(skipped: int) -> str:
+    return f", {skipped:,} more outside the vocabulary left out" if skipped else ""
 
 
 # What each mode does not use: given with it, an option would be silently ignored.
