@@ -201,7 +201,7 @@ def test_eval_dynamic_reports_its_cost_and_statistics_on_stderr(trained_run, tex
     result = invoke("eval", trained_run, text_file, "--dynamic", "--dynamic-seq", 30, "--threads", 1)
     figures(result)
     assert re.search(r"^gradient statistics: [\d,]+ tokens of the training text \(\d+ windows of 16x30\) in [\d.]+ s$", result.stderr, re.M)
-    assert re.search(r"^time: static [\d.]+ s, dynamic [\d.]+ s \([\d.]+x static\); lr [\d.e-]+, decay [\d.e-]+, segments of 30$", result.stderr, re.M)
+    assert re.search(r"^time: static [\d.]+ s, dynamic [\d.]+ s \([\d.]+x static\); CPU time: static [\d.]+ s, dynamic [\d.]+ s \([\d.]+x\); lr [\d.e-]+, decay [\d.e-]+, segments of 30$", result.stderr, re.M)
 
 
 @pytest.mark.parametrize("cell", ["gru", "rnn"])

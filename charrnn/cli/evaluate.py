@@ -94,9 +94,9 @@ def _evaluate_dynamically(model, vocab, saved, text, config, target, governor) -
     from charrnn.units import nats_to_bpc
 
     score, _, _ = adapt(model, vocab, saved, text.ids, config, target)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     static = evaluate(model, text.ids[: score.tokens + 1], target, governor=governor) * text.tokens_per_char
-    static_seconds = time.perf_counter() - started
+    static_seconds, static_cpu = time.perf_counter() - started, time.process_time() - cpu_started
     dynamic = score.mean * text.tokens_per_char
     gain = nats_to_bpc(dynamic) - nats_to_bpc(static)
     line = (
@@ -105,7 +105,8 @@ def _evaluate_dynamically(model, vocab, saved, text, config, target, governor) -
     )
     err.print(
         f"time: static {static_seconds:.2f} s, dynamic {score.seconds:.2f} s "
-        f"({score.seconds / max(static_seconds, 1e-9):.1f}x static); "
+        f"({score.seconds / max(static_seconds, 1e-9):.1f}x static); CPU time: static {static_cpu:.2f} s, "
+        f"dynamic {score.cpu_seconds:.2f} s ({score.cpu_seconds / max(static_cpu, 1e-9):.1f}x); "
         f"lr {config.lr:g}, decay {config.decay:g}, segments of {config.seq}",
         markup=False,
     )

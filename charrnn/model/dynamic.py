@@ -83,6 +83,7 @@ class DynamicScore:
     tokens: int
     seconds: float
     stopped: bool
+    cpu_seconds: float = 0.0  # the process's CPU time (all its threads), which a busy machine does not inflate
 
     @property
     def mean(self) -> float:
@@ -184,7 +185,7 @@ def dynamic_evaluate(
     """Score ``ids`` dynamically; returns the score (so far, where ``should_stop`` ended it
     between segments) and the adapted copy of the model."""
     adapter = Adapter(model, stats, config, device)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     nats, tokens, stopped = 0.0, 0, False
     for segment_nats, count in adapter.segments(ids):
         nats += segment_nats
@@ -195,7 +196,8 @@ def dynamic_evaluate(
     adapted = adapter.model
     adapted.zero_grad(set_to_none=True)
     adapted.requires_grad_(False)  # ready for inference, as a loaded model is
-    return DynamicScore(nats, tokens, time.perf_counter() - started, stopped), adapted
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    return DynamicScore(nats, tokens, seconds, stopped, cpu_seconds), adapted
 
 
 def training_sample(corpus: CorpusOptions | None, vocab, chars: int) -> np.ndarray:
