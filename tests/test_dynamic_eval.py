@@ -263,7 +263,7 @@ def answered(result, fragment: str, code: int) -> None:
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        pytest.param(["--dynamic-lr", "-1"], "--dynamic-lr must be >= 0", id="negative-lr"),
+        pytest.param(["--dynamic-lr", "-1"], "--dynamic-lr must be at least 0", id="negative-lr"),
         pytest.param(["--dynamic-lr", "nan"], "--dynamic-lr must be a finite number, not nan", id="nan-lr"),
         pytest.param(["--dynamic-lr", "inf"], "--dynamic-lr must be a finite number, not inf", id="inf-lr"),
         pytest.param(["--dynamic-decay", "1.5"], "--dynamic-decay must be in [0, 1]", id="decay-above-1"),

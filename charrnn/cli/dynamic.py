@@ -17,7 +17,7 @@ DynamicLr = Annotated[
 ]
 DynamicDecay = Annotated[
     Optional[float],
-    ranged("dynamic", "decay", help=f"Pull back toward the trained weights at each update, 0 to 1, scaled per weight by its RMS gradient. \\[default: {DYNAMIC['decay']:g}]", show_default=False, rich_help_panel=PANEL),
+    ranged("dynamic", "decay", help=f"Pull back toward the trained weights at each update, scaled per weight by its RMS gradient. \\[default: {DYNAMIC['decay']:g}]", show_default=False, rich_help_panel=PANEL),
 ]
 DynamicSeq = Annotated[
     Optional[int],
