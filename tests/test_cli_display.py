@@ -152,6 +152,16 @@ def test_the_shown_ranges_are_read_in_full():
 
 # Options that only make sense with another one; the boundary runs add it.
 NEEDS = {"--vocab-size": ["--tokenizer", "bpe"], "--copy-min-run": ["--check-copying"]}
+# The dynamic update's options act with eval --dynamic or sample --adapt (on a short text).
+DYNAMIC_MODE = {"eval": lambda text: ["--dynamic"], "sample": lambda text: ["--adapt", text]}
+
+
+def _needs(words: str, option: str, text_file) -> list:
+    if option.startswith("--dynamic-"):
+        short = text_file.with_name("short.txt")
+        short.write_text(text_file.read_text(encoding="utf-8")[:400], encoding="utf-8")
+        return DYNAMIC_MODE[words](short)
+    return NEEDS.get(option, [])
 # A step of the tiny model with an evaluation: cheap enough to run once per shown boundary.
 RUNS = {
     "train": lambda tmp, text_file, run: ["train", text_file, "--out", tmp, "--max-steps", 1, "--eval-every", 1, *TINY],
@@ -178,7 +188,7 @@ def test_every_value_a_shown_range_allows_at_its_edges_is_accepted(tmp_path, tex
             for value in _bounds(allowed):
                 out = tmp_path / f"run{tried}"
                 tried += 1
-                args = [*RUNS[words](out, text_file, trained_run), *NEEDS.get(option, []), option, value]
+                args = [*RUNS[words](out, text_file, trained_run), *_needs(words, option, text_file), option, value]
                 result = invoke(*args)
                 if result.exit_code != 0:
                     refused.append(f"{words} {option} {value} (shown [{allowed}]): {result.stderr.strip()}")
@@ -197,7 +207,7 @@ def test_every_value_just_past_a_shown_range_is_refused_in_one_line_naming_the_o
         for option, allowed in ranges.items():
             for value in _beyond(allowed):
                 tried += 1
-                args = [*RUNS[words](tmp_path / f"run{tried}", text_file, trained_run), *NEEDS.get(option, []), option, value]
+                args = [*RUNS[words](tmp_path / f"run{tried}", text_file, trained_run), *_needs(words, option, text_file), option, value]
                 result = invoke(*args)
                 if result.exit_code == 0 or option not in result.stderr or len(result.stderr.strip().splitlines()) != 1:
                     accepted.append(f"{words} {option} {value} (shown [{allowed}]): exit {result.exit_code}, {result.stderr.strip()!r}")
