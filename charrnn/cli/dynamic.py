@@ -62,7 +62,7 @@ def adapt(model, vocab, saved, ids, config, target):
     stats = gradient_stats(model, sample, config.seq, config.stats_batch, target)
     err.print(
         f"gradient statistics: {stats.tokens:,} tokens of the training text ({stats.windows} windows of "
-        f"{config.stats_batch}x{min(config.seq, len(sample) - 1)}) in {stats.seconds:.1f} s",
+        f"{stats.rows}x{stats.tokens // max(stats.rows * stats.windows, 1)}) in {stats.seconds:.1f} s",
         markup=False,
     )
     stop = {"asked": False}

@@ -72,6 +72,7 @@ class GradientStats:
     tokens: int  # training tokens the statistics were gathered over
     windows: int
     seconds: float
+    rows: int = 1  # read side by side, each window ``tokens / (rows * windows)`` long
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def gradient_stats(model: CharRNN, ids: np.ndarray, seq: int, batch: int, device
     rms = [torch.sqrt(total / layout.windows) for total in sums]
     mean = sum(float(r.mean()) for r in rms) / len(rms)
     decay_rate = [r / max(mean, 1e-30) for r in rms]
-    return GradientStats(rms, decay_rate, rows * layout.windows * seq, layout.windows, time.perf_counter() - started)
+    return GradientStats(rms, decay_rate, rows * layout.windows * seq, layout.windows, time.perf_counter() - started, rows)
 
 
 class Adapter:
