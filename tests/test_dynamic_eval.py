@@ -212,10 +212,10 @@ def test_eval_dynamic_works_on_every_cell(cell_runs, tmp_path, cell):
     assert dynamic < static
 
 
-@pytest.mark.parametrize("tokenizer", ["bytes", "bpe"])
-def test_eval_dynamic_works_on_byte_and_bpe_vocabularies(tmp_path, text_file, tokenizer):
+@pytest.mark.parametrize("tokenizer", ["bytes", "bpe", "word"])
+def test_eval_dynamic_works_on_byte_bpe_and_word_vocabularies(tmp_path, text_file, tokenizer):
     run = tmp_path / tokenizer
-    extra = ["--vocab-size", 300] if tokenizer == "bpe" else []
+    extra = ["--vocab-size", 300] if tokenizer in ("bpe", "word") else []
     trained = invoke("train", text_file, "--out", run, "--tokenizer", tokenizer, *extra, "--max-steps", 60,
                      "--layers", 1, "--hidden", 32, "--embed", 16, "--batch-size", 8, "--seq-len", 32, "--threads", 1)
     assert trained.exit_code == 0, trained.stderr
@@ -303,6 +303,16 @@ def test_a_run_whose_training_text_is_gone_is_refused_in_one_line(tmp_path, text
     assert trained.exit_code == 0, trained.stderr
     corpus.unlink()
     answered(invoke("eval", run, text_file, "--dynamic"), "dynamic evaluation takes its gradient statistics from the run's training text", 1)
+
+
+def test_a_run_trained_on_items_is_refused_as_it_is_read_item_by_item(tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"name{i % 37}x\n" for i in range(300)), encoding="utf-8")
+    run = tmp_path / "items"
+    trained = invoke("train", names, "--items", "--out", run, "--max-steps", 2, "--layers", 1, "--hidden", 16, "--embed", 8, "--batch-size", 4, "--seq-len", 16)
+    assert trained.exit_code == 0, trained.stderr
+    answered(invoke("eval", run, names, "--dynamic"), "a run trained with --items is scored item by item from the zero state: drop --dynamic", 2)
+    answered(invoke("sample", run, "--adapt", names), "a run trained with --items reads item by item from the zero state: drop --adapt", 2)
 
 
 def test_dynamic_memory_is_checked_before_it_is_taken(trained_run, text_file, monkeypatch):

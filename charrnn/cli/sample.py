@@ -112,13 +112,15 @@ def _adapted(model, vocab, saved, path: Path, config, dynamic, target):
     from charrnn.cli.dynamic import adapt
     from charrnn.data.corpus import resolve_sources
     from charrnn.data.vocab_kinds import vocab_kind
-    from charrnn.errors import CorpusError
+    from charrnn.errors import ConfigError, CorpusError
     from charrnn.generation.sample import prime_ids
     from charrnn.model.evaluation import evaluate
     from charrnn.options import DEFAULTS
     from charrnn.text import shown
     from charrnn.units import nats_to_bpc
 
+    if getattr(saved.corpus, "items_delimiter", None) is not None:
+        raise ConfigError("--adapt reads its text as one stream, and a run trained with --items reads item by item from the zero state: drop --adapt")
     prime_ids(vocab, config)  # a prime the model cannot read is answered before the adaptation
     sources = resolve_sources([str(path)], encoding=DEFAULTS["corpus"]["encoding"])
     advice = "the model cannot adapt to characters it never saw; pass --unknown skip to leave them out"
