@@ -57,51 +57,68 @@ def sample(
     options = {name: getattr(value, "value", value) for name, value in locals().items() if name != "ctx"}
     from charrnn.device import resolve_device
     from charrnn.model.loading import load_model
-    from charrnn.generation.sample import SampleConfig
 
     check_copying = _check_modes(ctx, options)
-    if prime_file is not None:
-        from charrnn.generation.prime import read_prime_file
-
-        options["prime"] = read_prime_file(prime_file)
-    config = SampleConfig(**{f.name: options[f.name] for f in fields(SampleConfig)} | {"stop": tuple(stop or ())})
+    config = _sample_config(options, prime_file, stop)
     dynamic = dynamic_config(dynamic_lr, dynamic_decay, dynamic_seq, None if adapt is None else "adapt")
     target = resolve_device(device.value)
     governor = _generation_threads(threads, paced=not (beam or interactive)) if target.type == "cpu" else None
     model, vocab, saved = load_model(checkpoint, "best" if best else "last", device.value)
     if dynamic is not None:
         model = _adapted(model, vocab, saved, adapt, config, dynamic, target)
-    references = None
-    if check_copying:
-        from charrnn.generation.copying import reference_texts
-
-        # Read before sampling: a missing training file is answered before any output.
-        references = reference_texts(saved.corpus, training_text)
+    # Read before sampling: a missing training file is answered before any output.
+    references = _copying_references(saved, training_text) if check_copying else None
     if items:
         _sample_items(model, vocab, saved, config, items, novel, target)
-        return
-    if beam:
-        texts = _sample_beam(model, vocab, config, beam, target, separator)
-        _report_copying(references, texts, copy_min_run)
-        return
+    elif beam:
+        _report_copying(references, _sample_beam(model, vocab, config, beam, target, separator), copy_min_run)
+    else:
+        _check_ready(model, vocab, config, target, check_memory=not interactive)
+        err.print(f"seed {config.seed}", markup=False)
+        if interactive:
+            _sample_interactive(model, vocab, config, target)
+        else:
+            _stream_and_report(model, vocab, config, target, separator, governor, references, copy_min_run)
+
+
+def _sample_config(options: dict, prime_file: Optional[Path], stop: Optional[list[str]]):
+    """SampleConfig from the options of its fields' names; the prime read from --prime-file."""
+    from charrnn.generation.sample import SampleConfig
+
+    if prime_file is not None:
+        from charrnn.generation.prime import read_prime_file
+
+        options = {**options, "prime": read_prime_file(prime_file)}
+    return SampleConfig(**{f.name: options[f.name] for f in fields(SampleConfig)} | {"stop": tuple(stop or ())})
+
+
+def _copying_references(saved, training_text: Optional[Path]):
+    from charrnn.generation.copying import reference_texts
+
+    return reference_texts(saved.corpus, training_text)
+
+
+def _check_ready(model, vocab, config, target, check_memory: bool) -> None:
+    """A prime the model cannot read, or samples that would not fit in memory, are answered
+    before any output."""
+    from charrnn.generation.batch_memory import check_sample_memory
     from charrnn.generation.sample import prime_ids
 
-    from charrnn.generation.batch_memory import check_sample_memory
-
-    prime_ids(vocab, config)  # a prime the model cannot read is answered before any output
-    if not interactive:
+    prime_ids(vocab, config)
+    if check_memory:
         check_sample_memory(model.config, config, target, vocab)
-    err.print(f"seed {config.seed}", markup=False)
-    if interactive:
-        _sample_interactive(model, vocab, config, target)
-        return
+
+
+def _stream_and_report(model, vocab, config, target, separator: str, governor, references, copy_min_run: int) -> None:
+    """Stream the samples, then say how fast, warn of separator clashes, and report an
+    interrupt (exit 130) or the copying check."""
     texts, cut, seconds = _stream_samples(model, vocab, config, target, separator, governor)
     produced = sum(len(text) for text in texts)
     err.print(f"{produced} characters in {seconds:.2f} s ({produced / max(seconds, 1e-9):,.0f} chars/s)", markup=False)
-    if num_samples > 1:
+    if config.num_samples > 1:
         _warn_separator_clashes(texts, config.prime, separator)
     if cut is not None:
-        fail(f"charrnn: interrupted: {_cut_summary(cut, num_samples)}", EXIT_INTERRUPTED)
+        fail(f"charrnn: interrupted: {_cut_summary(cut, config.num_samples)}", EXIT_INTERRUPTED)
     _report_copying(references, texts, copy_min_run)
 
 
