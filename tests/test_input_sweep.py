@@ -491,7 +491,9 @@ def _cases() -> list[Case]:
     add(C("export-format-bogus", ["export", R, "--format", "tflite"], "refused", r"format", code=2))
     # Like cp: a directory given as --out takes the file under its default name (or a refusal).
     add(C("export-out-directory", ["export", R, "--format", "c", "--out", "outdir"], "either", r"outdir.*directory", setup=mkdir("outdir"), check=wrote("outdir/model.c")))
-    add(C("export-out-missing-directory", ["export", R, "--format", "c", "--out", "no/such/m.c"], "refused", r"no/such"))
+    # A missing directory for the file is made, as mkdir -p would (every format alike).
+    add(C("export-out-missing-directory", ["export", R, "--format", "c", "--out", "no/such/m.c"], "ok", check=wrote("no/such/m.c")))
+    add(C("export-out-under-a-file", ["export", R, "--format", "c", "--out", "afile/m.c"], "refused", r"afile", setup=write("afile", "x")))
     add(C("export-out-other-runs-metrics", ["export", R, "--format", "c", "--out", "other/metrics.jsonl"], "refused", r"metrics\.jsonl", setup=copy_run("other")))
     add(C("export-best-without-best-pt", ["export", R, "--best", "--format", "c", "--out", "m.c"], "refused", r"best", setup=without("best.pt")))
 

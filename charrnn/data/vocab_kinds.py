@@ -36,6 +36,17 @@ MAX_TOKENS = 2**32
 ENCODE_BATCH_LINES = 4096
 
 
+def encode_by_lines(tokenizer, text: str) -> np.ndarray:
+    """``text``'s ids from a Hugging Face tokenizer, a batch of lines at a time: its encode of
+    one long string holds every piece of it as a Python object at once."""
+    lines = text.splitlines(keepends=True)
+    ids: list[int] = []
+    for start in range(0, len(lines), ENCODE_BATCH_LINES):
+        for encoding in tokenizer.encode_batch(lines[start : start + ENCODE_BATCH_LINES], add_special_tokens=False):
+            ids.extend(encoding.ids)
+    return np.asarray(ids, dtype=np.int64)
+
+
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's printable stand-in for each byte, the alphabet of ``ByteLevel`` tokenizers."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
@@ -137,13 +148,7 @@ class ByteLevelVocab:
         """Ids of ``text``; every text is covered (``unknown`` is accepted for the interface)."""
         if self.kind == "bytes":
             return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
-        tokenizer = self.to_tokenizer()
-        lines = text.splitlines(keepends=True)
-        ids: list[int] = []
-        for start in range(0, len(lines), ENCODE_BATCH_LINES):
-            for encoding in tokenizer.encode_batch(lines[start : start + ENCODE_BATCH_LINES], add_special_tokens=False):
-                ids.extend(encoding.ids)
-        return np.asarray(ids, dtype=np.int64)
+        return encode_by_lines(self.to_tokenizer(), text)
 
     def decode(self, ids: Iterable[int]) -> str:
         return b"".join(self.token_bytes[i] for i in ids).decode("utf-8", errors="replace")

@@ -26,8 +26,6 @@ UNKNOWN = "[UNK]"
 PATTERN = r"\w+|\s|[^\w\s]"
 MIN_WORDS = 2  # [UNK] and at least one token
 MAX_WORDS = 2**20  # a softmax over more would not fit a CPU's patience
-ENCODE_BATCH_LINES = 4096
-
 
 def _tokenizer(vocab: dict[str, int] | None = None):
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
@@ -36,7 +34,6 @@ def _tokenizer(vocab: dict[str, int] | None = None):
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(PATTERN), behavior="isolated")
     tokenizer.decoder = decoders.Fuse()  # the tokens joined as they are: the text back
     return tokenizer
-
 
 @dataclass(frozen=True)
 class WordVocab:
@@ -87,13 +84,9 @@ class WordVocab:
     def encode(self, text: str, unknown: str = "error") -> np.ndarray:
         """Ids of ``text``; a word outside the vocabulary is ``[UNK]`` (``unknown`` is accepted
         for the interface: every text is covered)."""
-        tokenizer = self.to_tokenizer()
-        lines = text.splitlines(keepends=True)
-        ids: list[int] = []
-        for start in range(0, len(lines), ENCODE_BATCH_LINES):
-            for encoding in tokenizer.encode_batch(lines[start : start + ENCODE_BATCH_LINES], add_special_tokens=False):
-                ids.extend(encoding.ids)
-        return np.asarray(ids, dtype=np.int64)
+        from charrnn.data.vocab_kinds import encode_by_lines
+
+        return encode_by_lines(self.to_tokenizer(), text)
 
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.chars[i] for i in ids)
