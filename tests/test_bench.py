@@ -122,3 +122,17 @@ def test_serve_bench_accounts_for_every_request_and_measures_the_step_ceiling(tr
     assert set(result.step_ms) == {1, 4} and all(ms > 0 for ms in result.step_ms.values())
     assert result.ceiling(4) == pytest.approx(4 * result.step_ms[1] / result.step_ms[4])
     assert json.loads(json.dumps(result.to_dict()))["ceiling"]["4"] == pytest.approx(result.ceiling(4))
+
+
+def test_explore_bench_times_the_analysis_beside_eval_of_the_same_text(trained_run, tmp_path):
+    out = tmp_path / "explore.json"
+    result = CliRunner().invoke(app, ["bench", "--explore", str(trained_run), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    # The analysis scores the text as eval does (one stream from a zero state).
+    assert figures["bpc_explain"] == pytest.approx(figures["bpc_eval"], abs=1e-3)
+    assert figures["ratio"] == pytest.approx(figures["explain_best_s"] / figures["eval_best_s"])
+    assert 0 < figures["eval_best_s"] <= figures["eval_median_s"] and figures["chars"] > 100
+    assert "charrnn eval" in result.stdout and "explorer" in result.stdout
+    refused = CliRunner().invoke(app, ["bench", "--explore", str(trained_run), "--long"])
+    assert refused.exit_code == 2 and "--explore does not use --long" in refused.stderr

@@ -1,5 +1,5 @@
 """Which of `charrnn bench`'s options each benchmark reads. The speed benchmark is the default;
-``--contention``, ``--startup``, ``--serve`` and ``--export`` each measure something else
+``--contention``, ``--startup``, ``--serve``, ``--export`` and ``--explore`` each measure something else
 instead, one per run, and read few of the options. An option the chosen benchmark does not
 read is refused rather than dropped: the figures would look as if it had been applied."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 from charrnn.errors import ConfigError
 
 # The "instead" benchmarks, by parameter name; ``serve_run`` alone also asks for ``--serve``.
-INSTEAD = {"contention": "--contention", "startup": "--startup", "serve": "--serve", "export_runs": "--export"}
+INSTEAD = {"contention": "--contention", "startup": "--startup", "serve": "--serve", "export_runs": "--export", "explore_run": "--explore"}
 
 # What each benchmark reads besides --json (which every one writes).
 READS = {
@@ -16,6 +16,7 @@ READS = {
     "startup": {"long"},
     "serve": {"long", "serve_run"},
     "export_runs": {"export_chars"},
+    "explore_run": set(),
     None: {
         "long", "preset", "cell", "batch_size", "seq_len", "corpus_mb", "text", "memory", "sampling",
         "device", "threads", "grad_stats_cost",

@@ -33,6 +33,7 @@ def bench(
     contention: Annotated[bool, typer.Option("--contention", help="Instead: measure training and sampling beside other work (two trainings at once, a busy loop), adaptive threads against all cores, as ratios to each alone (about 6 minutes; --long: 18).")] = False,
     startup: Annotated[bool, typer.Option("--startup", help="Instead: measure how long every command's --help and tab completion take to start, against `python -c pass` (about 30 s; --long: 2 minutes).")] = False,
     serve: Annotated[bool, typer.Option("--serve", help="Instead: start `charrnn serve` and stream from it with 1, 8, 32 and 64 clients at once: chars/s of all together, time to first character, gaps between characters, every request accounted for (about 40 s; --long: 2 minutes).")] = False,
+    explore_run: Annotated[Optional[Path], typer.Option("--explore", metavar="RUN", help="Instead: the explorer's analysis of 10,000 characters of the run's validation text (every character's bits and guesses, a unit, the property search, the gates) beside `charrnn eval` of the same text, one thread, best of 5.", show_default=False)] = None,
     serve_run: Annotated[Optional[Path], typer.Option("--serve-run", metavar="RUN", help="With --serve: the run to serve. \\[default: a small-preset model trained one step]", show_default=False)] = None,
 ) -> None:
     """Measure training, sampling and encoding speed against this machine's matmul peak."""
@@ -40,23 +41,21 @@ def bench(
     from charrnn.outputs import check_output_file
 
     if json_path is not None:
-        check_output_file(json_path, "--json", [text, serve_run, *(export_runs or ())], example="bench.json")
+        check_output_file(json_path, "--json", [text, serve_run, explore_run, *(export_runs or ())], example="bench.json")
     given = given_options(ctx)
     for name, on in (("memory", memory), ("sampling", sampling)):
         if name in given and not on:
             given[name] = f"--no-{name}"
     mode = check_bench_options(given, memory)
-    if mode == "contention":
-        _bench_contention(long, json_path)
-        return
-    if mode == "export_runs":
-        _bench_export(export_runs, export_chars, json_path)
-        return
-    if mode == "startup":
-        _bench_startup(long, json_path)
-        return
-    if mode == "serve":
-        _bench_serve(long, serve_run, json_path)
+    instead = {
+        "contention": lambda: _bench_contention(long, json_path),
+        "export_runs": lambda: _bench_export(export_runs, export_chars, json_path),
+        "startup": lambda: _bench_startup(long, json_path),
+        "serve": lambda: _bench_serve(long, serve_run, json_path),
+        "explore_run": lambda: _bench_explore(explore_run, json_path),
+    }
+    if mode is not None:
+        instead[mode]()
         return
     from charrnn.bench.speed import BenchConfig, run_bench
     from charrnn.cli.bench_tables import render_bench
@@ -91,6 +90,15 @@ def _bench_export(runs: list[Path], chars: int, json_path: Optional[Path]) -> No
     result = run_export_bench(runs, chars, progress=lambda message: err.print(f"bench: {message}", markup=False))
     render_export_bench(result, out if out.is_terminal else Console(highlight=False, width=140))
     err.print(f"bench took {time.perf_counter() - started:.0f} s", markup=False)
+    _write_json(result, json_path)
+
+
+def _bench_explore(run: Path, json_path: Optional[Path]) -> None:
+    from charrnn.bench.explore_speed import run_explore_bench
+    from charrnn.cli.bench_tables import render_explore_bench
+
+    result = run_explore_bench(run, progress=lambda message: err.print(f"bench: {message}", markup=False))
+    render_explore_bench(result, out if out.is_terminal else Console(highlight=False, width=140))
     _write_json(result, json_path)
 
 

@@ -255,3 +255,14 @@ def render_serve_load(result, console: Console) -> None:
             f"against one row, N x (1-row step) / (N-row step): {ceilings}",
             markup=False,
         )
+
+
+def render_explore_bench(result, console: Console) -> None:
+    """The explorer's analysis beside eval of the same text."""
+    table = Table(title=f"the explorer's analysis of {result.chars:,} validation characters of {result.run} (one thread)", box=None)
+    for column in ("what", "best s", "median s", "bpc"):
+        table.add_column(column, justify="left" if column == "what" else "right")
+    table.add_row("charrnn eval (64 rows at a time)", f"{result.eval_best_s:.3f}", f"{result.eval_median_s:.3f}", f"{result.bpc_eval:.4f}")
+    table.add_row("explorer: bits, top 5, a unit, properties, gates", f"{result.explain_best_s:.3f}", f"{result.explain_median_s:.3f}", f"{result.bpc_explain:.4f}")
+    console.print(table)
+    console.print(f"the analysis takes {result.ratio:.1f}x eval's time (best against best); the page's target is under 1 s", markup=False)
