@@ -24,6 +24,7 @@ FOREIGN_OPTIONS = {
     "--logdir",  # tensorboard
     "--check",  # python -m charrnn.cli.usage_doc
     "--list", "--update",  # python -m tests.doc_examples
+    "--dist",  # pytest-xdist (make test)
     "--info", "--logits", "--score", "--bench",  # the compiled C model (docs/export-c.md)
 }
 FENCED = re.compile(r"^```.*?^```[ \t]*$", re.M | re.S)
