@@ -23,12 +23,14 @@ URL_LINE = re.compile(r"serving .* on (http://\S+)")
 class ServerProcess:
     """``python -m charrnn serve RUN --port 0 ...``; ``url`` once it listens."""
 
+    COMMAND = ("serve",)  # what follows `python -m charrnn`, before the run
+
     def __init__(self, run: Path, *options: str, env: dict | None = None, timeout: float = 60.0) -> None:
         # The tests say which API key the server has: never one from the environment.
         environ = {k: v for k, v in os.environ.items() if k != "CHARRNN_API_KEY"}
         environ.update({"PYTHONPATH": str(REPO), **(env or {})})
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "charrnn", "serve", str(run), "--port", "0", *options],
+            [sys.executable, "-m", "charrnn", *self.COMMAND, str(run), "--port", "0", *options],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ,
         )
         self.stderr_lines: list[str] = []
@@ -37,14 +39,20 @@ class ServerProcess:
         threading.Thread(target=self._read_stderr, daemon=True).start()
         if not self._url_seen.wait(timeout):
             self.stop()
-            raise AssertionError("the server did not start:\n" + "".join(self.stderr_lines))
+            raise AssertionError(f"charrnn {self.COMMAND[0]} did not start:\n" + "".join(self.stderr_lines))
+
+    @staticmethod
+    def url_in(line: str) -> str | None:
+        """The address a line of the server's stderr announces, if it does."""
+        found = URL_LINE.search(line)
+        return found.group(1) if found else None
 
     def _read_stderr(self) -> None:
         for line in self.process.stderr:
             self.stderr_lines.append(line)
-            found = URL_LINE.search(line)
-            if found and not self.url:
-                self.url = found.group(1)
+            url = self.url_in(line)
+            if url and not self.url:
+                self.url = url
                 self._url_seen.set()
         self._url_seen.set()
 

@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -29,27 +28,11 @@ TEXT = small_text(4)
 class ExploreProcess(ServerProcess):
     """``python -m charrnn explore RUN --no-browser --port 0``."""
 
-    def __init__(self, run, *options: str, timeout: float = 60.0) -> None:
-        environ = {**os.environ, "PYTHONPATH": str(REPO)}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "charrnn", "explore", str(run), "--no-browser", "--port", "0", *options],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ,
-        )
-        self.stderr_lines: list[str] = []
-        self._url_seen = threading.Event()
-        self.url = ""
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-        if not self._url_seen.wait(timeout):
-            self.stop()
-            raise AssertionError("the explorer did not start:\n" + "".join(self.stderr_lines))
+    COMMAND = ("explore", "--no-browser")
 
-    def _read_stderr(self) -> None:
-        for line in self.process.stderr:
-            self.stderr_lines.append(line)
-            if " on http://" in line and not self.url:
-                self.url = line.split(" on ", 1)[1].strip().removesuffix("/explore")
-                self._url_seen.set()
-        self._url_seen.set()
+    @staticmethod
+    def url_in(line: str) -> str | None:
+        return line.split(" on ", 1)[1].strip().removesuffix("/explore") if " on http://" in line else None
 
 
 @pytest.fixture(scope="module")
