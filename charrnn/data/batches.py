@@ -59,6 +59,10 @@ def plan_layout(num_ids: int, batch_size: int, seq_len: int, world_size: int = 1
 class StreamBatches:
     """Windows of (inputs, targets) in contiguous-stream order, with a resumable cursor."""
 
+    # Window k+1 of a row continues window k: the trainer carries the state across them
+    # (a list's items, data/items.py, start each from the zero state instead).
+    carries_state = True
+
     def __init__(
         self,
         ids: np.ndarray,

@@ -334,7 +334,7 @@ class Trainer:
         started = time.perf_counter()
         threads = torch.get_num_threads()
         x, y, new_epoch = self.batches.next_window()
-        if new_epoch or not getattr(self.batches, "carries_state", True):
+        if new_epoch or not self.batches.carries_state:
             self.hidden = None  # the streams start over from the top of the text (items: always)
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         lr = self.learning_rate()
@@ -484,7 +484,7 @@ class Trainer:
         # As many rows as the training batch, which the device is known to hold; longer windows
         # than training's only save per-call overhead, the state is carried. A list's items
         # are scored as they are trained: each from the zero state.
-        if not getattr(self.batches, "carries_state", True):
+        if not self.batches.carries_state:
             return evaluate_items(self.model, ids, self.batches.delimiter, self.device, self.config.batch_size)
         return evaluate(self.model, ids, self.device, self.config.batch_size, max(self.config.seq_len, EVAL_WINDOW))
 
