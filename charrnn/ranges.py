@@ -169,9 +169,10 @@ def option_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def check_ranges(section: str, values: dict) -> None:
-    """Refuse the first value of ``values`` (by option name) outside its range in ``section``."""
+def check_ranges(section: str, values: dict, prefix: str = "") -> None:
+    """Refuse the first value of ``values`` (by field name) outside its range in ``section``;
+    the message names the option ``prefix + name`` (``prefix="dynamic_"``: --dynamic-lr)."""
     ranges = RANGES[section]
     for name, value in values.items():
         if name in ranges:
-            ranges[name].check(option_name(name), value)
+            ranges[name].check(option_name(prefix + name), value)

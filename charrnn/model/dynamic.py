@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -32,7 +32,7 @@ from charrnn.cells import CELLS
 from charrnn.errors import ConfigError, CorpusError
 from charrnn.model.network import CharRNN, ModelConfig, detach_state
 from charrnn.options import DEFAULTS
-from charrnn.ranges import RANGES
+from charrnn.ranges import check_ranges
 from charrnn.saved import CorpusOptions
 
 _DYNAMIC = DEFAULTS["dynamic"]
@@ -50,8 +50,7 @@ class DynamicConfig:
     stats_batch: int = _DYNAMIC["stats_batch"]
 
     def __post_init__(self) -> None:
-        for name, allowed in RANGES["dynamic"].items():
-            allowed.check(f"--dynamic-{name}", getattr(self, name))
+        check_ranges("dynamic", asdict(self), prefix="dynamic_")
         checks = [
             (self.epsilon > 0, "epsilon must be positive"),
             (self.stats_chars >= 2, "the gradient statistics need at least 2 characters"),
