@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import random
 import warnings
 from pathlib import Path
@@ -44,17 +45,30 @@ def bf16_rnn_supported() -> bool:
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_bf16_flags() -> tuple[str, ...]:
-    """The native bf16 instructions this CPU has (empty where it has none, or where it cannot
-    be told): the kernel's flags, or torch's own probe off Linux."""
+def _cpuinfo(field: str) -> str | None:
+    """The first value of ``field`` in the kernel's /proc/cpuinfo, or None off Linux."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
             for line in handle:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return tuple(flag for flag in CPU_BF16_FLAGS if flag in have)
+                if line.startswith(field):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the kernel gives it (lscpu's "Model name"), or the platform's."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_bf16_flags() -> tuple[str, ...]:
+    """The native bf16 instructions this CPU has (empty where it has none, or where it cannot
+    be told): the kernel's flags, or torch's own probe off Linux."""
+    flags = _cpuinfo("flags")
+    if flags is not None:
+        have = set(flags.split())
+        return tuple(flag for flag in CPU_BF16_FLAGS if flag in have)
     probes = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_bf16": "_is_amx_tile_supported"}
     return tuple(flag for flag, probe in probes.items() if getattr(torch.cpu, probe, lambda: False)())
 

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import re
 import shlex
 import subprocess
@@ -353,13 +352,9 @@ def run_session(session: Session, directory: Path) -> list[tuple[Block, list[tup
 
 def machine() -> str:
     """The CPU's model name, as lscpu gives it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from charrnn.device import cpu_model
+
+    return cpu_model()
 
 
 def stamp() -> str:

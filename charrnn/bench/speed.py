@@ -275,20 +275,8 @@ def default_seq_len(device: torch.device) -> int:
     return TrainConfig().seq_len
 
 
-def cpu_model() -> str:
-    """The CPU's model name as the kernel gives it (lscpu's "Model name"), or the platform's."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda message: None) -> BenchResult:
-    from charrnn.device import cpu_bf16_flags, resolve_device
+    from charrnn.device import cpu_bf16_flags, cpu_model, resolve_device
 
     config.check()
     device = resolve_device(config.device)
