@@ -136,3 +136,10 @@ def test_explore_bench_times_the_analysis_beside_eval_of_the_same_text(trained_r
     assert "charrnn eval" in result.stdout and "explorer" in result.stdout
     refused = CliRunner().invoke(app, ["bench", "--explore", str(trained_run), "--long"])
     assert refused.exit_code == 2 and "--explore does not use --long" in refused.stderr
+
+
+def test_explore_bench_refuses_a_missing_run_and_a_json_path_onto_the_checkpoint(trained_run, tmp_path):
+    missing = CliRunner().invoke(app, ["bench", "--explore", str(tmp_path / "nothing")])
+    assert missing.exit_code == 1 and len(missing.stderr.strip().splitlines()) == 1 and "nothing" in missing.stderr
+    onto = CliRunner().invoke(app, ["bench", "--explore", str(trained_run), "--json", str(trained_run / "last.pt")])
+    assert onto.exit_code == 2 and "checkpoint" in onto.stderr and len(onto.stderr.strip().splitlines()) == 1
