@@ -1,4 +1,4 @@
-"""Device and precision choice, seeding, and the capture/restore of every random generator."""
+"""Device choice, the CPU's bf16 instructions, seeding, and the capture/restore of every random generator."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from charrnn.errors import ConfigError, DeviceError
-from charrnn.options import DeviceChoice, Precision
+from charrnn.options import DeviceChoice
 
 
 def resolve_device(choice: str = "auto") -> torch.device:
@@ -71,47 +71,6 @@ def cpu_bf16_flags() -> tuple[str, ...]:
         return tuple(flag for flag in CPU_BF16_FLAGS if flag in have)
     probes = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_bf16": "_is_amx_tile_supported"}
     return tuple(flag for flag, probe in probes.items() if getattr(torch.cpu, probe, lambda: False)())
-
-
-DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-
-
-def resolve_precision(choice: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype for training (float32 means no autocast). On a CPU, ``auto`` is fp32:
-    bf16 autocast trains where the CPU multiplies bf16 natively, when asked for."""
-    choice = Precision(choice).value
-    if device.type != "cuda":
-        if choice == "fp16":
-            raise DeviceError("--precision fp16 needs a CUDA GPU; a CPU trains in fp32 or, where it has bf16 instructions, bf16")
-        if choice == "bf16":
-            if not cpu_bf16_flags():
-                raise DeviceError(
-                    f"--precision bf16 on a CPU needs native bf16 instructions ({' or '.join(CPU_BF16_FLAGS)}), "
-                    "which this one lacks; it trains in fp32 (--precision fp32)"
-                )
-            return torch.bfloat16
-        return torch.float32
-    if choice == "auto" or choice == "fp16":
-        return torch.float16
-    if choice == "bf16":
-        if not bf16_rnn_supported():
-            raise DeviceError("this GPU's cuDNN cannot run bf16 recurrent layers; use fp16")
-        return torch.bfloat16
-    return torch.float32
-
-
-def describe_precision(choice: str, dtype: torch.dtype, device: torch.device) -> str:
-    """The precision a run trains in and why, for its header."""
-    if dtype == torch.float32:
-        if device.type == "cuda":
-            return "fp32 (--precision fp32)"
-        flags = cpu_bf16_flags()
-        if choice == "fp32" or not flags:
-            return "fp32" + ("" if flags else " (this CPU has no native bf16)")
-        return f"fp32 (auto: the CPU has {', '.join(flags)}; --precision bf16 trains in bf16 autocast)"
-    name = DTYPE_NAMES[dtype]
-    why = f"; the CPU has {', '.join(cpu_bf16_flags())}" if device.type == "cpu" else ""
-    return f"{name} autocast, weights and optimizer state in fp32{why}"
 
 
 def available_memory(device: torch.device) -> int | None:

@@ -55,6 +55,14 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
+class ServePrecision(str, Enum):
+    """serve's choices: the server steps its streams on the CPU."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 # --cell's choices: the registry's cell types.
 Cell = Enum("Cell", [(name, name) for name in CELLS], type=str)
 
@@ -224,6 +232,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "num_samples": 1,
         "beam": 0,  # sample, not beam search
         "engine": "auto",
+        # fp32, or bf16 on a CPU with native bf16 where a probe of this model's step at this
+        # batch runs it clearly faster (charrnn.precision).
+        "precision": "auto",
         "unknown": "error",
         # Common words and short phrases recur in any text; runs this long rarely do by chance.
         "copy_min_run": 20,
@@ -232,7 +243,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # meaningless otherwise.
         "novel": None,
     },
-    "eval": {"unknown": "error"},
+    "eval": {"unknown": "error", "precision": "auto"},
     # `eval --dynamic` and `sample --adapt`: dynamic evaluation (Krause et al. 2018,
     # charrnn.model.dynamic). The update is theta -= lr * g / (RMS + epsilon) plus
     # decay * RMS_norm * (theta_0 - theta), RMS from the training text.
@@ -290,6 +301,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "grace": 10.0,  # seconds running streams get to finish after SIGTERM or Ctrl-C
         # One thread steps the model; the event loop that serves HTTP keeps the other core.
         "threads": 1,
+        # As sample's, probed at max_streams rows: the load the server is sized for.
+        "precision": "auto",
     },
 }
 

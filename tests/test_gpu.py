@@ -9,7 +9,8 @@ import torch
 
 from charrnn import checkpoint
 
-from charrnn.device import bf16_rnn_supported, resolve_precision
+from charrnn.device import bf16_rnn_supported
+from charrnn.precision import resolve_precision
 from charrnn.model.network import CharRNN, ModelConfig
 from charrnn.model.loading import load_model
 from charrnn.training.runs import RunRequest, prepare_run, train_run

@@ -60,6 +60,7 @@ class Level:
 @dataclass
 class ServeLoadResult:
     model: str
+    precision: str  # the server's --precision: fp32 or bf16
     max_tokens: int
     level_seconds: float
     cpus: int
@@ -197,18 +198,19 @@ def bench_prompt(vocab) -> str:
     return PROMPT
 
 
-def step_times(model, rows: tuple[int, ...]) -> dict[int, float]:
+def step_times(model, rows: tuple[int, ...], precision: str = "fp32") -> dict[int, float]:
     """Median ms of the served model's batched step (one thread) at each number of rows."""
     import numpy as np
     import torch
 
     from charrnn.generation.stepper import FastStepper
+    from charrnn.precision import DTYPES
     from charrnn.threads import set_threads
 
     before = torch.get_num_threads()
     set_threads(1)
     try:
-        stepper = FastStepper(model)
+        stepper = FastStepper(model, DTYPES[precision])
         times = {}
         for n in sorted({1, *rows}):
             state, ids = stepper.initial_state(n), np.zeros(n, np.int64)
@@ -243,7 +245,10 @@ def run_serve_load(
     seconds: float = 6.0,
     max_tokens: int = 400,
     progress: Callable[[str], None] = lambda message: None,
+    precision: str = "fp32",
 ) -> ServeLoadResult:
+    """The levels of clients against a server of ``run`` (a fresh small-preset model when
+    None) that computes in ``precision``, and its bare step at each level's rows."""
     with tempfile.TemporaryDirectory(prefix="charrnn-serve-bench-") as scratch:
         if run is None:
             progress("making a small-preset model (one training step)")
@@ -257,6 +262,7 @@ def run_serve_load(
         command = [
             sys.executable, "-m", "charrnn", "serve", str(run), "--port", "0",
             "--max-streams", str(most), "--max-queue", str(most), "--max-tokens-limit", str(max_tokens),
+            "--precision", precision,
         ]
         server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
@@ -264,7 +270,7 @@ def run_serve_load(
             model = _health(host, port)["model"]
             levels = []
             for count in clients:
-                progress(f"{count} client{'s' if count > 1 else ''} for {seconds:g} s")
+                progress(f"{precision}: {count} client{'s' if count > 1 else ''} for {seconds:g} s")
                 level = asyncio.run(_level(host, port, count, seconds, max_tokens, prompt))
                 level.busiest_step = _health(host, port)["streams"]["busiest_step"]
                 levels.append(level)
@@ -274,11 +280,28 @@ def run_serve_load(
                 server.wait(30)
             except subprocess.TimeoutExpired:
                 server.kill()
-        progress("the bare batched step, one thread, for comparison")
-        steps = step_times(served, clients)
+        progress(f"{precision}: the bare batched step, one thread, for comparison")
+        steps = step_times(served, clients, precision)
     return ServeLoadResult(
-        model=model, max_tokens=max_tokens, level_seconds=seconds, cpus=os.cpu_count() or 1, levels=levels, step_ms=steps
+        model=model, precision=precision, max_tokens=max_tokens, level_seconds=seconds, cpus=os.cpu_count() or 1, levels=levels, step_ms=steps
     )
+
+
+def serving_precisions() -> tuple[str, ...]:
+    """The precisions a server is measured in: fp32, and bf16 beside it where the CPU has
+    native bf16 instructions."""
+    from charrnn.device import cpu_bf16_flags
+
+    return ("fp32", "bf16") if cpu_bf16_flags() else ("fp32",)
+
+
+def run_serve_loads(run: Path | None, precisions: tuple[str, ...], progress: Callable[[str], None] = lambda message: None, **levels) -> list[ServeLoadResult]:
+    """``run_serve_load`` in each precision, one server after the other, on one model."""
+    with tempfile.TemporaryDirectory(prefix="charrnn-serve-bench-") as scratch:
+        if run is None:
+            progress("making a small-preset model (one training step)")
+            run = fresh_small_run(Path(scratch))
+        return [run_serve_load(run, progress=progress, precision=precision, **levels) for precision in precisions]
 
 
 def _wait_for_url(server: subprocess.Popen, timeout: float = 120.0) -> tuple[str, int]:

@@ -229,16 +229,18 @@ def _bench_vocab():
 
 
 def sample_speed(
-    model: CharRNN, engine: str, num_samples: int, length: int, device: torch.device, repeats: int = 3
+    model: CharRNN, engine: str, num_samples: int, length: int, device: torch.device, repeats: int = 3, precision: str = "fp32"
 ) -> float:
     """Generated chars/s over all samples through the loop ``charrnn sample`` uses; the best
-    of ``repeats`` runs of ``length`` steps."""
+    of ``repeats`` runs of ``length`` steps, in ``precision`` (fp32: as every release ran)."""
     from charrnn.generation.sample import SampleConfig, generate_ids
 
     vocab = _bench_vocab()
     # Without an engine the config is also valid for the core release, which the README's
     # before/after figures were measured against.
     options = {} if engine == "eager" and "engine" not in SampleConfig.__dataclass_fields__ else {"engine": engine}
+    if "precision" in SampleConfig.__dataclass_fields__:
+        options["precision"] = precision
     # Named rather than left to SampleConfig: releases whose default was another measure alike.
     temperature = DEFAULTS["sample"]["temperature"]
     config = SampleConfig(length=length, temperature=temperature, seed=1, num_samples=num_samples, **options)
@@ -345,7 +347,8 @@ def _bench_training(config: BenchConfig, device: torch.device, presets, result: 
 def training_precisions(device: torch.device) -> list[tuple[str, torch.dtype]]:
     """The precisions training is measured in: a GPU's default autocast; on a CPU fp32, and
     beside it bf16 autocast where the CPU has native bf16 instructions."""
-    from charrnn.device import DTYPE_NAMES, cpu_bf16_flags, resolve_precision
+    from charrnn.device import cpu_bf16_flags
+    from charrnn.precision import DTYPE_NAMES, resolve_precision
 
     if device.type == "cuda":
         dtype = resolve_precision("auto", device)
@@ -355,7 +358,9 @@ def training_precisions(device: torch.device) -> list[tuple[str, torch.dtype]]:
 
 def _bench_sampling(config: BenchConfig, device: torch.device, presets, result: BenchResult, progress) -> None:
     """Sampling speed: the fast stepper against the model's own layers, one sample against a
-    batch, each preset."""
+    batch, each preset; in fp32, and in bf16 beside it where the CPU has native bf16."""
+    from charrnn.device import cpu_bf16_flags
+
     scale = 4 if config.long else 1
     for preset in presets:
         model_config = preset_model(preset, config.cell)
@@ -375,6 +380,13 @@ def _bench_sampling(config: BenchConfig, device: torch.device, presets, result: 
         row["fast_vs_eager"] = row["fast_b1"] / row["eager_b1"]
         # N separate batch-1 runs make N x the characters in N x the time: the same rate.
         row["batched_vs_separate"] = row["batched"] / row["fast_b1"]
+        if device.type == "cpu" and cpu_bf16_flags():
+            # bf16 beside fp32, each against fp32's figure: the fast stepper at one sample,
+            # and a batch on the fast stepper's bf16 products and on the model's own layers.
+            progress(f"sampling {preset}: bf16, batch 1 and batch {BATCHED_SAMPLES}")
+            row["fast_b1_bf16"] = sample_speed(model, "fast", 1, length, device, precision="bf16")
+            row["batched_fast_bf16"] = sample_speed(model, "fast", BATCHED_SAMPLES, max(length // 8, 50), device, precision="bf16")
+            row["batched_eager_bf16"] = sample_speed(model, "eager", BATCHED_SAMPLES, max(length // 8, 50), device, precision="bf16")
         result.sampling.append(row)
 
 

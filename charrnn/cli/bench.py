@@ -110,6 +110,16 @@ def _write_json(result, json_path: Optional[Path]) -> None:
         err.print(f"wrote {json_path}", markup=False)
 
 
+class _ByPrecision:
+    """Several results as one JSON object, keyed by their precision."""
+
+    def __init__(self, results) -> None:
+        self.results = results
+
+    def to_dict(self) -> dict:
+        return {result.precision: result.to_dict() for result in self.results}
+
+
 def _bench_contention(long: bool, json_path: Optional[Path]) -> None:
     from charrnn.cli.bench_tables import render_contention
     from charrnn.bench.contention import run_contention
@@ -138,13 +148,14 @@ def _bench_startup(long: bool, json_path: Optional[Path]) -> None:
 
 
 def _bench_serve(long: bool, run: Optional[Path], json_path: Optional[Path]) -> None:
-    from charrnn.bench.serve_load import run_serve_load
-    from charrnn.cli.bench_tables import render_serve_load
+    from charrnn.bench.serve_load import run_serve_loads, serving_precisions
+    from charrnn.cli.bench_tables import render_serve_loads
     from charrnn.serve.config import require_server_packages
 
     require_server_packages()
     started = time.perf_counter()
-    result = run_serve_load(run, seconds=24.0 if long else 6.0, progress=lambda message: err.print(f"bench: {message}", markup=False))
-    render_serve_load(result, out if out.is_terminal else Console(highlight=False, width=140))
+    report = lambda message: err.print(f"bench: {message}", markup=False)  # noqa: E731
+    results = run_serve_loads(run, serving_precisions(), report, seconds=24.0 if long else 6.0)
+    render_serve_loads(results, out if out.is_terminal else Console(highlight=False, width=140))
     err.print(f"bench took {time.perf_counter() - started:.0f} s", markup=False)
-    _write_json(result, json_path)
+    _write_json(_ByPrecision(results), json_path)

@@ -108,6 +108,20 @@ def _render_sampling(result: BenchResult, console: Console) -> None:
             "-" if cli is None else f"{cli:.0f}x",
         )
     console.print(table)
+    bf16 = [row for row in result.sampling if "fast_b1_bf16" in row]
+    if bf16:
+        table = Table(title="sampling in bf16 (--precision bf16), chars/s and against fp32 (the table above)", box=None)
+        columns = ("model", "batch 1 fast", "/ fp32", f"batch {BATCHED_SAMPLES} fast", "/ fp32", f"batch {BATCHED_SAMPLES} eager", "/ fp32")
+        for column in columns:
+            table.add_column(column, justify="right" if column != "model" else "left")
+        for row in bf16:
+            table.add_row(
+                _model_name(row),
+                _num(row["fast_b1_bf16"]), f"{row['fast_b1_bf16'] / row['fast_b1']:.2f}x",
+                _num(row["batched_fast_bf16"]), f"{row['batched_fast_bf16'] / row['batched']:.2f}x",
+                _num(row["batched_eager_bf16"]), f"{row['batched_eager_bf16'] / row['batched']:.2f}x",
+            )  # fmt: skip
+        console.print(table)
 
 
 def _render_grad_stats_cost(result: BenchResult, console: Console) -> None:
@@ -219,10 +233,23 @@ def render_startup(result, console: Console) -> None:
     console.print(table)
 
 
+def render_serve_loads(results, console: Console) -> None:
+    """``charrnn bench --serve``: a table per precision, then each precision's clients against
+    one fp32 client (today's single stream)."""
+    for result in results:
+        render_serve_load(result, console)
+    fp32 = next((r for r in results if r.precision == "fp32"), None)
+    one = fp32.levels[0].chars_per_s if fp32 and fp32.levels and fp32.levels[0].clients == 1 else None
+    for result in results:
+        if one and result is not fp32:
+            ratios = ", ".join(f"{level.clients} {level.chars_per_s / one:.1f}x" for level in result.levels)
+            console.print(f"{result.precision} clients' chars/s against one fp32 client's: {ratios}", markup=False)
+
+
 def render_serve_load(result, console: Console) -> None:
-    """``charrnn bench --serve``: one row per number of clients."""
+    """One precision: one row per number of clients."""
     console.print(
-        f"charrnn serve {result.model}: streaming /v1/completions, {result.max_tokens} characters per request, "
+        f"charrnn serve {result.model} ({result.precision}): streaming /v1/completions, {result.max_tokens} characters per request, "
         f"{result.level_seconds:g} s per level, {result.cpus} CPUs (clients and server share them)",
         markup=False,
     )

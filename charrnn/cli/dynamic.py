@@ -41,10 +41,10 @@ def dynamic_config(lr: Optional[float], decay: Optional[float], seq: Optional[in
     return DynamicConfig(**{k: v for k, v in chosen.items() if v is not None})
 
 
-def adapt(model, vocab, saved, ids, config, target):
+def adapt(model, vocab, saved, ids, config, target, dtype=None):
     """Gradient statistics, then ``ids`` scored dynamically on a copy of ``model``. A first
-    Ctrl-C (or SIGTERM) stops between segments; the score says how far it got. Returns
-    (score, adapted model, statistics)."""
+    Ctrl-C (or SIGTERM) stops between segments; the score says how far it got. ``dtype``:
+    the forward's precision (None: fp32). Returns (score, adapted model, statistics)."""
     import numpy as np
 
     from charrnn.cli.signals import graceful_stop
@@ -59,7 +59,10 @@ def adapt(model, vocab, saved, ids, config, target):
         target,
     )
     sample = training_sample(saved.corpus, vocab, config.stats_chars)
-    stats = gradient_stats(model, sample, config.seq, config.stats_batch, target)
+    import torch
+
+    dtype = dtype or torch.float32
+    stats = gradient_stats(model, sample, config.seq, config.stats_batch, target, dtype)
     err.print(
         f"gradient statistics: {stats.tokens:,} tokens of the training text ({stats.windows} windows of "
         f"{stats.rows}x{stats.tokens // max(stats.rows * stats.windows, 1)}) in {stats.seconds:.1f} s",
@@ -71,5 +74,5 @@ def adapt(model, vocab, saved, ids, config, target):
         stop["asked"] = True
 
     with graceful_stop(request_stop):
-        score, adapted = dynamic_evaluate(model, ids, stats, config, target, should_stop=lambda: stop["asked"])
+        score, adapted = dynamic_evaluate(model, ids, stats, config, target, should_stop=lambda: stop["asked"], dtype=dtype)
     return score, adapted, stats

@@ -6,8 +6,8 @@ from typing import Annotated
 import typer
 
 from charrnn.cli.dynamic import PANEL, DynamicDecay, DynamicLr, DynamicSeq, dynamic_config
-from charrnn.cli.shared import CheckpointArgument, BestOption, _thread_governor, _given_path, err, DeviceOption, ThreadsOption, EncodingOption
-from charrnn.options import DEFAULTS, DeviceChoice
+from charrnn.cli.shared import CheckpointArgument, BestOption, _thread_governor, _given_path, err, DeviceOption, ThreadsOption, EncodingOption, EvalPrecisionOption, say_precision
+from charrnn.options import DEFAULTS, DeviceChoice, Precision
 
 
 def evaluate_command(
@@ -18,6 +18,7 @@ def evaluate_command(
     device: DeviceOption = DeviceChoice.auto,
     unknown: Annotated[str, typer.Option(metavar="<error|skip>", help="Characters outside the model's vocabulary: error, or skip (leave them out of the text scored, and say how many).")] = DEFAULTS["eval"]["unknown"],
     threads: ThreadsOption = None,
+    precision: EvalPrecisionOption = Precision(DEFAULTS["eval"]["precision"]),
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Also score the text dynamically (Krause et al. 2018): a copy of the model learns from each segment after scoring it; prints the static and the dynamic figure. The checkpoint is not changed.", rich_help_panel=PANEL)] = False,
     dynamic_lr: DynamicLr = None,
     dynamic_decay: DynamicDecay = None,
@@ -29,11 +30,13 @@ def evaluate_command(
     from charrnn.device import resolve_device
     from charrnn.errors import ConfigError
     from charrnn.model.loading import load_model
+    from charrnn.precision import resolve_inference_precision
 
     if unknown not in ("error", "skip"):
         raise ConfigError("--unknown must be 'error' or 'skip'")
     config = dynamic_config(dynamic_lr, dynamic_decay, dynamic_seq, "eval" if dynamic else None)
     target = resolve_device(device.value)
+    dtype = resolve_inference_precision(precision.value, target, probed=False)
     governor = _thread_governor(threads) if target.type == "cpu" else None
     model, vocab, saved = load_model(checkpoint, "best" if best else "last", device.value)
     delimiter = getattr(saved.corpus, "items_delimiter", None)
@@ -50,18 +53,19 @@ def evaluate_command(
 
         left_out = f", after the {text.skipped:,} outside the vocabulary were left out" if text.skipped else ""
         raise CorpusError(f"the text to evaluate needs at least 2 characters; {len(text.ids)} {'is' if len(text.ids) == 1 else 'are'} left{left_out}")
+    say_precision(precision.value, dtype, target)
     if config is not None:
-        _evaluate_dynamically(model, vocab, saved, text, config, target, governor)
+        _evaluate_dynamically(model, vocab, saved, text, config, target, governor, dtype)
         return
     if items:
         from charrnn.model.evaluation import evaluate_items
 
         # As the run was trained and validated: each item from the zero state.
-        nats = evaluate_items(model, text.ids, vocab.chars.index(delimiter), target)
+        nats = evaluate_items(model, text.ids, vocab.chars.index(delimiter), target, dtype=dtype)
     else:
         from charrnn.model.evaluation import evaluate
 
-        nats = evaluate(model, text.ids, target, governor=governor) * text.tokens_per_char
+        nats = evaluate(model, text.ids, target, governor=governor, dtype=dtype) * text.tokens_per_char
     from charrnn.units import nats_to_bpc
 
     print(f"{nats_to_bpc(nats):.4f} bpc ({nats:.4f} nats/char) over {_scored(text, len(text.ids) - 1)}; unigram baseline {_baseline(text):.4f} bpc")
@@ -83,7 +87,7 @@ def _baseline(text) -> float:
     return unigram_bpc(text.ids, text.tokens_per_char)
 
 
-def _evaluate_dynamically(model, vocab, saved, text, config, target, governor) -> None:
+def _evaluate_dynamically(model, vocab, saved, text, config, target, governor, dtype) -> None:
     """Dynamic, then static over what the dynamic pass scored (all of it unless a Ctrl-C
     stopped it): both figures on one line, their times on stderr."""
     import time
@@ -93,9 +97,9 @@ def _evaluate_dynamically(model, vocab, saved, text, config, target, governor) -
     from charrnn.model.evaluation import evaluate
     from charrnn.units import nats_to_bpc
 
-    score, _, _ = adapt(model, vocab, saved, text.ids, config, target)
+    score, _, _ = adapt(model, vocab, saved, text.ids, config, target, dtype)
     started, cpu_started = time.perf_counter(), time.process_time()
-    static = evaluate(model, text.ids[: score.tokens + 1], target, governor=governor) * text.tokens_per_char
+    static = evaluate(model, text.ids[: score.tokens + 1], target, governor=governor, dtype=dtype) * text.tokens_per_char
     static_seconds, static_cpu = time.perf_counter() - started, time.process_time() - cpu_started
     dynamic = score.mean * text.tokens_per_char
     gain = nats_to_bpc(dynamic) - nats_to_bpc(static)

@@ -11,8 +11,8 @@ import typer
 
 from charrnn.cli.errors import EXIT_INTERRUPTED, fail
 from charrnn.cli.dynamic import PANEL as DYNAMIC_PANEL, DynamicDecay, DynamicLr, DynamicSeq, dynamic_config
-from charrnn.cli.shared import CheckpointArgument, BestOption, given_options, err, SAMPLE, MODEL, MODES, COPYING, _generation_threads, ranged, DeviceOption, ThreadsOption, _given_path
-from charrnn.options import DeviceChoice, SamplingEngine
+from charrnn.cli.shared import CheckpointArgument, BestOption, given_options, err, SAMPLE, MODEL, MODES, COPYING, _generation_threads, ranged, DeviceOption, ThreadsOption, PrecisionOption, _given_path, say_precision
+from charrnn.options import DeviceChoice, Precision, SamplingEngine
 
 DEFAULT_SEPARATOR = "--- sample {i} of {n} {status} ---"
 # Samples after the first are written out whole; stdout is flushed at most this often for them.
@@ -44,6 +44,7 @@ def sample(
     engine: Annotated[SamplingEngine, typer.Option(help="fast = weights laid out once for single steps (CPU); eager = the model's own forward (the reference; cuDNN on GPU); auto = fast on CPU, eager on GPU. Same seed, same text either way.", rich_help_panel=MODEL)] = SamplingEngine(SAMPLE["engine"]),
     device: DeviceOption = DeviceChoice.auto,
     threads: ThreadsOption = None,
+    precision: PrecisionOption = Precision(SAMPLE["precision"]),
     check_copying: Annotated[bool, typer.Option("--check-copying", help="After sampling, report on stderr the longest substring of each sample found verbatim in the training text, and the share of it in copied runs of --copy-min-run+ characters, beside the same figures for unseen validation text. About 1 s per 1,000 sampled characters per MB of training text.", rich_help_panel=COPYING)] = False,
     training_text: Annotated[Optional[Path], typer.Option(help="Check copying against this file instead of the training files the checkpoint records (implies --check-copying).", show_default=False, rich_help_panel=COPYING)] = None,
     copy_min_run: Annotated[int, ranged("sample", "copy_min_run", checked=True, help="Shortest verbatim run counted as copied by --check-copying.", rich_help_panel=COPYING)] = SAMPLE["copy_min_run"],
@@ -68,10 +69,12 @@ def sample(
         model = _adapted(model, vocab, saved, adapt, config, dynamic, target)
     # Read before sampling: a missing training file is answered before any output.
     references = _copying_references(saved, training_text) if check_copying else None
+    # A beam search steps the model's own layers, a beam a row.
+    config, dtype = _resolve_precision(model, config, beam or items or config.num_samples, "eager" if beam else config.engine, target)
     if items:
         _sample_items(model, vocab, saved, config, items, novel, target)
     elif beam:
-        _report_copying(references, _sample_beam(model, vocab, config, beam, target, separator), copy_min_run)
+        _report_copying(references, _sample_beam(model, vocab, config, beam, target, separator, dtype), copy_min_run)
     else:
         _check_ready(model, vocab, config, target, check_memory=not interactive)
         err.print(f"seed {config.seed}", markup=False)
@@ -90,6 +93,19 @@ def _sample_config(options: dict, prime_file: Optional[Path], stop: Optional[lis
 
         options = {**options, "prime": read_prime_file(prime_file)}
     return SampleConfig(**{f.name: options[f.name] for f in fields(SampleConfig)} | {"stop": tuple(stop or ())})
+
+
+def _resolve_precision(model, config, rows: int, engine: str, target):
+    """The precision to sample in, said on stderr (``auto`` times this model's step at this
+    batch), and the config that names it, so that no later step probes again."""
+    from dataclasses import replace
+
+    from charrnn.generation.stepper import choose_precision
+    from charrnn.precision import DTYPE_NAMES
+
+    dtype, probe = choose_precision(model, engine, rows, config.precision, target)
+    say_precision(config.precision, dtype, target, probe)
+    return replace(config, precision=DTYPE_NAMES[dtype]), dtype
 
 
 def _copying_references(saved, training_text: Optional[Path]):
@@ -332,7 +348,7 @@ def _sample_items(model, vocab, saved, config, count: int, novel, target) -> Non
     err.print(report.describe(count), markup=False)
 
 
-def _sample_beam(model, vocab, config, width: int, target, separator: str) -> list[str]:
+def _sample_beam(model, vocab, config, width: int, target, separator: str, dtype) -> list[str]:
     from charrnn.generation.beam import BeamConfig, beam_search
     from charrnn.errors import ConfigError
 
@@ -351,6 +367,7 @@ def _sample_beam(model, vocab, config, width: int, target, separator: str) -> li
             repetition_window=config.repetition_window,
         ),
         target,
+        dtype,
     )
     for i, found in enumerate(beams[: config.num_samples], 1):
         if config.num_samples > 1:

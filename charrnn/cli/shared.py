@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from charrnn.options import DEFAULTS, PRESET_TRAINING, DeviceChoice
+from charrnn.options import DEFAULTS, PRESET_TRAINING, DeviceChoice, Precision
 from charrnn.ranges import RANGES
 
 # What several commands take, declared once.
@@ -81,6 +81,20 @@ ThreadsOption = Annotated[Optional[int], ranged("threads", "threads", checked=Tr
 # inspect and gradients replay the layers one step at a time: one thread unless told.
 ReplayThreadsOption = Annotated[Optional[int], ranged("threads", "threads", checked=True, help=REPLAY_THREADS_HELP, show_default=False, rich_help_panel=DEVICE)]
 EncodingOption = Annotated[str, typer.Option(help="Text encoding of the files.")]
+# The precision of sample's and serve's products (charrnn.precision), and of eval's.
+PrecisionOption = Annotated[Precision, typer.Option(help="Arithmetic of the model's products: fp32; bf16 on a CPU with native bf16 instructions (avx512_bf16, amx_bf16) or a GPU; fp16 on a GPU; auto = bf16 where a short probe of this model's step at this batch finds it at least 1.25x fp32's speed, else fp32. Same seed, same text within one precision.", rich_help_panel=DEVICE)]
+EvalPrecisionOption = Annotated[Precision, typer.Option(help="Arithmetic of the model's forward: fp32; bf16 on a CPU with native bf16 instructions (avx512_bf16, amx_bf16) or a GPU, faster and within a few thousandths of a bit per character; fp16 on a GPU; auto = fp32, the model's exact figure.", rich_help_panel=DEVICE)]
+
+
+def say_precision(choice: str, dtype, device, probe=None) -> None:
+    """The precision line on stderr where it is not fp32 (in fp32 everything runs as it
+    always has): bf16 or fp16, asked for or chosen by ``auto``'s probe, and why."""
+    import torch
+
+    from charrnn.precision import describe_inference_precision
+
+    if dtype != torch.float32:
+        err.print(f"precision: {describe_inference_precision(choice, dtype, device, probe)}", markup=False)
 
 
 def _thread_governor(threads: Optional[int]):

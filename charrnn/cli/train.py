@@ -151,7 +151,7 @@ def _join_torchrun(device: str) -> str:
 
 def _print_run_header(run) -> None:
     """What is about to be trained, on stderr: model, text, batch, budget, device, threads."""
-    from charrnn.device import describe_precision
+    from charrnn.precision import describe_precision
     from charrnn.data.vocab_kinds import vocab_kind
     from charrnn.training.plan import describe_budget
 

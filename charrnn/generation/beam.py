@@ -21,6 +21,7 @@ from charrnn.options import DEFAULTS
 from charrnn.model.network import CharRNN, State
 from charrnn.generation.sample import penalize_repetition
 from charrnn.generation.stops import StopMatcher
+from charrnn.precision import autocast
 from charrnn.data.vocab import Vocab
 
 
@@ -77,10 +78,15 @@ def beam_memory(model_config, config: BeamConfig, vocab=None) -> int:
 
 @torch.no_grad()
 def beam_search(
-    model: CharRNN, vocab: Vocab, config: BeamConfig, device: torch.device | str = "cpu"
+    model: CharRNN, vocab: Vocab, config: BeamConfig, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
 ) -> list[Beam]:
     """The ``config.width`` best continuations, most likely first; refused before any step
-    when the beams would not fit in memory."""
+    when the beams would not fit in memory. ``dtype``: the forward's precision (autocast)."""
+    with autocast(torch.device(device), dtype):
+        return _beam_search(model, vocab, config, device)
+
+
+def _beam_search(model: CharRNN, vocab: Vocab, config: BeamConfig, device: torch.device | str) -> list[Beam]:
     need = beam_memory(model.config, config, vocab)
     fit = largest_fitting(need / config.width)
     require_memory(

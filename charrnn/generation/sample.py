@@ -11,14 +11,14 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from charrnn.options import DEFAULTS
+from charrnn.options import DEFAULTS, Precision
 from charrnn.ranges import check_ranges
 from charrnn.errors import ConfigError, VocabError
 from charrnn.text import require_valid
 from charrnn.model.network import CharRNN
 from charrnn.generation.batch_memory import check_sample_memory, check_texts_memory, piece_rows
 from charrnn.generation.noise import Noise, draw
-from charrnn.generation.stepper import Stepper, make_stepper
+from charrnn.generation.stepper import Stepper, choose_precision, make_stepper
 from charrnn.generation.stops import StopMatcher
 from charrnn.threads import ThreadGovernor
 from charrnn.data.vocab_kinds import piece_decoder
@@ -52,6 +52,7 @@ class SampleConfig:
     stop: tuple[str, ...] = ()  # a sample ends at the first of these (not included)
     unknown: str = _SAMPLE["unknown"]  # prime characters outside the vocabulary: "error" or "skip"
     engine: str = _SAMPLE["engine"]  # "fast", "eager" (the model's own forward) or "auto"; see charrnn.generation.stepper
+    precision: str = _SAMPLE["precision"]  # "auto", "fp32" or "bf16" (a GPU also "fp16"); see charrnn.precision
 
     def is_plain(self) -> bool:
         """Temperature only: no top-k, top-p, min-p or repetition penalty."""
@@ -63,6 +64,7 @@ class SampleConfig:
             (all(self.stop), "--stop strings must not be empty"),
             (self.unknown in ("error", "skip"), "--unknown must be 'error' or 'skip'"),
             (self.engine in ("auto", "fast", "eager"), "--engine must be auto, fast or eager"),
+            (self.precision in {p.value for p in Precision}, "--precision must be auto, fp32, fp16 or bf16"),
         ]
         for ok, message in checks:
             if not ok:
@@ -262,7 +264,8 @@ def generate_ids(
     ends early, after the last step completed for every sample."""
     model.eval()
     check_sample_memory(model.config, config, device, vocab)
-    stepper = make_stepper(model, config.engine, config.num_samples)
+    dtype, _ = choose_precision(model, config.engine, config.num_samples, config.precision, torch.device(device))
+    stepper = make_stepper(model, config.engine, config.num_samples, dtype)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     n = config.num_samples
     rows = piece_rows(model.config, device)

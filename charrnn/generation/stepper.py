@@ -21,12 +21,21 @@ power of two), so one ``tanh`` covers all of a layer's gates.
 Both start from the same primed state (the prompt always runs through the model, which is
 fast for many characters at once) and their logits agree to float rounding (~1e-7), so for
 the same seed they draw the same characters; the tests check this on trained models.
+
+In bf16 (``--precision bf16``, a CPU with native bf16 instructions) the eager stepper runs the
+model under autocast, and the fast one multiplies bf16 copies of its weights: several rows
+in one torch product (oneDNN's bf16 kernels ran 2.8-3.7x fp32's at 32-64 rows of a 2x256
+LSTM), one row in numpy on the same bf16 values widened to fp32 (torch's one-row bf16
+product took 2-5x numpy's fp32 one), the input rounded to bf16 first and the result after,
+as torch's product rounds them. Either way a row's products are the same bf16 numbers summed
+in fp32, so a seeded stream gives the same text alone or beside others; the gates and the
+states stay fp32.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -34,6 +43,7 @@ import torch
 from charrnn.cells import CELLS
 from charrnn.model.network import CharRNN, State
 from charrnn.options import SamplingEngine
+from charrnn.precision import autocast, faster_precision, resolve_inference_precision
 
 
 class Stepper(Protocol):
@@ -58,18 +68,21 @@ class EagerStepper:
 
     numpy_steps = False
 
-    def __init__(self, model: CharRNN) -> None:
+    def __init__(self, model: CharRNN, dtype: torch.dtype = torch.float32) -> None:
         self.model = model.eval()
+        self.dtype = dtype
 
     @torch.no_grad()
     def prime(self, ids: torch.Tensor) -> tuple[torch.Tensor, State]:
-        logits, _, state = self.model(ids)
-        return logits[:, -1], state
+        with autocast(ids.device, self.dtype):
+            logits, _, state = self.model(ids)
+        return logits[:, -1].float(), state
 
     @torch.no_grad()
     def step(self, ids: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-        logits, _, state = self.model(ids.unsqueeze(1), state)
-        return logits[:, -1], state
+        with autocast(ids.device, self.dtype):
+            logits, _, state = self.model(ids.unsqueeze(1), state)
+        return logits[:, -1].float(), state
 
     def select(self, state: State, index: torch.Tensor) -> State:
         if isinstance(state, tuple):
@@ -98,6 +111,41 @@ def _product(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
+def round_to_bf16_(a: np.ndarray) -> np.ndarray:
+    """In place: float32 values rounded to the nearest bf16 (ties to even), as torch's cast
+    rounds them, kept as float32. For finite values, as the weights and states are."""
+    bits = a.view(np.uint32)
+    odd = (bits >> 16) & 1
+    bits += 0x7FFF
+    bits += odd
+    bits &= 0xFFFF0000
+    return a
+
+
+class Weights:
+    """A weight matrix w (M, K) and its product with inputs x (N, K): ``into(x, out)`` puts
+    x @ w.T in ``out`` (N, M), in fp32 or in bf16 (module docstring)."""
+
+    def __init__(self, w: np.ndarray, dtype: torch.dtype = torch.float32) -> None:
+        self.bf16 = dtype == torch.bfloat16
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        if self.bf16:
+            w = round_to_bf16_(w.copy())
+            self.torch_bf16 = torch.from_numpy(w).to(torch.bfloat16)  # exact: already bf16 values
+        self.w = w
+
+    def into(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        if not self.bf16:
+            return _product(x, self.w, out)
+        if x.shape[0] == 1:
+            np.dot(self.w, round_to_bf16_(x[0].copy()), out=out[0])
+            round_to_bf16_(out)
+        else:
+            product = torch.mm(torch.from_numpy(x).to(torch.bfloat16), self.torch_bf16.t())
+            torch.from_numpy(out).copy_(product)
+        return out
+
+
 def _sigmoid_from_tanh_(t: np.ndarray) -> np.ndarray:
     """In place: tanh(x/2) -> sigmoid(x). Weight rows of sigmoid gates are pre-halved."""
     t *= 0.5
@@ -110,12 +158,13 @@ class FastStepper:
 
     numpy_steps = True
 
-    def __init__(self, model: CharRNN) -> None:
+    def __init__(self, model: CharRNN, dtype: torch.dtype = torch.float32) -> None:
         if model.decoder.weight.device.type != "cpu":
             raise ValueError("the fast stepper runs on the CPU; use the eager stepper on a GPU")
         if model.config.cell == "rnn" and model.rnn.nonlinearity != "tanh":
             raise ValueError("the fast stepper implements tanh RNNs only")
         self.model = model.eval()
+        self.dtype = dtype
         cfg = model.config
         self.cell, self.layers, self.hidden = cfg.cell, cfg.layers, cfg.hidden
         H = cfg.hidden
@@ -137,20 +186,20 @@ class FastStepper:
             # The GRU's candidate gate scales only the recurrent product by r, so the input
             # and recurrent products stay separate.
             self.table = np.ascontiguousarray(emb @ get("weight_ih", 0).T + get("bias_ih", 0))
-            self.w_ih = [None] + [np.ascontiguousarray(get("weight_ih", l)) for l in range(1, self.layers)]
+            self.w_ih = [None] + [Weights(get("weight_ih", l), dtype) for l in range(1, self.layers)]
             self.b_ih = [None] + [get("bias_ih", l) for l in range(1, self.layers)]
-            self.w_hh = [np.ascontiguousarray(get("weight_hh", l)) for l in range(self.layers)]
+            self.w_hh = [Weights(get("weight_hh", l), dtype) for l in range(self.layers)]
             self.b_hh = [get("bias_hh", l) for l in range(self.layers)]
         else:
             bias0 = get("bias_ih", 0) + get("bias_hh", 0)
             self.table = np.ascontiguousarray((emb @ get("weight_ih", 0).T + bias0)[:, order])
-            self.w = [np.ascontiguousarray(get("weight_hh", 0)[order])]
+            self.w = [Weights(get("weight_hh", 0)[order], dtype)]
             self.b = [None]
             for l in range(1, self.layers):
                 stacked = np.concatenate([get("weight_ih", l), get("weight_hh", l)], axis=1)
-                self.w.append(np.ascontiguousarray(stacked[order]))
+                self.w.append(Weights(stacked[order], dtype))
                 self.b.append((get("bias_ih", l) + get("bias_hh", l))[order])
-        self.w_dec = np.ascontiguousarray(model.decoder.weight.detach().numpy(), dtype=np.float32)
+        self.w_dec = Weights(model.decoder.weight.detach().numpy(), dtype)
         self.b_dec = model.decoder.bias.detach().numpy().astype(np.float32)
         self.gates = CELLS[self.cell].weight_blocks * H
         self._scratch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -159,8 +208,8 @@ class FastStepper:
 
     def from_model_state(self, state: State) -> FastState:
         h_all = state[0] if isinstance(state, tuple) else state  # (layers, N, H)
-        h = h_all.detach().cpu().permute(1, 0, 2).reshape(h_all.size(1), -1).numpy()
-        c = state[1].detach().cpu().numpy() if isinstance(state, tuple) else None
+        h = h_all.detach().cpu().float().permute(1, 0, 2).reshape(h_all.size(1), -1).numpy()
+        c = state[1].detach().cpu().float().numpy() if isinstance(state, tuple) else None
         return FastState(np.array(h, dtype=np.float32), None if c is None else np.array(c, dtype=np.float32))
 
     def to_model_state(self, state: FastState) -> State:
@@ -180,8 +229,9 @@ class FastStepper:
 
     @torch.no_grad()
     def prime(self, ids: torch.Tensor) -> tuple[torch.Tensor, FastState]:
-        logits, _, state = self.model(ids)
-        return logits[:, -1], self.from_model_state(state)
+        with autocast(ids.device, self.dtype):
+            logits, _, state = self.model(ids)
+        return logits[:, -1].float(), self.from_model_state(state)
 
     def step(self, ids: torch.Tensor, state: FastState | None) -> tuple[torch.Tensor, FastState]:
         logits, state = self.step_numpy(ids.numpy(), state)
@@ -206,7 +256,7 @@ class FastStepper:
         else:
             self._rnn(x, state.h, gates)
         top = state.h[:, (self.layers - 1) * self.hidden :]
-        _product(top, self.w_dec, logits)
+        self.w_dec.into(top, logits)
         logits += self.b_dec
         return logits
 
@@ -226,10 +276,10 @@ class FastStepper:
         """gates = W [input; h] + b for an LSTM/RNN layer (layer 0: table row for the input)."""
         H = self.hidden
         if layer == 0:
-            _product(h[:, :H], self.w[0], gates)
+            self.w[0].into(h[:, :H], gates)
             gates += self.table[x]
         else:
-            _product(h[:, (layer - 1) * H : (layer + 1) * H], self.w[layer], gates)
+            self.w[layer].into(h[:, (layer - 1) * H : (layer + 1) * H], gates)
             gates += self.b[layer]
 
     def _lstm(self, x: np.ndarray, h: np.ndarray, c: np.ndarray, gates: np.ndarray, tmp: np.ndarray) -> None:
@@ -258,10 +308,10 @@ class FastStepper:
             if l == 0:
                 gi[:] = self.table[x]
             else:
-                _product(h[:, (l - 1) * H : l * H], self.w_ih[l], gi)
+                self.w_ih[l].into(h[:, (l - 1) * H : l * H], gi)
                 gi += self.b_ih[l]
             hl = h[:, l * H : (l + 1) * H]
-            _product(hl, self.w_hh[l], gh)
+            self.w_hh[l].into(hl, gh)
             gh += self.b_hh[l]
             rz = np.add(gi[:, : 2 * H], gh[:, : 2 * H])
             _sigmoid_from_tanh_(np.tanh(rz, out=rz))
@@ -282,13 +332,43 @@ class FastStepper:
 FAST_MAX_SAMPLES = 1
 
 
-def make_stepper(model: CharRNN, engine: str = "auto", num_samples: int = 1) -> Stepper:
+def make_stepper(model: CharRNN, engine: str = "auto", num_samples: int = 1, dtype: torch.dtype = torch.float32) -> Stepper:
     """``fast`` on the CPU (``auto``: for a single sample); on a GPU always the eager one,
-    which runs cuDNN's fused layers."""
+    which runs cuDNN's fused layers. ``dtype``: the precision of the products (float32 or
+    bfloat16; see ``charrnn.precision``)."""
     engine = SamplingEngine(engine).value
     on_cpu = model.decoder.weight.device.type == "cpu"
     nonlinear_ok = model.config.cell != "rnn" or model.rnn.nonlinearity == "tanh"
     wanted = engine == "fast" or (engine == "auto" and num_samples <= FAST_MAX_SAMPLES)
     if wanted and on_cpu and nonlinear_ok:
-        return FastStepper(model)
-    return EagerStepper(model)
+        return FastStepper(model, dtype)
+    return EagerStepper(model, dtype)
+
+
+# The most rows ``choose_precision`` times: a bigger batch is stepped in pieces of about this
+# many rows or more (charrnn.generation.batch_memory), and bf16's lead only grows with rows.
+PROBE_ROWS = 256
+
+
+def choose_precision(
+    model: CharRNN, engine: str, num_samples: int, choice: str, device: torch.device
+) -> tuple[torch.dtype, dict[torch.dtype, float] | None]:
+    """The precision to sample ``num_samples`` rows in: ``choice`` where it names one, else
+    (``auto`` on a CPU with native bf16) whichever of fp32 and bf16 a probe of this model's
+    step at this batch finds faster (``charrnn.precision.faster_precision``); with the probe's
+    seconds per step, None where nothing was timed."""
+    dtype = resolve_inference_precision(choice, device)
+    if dtype is not None:
+        return dtype, None
+    rows = min(num_samples, PROBE_ROWS)
+    steps = {d: _probe_step(make_stepper(model, engine, rows, d), rows) for d in (torch.float32, torch.bfloat16)}
+    return faster_precision(steps)
+
+
+def _probe_step(stepper: Stepper, rows: int) -> Callable[[], object]:
+    """One step of ``rows`` samples as the sampling loop takes it, for timing."""
+    if stepper.numpy_steps:
+        ids, state = np.zeros(rows, np.int64), stepper.initial_state(rows)
+        return lambda: stepper.advance(ids, state)
+    ids = torch.zeros(rows, dtype=torch.long)
+    return lambda: stepper.step(ids, None)

@@ -30,6 +30,7 @@ import torch
 
 from charrnn.cells import CELLS
 from charrnn.errors import ConfigError, CorpusError
+from charrnn.precision import autocast
 from charrnn.model.network import CharRNN, ModelConfig, detach_state
 from charrnn.options import DEFAULTS
 from charrnn.ranges import check_ranges
@@ -100,7 +101,9 @@ def _no_cudnn(device: torch.device):
     return torch.backends.cudnn.flags(enabled=False) if device.type == "cuda" else torch.enable_grad()
 
 
-def gradient_stats(model: CharRNN, ids: np.ndarray, seq: int, batch: int, device: torch.device) -> GradientStats:
+def gradient_stats(
+    model: CharRNN, ids: np.ndarray, seq: int, batch: int, device: torch.device, dtype: torch.dtype = torch.float32
+) -> GradientStats:
     """The mean squared gradient of every weight over windows of the training text ``ids``,
     read as ``batch`` rows of ``seq``-token windows carrying the state (as the paper's code
     reads them), without dropout. ``model`` is left as it was."""
@@ -122,7 +125,8 @@ def gradient_stats(model: CharRNN, ids: np.ndarray, seq: int, batch: int, device
         for w in range(layout.windows):
             span = slice(w * seq, (w + 1) * seq)
             work.zero_grad(set_to_none=True)
-            _, loss, state = work(_ids(inputs[:, span]).to(device), state, _ids(targets[:, span]).to(device))
+            with autocast(device, dtype):
+                _, loss, state = work(_ids(inputs[:, span]).to(device), state, _ids(targets[:, span]).to(device))
             loss.backward()
             state = detach_state(state)
             with torch.no_grad():
@@ -138,9 +142,12 @@ class Adapter:
     """A copy of ``model`` that scores one stream of text segment by segment and, after each,
     takes the update above. ``state`` carries across segments, as in one stream."""
 
-    def __init__(self, model: CharRNN, stats: GradientStats, config: DynamicConfig, device: torch.device) -> None:
+    def __init__(
+        self, model: CharRNN, stats: GradientStats, config: DynamicConfig, device: torch.device, dtype: torch.dtype = torch.float32
+    ) -> None:
         self.config = config
         self.device = device
+        self.dtype = dtype
         self.model = copy.deepcopy(model).to(device).eval()
         self.params = list(self.model.parameters())
         if len(self.params) != len(stats.rms):
@@ -157,7 +164,8 @@ class Adapter:
         x, y = _ids(inputs)[None].to(self.device), _ids(targets)[None].to(self.device)
         self.model.zero_grad(set_to_none=True)
         with _no_cudnn(self.device):
-            _, loss, state = self.model(x, self.state, y)
+            with autocast(self.device, self.dtype):
+                _, loss, state = self.model(x, self.state, y)
             loss.backward()
         self.state = detach_state(state)
         with torch.no_grad():
@@ -181,10 +189,12 @@ def dynamic_evaluate(
     config: DynamicConfig,
     device: torch.device,
     should_stop: Callable[[], bool] = lambda: False,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[DynamicScore, CharRNN]:
     """Score ``ids`` dynamically; returns the score (so far, where ``should_stop`` ended it
-    between segments) and the adapted copy of the model."""
-    adapter = Adapter(model, stats, config, device)
+    between segments) and the adapted copy of the model. ``dtype``: the forward's precision
+    (the weights and their updates stay fp32)."""
+    adapter = Adapter(model, stats, config, device, dtype)
     started, cpu_started = time.perf_counter(), time.process_time()
     nats, tokens, stopped = 0.0, 0, False
     for segment_nats, count in adapter.segments(ids):

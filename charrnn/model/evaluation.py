@@ -11,23 +11,27 @@ import torch
 from charrnn.data.batches import eval_streams
 from charrnn.data.items import IGNORED, item_bounds, padded_items
 from charrnn.model.network import CharRNN, State
+from charrnn.precision import autocast
 from charrnn.threads import ThreadGovernor
 
 EVAL_WINDOW = 256  # characters per forward call when evaluating
 
 
 @torch.no_grad()
-def evaluate_items(model: CharRNN, ids: np.ndarray, delimiter: int, device: torch.device, batch_size: int = 64) -> float:
+def evaluate_items(
+    model: CharRNN, ids: np.ndarray, delimiter: int, device: torch.device, batch_size: int = 64, dtype: torch.dtype = torch.float32
+) -> float:
     """Mean cross-entropy in nats per character of the items of ``ids`` (a list, ``train
     --items``), each read as training reads it: from the zero state after the delimiter, its
-    characters and the delimiter that ends it scored."""
+    characters and the delimiter that ends it scored. ``dtype``: the forward's precision."""
     was_training = model.training
     model.eval()
     starts, ends = item_bounds(np.asarray(ids), delimiter)
     total, count = 0.0, 0
     for first in range(0, len(starts), batch_size):
         x, y = padded_items(ids, starts[first : first + batch_size], ends[first : first + batch_size], delimiter)
-        logits, _, _ = model(x.to(device))
+        with autocast(device, dtype):
+            logits, _, _ = model(x.to(device))
         y = y.to(device)
         total += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), ignore_index=IGNORED, reduction="sum"))
         count += int((y != IGNORED).sum())
@@ -43,10 +47,17 @@ def evaluate(
     batch_size: int = 64,
     seq_len: int = EVAL_WINDOW,
     governor: ThreadGovernor | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> float:
     """Mean cross-entropy in nats per character of ``ids`` under ``model``, read as one stream
     from a zero state: every character after the first is scored once, ``batch_size`` rows at
-    a time (each primed with the text before it), so the figure does not depend on the batch."""
+    a time (each primed with the text before it), so the figure does not depend on the batch.
+    ``dtype``: the forward's precision (bf16: autocast; the loss is summed in fp32)."""
+    with autocast(device, dtype):
+        return _evaluate(model, ids, device, batch_size, seq_len, governor)
+
+
+def _evaluate(model: CharRNN, ids: np.ndarray, device: torch.device, batch_size: int, seq_len: int, governor: ThreadGovernor | None) -> float:
     was_training = model.training
     model.eval()
     streams = eval_streams(ids, batch_size, min_row=seq_len)

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from importlib import resources
 from typing import AsyncIterator, Callable
 
+import torch
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -38,6 +39,7 @@ from charrnn.serve.logprobs import Scored, ollama_logprobs, openai_logprobs, sco
 from charrnn.serve.protocol import ApiError, GenerationRequest, completion_request, error_object, generate_request, parse_body
 from charrnn.serve.scheduler import BatchWorker, NotAccepting, QueueFull, Stream
 from charrnn.text import shown
+from charrnn.threads import set_threads
 
 # Seconds between two hand-overs of text to the clients (a stream's first text and its end go
 # at once). Each piece written costs the event loop tens of microseconds, whatever its
@@ -467,13 +469,24 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def serving_precision(model: CharRNN, config: ServeConfig) -> tuple[torch.dtype, dict[torch.dtype, float] | None]:
+    """The precision of the server's step: ``config.precision``, or for ``auto`` whichever
+    of fp32 and bf16 steps ``max_streams`` rows faster on ``threads`` threads, the load the
+    server is sized for (charrnn.generation.stepper.choose_precision)."""
+    from charrnn.generation.stepper import choose_precision
+
+    set_threads(config.threads)
+    return choose_precision(model, "fast", config.max_streams, config.precision, torch.device("cpu"))
+
+
 def serve(model: CharRNN, vocab: Vocab, model_id: str, facts: dict, config: ServeConfig, announce: Callable[[str | None], None], routes: tuple[Route, ...] = (), pages: tuple[str, ...] = (), described: str = "") -> None:
     """Serve until SIGTERM or Ctrl-C (then: no new requests, ``config.grace`` seconds for
     running streams, a last event for those still running). ``announce`` hears the URL once
     the server listens, and None when it begins to stop. ``routes``, ``pages``, ``described``:
     added routes, as ``create_app`` takes them."""
     sock = listening_socket(config.host, config.port)  # first: a taken port is answered at once
-    worker = BatchWorker(model, vocab, config.max_streams, config.max_queue, config.threads)
+    dtype, _ = serving_precision(model, config)
+    worker = BatchWorker(model, vocab, config.max_streams, config.max_queue, config.threads, dtype=dtype)
     # A run directory's name may hold bytes that are not UTF-8; every reply carries the id.
     hub = Hub(worker, vocab, shown(model_id), facts, config)
     worker.wake = hub.wake

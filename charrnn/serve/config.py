@@ -41,6 +41,7 @@ class ServeConfig:
     max_n: int = _SERVE["max_n"]
     grace: float = _SERVE["grace"]
     threads: int = _SERVE["threads"]
+    precision: str = _SERVE["precision"]  # "auto", "fp32" or "bf16" (charrnn.precision)
     api_key: str | None = None
     cors: tuple[str, ...] = field(default_factory=tuple)
 
@@ -62,6 +63,7 @@ class ServeConfig:
             ),
             (self.api_key is None or bool(self.api_key.strip()), f"--api-key (or {API_KEY_ENV}) must not be empty"),
             (all(origin.strip() for origin in self.cors), "--cors origins must not be empty"),
+            (self.precision in ("auto", "fp32", "bf16"), "--precision must be auto, fp32 or bf16 (the server runs on the CPU)"),
         ]
         for ok, message in checks:
             if not ok:

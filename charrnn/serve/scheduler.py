@@ -53,6 +53,7 @@ from charrnn.generation.stops import StopMatcher
 from charrnn.generation.stepper import FastState, FastStepper
 from charrnn.serve.logprobs import start_logits
 from charrnn.model.network import CharRNN
+from charrnn.precision import autocast
 from charrnn.threads import set_threads
 
 # Seconds of prompt priming per turn of the worker: a long prompt or a burst of new requests
@@ -141,8 +142,9 @@ class BatchWorker:
         max_queue: int,
         threads: int = 1,
         wake: Callable[[bool], None] = lambda urgent: None,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
-        self.stepper = FastStepper(model)
+        self.stepper = FastStepper(model, dtype)
         self.vocab = vocab
         self.max_streams, self.max_queue, self.threads = max_streams, max_queue, threads
         self.wake = wake
@@ -385,13 +387,17 @@ class BatchWorker:
         model = self.stepper.model
         started = time.thread_time()
         scorer = stream.scorer
-        if end < len(ids) and not (scorer is not None and scorer.score_prompt):
-            # The decoder's logits are needed after the last character only (or to score it).
-            _, stream.prime_state = model.rnn(model.embedding(piece), stream.prime_state)
-        else:
-            # The model's own forward, as charrnn sample's priming runs it (one call for a
-            # prompt of one piece): the same logits, so the same first character.
-            logits, _, state = model(piece, stream.prime_state)
+        logits = None
+        with autocast(piece.device, self.stepper.dtype):
+            if end < len(ids) and not (scorer is not None and scorer.score_prompt):
+                # The decoder's logits are needed after the last character only (or to score it).
+                _, stream.prime_state = model.rnn(model.embedding(piece), stream.prime_state)
+            else:
+                # The model's own forward, as charrnn sample's priming runs it (one call for a
+                # prompt of one piece): the same logits, so the same first character.
+                logits, _, state = model(piece, stream.prime_state)
+                logits = logits.float()
+        if logits is not None:
             if scorer is not None and scorer.score_prompt:
                 scorer.prompt(logits[0], ids, begin, end)
             if end < len(ids):

@@ -9,7 +9,7 @@ import hashlib
 import numpy as np
 
 from charrnn.data.batches import StreamLayout, plan_layout
-from charrnn.device import DTYPE_NAMES, resolve_precision
+from charrnn.precision import DTYPE_NAMES, resolve_precision
 from charrnn.errors import CorpusError, DeviceError
 from charrnn.options import TrainConfig
 from charrnn.saved import TextFingerprint

@@ -36,11 +36,11 @@ from charrnn.data.vocab_kinds import stored_vocab, vocab_kind
 from charrnn.device import (
     check_deterministic_resume,
     resolve_device,
-    resolve_precision,
     seed_everything,
     use_deterministic_algorithms,
 )
 from charrnn.errors import CheckpointError, ConfigError, CorpusError, TrainingDiverged
+from charrnn.precision import resolve_precision
 from charrnn.model.loading import build_model, check_model_fits
 from charrnn.model.network import CharRNN
 from charrnn.options import DEFAULTS, LR_AUTO, TrainConfig

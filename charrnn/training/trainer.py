@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -17,6 +16,7 @@ from charrnn.training.gradient_stats import GradientGroups, GradientWarning, Gra
 from charrnn.data.batches import StreamBatches
 from charrnn.device import capture_rng_state, restore_rng_state
 from charrnn.errors import ConfigError, TrainingDiverged
+from charrnn.precision import autocast
 from charrnn.options import CPU_BATCH_SIZE, GPU_BATCH_SIZE, TrainConfig
 from charrnn.units import nats_to_bpc
 from charrnn.model.evaluation import EVAL_WINDOW, evaluate, evaluate_items
@@ -308,9 +308,7 @@ class Trainer:
         self._stop_requested = True
 
     def _autocast(self):
-        if self.amp_dtype == torch.float32:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp_dtype)
 
     def _emit(self, event: str, *args) -> None:
         for callback in self.callbacks:

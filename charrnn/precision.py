@@ -1,0 +1,132 @@
+"""The arithmetic a command runs in: which precision (``--precision``), why, and the context
+that applies it.
+
+Training autocasts its steps (weights and optimizer state stay fp32). Inference (``eval``,
+``sample``, ``serve``) autocasts the model's own forward and runs the fast stepper's matrix
+products on bf16 copies of the weights (``charrnn.generation.stepper``). On a CPU, bf16 is
+offered only where the CPU multiplies it natively (``charrnn.device.CPU_BF16_FLAGS``); there
+``auto`` trains in fp32 and, for inference, times this model's step in both precisions
+(``faster_precision``) and keeps bf16 only where it is clearly the faster.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from typing import Callable
+
+import torch
+
+from charrnn import device as devices
+from charrnn.errors import DeviceError
+from charrnn.options import Precision
+
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
+
+# ``auto`` keeps bf16 for inference only when its probe ran at least this much faster than
+# fp32: near a tie the choice would flip with the machine's load, and with it the text that a
+# seed gives.
+PROBE_MARGIN = 1.25
+PROBE_SECONDS = 0.02  # per precision and repeat: dozens of steps of a small model
+PROBE_REPEATS = 3
+
+
+def _cpu_bf16(option: str, purpose: str) -> torch.dtype:
+    if not devices.cpu_bf16_flags():
+        raise DeviceError(
+            f"{option} bf16 on a CPU needs native bf16 instructions ({' or '.join(devices.CPU_BF16_FLAGS)}), "
+            f"which this one lacks; it {purpose} in fp32 ({option} fp32)"
+        )
+    return torch.bfloat16
+
+
+def resolve_precision(choice: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype for training (float32 means no autocast). On a CPU, ``auto`` is fp32:
+    bf16 autocast trains where the CPU multiplies bf16 natively, when asked for."""
+    choice = Precision(choice).value
+    if device.type != "cuda":
+        if choice == "fp16":
+            raise DeviceError("--precision fp16 needs a CUDA GPU; a CPU trains in fp32 or, where it has bf16 instructions, bf16")
+        if choice == "bf16":
+            return _cpu_bf16("--precision", "trains")
+        return torch.float32
+    if choice == "auto" or choice == "fp16":
+        return torch.float16
+    if choice == "bf16":
+        if not devices.bf16_rnn_supported():
+            raise DeviceError("this GPU's cuDNN cannot run bf16 recurrent layers; use fp16")
+        return torch.bfloat16
+    return torch.float32
+
+
+def resolve_inference_precision(choice: str, device: torch.device, probed: bool = True) -> torch.dtype | None:
+    """The dtype that ``eval``, ``sample`` or ``serve`` computes in, or None where ``auto``
+    must time this model's step to choose (a CPU with native bf16: see ``faster_precision``;
+    ``probed`` False: ``auto`` is fp32, as for ``eval``, whose figure is the model's exact
+    one). A GPU infers in fp32 unless fp16 or bf16 is asked for, as it always has."""
+    choice = Precision(choice).value
+    if device.type == "cuda":
+        if choice == "bf16" and not devices.bf16_rnn_supported():
+            raise DeviceError("this GPU's cuDNN cannot run bf16 recurrent layers; use --precision fp16 or fp32")
+        return DTYPES.get(choice, torch.float32)
+    if choice == "fp16":
+        raise DeviceError("--precision fp16 needs a CUDA GPU; a CPU computes in fp32 or, where it has bf16 instructions, bf16")
+    if choice == "bf16":
+        return _cpu_bf16("--precision", "computes")
+    if choice == "auto" and probed and devices.cpu_bf16_flags():
+        return None
+    return torch.float32
+
+
+def faster_precision(steps: dict[torch.dtype, Callable[[], object]]) -> tuple[torch.dtype, dict[torch.dtype, float]]:
+    """Time each precision's step (its fastest of a few short bursts, which a busy machine
+    disturbs least) and keep bf16 only if it ran ``PROBE_MARGIN`` times fp32's speed.
+    Returns the choice and each precision's seconds per step."""
+    seconds = {}
+    for dtype, step in steps.items():
+        step()  # the first call lays out weights and warms caches
+        best = float("inf")
+        for _ in range(PROBE_REPEATS):
+            count, started = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - started) < PROBE_SECONDS:
+                step()
+                count += 1
+            best = min(best, elapsed / count)
+        seconds[dtype] = best
+    bf16 = seconds.get(torch.bfloat16)
+    if bf16 is not None and bf16 * PROBE_MARGIN <= seconds[torch.float32]:
+        return torch.bfloat16, seconds
+    return torch.float32, seconds
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """The context that runs a model's forward in ``dtype`` (none for fp32)."""
+    if dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def describe_precision(choice: str, dtype: torch.dtype, device: torch.device) -> str:
+    """The precision a run trains in and why, for its header."""
+    if dtype == torch.float32:
+        if device.type == "cuda":
+            return "fp32 (--precision fp32)"
+        flags = devices.cpu_bf16_flags()
+        if choice == "fp32" or not flags:
+            return "fp32" + ("" if flags else " (this CPU has no native bf16)")
+        return f"fp32 (auto: the CPU has {', '.join(flags)}; --precision bf16 trains in bf16 autocast)"
+    name = DTYPE_NAMES[dtype]
+    why = f"; the CPU has {', '.join(devices.cpu_bf16_flags())}" if device.type == "cpu" else ""
+    return f"{name} autocast, weights and optimizer state in fp32{why}"
+
+
+def describe_inference_precision(choice: str, dtype: torch.dtype, device: torch.device, probe: dict[torch.dtype, float] | None = None) -> str:
+    """A precision other than fp32 that ``eval``, ``sample`` or ``serve`` computes in, and
+    why, for its header."""
+    name = DTYPE_NAMES[dtype]
+    if probe:
+        speeds = ", ".join(f"{DTYPE_NAMES[d]} {1e6 * s:,.0f} us" for d, s in probe.items())
+        return f"{name} (auto: a step of this model took {speeds})"
+    why = f"; the CPU has {', '.join(devices.cpu_bf16_flags())}" if device.type == "cpu" else ""
+    return f"{name} (--precision {choice}{why})"
