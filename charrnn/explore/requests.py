@@ -4,10 +4,9 @@ rest of the server answers."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from charrnn.serve.protocol import ApiError
+from charrnn.serve.protocol import flag, invalid, number, unknown_fields
 
 # Units one request may ask for over the text: each adds a float per character to the reply.
 MAX_UNITS = 16
@@ -42,112 +41,71 @@ class NextRequest:
     seed: int | None
 
 
-def _invalid(param: str, message: str, code: str = "invalid_value", status: int = 400) -> ApiError:
-    return ApiError(status, f"{param}: {message}", param=param, code=code)
-
-
-def _known(body: dict, fields: tuple[str, ...], where: str) -> None:
-    for name in body:
-        if name not in fields:
-            raise _invalid(name, f"unknown field; {where} takes {', '.join(fields)}", code="unknown_field")
-
-
 def _text(body: dict, max_chars: int) -> str:
     value = body.get("text")
     if not isinstance(value, str):
-        raise _invalid("text", "give the text to read, as a string", code="invalid_type")
+        raise invalid("text", "give the text to read, as a string", code="invalid_type")
     if not value:
-        raise _invalid("text", "the text is empty; type or paste some text")
+        raise invalid("text", "the text is empty; type or paste some text")
     if len(value) > max_chars:
-        raise _invalid("text", f"{len(value):,} characters, more than the {max_chars:,} read here (--max-chars)", code="text_too_long", status=413)
-    return value
-
-
-def _integer(body: dict, name: str, default, low: int, high: int | None = None, param: str | None = None):
-    value = body.get(name)
-    param = param or name
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid(param, "must be an integer", code="invalid_type")
-    if value < low or (high is not None and value > high):
-        span = f"{low}..{high}" if high is not None else f"at least {low}"
-        raise _invalid(param, f"must be {span}, not {value}", code="out_of_range")
-    return value
-
-
-def _number(body: dict, name: str, default: float, low: float, high: float, low_open: bool = False) -> float:
-    value = body.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _invalid(name, "must be a number", code="invalid_type")
-    if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
-        raise _invalid(name, f"must be in {'(' if low_open else '['}{low:g}, {high:g}], not {value}", code="out_of_range")
-    return float(value)
-
-
-def _flag(body: dict, name: str) -> bool:
-    value = body.get(name, False)
-    if not isinstance(value, bool):
-        raise _invalid(name, "must be true or false", code="invalid_type")
+        raise invalid("text", f"{len(value):,} characters, more than the {max_chars:,} read here (--max-chars)", code="text_too_long", status=413)
     return value
 
 
 def _units(body: dict, layers: int, hidden: int) -> tuple[tuple[int, int], ...]:
     value = body.get("units") or []
     if not isinstance(value, list) or len(value) > MAX_UNITS:
-        raise _invalid("units", f"give a list of at most {MAX_UNITS} objects {{\"layer\": L, \"unit\": N}}", code="invalid_type")
+        raise invalid("units", f"give a list of at most {MAX_UNITS} objects {{\"layer\": L, \"unit\": N}}", code="invalid_type")
     units = []
     for i, item in enumerate(value):
         if not isinstance(item, dict):
-            raise _invalid(f"units[{i}]", "must be an object {\"layer\": L, \"unit\": N}", code="invalid_type")
-        _known(item, ("layer", "unit"), f"units[{i}]")
-        layer = _integer(item, "layer", None, 0, layers - 1, param=f"units[{i}].layer")
-        unit = _integer(item, "unit", None, 0, hidden - 1, param=f"units[{i}].unit")
+            raise invalid(f"units[{i}]", "must be an object {\"layer\": L, \"unit\": N}", code="invalid_type")
+        unknown_fields(item, ("layer", "unit"), f"units[{i}]")
+        layer = number(item, "layer", None, 0, layers - 1, integer=True, param=f"units[{i}].layer")
+        unit = number(item, "unit", None, 0, hidden - 1, integer=True, param=f"units[{i}].unit")
         if layer is None or unit is None:
-            raise _invalid(f"units[{i}]", "give both layer and unit (counted from 0)")
+            raise invalid(f"units[{i}]", "give both layer and unit (counted from 0)")
         units.append((layer, unit))
     return tuple(units)
 
 
 def explain_request(body: dict, max_chars: int, layers: int, hidden: int, has_cell: bool) -> ExplainRequest:
-    _known(body, ("text", "units", "state", "features", "gates", "stretch"), "/v1/explain")
+    unknown_fields(body, ("text", "units", "state", "features", "gates", "stretch"), "/v1/explain")
     text = _text(body, max_chars)
     state = body.get("state", "h")
     if state not in ("h", "c") or (state == "c" and not has_cell):
-        raise _invalid("state", "must be \"h\"" + (" or \"c\"" if has_cell else " (this model has no cell state)"))
+        raise invalid("state", "must be \"h\"" + (" or \"c\"" if has_cell else " (this model has no cell state)"))
     stretch = body.get("stretch")
     if stretch is not None:
         if not (isinstance(stretch, list) and len(stretch) == 2 and all(type(v) is int for v in stretch)):
-            raise _invalid("stretch", "must be [start, end]: token positions, end excluded", code="invalid_type")
+            raise invalid("stretch", "must be [start, end]: token positions, end excluded", code="invalid_type")
         stretch = (stretch[0], stretch[1])
-    return ExplainRequest(text, _units(body, layers, hidden), state, _flag(body, "features"), _flag(body, "gates"), stretch)
+    return ExplainRequest(text, _units(body, layers, hidden), state, flag(body, "features", False), flag(body, "gates", False), stretch)
 
 
 def memory_request(body: dict, max_chars: int) -> MemoryRequest:
-    _known(body, ("text", "position"), "/v1/explain/memory")
+    unknown_fields(body, ("text", "position"), "/v1/explain/memory")
     text = _text(body, max_chars)
-    position = _integer(body, "position", None, 1)
+    position = number(body, "position", None, 1, integer=True)
     if position is None:
-        raise _invalid("position", "give the position of the character whose prediction to follow back (from 1)")
+        raise invalid("position", "give the position of the character whose prediction to follow back (from 1)")
     return MemoryRequest(text, position)
 
 
 def next_request(body: dict, max_chars: int, vocab_size: int) -> NextRequest:
-    _known(body, ("text", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed"), "/v1/explain/next")
+    unknown_fields(body, ("text", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed"), "/v1/explain/next")
     from charrnn.options import DEFAULTS
     from charrnn.ranges import MAX_SEED
 
     sample = DEFAULTS["sample"]
     return NextRequest(
         text=_text(body, max_chars),
-        temperature=_number(body, "temperature", sample["temperature"], 0, MAX_TEMPERATURE),
-        top_k=_integer(body, "top_k", sample["top_k"], 0, vocab_size),
-        top_p=_number(body, "top_p", sample["top_p"], 0, 1, low_open=True),
-        min_p=_number(body, "min_p", sample["min_p"], 0, 1),
-        repetition_penalty=_number(body, "repetition_penalty", sample["repetition_penalty"], 0, 100, low_open=True),
-        seed=_integer(body, "seed", None, 0, MAX_SEED),
+        temperature=number(body, "temperature", sample["temperature"], 0, MAX_TEMPERATURE),
+        top_k=number(body, "top_k", sample["top_k"], 0, vocab_size, integer=True),
+        top_p=number(body, "top_p", sample["top_p"], 0, 1, low_open=True),
+        min_p=number(body, "min_p", sample["min_p"], 0, 1),
+        repetition_penalty=number(body, "repetition_penalty", sample["repetition_penalty"], 0, 100, low_open=True),
+        seed=number(body, "seed", None, 0, MAX_SEED, integer=True),
     )
 
 

@@ -146,32 +146,39 @@ def _json_type(value: Any) -> str:
     return "an array" if isinstance(value, list) else "an object"
 
 
-def _invalid(param: str, message: str, code: str = "invalid_value") -> ApiError:
-    return ApiError(400, f"{param}: {message}", param=param, code=code)
+# The field checks every JSON API of the server shares (this module's, the explorer's): each
+# refusal is an ApiError that names the field.
 
 
-def _unknown_fields(body: dict, known: tuple[str, ...], where: str, prefix: str = "") -> None:
+def invalid(param: str, message: str, code: str = "invalid_value", status: int = 400) -> ApiError:
+    return ApiError(status, f"{param}: {message}", param=param, code=code)
+
+
+def unknown_fields(body: dict, known: tuple[str, ...], where: str, prefix: str = "") -> None:
     for name in body:
         if name not in known:
-            raise _invalid(
+            raise invalid(
                 prefix + name,
                 f"unknown field; {where} takes {', '.join(known)}",
                 code="unknown_field",
             )
 
 
-def _number(body: dict, name: str, default, low: float, high: float, *, integer: bool = False, low_open: bool = False, param: str | None = None):
+def number(body: dict, name: str, default, low: float, high: float | None = None, *, integer: bool = False, low_open: bool = False, param: str | None = None):
+    """``body[name]`` (``default`` where absent), a JSON number (an integer if ``integer``)
+    in [low, high] (``low_open``: above low; ``high`` None: no upper bound)."""
     param = param or name
     value = body.get(name)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        raise _invalid(param, f"must be {'an integer' if integer else 'a number'}, not {_json_type(value)}", code="invalid_type")
+        raise invalid(param, f"must be {'an integer' if integer else 'a number'}, not {_json_type(value)}", code="invalid_type")
     # An integer is compared exactly: math.isfinite would convert it to a float, which
     # overflows past 1e308.
-    if (isinstance(value, float) and not math.isfinite(value)) or value < low or value > high or (low_open and value == low):
+    if (isinstance(value, float) and not math.isfinite(value)) or value < low or (high is not None and value > high) or (low_open and value == low):
         low_bracket = "(" if low_open else "["
-        raise _invalid(param, f"must be in {low_bracket}{low:g}, {high:g}], not {_shown_number(value)}", code="out_of_range")
+        span = f"in {low_bracket}{low:g}, {high:g}]" if high is not None else f"{'above' if low_open else 'at least'} {low:g}"
+        raise invalid(param, f"must be {span}, not {_shown_number(value)}", code="out_of_range")
     return value
 
 
@@ -180,12 +187,12 @@ def _shown_number(value: int | float) -> str:
     return shown if len(shown) <= 24 else f"{shown[:12]}... ({len(shown.lstrip('-')):,} digits)"
 
 
-def _flag(body: dict, name: str, default: bool, param: str | None = None) -> bool:
+def flag(body: dict, name: str, default: bool, param: str | None = None) -> bool:
     value = body.get(name)
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise _invalid(param or name, f"must be true or false, not {_json_type(value)}", code="invalid_type")
+        raise invalid(param or name, f"must be true or false, not {_json_type(value)}", code="invalid_type")
     return value
 
 
@@ -196,11 +203,11 @@ def _stop(body: dict, name: str, param: str | None = None) -> tuple[str, ...]:
         return ()
     stops = [value] if isinstance(value, str) else value
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
-        raise _invalid(param, "must be a string or an array of strings", code="invalid_type")
+        raise invalid(param, "must be a string or an array of strings", code="invalid_type")
     if len(stops) > MAX_STOP_STRINGS:
-        raise _invalid(param, f"at most {MAX_STOP_STRINGS} stop strings, not {len(stops)}", code="out_of_range")
+        raise invalid(param, f"at most {MAX_STOP_STRINGS} stop strings, not {len(stops)}", code="out_of_range")
     if not all(stops):
-        raise _invalid(param, "stop strings must not be empty")
+        raise invalid(param, "stop strings must not be empty")
     return tuple(stops)
 
 
@@ -211,13 +218,13 @@ def _prompt(body: dict, vocab: Vocab, limits: ServeConfig) -> tuple[str, np.ndar
     if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
         value = value[0]  # OpenAI clients may send one prompt as a one-element array
     if not isinstance(value, str):
-        raise _invalid("prompt", f"must be a string, not {_json_type(value)}", code="invalid_type")
+        raise invalid("prompt", f"must be a string, not {_json_type(value)}", code="invalid_type")
     if len(value) > limits.max_prompt:
-        raise _invalid("prompt", f"{len(value):,} characters, more than the server's limit of {limits.max_prompt:,}", code="prompt_too_long")
+        raise invalid("prompt", f"{len(value):,} characters, more than the server's limit of {limits.max_prompt:,}", code="prompt_too_long")
     try:
         ids = vocab.encode(value)
     except VocabError as exc:
-        raise _invalid("prompt", str(exc), code="characters_outside_vocabulary") from None
+        raise invalid("prompt", str(exc), code="characters_outside_vocabulary") from None
     return value, ids
 
 
@@ -226,7 +233,7 @@ def _model(body: dict, model_id: str) -> None:
     if value is None:
         return
     if not isinstance(value, str):
-        raise _invalid("model", f"must be a string, not {_json_type(value)}", code="invalid_type")
+        raise invalid("model", f"must be a string, not {_json_type(value)}", code="invalid_type")
     if value != model_id:
         shown = json.dumps(value, ensure_ascii=False)[:80]
         raise ApiError(404, f"model: {shown} is not served here; this server serves {model_id!r}", param="model", code="model_not_found")
@@ -251,43 +258,43 @@ _NEUTRAL = {
 
 def completion_request(body: dict, vocab: Vocab, limits: ServeConfig, model_id: str) -> GenerationRequest:
     """A /v1/completions body, checked (OpenAI's fields and ranges)."""
-    _unknown_fields(body, COMPLETION_FIELDS, "/v1/completions")
+    unknown_fields(body, COMPLETION_FIELDS, "/v1/completions")
     _model(body, model_id)
     for name, neutral in _NEUTRAL.items():
         value = body.get(name)
         if value is not None and not any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in neutral):
-            raise _invalid(name, f"not supported by a character model; leave it out (or send {json.dumps(neutral[-1])})", code="unsupported_value")
+            raise invalid(name, f"not supported by a character model; leave it out (or send {json.dumps(neutral[-1])})", code="unsupported_value")
     if "user" in body and not isinstance(body["user"], (str, type(None))):
-        raise _invalid("user", "must be a string", code="invalid_type")
-    n = _number(body, "n", 1, 1, min(limits.max_n, limits.max_streams), integer=True)
+        raise invalid("user", "must be a string", code="invalid_type")
+    n = number(body, "n", 1, 1, min(limits.max_n, limits.max_streams), integer=True)
     best_of = body.get("best_of")
     if best_of is not None and best_of != n:
-        raise _invalid("best_of", f"must equal n ({n}): completions are not ranked here", code="unsupported_value")
-    stream = _flag(body, "stream", False)
+        raise invalid("best_of", f"must equal n ({n}): completions are not ranked here", code="unsupported_value")
+    stream = flag(body, "stream", False)
     options = body.get("stream_options")
     include_usage = False
     if options is not None:
         if not stream:
-            raise _invalid("stream_options", "only with stream: true")
+            raise invalid("stream_options", "only with stream: true")
         if not isinstance(options, dict):
-            raise _invalid("stream_options", f"must be an object, not {_json_type(options)}", code="invalid_type")
-        _unknown_fields(options, ("include_usage",), "stream_options", prefix="stream_options.")
-        include_usage = _flag(options, "include_usage", False, param="stream_options.include_usage")
+            raise invalid("stream_options", f"must be an object, not {_json_type(options)}", code="invalid_type")
+        unknown_fields(options, ("include_usage",), "stream_options", prefix="stream_options.")
+        include_usage = flag(options, "include_usage", False, param="stream_options.include_usage")
     prompt, prompt_ids = _prompt(body, vocab, limits)
     return GenerationRequest(
         prompt=prompt,
         prompt_ids=prompt_ids,
-        max_tokens=_number(body, "max_tokens", limits.max_tokens, 1, limits.max_tokens_limit, integer=True),
-        temperature=float(_number(body, "temperature", _default_temperature(), 0, API_MAX_TEMPERATURE)),
-        top_p=float(_number(body, "top_p", 1.0, 0, 1, low_open=True)),
+        max_tokens=number(body, "max_tokens", limits.max_tokens, 1, limits.max_tokens_limit, integer=True),
+        temperature=float(number(body, "temperature", _default_temperature(), 0, API_MAX_TEMPERATURE)),
+        top_p=float(number(body, "top_p", 1.0, 0, 1, low_open=True)),
         top_k=0,
         stop=_stop(body, "stop"),
-        seed=_number(body, "seed", None, 0, MAX_SEED, integer=True),
+        seed=number(body, "seed", None, 0, MAX_SEED, integer=True),
         n=n,
         stream=stream,
         include_usage=include_usage,
-        logprobs=_number(body, "logprobs", None, 0, OPENAI_MAX_LOGPROBS, integer=True),
-        echo=_flag(body, "echo", False),
+        logprobs=number(body, "logprobs", None, 0, OPENAI_MAX_LOGPROBS, integer=True),
+        echo=flag(body, "echo", False),
     )
 
 
@@ -304,44 +311,44 @@ GENERATE_OPTIONS = ("temperature", "top_p", "top_k", "seed", "num_predict", "sto
 def generate_request(body: dict, vocab: Vocab, limits: ServeConfig, model_id: str) -> GenerationRequest:
     """An /api/generate body, checked (Ollama's fields; ``keep_alive`` and ``raw`` change
     nothing here: the model stays loaded and no template is ever applied)."""
-    _unknown_fields(body, GENERATE_FIELDS, "/api/generate")
+    unknown_fields(body, GENERATE_FIELDS, "/api/generate")
     _model(body, model_id)
     if "raw" in body:
-        _flag(body, "raw", True)
+        flag(body, "raw", True)
     keep_alive = body.get("keep_alive")
     if keep_alive is not None and (isinstance(keep_alive, bool) or not isinstance(keep_alive, (str, int, float))):
-        raise _invalid("keep_alive", "must be a duration (a string such as \"5m\" or a number of seconds)", code="invalid_type")
+        raise invalid("keep_alive", "must be a duration (a string such as \"5m\" or a number of seconds)", code="invalid_type")
     options = body.get("options")
     if options is None:
         options = {}
     if not isinstance(options, dict):
-        raise _invalid("options", f"must be an object, not {_json_type(options)}", code="invalid_type")
-    _unknown_fields(options, GENERATE_OPTIONS, "options", prefix="options.")
+        raise invalid("options", f"must be an object, not {_json_type(options)}", code="invalid_type")
+    unknown_fields(options, GENERATE_OPTIONS, "options", prefix="options.")
     predict = options.get("num_predict")
     if type(predict) is int and predict == -1:
         max_tokens = limits.max_tokens_limit  # Ollama's "no limit": the server's
     else:
-        max_tokens = _number(options, "num_predict", limits.max_tokens, 1, limits.max_tokens_limit, integer=True, param="options.num_predict")
+        max_tokens = number(options, "num_predict", limits.max_tokens, 1, limits.max_tokens_limit, integer=True, param="options.num_predict")
     prompt, prompt_ids = _prompt(body, vocab, limits)
     return GenerationRequest(
         prompt=prompt,
         prompt_ids=prompt_ids,
         max_tokens=max_tokens,
-        temperature=float(_number(options, "temperature", _default_temperature(), 0, API_MAX_TEMPERATURE, param="options.temperature")),
-        top_p=float(_number(options, "top_p", 1.0, 0, 1, low_open=True, param="options.top_p")),
-        top_k=_number(options, "top_k", 0, 0, len(vocab), integer=True, param="options.top_k"),
+        temperature=float(number(options, "temperature", _default_temperature(), 0, API_MAX_TEMPERATURE, param="options.temperature")),
+        top_p=float(number(options, "top_p", 1.0, 0, 1, low_open=True, param="options.top_p")),
+        top_k=number(options, "top_k", 0, 0, len(vocab), integer=True, param="options.top_k"),
         stop=_stop(options, "stop", param="options.stop"),
-        seed=_number(options, "seed", None, 0, MAX_SEED, integer=True, param="options.seed"),
+        seed=number(options, "seed", None, 0, MAX_SEED, integer=True, param="options.seed"),
         n=1,
-        stream=_flag(body, "stream", True),
+        stream=flag(body, "stream", True),
         logprobs=_ollama_logprobs(body),
     )
 
 
 def _ollama_logprobs(body: dict) -> int | None:
     """Ollama's ``logprobs`` (true: each token's) and ``top_logprobs`` (that many alternatives)."""
-    wanted = _flag(body, "logprobs", False)
-    top = _number(body, "top_logprobs", 0, 0, OLLAMA_MAX_TOP_LOGPROBS, integer=True)
+    wanted = flag(body, "logprobs", False)
+    top = number(body, "top_logprobs", 0, 0, OLLAMA_MAX_TOP_LOGPROBS, integer=True)
     if top and not wanted:
-        raise _invalid("top_logprobs", "only with logprobs: true")
+        raise invalid("top_logprobs", "only with logprobs: true")
     return top if wanted else None
