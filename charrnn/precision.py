@@ -117,8 +117,8 @@ def describe_precision(choice: str, dtype: torch.dtype, device: torch.device) ->
             return "fp32" + ("" if flags else " (this CPU has no native bf16)")
         # docs/performance.md, "Learning per minute": 1.4x the steps, and a worse last checkpoint.
         return (
-            f"fp32 (auto: the CPU has {', '.join(flags)}, but the faster bf16 steps overfit a model "
-            "without dropout sooner; --precision bf16 trains in bf16 autocast)"
+            f"fp32 (auto: the CPU has {', '.join(flags)}; its faster bf16 steps learned less per minute "
+            "at the defaults, more with dropout: --precision bf16 trains in bf16 autocast)"
         )
     name = DTYPE_NAMES[dtype]
     why = f"; the CPU has {', '.join(devices.cpu_bf16_flags())}" if device.type == "cpu" else ""
