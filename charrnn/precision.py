@@ -29,7 +29,7 @@ DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
 # seed gives.
 PROBE_MARGIN = 1.25
 PROBE_SECONDS = 0.02  # per precision and repeat: dozens of steps of a small model
-PROBE_REPEATS = 3
+PROBE_REPEATS = 5
 
 
 def _cpu_bf16(option: str, purpose: str) -> torch.dtype:
@@ -81,19 +81,19 @@ def resolve_inference_precision(choice: str, device: torch.device, probed: bool 
 
 def faster_precision(steps: dict[torch.dtype, Callable[[], object]]) -> tuple[torch.dtype, dict[torch.dtype, float]]:
     """Time each precision's step (its fastest of a few short bursts, which a busy machine
-    disturbs least) and keep bf16 only if it ran ``PROBE_MARGIN`` times fp32's speed.
-    Returns the choice and each precision's seconds per step."""
-    seconds = {}
-    for dtype, step in steps.items():
+    disturbs least, the precisions' bursts taking turns so that a spell of load falls on
+    both) and keep bf16 only if it ran ``PROBE_MARGIN`` times fp32's speed. Returns the
+    choice and each precision's seconds per step."""
+    for step in steps.values():
         step()  # the first call lays out weights and warms caches
-        best = float("inf")
-        for _ in range(PROBE_REPEATS):
+    seconds = {dtype: float("inf") for dtype in steps}
+    for _ in range(PROBE_REPEATS):
+        for dtype, step in steps.items():
             count, started = 0, time.perf_counter()
             while (elapsed := time.perf_counter() - started) < PROBE_SECONDS:
                 step()
                 count += 1
-            best = min(best, elapsed / count)
-        seconds[dtype] = best
+            seconds[dtype] = min(seconds[dtype], elapsed / count)
     bf16 = seconds.get(torch.bfloat16)
     if bf16 is not None and bf16 * PROBE_MARGIN <= seconds[torch.float32]:
         return torch.bfloat16, seconds

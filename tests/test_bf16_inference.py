@@ -81,6 +81,19 @@ def test_auto_keeps_bf16_only_when_it_is_clearly_faster():
     assert chosen == torch.float32
 
 
+def test_auto_times_nothing_where_bf16_never_gains(monkeypatch):
+    """One row, a few rows, or the model's own layers: fp32 without a probe, so that the
+    machine's load can never choose the text a seed gives."""
+    from charrnn.generation.stepper import PROBE_MIN_ROWS, choose_precision
+
+    monkeypatch.setattr("charrnn.device.cpu_bf16_flags", lambda: ("amx_bf16",))
+    model, cpu = _model("lstm"), torch.device("cpu")
+    for engine, rows in (("auto", 1), ("fast", 1), ("fast", PROBE_MIN_ROWS - 1), ("eager", 64), ("auto", 64)):
+        assert choose_precision(model, engine, rows, "auto", cpu) == (torch.float32, None), (engine, rows)
+    dtype, probe = choose_precision(model, "fast", PROBE_MIN_ROWS, "auto", cpu)
+    assert set(probe) == {torch.float32, torch.bfloat16} and dtype in probe
+
+
 def _one_line_error(result, *words):
     assert result.exit_code != 0
     lines = result.stderr.strip().splitlines()

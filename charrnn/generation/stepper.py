@@ -348,21 +348,30 @@ def make_stepper(model: CharRNN, engine: str = "auto", num_samples: int = 1, dty
 # The most rows ``choose_precision`` times: a bigger batch is stepped in pieces of about this
 # many rows or more (charrnn.generation.batch_memory), and bf16's lead only grows with rows.
 PROBE_ROWS = 256
+# ``auto`` times bf16 only for the fast stepper from this many rows up. Below, and on the
+# model's own layers, bf16 never gained on a 2-core Xeon with AMX (one row 0.79-0.88x; the own
+# layers at 64 rows 1.00x; docs/performance.md), and a probe that cannot find a gain could
+# only find noise: a busy machine would flip the text a seed gives.
+PROBE_MIN_ROWS = 16
 
 
 def choose_precision(
     model: CharRNN, engine: str, num_samples: int, choice: str, device: torch.device
 ) -> tuple[torch.dtype, dict[torch.dtype, float] | None]:
     """The precision to sample ``num_samples`` rows in: ``choice`` where it names one, else
-    (``auto`` on a CPU with native bf16) whichever of fp32 and bf16 a probe of this model's
-    step at this batch finds faster (``charrnn.precision.faster_precision``); with the probe's
-    seconds per step, None where nothing was timed."""
+    (``auto`` on a CPU with native bf16, the fast stepper, ``PROBE_MIN_ROWS`` rows or more)
+    whichever of fp32 and bf16 a probe of this model's step at this batch finds faster
+    (``charrnn.precision.faster_precision``), fp32 otherwise; with the probe's seconds per
+    step, None where nothing was timed."""
     dtype = resolve_inference_precision(choice, device)
     if dtype is not None:
         return dtype, None
     rows = min(num_samples, PROBE_ROWS)
-    steps = {d: _probe_step(make_stepper(model, engine, rows, d), rows) for d in (torch.float32, torch.bfloat16)}
-    return faster_precision(steps)
+    fp32 = make_stepper(model, engine, rows)
+    if rows < PROBE_MIN_ROWS or not fp32.numpy_steps:
+        return torch.float32, None
+    bf16 = make_stepper(model, engine, rows, torch.bfloat16)
+    return faster_precision({torch.float32: _probe_step(fp32, rows), torch.bfloat16: _probe_step(bf16, rows)})
 
 
 def _probe_step(stepper: Stepper, rows: int) -> Callable[[], object]:
