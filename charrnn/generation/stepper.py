@@ -336,13 +336,18 @@ def make_stepper(model: CharRNN, engine: str = "auto", num_samples: int = 1, dty
     """``fast`` on the CPU (``auto``: for a single sample); on a GPU always the eager one,
     which runs cuDNN's fused layers. ``dtype``: the precision of the products (float32 or
     bfloat16; see ``charrnn.precision``)."""
+    if uses_fast_stepper(model, engine, num_samples):
+        return FastStepper(model, dtype)
+    return EagerStepper(model, dtype)
+
+
+def uses_fast_stepper(model: CharRNN, engine: str, num_samples: int) -> bool:
+    """Whether ``make_stepper`` gives the fast stepper for these arguments."""
     engine = SamplingEngine(engine).value
     on_cpu = model.decoder.weight.device.type == "cpu"
     nonlinear_ok = model.config.cell != "rnn" or model.rnn.nonlinearity == "tanh"
     wanted = engine == "fast" or (engine == "auto" and num_samples <= FAST_MAX_SAMPLES)
-    if wanted and on_cpu and nonlinear_ok:
-        return FastStepper(model, dtype)
-    return EagerStepper(model, dtype)
+    return wanted and on_cpu and nonlinear_ok
 
 
 # The most rows ``choose_precision`` times: a bigger batch is stepped in pieces of about this
@@ -367,11 +372,10 @@ def choose_precision(
     if dtype is not None:
         return dtype, None
     rows = min(num_samples, PROBE_ROWS)
-    fp32 = make_stepper(model, engine, rows)
-    if rows < PROBE_MIN_ROWS or not fp32.numpy_steps:
+    if rows < PROBE_MIN_ROWS or not uses_fast_stepper(model, engine, rows):
         return torch.float32, None
-    bf16 = make_stepper(model, engine, rows, torch.bfloat16)
-    return faster_precision({torch.float32: _probe_step(fp32, rows), torch.bfloat16: _probe_step(bf16, rows)})
+    steps = {d: _probe_step(make_stepper(model, engine, rows, d), rows) for d in (torch.float32, torch.bfloat16)}
+    return faster_precision(steps)
 
 
 def _probe_step(stepper: Stepper, rows: int) -> Callable[[], object]:
