@@ -240,48 +240,44 @@ def fresh_small_run(directory: Path) -> Path:
 
 
 def run_serve_load(
-    run: Path | None,
+    run: Path,
     clients: tuple[int, ...] = CLIENTS,
     seconds: float = 6.0,
     max_tokens: int = 400,
     progress: Callable[[str], None] = lambda message: None,
     precision: str = "fp32",
 ) -> ServeLoadResult:
-    """The levels of clients against a server of ``run`` (a fresh small-preset model when
-    None) that computes in ``precision``, and its bare step at each level's rows."""
-    with tempfile.TemporaryDirectory(prefix="charrnn-serve-bench-") as scratch:
-        if run is None:
-            progress("making a small-preset model (one training step)")
-            run = fresh_small_run(Path(scratch))
-        from charrnn.model.loading import load_model
+    """The levels of clients against a server of ``run`` that computes in ``precision``, and
+    its bare step at each level's rows (``run_serve_loads`` makes a model when none is given)."""
+    from charrnn.model.loading import load_model
 
-        # The bench's own copy: its vocabulary chooses the prompt, its step is the reference.
-        served, vocab, _ = load_model(run, device="cpu")
-        prompt = bench_prompt(vocab)
-        most = max(clients)
-        command = [
-            sys.executable, "-m", "charrnn", "serve", str(run), "--port", "0",
-            "--max-streams", str(most), "--max-queue", str(most), "--max-tokens-limit", str(max_tokens),
-            "--precision", precision,
-        ]
-        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # The bench's own copy: its vocabulary chooses the prompt, its step is the reference.
+    served, vocab, _ = load_model(run, device="cpu")
+    prompt = bench_prompt(vocab)
+    most = max(clients)
+    command = [
+        sys.executable, "-m", "charrnn", "serve", str(run), "--port", "0",
+        "--max-streams", str(most), "--max-queue", str(most), "--max-tokens-limit", str(max_tokens),
+        "--precision", precision,
+    ]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        host, port = _wait_for_url(server)
+        model = _health(host, port)["model"]
+        levels = []
+        for count in clients:
+            progress(f"{precision}: {count} client{'s' if count > 1 else ''} for {seconds:g} s")
+            level = asyncio.run(_level(host, port, count, seconds, max_tokens, prompt))
+            level.busiest_step = _health(host, port)["streams"]["busiest_step"]
+            levels.append(level)
+    finally:
+        server.terminate()
         try:
-            host, port = _wait_for_url(server)
-            model = _health(host, port)["model"]
-            levels = []
-            for count in clients:
-                progress(f"{precision}: {count} client{'s' if count > 1 else ''} for {seconds:g} s")
-                level = asyncio.run(_level(host, port, count, seconds, max_tokens, prompt))
-                level.busiest_step = _health(host, port)["streams"]["busiest_step"]
-                levels.append(level)
-        finally:
-            server.terminate()
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-        progress(f"{precision}: the bare batched step, one thread, for comparison")
-        steps = step_times(served, clients, precision)
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    progress(f"{precision}: the bare batched step, one thread, for comparison")
+    steps = step_times(served, clients, precision)
     return ServeLoadResult(
         model=model, precision=precision, max_tokens=max_tokens, level_seconds=seconds, cpus=os.cpu_count() or 1, levels=levels, step_ms=steps
     )
