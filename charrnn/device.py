@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import random
@@ -45,8 +46,10 @@ def bf16_rnn_supported() -> bool:
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
+@functools.cache
 def _cpuinfo(field: str) -> str | None:
-    """The first value of ``field`` in the kernel's /proc/cpuinfo, or None off Linux."""
+    """The first value of ``field`` in the kernel's /proc/cpuinfo, or None off Linux. Read
+    once a process: a command asks for the CPU's flags at each precision it resolves."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
             for line in handle:
