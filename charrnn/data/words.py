@@ -27,6 +27,7 @@ PATTERN = r"\w+|\s|[^\w\s]"
 MIN_WORDS = 2  # [UNK] and at least one token
 MAX_WORDS = 2**20  # a softmax over more would not fit a CPU's patience
 
+
 def _tokenizer(vocab: dict[str, int] | None = None):
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
@@ -34,6 +35,7 @@ def _tokenizer(vocab: dict[str, int] | None = None):
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(PATTERN), behavior="isolated")
     tokenizer.decoder = decoders.Fuse()  # the tokens joined as they are: the text back
     return tokenizer
+
 
 @dataclass(frozen=True)
 class WordVocab:
