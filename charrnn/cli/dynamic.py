@@ -46,6 +46,7 @@ def adapt(model, vocab, saved, ids, config, target, dtype=None):
     Ctrl-C (or SIGTERM) stops between segments; the score says how far it got. ``dtype``:
     the forward's precision (None: fp32). Returns (score, adapted model, statistics)."""
     import numpy as np
+    import torch
 
     from charrnn.cli.signals import graceful_stop
     from charrnn.memory import require_memory
@@ -59,9 +60,7 @@ def adapt(model, vocab, saved, ids, config, target, dtype=None):
         target,
     )
     sample = training_sample(saved.corpus, vocab, config.stats_chars)
-    import torch
-
-    dtype = dtype or torch.float32
+    dtype = torch.float32 if dtype is None else dtype
     stats = gradient_stats(model, sample, config.seq, config.stats_batch, target, dtype)
     err.print(
         f"gradient statistics: {stats.tokens:,} tokens of the training text ({stats.windows} windows of "
