@@ -8,7 +8,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from charrnn.errors import ConfigError
-from charrnn.options import DEFAULTS
+from charrnn.options import DEFAULTS, ServePrecision
 from charrnn.ranges import check_ranges
 from charrnn.text import require_valid
 from charrnn.threads import check_thread_count
@@ -63,7 +63,7 @@ class ServeConfig:
             ),
             (self.api_key is None or bool(self.api_key.strip()), f"--api-key (or {API_KEY_ENV}) must not be empty"),
             (all(origin.strip() for origin in self.cors), "--cors origins must not be empty"),
-            (self.precision in ("auto", "fp32", "bf16"), "--precision must be auto, fp32 or bf16 (the server runs on the CPU)"),
+            (self.precision in {p.value for p in ServePrecision}, "--precision must be auto, fp32 or bf16 (the server runs on the CPU)"),
         ]
         for ok, message in checks:
             if not ok:
