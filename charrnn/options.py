@@ -233,7 +233,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "beam": 0,  # sample, not beam search
         "engine": "auto",
         # fp32, or bf16 on a CPU with native bf16 where a probe of this model's step at this
-        # batch runs it clearly faster (charrnn.precision).
+        # batch runs it clearly faster: timed only on the fast stepper at 16 samples or more,
+        # where bf16 can gain (charrnn.generation.stepper.choose_precision).
         "precision": "auto",
         "unknown": "error",
         # Common words and short phrases recur in any text; runs this long rarely do by chance.
