@@ -32,11 +32,17 @@ PROBE_SECONDS = 0.02  # per precision and repeat: dozens of steps of a small mod
 PROBE_REPEATS = 5
 
 
-def _cpu_bf16(option: str, purpose: str) -> torch.dtype:
+def _on_cpu(choice: str, purpose: str) -> torch.dtype:
+    """The CPU's dtype for ``choice`` (``auto``: fp32); fp16, and bf16 without native bf16
+    instructions, are refused in one line saying how the CPU ``purpose``s ("trains")."""
+    if choice == "fp16":
+        raise DeviceError(f"--precision fp16 needs a CUDA GPU; a CPU {purpose} in fp32 or, where it has bf16 instructions, bf16")
+    if choice != "bf16":
+        return torch.float32
     if not devices.cpu_bf16_flags():
         raise DeviceError(
-            f"{option} bf16 on a CPU needs native bf16 instructions ({' or '.join(devices.CPU_BF16_FLAGS)}), "
-            f"which this one lacks; it {purpose} in fp32 ({option} fp32)"
+            f"--precision bf16 on a CPU needs native bf16 instructions ({' or '.join(devices.CPU_BF16_FLAGS)}), "
+            f"which this one lacks; it {purpose} in fp32 (--precision fp32)"
         )
     return torch.bfloat16
 
@@ -46,11 +52,7 @@ def resolve_precision(choice: str, device: torch.device) -> torch.dtype:
     bf16 autocast trains where the CPU multiplies bf16 natively, when asked for."""
     choice = Precision(choice).value
     if device.type != "cuda":
-        if choice == "fp16":
-            raise DeviceError("--precision fp16 needs a CUDA GPU; a CPU trains in fp32 or, where it has bf16 instructions, bf16")
-        if choice == "bf16":
-            return _cpu_bf16("--precision", "trains")
-        return torch.float32
+        return _on_cpu(choice, "trains")
     if choice == "auto" or choice == "fp16":
         return torch.float16
     if choice == "bf16":
@@ -70,13 +72,9 @@ def resolve_inference_precision(choice: str, device: torch.device, probed: bool 
         if choice == "bf16" and not devices.bf16_rnn_supported():
             raise DeviceError("this GPU's cuDNN cannot run bf16 recurrent layers; use --precision fp16 or fp32")
         return DTYPES.get(choice, torch.float32)
-    if choice == "fp16":
-        raise DeviceError("--precision fp16 needs a CUDA GPU; a CPU computes in fp32 or, where it has bf16 instructions, bf16")
-    if choice == "bf16":
-        return _cpu_bf16("--precision", "computes")
     if choice == "auto" and probed and devices.cpu_bf16_flags():
         return None
-    return torch.float32
+    return _on_cpu(choice, "computes")
 
 
 def faster_precision(steps: dict[torch.dtype, Callable[[], object]]) -> tuple[torch.dtype, dict[torch.dtype, float]]:
