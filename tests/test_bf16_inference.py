@@ -175,3 +175,12 @@ def test_auto_eval_is_the_exact_fp32_figure(trained_run, text_file):
     fp32 = runner.invoke(app, ["eval", str(trained_run), str(text_file), "--threads", "1", "--precision", "fp32"])
     assert auto.stdout == fp32.stdout
     assert "precision" not in auto.stderr  # fp32, as always: nothing to say
+
+
+@pytest.mark.parametrize("value", ["xx", "\udcff"], ids=["unknown", "invalid-unicode"])
+def test_a_bad_precision_is_one_line_for_every_command(trained_run, text_file, value):
+    for command in (["sample", str(trained_run)], ["eval", str(trained_run), str(text_file)], ["serve", str(trained_run)]):
+        result = runner.invoke(app, [*command, "--precision", value])
+        assert result.exit_code == 2, (command, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "--precision" in lines[0] and "Traceback" not in result.stderr, result.stderr
