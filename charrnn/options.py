@@ -116,10 +116,11 @@ class Preset(str, Enum):
 PRESETS: dict[str, dict] = {
     # ~0.1M parameters: fast sampling, embedded use, smoke tests.
     "tiny": {"layers": 1, "hidden": 128, "embed": 32, "dropout": 0.0},
-    # ~0.9M parameters: the default; fits a few minutes of CPU on a 1 MB corpus. No dropout:
-    # in a 6-minute run on tiny shakespeare 0.1 gained per step (1.492 against 1.506
-    # nats/char at 7,750 steps) but cost 11% of the speed, and weight decay (below) did
-    # better for free; raise it for runs of many epochs on a small corpus.
+    # ~0.9M parameters: the default; fits a few minutes of CPU on a 1 MB corpus. Its dropout
+    # is the budget's (DEFAULTS["budget_fit"]); this 0 is its floor, and ModelConfig's default.
+    # At about 8 passes (a 6-minute run on tiny shakespeare, an older CPU) 0.1 gained per step
+    # (1.492 against 1.506 nats/char at 7,750 steps) but cost 11% of the speed, and weight
+    # decay (below) did better for free; at 10 passes and more dropout 0.2 did better.
     "small": {"layers": 2, "hidden": 256, "embed": 64, "dropout": 0.0},
     # ~3.3M parameters: tens of minutes of CPU, or a GPU.
     "medium": {"layers": 2, "hidden": 512, "embed": 128, "dropout": 0.2},
@@ -200,6 +201,24 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     # The budget of a new run given no --max-steps, --minutes or --epochs.
     "budget": {"minutes": 10.0},
+    # A new run of these presets given no --dropout takes its dropout from the passes over the
+    # training text that its budget will hold (charrnn.training.budget_fit): none up to
+    # free_passes, then per_pass more for each pass, up to most. Measured on tiny shakespeare
+    # (small, weight decay 0.05, 2-core Xeon, docs/performance.md "Learning per minute"): at
+    # 10-13 passes (6 minutes) dropout 0.2 ended 0.04-0.06 nats/char below none, at 16-21
+    # passes (10 minutes) it reached 1.397-1.404 where none ended at 1.478; at about 8 passes
+    # none did as well as 0.1 (docs/defaults.md).
+    "budget_fit": {
+        "presets": ["small"],
+        "free_passes": 6.0,
+        "per_pass": 0.05,
+        "most": 0.2,
+        # The probe of the training step that a time budget plans by: one warm-up step, then
+        # the fastest of `repeats` rounds of `steps` steps (a fixed count, so that every
+        # process of a torchrun run takes part in the same number of steps).
+        "probe_steps": 2,
+        "probe_repeats": 3,
+    },
     "run": {"eval_sample_chars": 200},
     "gpu": {
         # What `charrnn train` builds on a GPU when no --preset is given. A step of a 2x512

@@ -4,9 +4,10 @@ that applies it.
 Training autocasts its steps (weights and optimizer state stay fp32). Inference (``eval``,
 ``sample``, ``serve``) autocasts the model's own forward and runs the fast stepper's matrix
 products on bf16 copies of the weights (``charrnn.generation.stepper``). On a CPU, bf16 is
-offered only where the CPU multiplies it natively (``charrnn.device.CPU_BF16_FLAGS``); there
-``auto`` trains in fp32 and, for inference, times this model's step in both precisions
-(``faster_precision``) and keeps bf16 only where it is clearly the faster.
+offered only where the CPU multiplies it natively (``charrnn.device.CPU_BF16_FLAGS``). There
+``auto`` times this model's step in both precisions and keeps bf16 only where it is clearly
+the faster: for inference here (``faster_precision``), for a new run with a budget in minutes
+in ``charrnn.training.budget_fit``.
 """
 
 from __future__ import annotations
@@ -47,11 +48,15 @@ def _on_cpu(choice: str, purpose: str) -> torch.dtype:
     return torch.bfloat16
 
 
-def resolve_precision(choice: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype for training (float32 means no autocast). On a CPU, ``auto`` is fp32:
-    bf16 autocast trains where the CPU multiplies bf16 natively, when asked for."""
+def resolve_precision(choice: str, device: torch.device, recorded: str | None = None) -> torch.dtype:
+    """The autocast dtype for training (float32 means no autocast). On a CPU, ``auto`` is fp32
+    unless a new run's budget chose bf16 (``charrnn.training.budget_fit``); ``recorded`` is
+    what a resumed run trained in (its checkpoint's), which its ``auto`` keeps where this CPU
+    runs it, so that the resume is exact."""
     choice = Precision(choice).value
     if device.type != "cuda":
+        if choice == "auto" and recorded == "bf16" and devices.cpu_bf16_flags():
+            return torch.bfloat16
         return _on_cpu(choice, "trains")
     if choice == "auto" or choice == "fp16":
         return torch.float16
@@ -105,22 +110,25 @@ def autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def describe_precision(choice: str, dtype: torch.dtype, device: torch.device) -> str:
-    """The precision a run trains in and why, for its header."""
+def describe_precision(choice: str, dtype: torch.dtype, device: torch.device, probe: str | None = None) -> str:
+    """The precision a run trains in and why, for its header; ``probe``: the timings of the
+    step by which ``auto`` chose, in words."""
+    flags = devices.cpu_bf16_flags() if device.type == "cpu" else ()
+    chosen = f"auto: a training step took {probe}" if probe else ""
     if dtype == torch.float32:
         if device.type == "cuda":
             return "fp32 (--precision fp32)"
-        flags = devices.cpu_bf16_flags()
         if choice == "fp32" or not flags:
             return "fp32" + ("" if flags else " (this CPU has no native bf16)")
-        # docs/performance.md, "Learning per minute": 1.4x the steps, and a worse last checkpoint.
+        if chosen:
+            return f"fp32 ({chosen}; bf16 is kept only at {PROBE_MARGIN:g}x fp32's speed)"
+        # bf16 learns no more per step (docs/performance.md, "bf16 on a CPU").
         return (
-            f"fp32 (auto: the CPU has {', '.join(flags)}; its faster bf16 steps learned less per minute "
-            "at the defaults, more with dropout: --precision bf16 trains in bf16 autocast)"
+            f"fp32 (auto: the CPU has {', '.join(flags)}, but a budget in steps trains in fp32, the same "
+            "figures on every CPU; a budget in minutes times both: --precision bf16 trains in bf16 autocast)"
         )
-    name = DTYPE_NAMES[dtype]
-    why = f"; the CPU has {', '.join(devices.cpu_bf16_flags())}" if device.type == "cpu" else ""
-    return f"{name} autocast, weights and optimizer state in fp32{why}"
+    why = "; ".join(part for part in (chosen, f"the CPU has {', '.join(flags)}" if flags else "") if part)
+    return f"{DTYPE_NAMES[dtype]} autocast, weights and optimizer state in fp32" + (f" ({why})" if why else "")
 
 
 def describe_inference_precision(choice: str, dtype: torch.dtype, device: torch.device, probe: dict[torch.dtype, float] | None = None) -> str:

@@ -49,6 +49,12 @@ def _config_file(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
 # train's parameters that shape how the run is shown, not what is trained.
 NOT_REQUEST = {"config", "eval_sample_chars", "tensorboard"}
 
+_FIT = DEFAULTS["budget_fit"]
+_BUDGET_DROPOUT = (
+    f"\\[default: the preset's; for {', '.join(_FIT['presets'])}, chosen by the passes over the text that the "
+    f"budget holds: none up to {_FIT['free_passes']:g} passes, {_FIT['per_pass']:g} more a pass beyond, at most {_FIT['most']:g}]"
+)
+
 
 def train(
     paths: Annotated[Optional[list[str]], typer.Argument(help="Text files, directories of text files, or a corpus name (stdlib, tinyshakespeare, ptb-char, ...). Optional with --resume.", show_default=False)] = None,
@@ -65,7 +71,7 @@ def train(
     layers: Annotated[Optional[int], ranged("model", "layers", help="Recurrent layers.", rich_help_panel=MODEL)] = None,
     hidden: Annotated[Optional[int], ranged("model", "hidden", help="Hidden units per layer.", rich_help_panel=MODEL)] = None,
     embed: Annotated[Optional[int], ranged("model", "embed", help="Character embedding size.", rich_help_panel=MODEL)] = None,
-    dropout: Annotated[Optional[float], ranged("model", "dropout", help="Dropout between layers and before the decoder.", rich_help_panel=MODEL)] = None,
+    dropout: Annotated[Optional[float], ranged("model", "dropout", help="Dropout between layers and before the decoder. " + _BUDGET_DROPOUT, rich_help_panel=MODEL)] = None,
     batch_size: Annotated[Optional[int], ranged("train", "batch_size", help=f"Parallel streams per step (shrinks for short texts). \\[default: {TRAIN['batch_size']}; {GPU['batch_size']} on a GPU]", rich_help_panel=TRAINING)] = None,
     seq_len: Annotated[Optional[int], ranged("train", "seq_len", help="Characters per truncated-BPTT window. " + _default("train", "seq_len"), rich_help_panel=TRAINING)] = None,
     lr: Annotated[Optional[str], ranged("train", "lr", parser=_learning_rate, metavar="<number|auto>", help=f"Peak learning rate (AdamW): above 0, at most {MAX_LR:g}; or auto: a range test at the start of a new run chooses it (docs/defaults.md). \\[default: from the preset: {_per_preset('lr')}]", rich_help_panel=TRAINING)] = None,
@@ -92,7 +98,7 @@ def train(
     threads: ThreadsOption = None,
     eval_sample_chars: Annotated[int, ranged("run", "eval_sample_chars", checked=True, help="Characters of the sample written to samples.txt at each evaluation; 0 = none.", rich_help_panel=BUDGET)] = DEFAULTS["run"]["eval_sample_chars"],
     tensorboard: Annotated[bool, typer.Option("--tensorboard/--no-tensorboard", help="Also write TensorBoard event files to RUN_DIR/tensorboard (needs the tensorboard extra).", rich_help_panel=RUN)] = False,
-    precision: Annotated[Optional[Precision], typer.Option(help="Arithmetic of the steps (weights and optimizer stay fp32): auto = fp16 autocast on CUDA, fp32 on a CPU; bf16 on a CPU with native bf16 instructions (avx512_bf16, amx_bf16). " + _default("train", "precision"), rich_help_panel=DEVICE)] = None,
+    precision: Annotated[Optional[Precision], typer.Option(help="Arithmetic of the steps (weights and optimizer stay fp32): auto = fp16 autocast on CUDA; on a CPU fp32, or bf16 where the CPU has native bf16 instructions (avx512_bf16, amx_bf16), the budget is in minutes and a probe of the step finds bf16 clearly faster. " + _default("train", "precision"), rich_help_panel=DEVICE)] = None,
     deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--no-deterministic", help="Deterministic kernels everywhere, so a resumed run matches an unstopped one bit-for-bit on CUDA too (CPU runs already do); on CUDA it needs --dropout 0 or one layer. " + _default("train", "deterministic"), show_default=False, rich_help_panel=RUN)] = None,
 ) -> None:
     """Train a model on text files; checkpoints and metrics go to a run directory."""
@@ -183,7 +189,11 @@ def _print_run_header(run) -> None:
     )
     if run.trainer.device.type == "cpu":
         err.print(f"threads: {run.threads.describe()}", markup=False)
-    err.print(f"precision: {describe_precision(t.precision, run.trainer.amp_dtype, run.trainer.device)}", markup=False)
+    fit = run.budget_fit
+    probe = fit.describe_probe() if fit is not None and fit.precision is not None else None
+    err.print(f"precision: {describe_precision(t.precision, run.trainer.amp_dtype, run.trainer.device, probe)}", markup=False)
+    if fit is not None and fit.dropout is not None:
+        err.print(f"dropout: {fit.dropout:g} (by the budget: {fit.describe_passes(t)}; --dropout sets it)", markup=False)
     if run.trainer.lr_range is not None:
         err.print(_describe_lr_range(run.trainer.lr_range, t.lr, fresh=run.resumed_from is None), markup=False)
     err.print(f"run directory: {shown(run.directory)}", markup=False)

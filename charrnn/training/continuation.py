@@ -9,7 +9,7 @@ import hashlib
 import numpy as np
 
 from charrnn.data.batches import StreamLayout, plan_layout
-from charrnn.precision import DTYPE_NAMES, resolve_precision
+from charrnn.precision import DTYPE_NAMES, DTYPES, resolve_precision
 from charrnn.errors import CorpusError, DeviceError
 from charrnn.options import TrainConfig
 from charrnn.saved import TextFingerprint
@@ -33,28 +33,35 @@ def text_fingerprint(train: np.ndarray, val: np.ndarray | None) -> TextFingerpri
 
 
 def check_continuation(
-    trainer: Trainer, stored: TrainConfig, stored_print: TextFingerprint | None, fingerprint: TextFingerprint, kind: str
+    trainer: Trainer,
+    stored: TrainConfig,
+    stored_print: TextFingerprint | None,
+    fingerprint: TextFingerprint,
+    kind: str,
+    trained_in: str | None = None,
 ) -> list[str]:
     """What keeps a resume from continuing the run exactly, one line each. Another window
     layout or another training text restarts the carried hidden state; another validation
-    text restarts the best so far, so that best.pt is never chosen across two validation sets."""
-    notices = _layout_changes(trainer, stored, fingerprint) + _precision_change(trainer, stored)
+    text restarts the best so far, so that best.pt is never chosen across two validation sets.
+    ``trained_in``: the precision the run's steps ran in, where its checkpoint records it."""
+    notices = _layout_changes(trainer, stored, fingerprint) + _precision_change(trainer, stored, trained_in)
     if stored_print is not None:  # None: a checkpoint from before fingerprints, nothing to compare
         notices += _text_changes(trainer, stored_print, fingerprint, "characters" if kind == "chars" else "tokens")
     return notices
 
 
-def _precision_change(trainer: Trainer, stored: TrainConfig) -> list[str]:
+def _precision_change(trainer: Trainer, stored: TrainConfig, trained_in: str | None) -> list[str]:
     """Another precision rounds every step otherwise: the run goes on, not bit-for-bit."""
     try:
-        before = resolve_precision(stored.precision, trainer.device)
+        before = DTYPES[trained_in] if trained_in in DTYPES else resolve_precision(stored.precision, trainer.device)
     except DeviceError:
         before = None  # a precision this machine lacks
     if before == trainer.amp_dtype:
         return []
     now = DTYPE_NAMES[trainer.amp_dtype]
+    was = f"in {trained_in} (--precision {stored.precision})" if trained_in else f"with --precision {stored.precision}"
     return [
-        f"this run trained with --precision {stored.precision} and goes on in {now}: a resume is "
+        f"this run trained {was} and goes on in {now}: a resume is "
         "exact within one precision, so this one is not bit-for-bit"
     ]
 

@@ -121,6 +121,9 @@ class RunPlan:
     # --lr auto in a new run: a range test chooses the rate once the model exists (``train``
     # then holds the preset's rate, which the test replaces).
     lr_auto: bool = False
+    # A new run whose preset takes its dropout from the passes its budget holds, given no
+    # --dropout (``charrnn.training.budget_fit``; ``model`` then holds the preset's floor).
+    dropout_by_budget: bool = False
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(vocab_size=vocab_size, **self.model)
@@ -279,6 +282,7 @@ def resolve_plan(request: RunRequest, saved: SavedRun | None, device_type: str, 
         extend_minutes=request.extend_minutes,
         resume=request.resume,
         lr_auto=lr_auto,
+        dropout_by_budget=saved is None and request.model.get("dropout") is None and preset in DEFAULTS["budget_fit"]["presets"],
     )
 
 

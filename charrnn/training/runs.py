@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from charrnn import __version__, checkpoint
+from charrnn.data.batches import plan_layout
 from charrnn.data.corpus import Corpus, Sources, resolve_sources
 from charrnn.data.unigram import token_counts, unigram_bpc
 from charrnn.data.vocab import Vocab
@@ -49,6 +50,7 @@ from charrnn.saved import CorpusOptions, Metrics, SavedRun
 from charrnn.text import shown
 from charrnn.threads import ThreadGovernor, ThreadPolicy, resolve_policy, set_threads
 from charrnn.training import distributed
+from charrnn.training.budget_fit import BudgetFit, fit_budget
 from charrnn.training.continuation import check_continuation, text_fingerprint
 from charrnn.training.plan import RunPlan, RunRequest, check_request, resolve_plan
 from charrnn.training.run_logs import EvalSamples, MetricsLog
@@ -73,6 +75,9 @@ class Run:
     # Bits per character of a model that knows only the characters' frequencies, on the
     # validation text (the training text when there is none): the level the run must leave.
     unigram_bpc: float | None = None
+    # What a new run's budget holds, and the dropout or precision chosen by it (None: nothing
+    # was chosen by the budget).
+    budget_fit: BudgetFit | None = None
 
     @property
     def vocab(self) -> Vocab:
@@ -154,14 +159,18 @@ def prepare_run(request: RunRequest) -> Run:
         plan.corpus.extend_vocab,
     )
     train_config = plan.train_config(len(corpus.train))
+    fit = _fit_budget(plan, train_config, corpus, device) if saved is None else None
+    if fit is not None and fit.dropout is not None:
+        plan.model["dropout"] = fit.dropout
     model = _model(plan, train_config, saved, len(corpus.vocab), device)
+    amp_dtype = fit.precision if fit is not None and fit.precision is not None else _precision(train_config, saved, device)
     lr_range = None
     if saved is None:
         model.start_from_frequencies(torch.from_numpy(token_counts(corpus.train, len(corpus.vocab))[: len(corpus.vocab)]))
         if plan.lr_auto:
-            lr_range = _choose_rate(model, corpus, train_config, device, threads)
+            lr_range = _choose_rate(model, corpus, train_config, device, amp_dtype, threads)
             train_config = replace(train_config, lr=lr_range.lr)
-    trainer = _trainer(train_config, model, corpus, device, fresh=saved is None, items_delimiter=plan.corpus.items_delimiter)
+    trainer = _trainer(train_config, model, corpus, device, amp_dtype, fresh=saved is None, items_delimiter=plan.corpus.items_delimiter)
     if lr_range is not None:
         trainer.lr_range = lr_range.to_dict()
         trainer.progress.elapsed = lr_range.seconds  # the test's time is part of a time budget
@@ -175,7 +184,7 @@ def prepare_run(request: RunRequest) -> Run:
         notices += continued
     directory = _run_directory(request, resumed_from, sources, grown)
     run = Run(
-        directory, corpus, model, trainer, corpus_options, resumed_from, extended_by, notices, threads
+        directory, corpus, model, trainer, corpus_options, resumed_from, extended_by, notices, threads, budget_fit=fit
     )
     scored = corpus.train if trainer.val_ids is None else trainer.val_ids
     run.unigram_bpc = unigram_bpc(scored, tokens_per_char)
@@ -184,8 +193,23 @@ def prepare_run(request: RunRequest) -> Run:
     return run
 
 
+def _fit_budget(plan: RunPlan, config: TrainConfig, corpus: Corpus, device: torch.device) -> BudgetFit | None:
+    """A new run's passes over its text, and the dropout and precision they choose. The probe
+    of a time budget runs a second model beside the run's: it must fit too."""
+    model_config = plan.model_config(len(corpus.vocab))
+    check_model_fits(model_config, device)
+    layout = plan_layout(len(corpus.train), config.batch_size, config.seq_len, plan.world_size)
+    return fit_budget(config, model_config, corpus.train, layout, device, plan.dropout_by_budget)
+
+
+def _precision(config: TrainConfig, saved: SavedRun | None, device: torch.device) -> torch.dtype:
+    """The precision the steps run in: as --precision says, or where a resumed run's auto chose
+    by its budget, what it chose (its checkpoint says), if this machine runs it."""
+    return resolve_precision(config.precision, device, recorded=None if saved is None else saved.trainer_state.get("precision"))
+
+
 def _choose_rate(
-    model: CharRNN, corpus: Corpus, config: TrainConfig, device: torch.device, threads: ThreadPolicy
+    model: CharRNN, corpus: Corpus, config: TrainConfig, device: torch.device, amp_dtype: torch.dtype, threads: ThreadPolicy
 ) -> RangeTest:
     """--lr auto: the range test on this run's model and first windows, on a fixed number of
     CPU threads: --threads if given, else one. Not the governor's choice, which depends on the
@@ -196,7 +220,7 @@ def _choose_rate(
     first's rate."""
     if device.type == "cpu":
         set_threads(threads.fixed or 1)
-    test = range_test(model, corpus.train, config, device, resolve_precision(config.precision, device))
+    test = range_test(model, corpus.train, config, device, amp_dtype)
     test.lr = distributed.rank0_value(test.lr)
     return test
 
@@ -222,8 +246,9 @@ def _model(plan: RunPlan, config: TrainConfig, saved: SavedRun | None, vocab_siz
     return model
 
 
-def _trainer(config: TrainConfig, model: CharRNN, corpus: Corpus, device: torch.device, fresh: bool, items_delimiter: str | None = None) -> Trainer:
-    amp_dtype = resolve_precision(config.precision, device)
+def _trainer(
+    config: TrainConfig, model: CharRNN, corpus: Corpus, device: torch.device, amp_dtype: torch.dtype, fresh: bool, items_delimiter: str | None = None
+) -> Trainer:
     ddp_model = None
     if distributed.active():
         if fresh:
@@ -268,7 +293,12 @@ def _continue(
     else:
         trainer.load_state_dict(saved.trainer_state)
     notices = check_continuation(
-        trainer, saved.train_config, saved.corpus.fingerprint, corpus_options.fingerprint, plan.corpus.tokenizer
+        trainer,
+        saved.train_config,
+        saved.corpus.fingerprint,
+        corpus_options.fingerprint,
+        plan.corpus.tokenizer,
+        saved.trainer_state.get("precision"),
     )
     return notices, _extend_budget(trainer, plan, corpus_options.fingerprint.train_ids)
 

@@ -16,7 +16,7 @@ from charrnn.training.gradient_stats import GradientGroups, GradientWarning, Gra
 from charrnn.data.batches import StreamBatches
 from charrnn.device import capture_rng_state, restore_rng_state
 from charrnn.errors import ConfigError, TrainingDiverged
-from charrnn.precision import autocast
+from charrnn.precision import DTYPE_NAMES, autocast
 from charrnn.options import CPU_BATCH_SIZE, GPU_BATCH_SIZE, TrainConfig
 from charrnn.units import nats_to_bpc
 from charrnn.model.evaluation import EVAL_WINDOW, evaluate, evaluate_items
@@ -243,6 +243,9 @@ class Trainer:
             },
             "world_size": self.world_size,
             "gradients": self.gradient_watch.state_dict(),
+            # What the steps ran in: a resumed run whose --precision auto chose by its budget
+            # goes on in it (charrnn.training.budget_fit).
+            "precision": DTYPE_NAMES[self.amp_dtype],
         }
         if self.lr_range is not None:
             state["lr_range"] = self.lr_range
