@@ -108,23 +108,21 @@ def _time_steps(
 ) -> dict[torch.dtype, float]:
     """Seconds per training step of a fresh copy of the model in each of ``dtypes``: the
     fastest of a few rounds (a busy machine disturbs the fastest least), the precisions taking
-    turns so that a spell of load falls on both. Every process of a torchrun run takes the
-    first's figures (the steps average their losses across processes, so all take part in
-    the same number of them)."""
+    turns on the one copy (no more memory than the run's own model) so that a spell of load
+    falls on both. Every process of a torchrun run takes the first's figures (the steps
+    average their losses across processes, so all take part in the same number of them)."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        trainers = {dtype: _probe_trainer(model_config, config, train_ids, device, dtype) for dtype in dtypes}
-        for trainer in trainers.values():
-            _timed(trainer, 1)  # lays out weights and warms caches
+        model = CharRNN(model_config).to(device)
+        trainer = Trainer(model, config, train_ids, None, device, dtypes[0], rank=distributed.rank(), world_size=distributed.world_size())
         seconds = {dtype: float("inf") for dtype in dtypes}
-        for _ in range(FIT["probe_repeats"]):
-            for dtype, trainer in trainers.items():
-                seconds[dtype] = min(seconds[dtype], _timed(trainer, FIT["probe_steps"]) / FIT["probe_steps"])
+        for repeat in range(1 + FIT["probe_repeats"]):
+            for dtype in dtypes:
+                trainer.amp_dtype = dtype
+                if repeat == 0:
+                    _timed(trainer, 1)  # lays out weights and warms caches
+                else:
+                    seconds[dtype] = min(seconds[dtype], _timed(trainer, FIT["probe_steps"]) / FIT["probe_steps"])
     return {dtype: distributed.rank0_value(value) for dtype, value in seconds.items()}
-
-
-def _probe_trainer(model_config: ModelConfig, config: TrainConfig, train_ids: np.ndarray, device: torch.device, dtype: torch.dtype) -> Trainer:
-    model = CharRNN(model_config).to(device)
-    return Trainer(model, config, train_ids, None, device, dtype, rank=distributed.rank(), world_size=distributed.world_size())
 
 
 def _timed(trainer: Trainer, steps: int) -> float:
