@@ -51,11 +51,12 @@ class BudgetFit:
 
     def describe_passes(self, config: TrainConfig) -> str:
         """How many passes the budget holds, and from what."""
+        passes = f"{self.passes:,.1f}" if self.passes >= 1 else f"{self.passes:.2g}"
         if not self.step_seconds:
-            return f"{config.max_steps:,} steps are about {self.passes:,.1f} passes over the training text"
+            return f"{config.max_steps:,} steps are about {passes} passes over the training text"
         seconds = self.step_seconds[self.precision or min(self.step_seconds, key=self.step_seconds.get)]
         return (
-            f"about {self.passes:,.1f} passes over the training text in {config.minutes:g} min "
+            f"about {passes} passes over the training text in {config.minutes:g} min "
             f"at about {self.chars_per_step / seconds:,.0f} chars/s"
         )
 
