@@ -106,7 +106,6 @@ def test_auto_in_a_time_budget_chooses_by_a_probe_and_a_resume_keeps_the_choice(
     resumed = runner.invoke(app, ["train", "--resume", str(tmp_path / "run"), "--extend-minutes", "0.05", "--threads", "1"])
     assert resumed.exit_code == 0, resumed.stderr
     assert "not bit-for-bit" not in resumed.stderr, resumed.stderr
-    print(line)
     assert SavedRun.load(tmp_path / "run").trainer_state["precision"] == chosen
 
 

@@ -49,15 +49,20 @@ class BudgetFit:
     # The probe's seconds per step in each precision it timed; empty where none ran.
     step_seconds: dict[torch.dtype, float] = field(default_factory=dict)
 
+    @property
+    def seconds_per_step(self) -> float:
+        """The probe's time of a step in the precision the run trains in: the one chosen, or
+        the only one timed."""
+        return self.step_seconds[self.precision or next(iter(self.step_seconds))]
+
     def describe_passes(self, config: TrainConfig) -> str:
         """How many passes the budget holds, and from what."""
         passes = f"{self.passes:,.1f}" if self.passes >= 1 else f"{self.passes:.2g}"
         if not self.step_seconds:
             return f"{config.max_steps:,} steps are about {passes} passes over the training text"
-        seconds = self.step_seconds[self.precision or min(self.step_seconds, key=self.step_seconds.get)]
         return (
             f"about {passes} passes over the training text in {config.minutes:g} min "
-            f"at about {self.chars_per_step / seconds:,.0f} chars/s"
+            f"at about {self.chars_per_step / self.seconds_per_step:,.0f} chars/s"
         )
 
     def describe_probe(self) -> str:
@@ -96,8 +101,7 @@ def fit_budget(
         if choose_precision:
             fp32, bf16 = fit.step_seconds[torch.float32], fit.step_seconds[torch.bfloat16]
             fit.precision = torch.bfloat16 if bf16 * PROBE_MARGIN <= fp32 else torch.float32
-        seconds = fit.step_seconds[fit.precision or dtypes[0]]
-        steps.append(config.minutes * 60 / seconds)
+        steps.append(config.minutes * 60 / fit.seconds_per_step)
     fit.passes = min(steps) / max(1, layout.windows)
     if dropout_by_budget:
         fit.dropout = dropout_for_passes(fit.passes)

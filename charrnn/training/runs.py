@@ -195,7 +195,8 @@ def prepare_run(request: RunRequest) -> Run:
 
 def _fit_budget(plan: RunPlan, config: TrainConfig, corpus: Corpus, device: torch.device) -> BudgetFit | None:
     """A new run's passes over its text, and the dropout and precision they choose. The probe
-    of a time budget runs a second model beside the run's: it must fit too."""
+    of a time budget builds and trains a copy of the model before the run's own exists: it is
+    checked to fit first."""
     model_config = plan.model_config(len(corpus.vocab))
     check_model_fits(model_config, device)
     layout = plan_layout(len(corpus.train), config.batch_size, config.seq_len, plan.world_size)
