@@ -88,10 +88,13 @@ def test_auto_times_nothing_where_bf16_never_gains(monkeypatch):
 
     monkeypatch.setattr("charrnn.device.cpu_bf16_flags", lambda: ("amx_bf16",))
     model, cpu = _model("lstm"), torch.device("cpu")
-    for engine, rows in (("auto", 1), ("fast", 1), ("fast", PROBE_MIN_ROWS - 1), ("eager", 64), ("auto", 64)):
+    for engine, rows in (("auto", 1), ("fast", 1), ("fast", 2), ("fast", PROBE_MIN_ROWS - 1), ("eager", 64), ("auto", 64)):
         assert choose_precision(model, engine, rows, "auto", cpu) == (torch.float32, None), (engine, rows)
     dtype, probe = choose_precision(model, "fast", PROBE_MIN_ROWS, "auto", cpu)
     assert set(probe) == {torch.float32, torch.bfloat16} and dtype in probe
+    # With the kernel too: one row stays fp32, the text a seed has always given.
+    monkeypatch.setattr("charrnn.generation.stepper.load_kernel", lambda: object())
+    assert choose_precision(model, "auto", 1, "auto", cpu) == (torch.float32, None)
 
 
 def _one_line_error(result, *words):

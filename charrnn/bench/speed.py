@@ -297,6 +297,10 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
         "cpu_model": cpu_model(),
         "bf16_flags": cpu_bf16_flags(),
     }
+    if cpu_bf16_flags():
+        from charrnn.generation.native import describe_kernel
+
+        result.machine["bf16_one_row"] = describe_kernel()
     presets = config.presets or default_presets(device)
     _bench_training(config, device, presets, result, progress)
     if config.sampling:

@@ -122,6 +122,8 @@ def _render_sampling(result: BenchResult, console: Console) -> None:
                 _num(row["batched_eager_bf16"]), f"{row['batched_eager_bf16'] / row['batched']:.2f}x",
             )  # fmt: skip
         console.print(table)
+        if result.machine.get("bf16_one_row"):
+            console.print(f"bf16 batch 1: {result.machine['bf16_one_row']}", markup=False)
 
 
 def _render_grad_stats_cost(result: BenchResult, console: Console) -> None:

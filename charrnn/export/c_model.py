@@ -22,8 +22,6 @@ prompt, which the C model does not implement: exporting one raises ``ExportError
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ import torch
 
 from charrnn.cells import CELLS
 from charrnn import __version__
+from charrnn.c_compiler import find_compiler
 from charrnn.errors import ExportError
 from charrnn.export.report import ExportReport
 from charrnn.model.network import CharRNN
@@ -280,18 +279,6 @@ def _source_path(output: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- compiling
-
-
-def find_compiler() -> str | None:
-    """The C compiler to use: ``$CC``, else the first of cc, gcc and clang on the PATH."""
-    named = os.environ.get("CC")
-    if named:
-        return shutil.which(named)
-    for name in ("cc", "gcc", "clang"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
 
 
 def compile_program(source: Path, program: Path, flags: tuple[str, ...] = ("-O2",), compiler: str | None = None) -> Path:

@@ -25,11 +25,13 @@ the same seed they draw the same characters; the tests check this on trained mod
 In bf16 (``--precision bf16``, a CPU with native bf16 instructions) the eager stepper runs the
 model under autocast, and the fast one multiplies bf16 copies of its weights: several rows
 in one torch product (oneDNN's bf16 kernels ran 2.8-3.7x fp32's at 32-64 rows of a 2x256
-LSTM), one row in numpy on the same bf16 values widened to fp32 (torch's one-row bf16
-product took 2-5x numpy's fp32 one), the input rounded to bf16 first and the result after,
-as torch's product rounds them. Either way a row's products are the same bf16 numbers summed
-in fp32, so a seeded stream gives the same text alone or beside others; the gates and the
-states stay fp32.
+LSTM); one row through a small C kernel compiled on first use (``charrnn.generation.native``:
+the whole step in one call, the weights read as bf16 with AVX512_BF16), or, where it cannot
+be built, in numpy on the same bf16 values widened to fp32 (torch's one-row bf16 product
+took 2-5x numpy's fp32 one). Every path rounds a product's input to bf16 first and its result
+after, as torch's product rounds them, so a row's products are the same bf16 numbers summed
+in fp32 (in another order: a rounding edge is rarely crossed) and a seeded stream gives the
+same text alone or beside others; the gates and the states stay fp32.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import numpy as np
 import torch
 
 from charrnn.cells import CELLS
+from charrnn.generation.native import NativeStep, load_kernel
 from charrnn.model.network import CharRNN, State
 from charrnn.options import SamplingEngine
 from charrnn.precision import autocast, faster_precision, resolve_inference_precision
@@ -158,7 +161,9 @@ class FastStepper:
 
     numpy_steps = True
 
-    def __init__(self, model: CharRNN, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, model: CharRNN, dtype: torch.dtype = torch.float32, native: bool = True) -> None:
+        """``native``: one row in bf16 steps through the compiled kernel where it can be had
+        (``charrnn.generation.native``); False keeps numpy, the reference the tests compare with."""
         if model.decoder.weight.device.type != "cpu":
             raise ValueError("the fast stepper runs on the CPU; use the eager stepper on a GPU")
         if model.config.cell == "rnn" and model.rnn.nonlinearity != "tanh":
@@ -203,6 +208,17 @@ class FastStepper:
         self.b_dec = model.decoder.bias.detach().numpy().astype(np.float32)
         self.gates = CELLS[self.cell].weight_blocks * H
         self._scratch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.native = self._native_step() if native and dtype == torch.bfloat16 else None
+
+    def _native_step(self) -> NativeStep | None:
+        kernel = load_kernel()
+        if kernel is None:
+            return None
+        if self.cell == "gru":
+            w_ih = [None if w is None else w.w for w in self.w_ih]
+            recurrent = [w.w for w in self.w_hh]
+            return NativeStep(kernel, "gru", self.hidden, self.table, recurrent, self.b_hh, self.w_dec.w, self.b_dec, w_ih, self.b_ih)
+        return NativeStep(kernel, self.cell, self.hidden, self.table, [w.w for w in self.w], self.b, self.w_dec.w, self.b_dec)
 
     # -- state ---------------------------------------------------------------------
 
@@ -249,6 +265,8 @@ class FastStepper:
         state, and the logits (N, V) come in a buffer that the next call overwrites. At one
         sample the copies and allocations this saves are a tenth of a character's time."""
         gates, tmp, logits = self._buffers(len(x))
+        if self.native is not None and len(x) == 1 and self.native.takes(state.h, state.c):
+            return self.native(int(x[0]), state.h, state.c, logits)
         if self.cell == "lstm":
             self._lstm(x, state.h, state.c, gates, tmp)
         elif self.cell == "gru":
@@ -354,9 +372,12 @@ def uses_fast_stepper(model: CharRNN, engine: str, num_samples: int) -> bool:
 # many rows or more (charrnn.generation.batch_memory), and bf16's lead only grows with rows.
 PROBE_ROWS = 256
 # ``auto`` times bf16 only for the fast stepper from this many rows up. Below, and on the
-# model's own layers, bf16 never gained on a 2-core Xeon with AMX (one row 0.79-0.88x; the own
-# layers at 64 rows 1.00x; docs/performance.md), and a probe that cannot find a gain could
-# only find noise: a busy machine would flip the text a seed gives.
+# model's own layers, it stays fp32 without a probe. On the model's own layers, and at a few
+# rows, bf16 never gained on a 2-core Xeon with AMX (the own layers at 64 rows 1.00x;
+# docs/performance.md), and a probe that cannot find a gain could only find noise: a busy
+# machine would flip the text a seed gives. One row through the native kernel does gain
+# (1.5-2x for 2x256), but there ``auto`` keeps fp32 so that a seed gives the text it always
+# has, and a served stream the text ``charrnn sample`` gives: ``--precision bf16`` asks.
 PROBE_MIN_ROWS = 16
 
 
