@@ -20,6 +20,28 @@ if os.path.basename(sys.argv[0] if sys.argv else "") == "charrnn":
     signal.signal(signal.SIGINT, _interrupted_while_loading)
 
 
+def _interrupted(signum, frame) -> None:
+    """SIGINT once the app is loaded: a KeyboardInterrupt, as Python raises it, except while a
+    module of torch is being imported. There torch's C++ (pybind11) runs Python code, and an
+    exception raised inside it ends the process with "terminate called after throwing an
+    instance of 'pybind11::error_already_set'" (SIGABRT) instead of one line. Nothing that
+    needs saving runs inside an import, so leave as while charrnn's own modules load."""
+    if _importing_torch():
+        try:
+            sys.stdout.flush()  # text already made, as a KeyboardInterrupt would have left it
+        except (OSError, ValueError, RuntimeError):
+            pass
+        _interrupted_while_loading(signum, frame)
+    signal.default_int_handler(signum, frame)
+
+
+def _importing_torch() -> bool:
+    for name, module in list(sys.modules.items()):
+        if name.partition(".")[0] == "torch" and getattr(getattr(module, "__spec__", None), "_initializing", False):
+            return True
+    return False
+
+
 _console_script = False  # main() is running: the process is charrnn's own
 
 
@@ -31,7 +53,7 @@ def main() -> None:
     try:
         from charrnn.cli.app import main as run
 
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, _interrupted)
         run()
     except KeyboardInterrupt:
         if os.environ.get("DEBUG", "") not in ("", "0"):
