@@ -21,12 +21,13 @@ if os.path.basename(sys.argv[0] if sys.argv else "") == "charrnn":
 
 
 def _interrupted(signum, frame) -> None:
-    """SIGINT once the app is loaded: a KeyboardInterrupt, as Python raises it, except while a
-    module of torch is being imported. There torch's C++ (pybind11) runs Python code, and an
-    exception raised inside it ends the process with "terminate called after throwing an
-    instance of 'pybind11::error_already_set'" (SIGABRT) instead of one line. Nothing that
+    """SIGINT once the app is loaded: a KeyboardInterrupt, as Python raises it, except inside
+    an import. There it can be lost or fatal: raised while torch's C++ (pybind11) runs the
+    Python code of its import, it ends the process with "terminate called after throwing an
+    instance of 'pybind11::error_already_set'" (SIGABRT); raised in the callback that frees
+    an import's lock, Python prints "Exception ignored" and the command runs on. Nothing that
     needs saving runs inside an import, so leave as while charrnn's own modules load."""
-    if _importing_torch():
+    if _inside_import(frame):
         try:
             sys.stdout.flush()  # text already made, as a KeyboardInterrupt would have left it
         except (OSError, ValueError, RuntimeError):
@@ -35,10 +36,11 @@ def _interrupted(signum, frame) -> None:
     signal.default_int_handler(signum, frame)
 
 
-def _importing_torch() -> bool:
-    for name, module in list(sys.modules.items()):
-        if name.partition(".")[0] == "torch" and getattr(getattr(module, "__spec__", None), "_initializing", False):
+def _inside_import(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
             return True
+        frame = frame.f_back
     return False
 
 
