@@ -60,6 +60,11 @@ def _cpuinfo(field: str) -> str | None:
     return None
 
 
+def cpu_flags() -> str | None:
+    """The CPU's feature flags as the kernel lists them (x86 "flags", Arm "Features"), or None."""
+    return _cpuinfo("flags") or _cpuinfo("Features")
+
+
 def cpu_model() -> str:
     """The CPU's model name as the kernel gives it (lscpu's "Model name"), or the platform's."""
     return _cpuinfo("model name") or platform.processor() or platform.machine()

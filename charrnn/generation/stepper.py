@@ -265,8 +265,10 @@ class FastStepper:
         state, and the logits (N, V) come in a buffer that the next call overwrites. At one
         sample the copies and allocations this saves are a tenth of a character's time."""
         gates, tmp, logits = self._buffers(len(x))
-        if self.native is not None and len(x) == 1 and self.native.takes(state.h, state.c):
-            return self.native(int(x[0]), state.h, state.c, logits)
+        if self.native is not None and len(x) == 1:
+            stepped = self.native(int(x[0]), state.h, state.c, logits)
+            if stepped is not None:
+                return stepped
         if self.cell == "lstm":
             self._lstm(x, state.h, state.c, gates, tmp)
         elif self.cell == "gru":

@@ -26,6 +26,7 @@ import numpy as np
 
 from charrnn.c_compiler import find_compiler
 from charrnn.data.cache import cache_dir
+from charrnn.device import cpu_flags
 
 NATIVE_ENV = "CHARRNN_NATIVE"  # "off": never build or load the kernel
 SOURCE = "bf16_step.c"
@@ -107,22 +108,12 @@ def _turned_off() -> bool:
 
 
 def _build_key(source: bytes, compiler: str) -> str:
-    material = [source, compiler.encode(), platform.machine().encode(), _cpu_flags().encode()]
+    material = [source, compiler.encode(), platform.machine().encode(), (cpu_flags() or platform.processor()).encode()]
     try:
         material.append(str(os.stat(compiler).st_mtime_ns).encode())
     except OSError:
         pass
     return hashlib.sha256(b"\0".join(material)).hexdigest()[:24]
-
-
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _compile(compiler: str, source: bytes, directory: Path) -> Path | None:
@@ -240,22 +231,24 @@ class NativeStep:
         self.net.input = scratch.ctypes.data_as(_u16p)
         self._net_ref = ctypes.byref(self.net)
         self._arrays: tuple = ()
-        self._addresses: tuple = ()
+        self._addresses: tuple | None = ()
 
     @staticmethod
     def takes(*arrays: np.ndarray | None) -> bool:
         """Whether the kernel can step these arrays in place (C-contiguous float32)."""
         return all(a is None or (a.dtype == np.float32 and a.flags.c_contiguous) for a in arrays)
 
-    def __call__(self, token: int, h: np.ndarray, c: np.ndarray | None, logits: np.ndarray) -> np.ndarray:
+    def __call__(self, token: int, h: np.ndarray, c: np.ndarray | None, logits: np.ndarray) -> np.ndarray | None:
         """Feed ``token``: ``h`` (1, layers*hidden) and ``c`` (layers, 1, hidden) become the
-        next state, ``logits`` (1, vocab) the next character's; all ``takes`` them."""
+        next state, ``logits`` (1, vocab) the next character's. None, with nothing changed,
+        where the kernel cannot step these arrays in place (not ``takes``)."""
         arrays = (h, c, logits)
         if not self._arrays or any(a is not b for a, b in zip(arrays, self._arrays)):
-            # The sampling loop steps the same arrays every time: their addresses are looked up once.
-            if not self.takes(*arrays):
-                raise ValueError("the native step needs C-contiguous float32 arrays")
+            # The sampling loop steps the same arrays every time: they are checked, and their
+            # addresses looked up, once.
             self._arrays = arrays
-            self._addresses = tuple(None if a is None else a.ctypes.data for a in arrays)
+            self._addresses = tuple(None if a is None else a.ctypes.data for a in arrays) if self.takes(*arrays) else None
+        if self._addresses is None:
+            return None
         self.kernel.charrnn_bf16_step(self._net_ref, token, *self._addresses)
         return logits
