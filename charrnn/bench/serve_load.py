@@ -71,6 +71,8 @@ class ServeLoadResult:
     # preset), that bounds what N clients can gain over one, before any sampling, HTTP or
     # client work is counted.
     step_ms: dict[int, float] = field(default_factory=dict)
+    # How the step multiplies in bf16 here (one row; several rows), "" in fp32.
+    step_path: str = ""
 
     def ceiling(self, rows: int) -> float | None:
         """Characters per second of ``rows`` rows stepped together, as a multiple of one row's."""
@@ -279,8 +281,17 @@ def run_serve_load(
     progress(f"{precision}: the bare batched step, one thread, for comparison")
     steps = step_times(served, clients, precision)
     return ServeLoadResult(
-        model=model, precision=precision, max_tokens=max_tokens, level_seconds=seconds, cpus=os.cpu_count() or 1, levels=levels, step_ms=steps
+        model=model, precision=precision, max_tokens=max_tokens, level_seconds=seconds, cpus=os.cpu_count() or 1, levels=levels, step_ms=steps,
+        step_path=_step_path(precision),
     )
+
+
+def _step_path(precision: str) -> str:
+    if precision != "bf16":
+        return ""
+    from charrnn.generation.native import describe_batched, describe_kernel
+
+    return f"one row: {describe_kernel()}; several rows: {describe_batched()}"
 
 
 def serving_precisions() -> tuple[str, ...]:

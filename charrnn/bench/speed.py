@@ -298,9 +298,10 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
         "bf16_flags": cpu_bf16_flags(),
     }
     if cpu_bf16_flags():
-        from charrnn.generation.native import describe_kernel
+        from charrnn.generation.native import describe_batched, describe_kernel
 
         result.machine["bf16_one_row"] = describe_kernel()
+        result.machine["bf16_rows"] = describe_batched()
     presets = config.presets or default_presets(device)
     _bench_training(config, device, presets, result, progress)
     if config.sampling:

@@ -124,6 +124,8 @@ def _render_sampling(result: BenchResult, console: Console) -> None:
         console.print(table)
         if result.machine.get("bf16_one_row"):
             console.print(f"bf16 batch 1: {result.machine['bf16_one_row']}", markup=False)
+        if result.machine.get("bf16_rows"):
+            console.print(f"bf16 several rows: {result.machine['bf16_rows']}", markup=False)
 
 
 def _render_grad_stats_cost(result: BenchResult, console: Console) -> None:
@@ -284,6 +286,8 @@ def render_serve_load(result, console: Console) -> None:
             f"against one row, N x (1-row step) / (N-row step): {ceilings}",
             markup=False,
         )
+    if result.step_path:
+        console.print(f"bf16 step here: {result.step_path}", markup=False)
 
 
 def render_explore_bench(result, console: Console) -> None:

@@ -54,12 +54,14 @@ def serve(
 
     from charrnn.precision import DTYPE_NAMES
     from charrnn.serve.app import serve as run_server, serving_precision
+    from charrnn.serve.config import listening_socket
 
     path = ckpt.resolve(checkpoint, "best" if best else "last")
     model, vocab, saved = load_model(path, device="cpu")
     model_id = (checkpoint if checkpoint.is_dir() else path.parent).resolve().name
     m = model.config
     facts = model_facts(model, vocab, saved, max_tokens_limit)
+    sock = listening_socket(config.host, config.port)  # before the probe: a taken port is answered at once
     dtype, probe = serving_precision(model, config)
     say_precision(config.precision, dtype, torch.device("cpu"), probe)
     config = replace(config, precision=DTYPE_NAMES[dtype])  # chosen once: the server does not probe again
@@ -81,7 +83,7 @@ def serve(
     from charrnn.explore.app import PAGE, ROUTES, Explorer
 
     explorer = Explorer(model, vocab)
-    run_server(model, vocab, model_id, facts, config, announce, explorer.routes(), (PAGE,), ROUTES)
+    run_server(model, vocab, model_id, facts, config, announce, explorer.routes(), (PAGE,), ROUTES, sock)
     err.print("stopped", markup=False)
     leave_when_stopped()
 

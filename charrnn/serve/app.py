@@ -13,6 +13,7 @@ import hmac
 import json
 import secrets
 import signal
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -479,12 +480,14 @@ def serving_precision(model: CharRNN, config: ServeConfig) -> tuple[torch.dtype,
     return choose_precision(model, "fast", config.max_streams, config.precision, torch.device("cpu"))
 
 
-def serve(model: CharRNN, vocab: Vocab, model_id: str, facts: dict, config: ServeConfig, announce: Callable[[str | None], None], routes: tuple[Route, ...] = (), pages: tuple[str, ...] = (), described: str = "") -> None:
+def serve(model: CharRNN, vocab: Vocab, model_id: str, facts: dict, config: ServeConfig, announce: Callable[[str | None], None], routes: tuple[Route, ...] = (), pages: tuple[str, ...] = (), described: str = "", sock: socket.socket | None = None) -> None:
     """Serve until SIGTERM or Ctrl-C (then: no new requests, ``config.grace`` seconds for
     running streams, a last event for those still running). ``announce`` hears the URL once
     the server listens, and None when it begins to stop. ``routes``, ``pages``, ``described``:
-    added routes, as ``create_app`` takes them."""
-    sock = listening_socket(config.host, config.port)  # first: a taken port is answered at once
+    added routes, as ``create_app`` takes them. ``sock``: the socket, bound already by a
+    caller that has more to do first (``listening_socket``)."""
+    if sock is None:
+        sock = listening_socket(config.host, config.port)  # first: a taken port is answered at once
     dtype, _ = serving_precision(model, config)
     worker = BatchWorker(model, vocab, config.max_streams, config.max_queue, config.threads, dtype=dtype)
     # A run directory's name may hold bytes that are not UTF-8; every reply carries the id.

@@ -1,6 +1,6 @@
-"""The single-row bf16 step in C (``bf16_step.c``; why: its opening comment), compiled on
-first use with the system's C compiler for this CPU (``-march=native``) and loaded through
-ctypes.
+"""The bf16 step in C (``bf16_step.c``; why: its opening comment), compiled on first use with
+the system's C compiler for this CPU (``-march=native``) and loaded through ctypes: one row
+with AVX512_BF16's dot products, several rows with AMX where the CPU and the OS allow it.
 
 The library is kept in the cache directory (``charrnn.data.cache``), named by a hash of its
 source, the compiler and the CPU's flags, so it is built once per machine; where the cache
@@ -62,6 +62,25 @@ class _Net(ctypes.Structure):
     ]
 
 
+class _Batch(ctypes.Structure):
+    """``struct charrnn_batch`` of bf16_step.c, field for field."""
+
+    _fields_ = [
+        ("capacity", ctypes.c_int32),
+        ("width", ctypes.c_int32),
+        ("w", ctypes.POINTER(_u16p)),
+        ("w_ih", ctypes.POINTER(_u16p)),
+        ("w_dec", _u16p),
+        ("sum", _f32p),
+        ("sum_ih", _f32p),
+        ("input", _u16p),
+    ]
+
+
+# Rows of a batch are handled in blocks of this many (an AMX tile's rows).
+ROW_BLOCK = 16
+
+
 @functools.cache
 def load_kernel() -> ctypes.CDLL | None:
     """The compiled kernel, built if need be; None where it cannot be had (module docstring)."""
@@ -103,6 +122,14 @@ def describe_kernel() -> str:
     return "native kernel, " + ("AVX512_BF16 dot products" if kernel.charrnn_bf16_native() else "plain C (no AVX512_BF16)")
 
 
+def describe_batched() -> str:
+    """How several rows step in bf16 here, for reports."""
+    kernel = load_kernel()
+    if kernel is not None and kernel.charrnn_amx_ready():
+        return "native kernel, AMX tiles"
+    return "torch's bf16 product" + ("" if kernel is None else " (no AMX here)")
+
+
 def _turned_off() -> bool:
     return os.environ.get(NATIVE_ENV, "").lower() in ("off", "0", "no", "false")
 
@@ -139,6 +166,13 @@ def _load(library: Path) -> ctypes.CDLL | None:
         kernel.charrnn_bf16_step.argtypes = [ctypes.POINTER(_Net), ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
         kernel.charrnn_bf16_step.restype = None
         kernel.charrnn_bf16_native.restype = ctypes.c_int
+        kernel.charrnn_amx_ready.restype = ctypes.c_int
+        kernel.charrnn_amx_outputs.restype = ctypes.c_int
+        kernel.charrnn_amx_outputs.argtypes = [ctypes.c_int]
+        kernel.charrnn_amx_pack.restype = None
+        kernel.charrnn_amx_pack.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+        kernel.charrnn_bf16_steps.restype = None
+        kernel.charrnn_bf16_steps.argtypes = [ctypes.POINTER(_Net), ctypes.POINTER(_Batch), ctypes.c_int] + [ctypes.c_void_p] * 4
     except (OSError, AttributeError):
         return None
     return kernel
@@ -162,7 +196,8 @@ def padded(width: int) -> int:
 
 
 class NativeStep:
-    """One row's step in bf16 through the kernel: ``(id, h, c, logits)``, all in place.
+    """One row's step in bf16 through the kernel: ``(id, h, c, logits)``, all in place; and
+    where ``batched``, several rows' (``rows``).
 
     Takes the fast stepper's layout (``charrnn.generation.stepper.FastStepper``): ``table``
     (ids, gates); ``w`` per layer (LSTM/RNN: stacked [input, own] for layers after the first;
@@ -195,18 +230,24 @@ class NativeStep:
             self._keep.append(a)
             return a.ctypes.data_as(_f32p)
 
-        def bits(a: np.ndarray | None, blocks: int = 1):
+        def bits(a: np.ndarray | None, blocks: int = 1) -> np.ndarray | None:
             if a is None:
                 return None
             a = bf16_bits(a, blocks)
             self._keep.append(a)
-            return a.ctypes.data_as(_u16p)
+            return a
 
-        w_ptrs = (_u16p * layers)(*[bits(m, 2 if stacked and l > 0 else 1) for l, m in enumerate(w)])
+        def pointer(a: np.ndarray | None):
+            return None if a is None else a.ctypes.data_as(_u16p)
+
+        w_bits = [bits(m, 2 if stacked and l > 0 else 1) for l, m in enumerate(w)]
+        w_ptrs = (_u16p * layers)(*[pointer(m) for m in w_bits])
         b_ptrs = (_f32p * layers)(*[floats(v) for v in b])
         ih = w_ih or [None] * layers
         ihb = b_ih or [None] * layers
-        w_ih_ptrs = (_u16p * layers)(*[bits(m) for m in ih])
+        ih_bits = [bits(m) for m in ih]
+        w_ih_ptrs = (_u16p * layers)(*[pointer(m) for m in ih_bits])
+        dec_bits = bits(w_dec)
         b_ih_ptrs = (_f32p * layers)(*[floats(v) for v in ihb])
         self._keep += [w_ptrs, b_ptrs, w_ih_ptrs, b_ih_ptrs]
         self.net = _Net(
@@ -221,7 +262,7 @@ class NativeStep:
             b_ptrs,
             w_ih_ptrs,
             b_ih_ptrs,
-            bits(w_dec),
+            pointer(dec_bits),
             floats(b_dec),
             floats(np.zeros(gates)),
             floats(np.zeros(gates)),
@@ -232,6 +273,27 @@ class NativeStep:
         self._net_ref = ctypes.byref(self.net)
         self._arrays: tuple = ()
         self._addresses: tuple | None = ()
+        # Several rows: the same matrices in AMX's layout, where AMX can be had.
+        self.batched = bool(kernel.charrnn_amx_ready())
+        if self.batched:
+            packed = [self._packed(m) for m in w_bits]
+            packed_ih = [self._packed(m) for m in ih_bits]
+            outputs = max(kernel.charrnn_amx_outputs(gates), kernel.charrnn_amx_outputs(len(b_dec)))
+            self._w_amx = (_u16p * layers)(*packed)
+            self._w_ih_amx = (_u16p * layers)(*packed_ih)
+            self.batch = _Batch(0, outputs, self._w_amx, self._w_ih_amx, self._packed(dec_bits))
+            self._batch_ref = ctypes.byref(self.batch)
+            self._batch_scratch: tuple = ()
+
+    def _packed(self, bits: np.ndarray | None):
+        """A bf16 matrix (rows, k) in AMX's layout (``charrnn_amx_pack``), kept alive."""
+        if bits is None:
+            return None
+        rows, k = bits.shape
+        out = np.zeros(self.kernel.charrnn_amx_outputs(rows) * k, np.uint16)
+        self.kernel.charrnn_amx_pack(bits.ctypes.data, rows, k, out.ctypes.data)
+        self._keep.append(out)
+        return out.ctypes.data_as(_u16p)
 
     @staticmethod
     def takes(*arrays: np.ndarray | None) -> bool:
@@ -252,3 +314,32 @@ class NativeStep:
             return None
         self.kernel.charrnn_bf16_step(self._net_ref, token, *self._addresses)
         return logits
+
+    def rows(self, ids: np.ndarray, h: np.ndarray, c: np.ndarray | None, logits: np.ndarray) -> np.ndarray | None:
+        """``__call__`` for several rows at once (only where ``batched``): ``ids`` (N,), ``h``
+        (N, layers*hidden), ``c`` (layers, N, hidden), ``logits`` (N, vocab), in place. None,
+        with nothing changed, where the kernel cannot step these arrays in place."""
+        n = len(ids)
+        if not self.takes(h, c, logits) or h.shape[0] != n or logits.shape[0] != n:
+            return None
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if n > self.batch.capacity:
+            self._grow(n)
+        self.kernel.charrnn_bf16_steps(
+            self._net_ref, self._batch_ref, n, ids.ctypes.data, h.ctypes.data, None if c is None else c.ctypes.data, logits.ctypes.data
+        )
+        return logits
+
+    def _grow(self, n: int) -> None:
+        """Scratch for ``n`` rows and more: a batch that grows one stream at a time reallocates
+        at each doubling only."""
+        capacity = -(-max(n, 2 * self.batch.capacity) // ROW_BLOCK) * ROW_BLOCK
+        stride = self.net.stride
+        total = np.zeros(capacity * self.batch.width, np.float32)
+        total_ih = np.zeros(capacity * self.batch.width, np.float32)
+        inputs = np.zeros(capacity * 2 * stride, np.uint16)
+        self._batch_scratch = (total, total_ih, inputs)
+        self.batch.sum = total.ctypes.data_as(_f32p)
+        self.batch.sum_ih = total_ih.ctypes.data_as(_f32p)
+        self.batch.input = inputs.ctypes.data_as(_u16p)
+        self.batch.capacity = capacity
