@@ -28,7 +28,7 @@ from charrnn.c_compiler import find_compiler
 from charrnn.data.cache import cache_dir
 from charrnn.device import cpu_flags
 
-NATIVE_ENV = "CHARRNN_NATIVE"  # "off": never build or load the kernel
+NATIVE_ENV = "CHARRNN_NATIVE"  # "off": never build or load the kernel; "no-amx": several rows without AMX
 SOURCE = "bf16_step.c"
 FLAGS = ("-O3", "-march=native", "-std=c99", "-fPIC", "-shared", "-fno-math-errno")
 # The kernel reads 32 bf16 values at a time: every row and input is padded to this many.
@@ -68,6 +68,7 @@ class _Batch(ctypes.Structure):
     _fields_ = [
         ("capacity", ctypes.c_int32),
         ("width", ctypes.c_int32),
+        ("use_amx", ctypes.c_int32),
         ("w", ctypes.POINTER(_u16p)),
         ("w_ih", ctypes.POINTER(_u16p)),
         ("w_dec", _u16p),
@@ -125,9 +126,28 @@ def describe_kernel() -> str:
 def describe_batched() -> str:
     """How several rows step in bf16 here, for reports."""
     kernel = load_kernel()
-    if kernel is not None and kernel.charrnn_amx_ready():
+    rows = rows_path(kernel)
+    if rows == ROWS_AMX:
         return "native kernel, AMX tiles"
-    return "torch's bf16 product" + ("" if kernel is None else " (no AMX here)")
+    if rows == ROWS_DPBF16:
+        return "native kernel, AVX512_BF16 dot products" + (f" ({NATIVE_ENV}=no-amx)" if _no_amx() and kernel.charrnn_amx_ready() else "")
+    return "torch's bf16 product"
+
+
+ROWS_NONE, ROWS_DPBF16, ROWS_AMX = 0, 1, 2
+
+
+def rows_path(kernel: ctypes.CDLL | None) -> int:
+    """How the kernel steps several rows here: ROWS_AMX, ROWS_DPBF16 or ROWS_NONE (torch's
+    product); ``CHARRNN_NATIVE=no-amx`` keeps AMX out."""
+    if kernel is None:
+        return ROWS_NONE
+    rows = kernel.charrnn_bf16_rows()
+    return ROWS_DPBF16 if rows == ROWS_AMX and _no_amx() else rows
+
+
+def _no_amx() -> bool:
+    return os.environ.get(NATIVE_ENV, "").lower() == "no-amx"
 
 
 def _turned_off() -> bool:
@@ -167,6 +187,7 @@ def _load(library: Path) -> ctypes.CDLL | None:
         kernel.charrnn_bf16_step.restype = None
         kernel.charrnn_bf16_native.restype = ctypes.c_int
         kernel.charrnn_amx_ready.restype = ctypes.c_int
+        kernel.charrnn_bf16_rows.restype = ctypes.c_int
         kernel.charrnn_amx_outputs.restype = ctypes.c_int
         kernel.charrnn_amx_outputs.argtypes = [ctypes.c_int]
         kernel.charrnn_amx_pack.restype = None
@@ -273,15 +294,17 @@ class NativeStep:
         self._net_ref = ctypes.byref(self.net)
         self._arrays: tuple = ()
         self._addresses: tuple | None = ()
-        # Several rows: the same matrices in AMX's layout, where AMX can be had.
-        self.batched = bool(kernel.charrnn_amx_ready())
+        # Several rows: the same matrices in AMX's pair layout, which both AMX and the
+        # AVX512_BF16 loop read.
+        path = rows_path(kernel)
+        self.batched = path != ROWS_NONE
         if self.batched:
             packed = [self._packed(m) for m in w_bits]
             packed_ih = [self._packed(m) for m in ih_bits]
             outputs = max(kernel.charrnn_amx_outputs(gates), kernel.charrnn_amx_outputs(len(b_dec)))
             self._w_amx = (_u16p * layers)(*packed)
             self._w_ih_amx = (_u16p * layers)(*packed_ih)
-            self.batch = _Batch(0, outputs, self._w_amx, self._w_ih_amx, self._packed(dec_bits))
+            self.batch = _Batch(0, outputs, int(path == ROWS_AMX), self._w_amx, self._w_ih_amx, self._packed(dec_bits))
             self._batch_ref = ctypes.byref(self.batch)
             self._batch_scratch: tuple = ()
 
