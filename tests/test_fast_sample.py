@@ -143,6 +143,21 @@ def test_noise_blocks_do_not_change_the_draws():
             assert torch.equal(blocked.next(), expected)
 
 
+def test_prefetched_noise_is_the_noise_drawn_later():
+    # The server fills a stream's first block on the HTTP side before the worker draws:
+    # prefetching must change nothing in what is drawn, in either form, across blocks.
+    for rows, vocab in ((1, 65), (2, 40)):
+        early = Noise(torch.Generator().manual_seed(4), rows, vocab, most=70)
+        late = Noise(torch.Generator().manual_seed(4), rows, vocab, most=70)
+        early.prefetch()
+        early.prefetch()  # a second call fetches nothing more
+        for i in range(150):
+            if i % 2:
+                np.testing.assert_array_equal(early.next_gumbel(), late.next_gumbel())
+            else:
+                assert torch.equal(early.next(), late.next())
+
+
 @pytest.mark.parametrize("block_values", [65 * 3, 1])
 def test_text_for_a_seed_does_not_depend_on_the_noise_block(trained, monkeypatch, block_values):
     import charrnn.generation.noise

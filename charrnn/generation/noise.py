@@ -38,6 +38,14 @@ class Noise:
         self.used += 1
         return self.used - 1
 
+    def prefetch(self) -> None:
+        """Fetch the first block now (the same values ``next`` would fetch then): a caller on
+        another thread takes the fill's time off the thread that will draw."""
+        if self.slabs is None:
+            self.slabs = torch.empty((self.block, *self.shape), device=self.device).exponential_(1, generator=self.generator)
+            self.gumbel_slabs = None
+            self.used = 0
+
     def next(self) -> torch.Tensor:
         index = self._advance()  # first: it may fetch a new block
         return self.slabs[index]

@@ -194,6 +194,12 @@ class BatchWorker:
             self._open += len(streams)
             self._cond.notify()
 
+    def has_room(self, count: int) -> bool:
+        """Whether ``count`` more streams would be queued now. ``submit`` decides; this only
+        spares the work of preparing streams that would be refused."""
+        with self._cond:
+            return self._accepting and self._open + count <= self.max_streams + self.max_queue
+
     def cancel(self, stream: Stream) -> None:
         """The client went away: the stream leaves before the next step."""
         with self._cond:
