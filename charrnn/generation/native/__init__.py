@@ -80,6 +80,8 @@ class _Batch(ctypes.Structure):
 
 # Rows of a batch are handled in blocks of this many (an AMX tile's rows).
 ROW_BLOCK = 16
+# How several rows step (charrnn_bf16_rows): torch's product, AVX512_BF16's dot products, AMX.
+ROWS_NONE, ROWS_DPBF16, ROWS_AMX = 0, 1, 2
 
 
 @functools.cache
@@ -133,8 +135,6 @@ def describe_batched() -> str:
         return "native kernel, AVX512_BF16 dot products" + (f" ({NATIVE_ENV}=no-amx)" if _no_amx() and kernel.charrnn_amx_ready() else "")
     return "torch's bf16 product"
 
-
-ROWS_NONE, ROWS_DPBF16, ROWS_AMX = 0, 1, 2
 
 
 def rows_path(kernel: ctypes.CDLL | None) -> int:
@@ -302,9 +302,9 @@ class NativeStep:
             packed = [self._packed(m) for m in w_bits]
             packed_ih = [self._packed(m) for m in ih_bits]
             outputs = max(kernel.charrnn_amx_outputs(gates), kernel.charrnn_amx_outputs(len(b_dec)))
-            self._w_amx = (_u16p * layers)(*packed)
-            self._w_ih_amx = (_u16p * layers)(*packed_ih)
-            self.batch = _Batch(0, outputs, int(path == ROWS_AMX), self._w_amx, self._w_ih_amx, self._packed(dec_bits))
+            self._w_packed = (_u16p * layers)(*packed)
+            self._w_ih_packed = (_u16p * layers)(*packed_ih)
+            self.batch = _Batch(0, outputs, int(path == ROWS_AMX), self._w_packed, self._w_ih_packed, self._packed(dec_bits))
             self._batch_ref = ctypes.byref(self.batch)
             self._batch_scratch: tuple = ()
 
