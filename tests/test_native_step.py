@@ -111,42 +111,30 @@ def test_kernel_is_only_for_bf16():
     assert load_kernel() is not None
 
 
-# --------------------------------------------------------------------- several rows
+# --------------------------------------------------------------------- several rows (AMX)
 
 
-def _rows_paths() -> list[str]:
-    """The kernel's ways of stepping several rows that this machine can run."""
+def _amx() -> bool:
     kernel = load_kernel()
-    rows = 0 if kernel is None else kernel.charrnn_bf16_rows()
-    return ["amx", "avx512_bf16"][2 - rows :] if rows else []
+    return kernel is not None and bool(kernel.charrnn_amx_ready())
 
 
-ROWS_PATHS = [
-    pytest.param(path, marks=pytest.mark.skipif(path not in _rows_paths(), reason=f"this CPU, OS or compiler offers no {path} for several rows"))
-    for path in ("amx", "avx512_bf16")
-]
+needs_amx = pytest.mark.skipif(not _amx(), reason="this CPU or OS offers no AMX tiles (amx_bf16): several rows step in torch")
 
 
-def _stepper(model: CharRNN, path: str) -> FastStepper:
-    stepper = FastStepper(model, torch.bfloat16)
-    assert stepper.native.batched
-    stepper.native.batch.use_amx = int(path == "amx")
-    return stepper
-
-
-@pytest.mark.parametrize("path", ROWS_PATHS)
+@needs_amx
 @pytest.mark.parametrize(
     "cell, layers, hidden, rows",
     [("lstm", 2, 64, 2), ("lstm", 2, 64, 33), ("lstm", 3, 48, 17), ("gru", 2, 48, 17), ("gru", 1, 70, 33), ("rnn", 3, 40, 17), ("rnn", 1, 32, 2)],
 )
-def test_native_rows_follow_torchs_batched_step(cell, layers, hidden, rows, path):
-    """Several rows through the kernel (AMX tiles, or AVX512_BF16 on the same packed weights)
-    against the numpy path's batched bf16 step (torch's product), teacher-forced: the same
-    sums to the odd bf16 rounding that another order tips over, at row counts inside one
-    tile, across tiles and past an odd tile."""
+def test_native_rows_follow_torchs_batched_step(cell, layers, hidden, rows):
+    """Several rows through AMX against the numpy path's batched bf16 step (torch's product),
+    teacher-forced: the same sums to the odd bf16 rounding that another order tips over, at
+    row counts inside one tile, across tiles and past an odd tile."""
     model = _model(cell, layers, hidden)
-    native = _stepper(model, path)
+    native = FastStepper(model, torch.bfloat16)
     reference = FastStepper(model, torch.bfloat16, native=False)
+    assert native.native.batched
     a, b = native.initial_state(rows), reference.initial_state(rows)
     rng = np.random.default_rng(2)
     worst = total = 0.0
@@ -161,12 +149,13 @@ def test_native_rows_follow_torchs_batched_step(cell, layers, hidden, rows, path
     assert np.median(np.abs(a.h - b.h)) < 1e-3
 
 
-@pytest.mark.parametrize("path", ROWS_PATHS)
-def test_a_row_steps_alike_beside_any_other_rows(path):
+@needs_amx
+def test_a_row_steps_alike_beside_any_other_rows():
     """A row's sums are its own, in one fixed order, whoever shares the step: a stream's logits
     and state are bit for bit the same in a batch of 2 as in a batch of 40 with other streams,
     so a served stream's text does not depend on who else is being served (at 2 rows or more)."""
-    stepper = _stepper(_model("lstm", 2, 64), path)
+    model = _model("lstm", 2, 64)
+    stepper = FastStepper(model, torch.bfloat16)
     rng = np.random.default_rng(3)
     ids = rng.integers(0, 50, 80)
     pair, crowd = stepper.initial_state(2), stepper.initial_state(40)
@@ -181,16 +170,6 @@ def test_a_row_steps_alike_beside_any_other_rows(path):
         np.testing.assert_array_equal(alone, beside)
     np.testing.assert_array_equal(pair.h[0], crowd.h[7])
     np.testing.assert_array_equal(pair.c[:, 0], crowd.c[:, 7])
-
-
-@pytest.mark.skipif("amx" not in _rows_paths(), reason="this CPU or OS offers no AMX tiles")
-def test_no_amx_keeps_several_rows_on_avx512_bf16(monkeypatch):
-    from charrnn.generation.native import describe_batched
-
-    assert FastStepper(_model("lstm", 1, 32), torch.bfloat16).native.batch.use_amx == 1
-    monkeypatch.setenv("CHARRNN_NATIVE", "no-amx")
-    assert FastStepper(_model("lstm", 1, 32), torch.bfloat16).native.batch.use_amx == 0
-    assert describe_batched().startswith("native kernel, AVX512_BF16")
 
 
 def test_rows_that_leave_are_put_back_in_the_order_the_kernel_takes():

@@ -26,12 +26,11 @@ In bf16 (``--precision bf16``, a CPU with native bf16 instructions) the eager st
 model under autocast, and the fast one multiplies bf16 copies of its weights in a small C
 kernel compiled on first use (``charrnn.generation.native``: the whole step in one call):
 one row with AVX512_BF16's dot products on weights read as bf16, several rows with AMX tiles
-(a 2x256 LSTM's step of 32 rows in 0.17 ms against 0.63 ms through torch's product), or
-without AMX with the dot products on the same packed weights (0.51 ms against 0.75 for
-torch's product held to the same instructions). Where the kernel cannot be built, or the
-compiler has no AVX512_BF16, one row multiplies in numpy on the same bf16 values widened to
-fp32 (torch's one-row bf16 product took 2-5x numpy's fp32 one), and several rows in one torch
-product. Every path rounds a product's input to bf16 first and its result
+(a 2x256 LSTM's step of 32 rows in 0.17 ms against 0.63 ms through torch's product). Where
+the kernel cannot be built, one row multiplies in numpy on the same bf16 values widened to
+fp32 (torch's one-row bf16 product took 2-5x numpy's fp32 one), and where the CPU or the OS
+offers no AMX, several rows multiply in one torch product (oneDNN's bf16 kernels ran
+2.8-3.7x fp32's at 32-64 rows). Every path rounds a product's input to bf16 first and its result
 after, as torch's product rounds them, so a row's products are the same bf16 numbers summed
 in fp32 (in another order: a rounding edge is rarely crossed) and a seeded stream gives the
 same text alone or beside others; the gates and the states stay fp32.

@@ -28,7 +28,7 @@ from charrnn.c_compiler import find_compiler
 from charrnn.data.cache import cache_dir
 from charrnn.device import cpu_flags
 
-NATIVE_ENV = "CHARRNN_NATIVE"  # "off": never build or load the kernel; "no-amx": several rows without AMX
+NATIVE_ENV = "CHARRNN_NATIVE"  # "off": never build or load the kernel
 SOURCE = "bf16_step.c"
 FLAGS = ("-O3", "-march=native", "-std=c99", "-fPIC", "-shared", "-fno-math-errno")
 # The kernel reads 32 bf16 values at a time: every row and input is padded to this many.
@@ -68,7 +68,6 @@ class _Batch(ctypes.Structure):
     _fields_ = [
         ("capacity", ctypes.c_int32),
         ("width", ctypes.c_int32),
-        ("use_amx", ctypes.c_int32),
         ("w", ctypes.POINTER(_u16p)),
         ("w_ih", ctypes.POINTER(_u16p)),
         ("w_dec", _u16p),
@@ -80,8 +79,6 @@ class _Batch(ctypes.Structure):
 
 # Rows of a batch are handled in blocks of this many (an AMX tile's rows).
 ROW_BLOCK = 16
-# How several rows step (charrnn_bf16_rows): torch's product, AVX512_BF16's dot products, AMX.
-ROWS_NONE, ROWS_DPBF16, ROWS_AMX = 0, 1, 2
 
 
 @functools.cache
@@ -128,26 +125,9 @@ def describe_kernel() -> str:
 def describe_batched() -> str:
     """How several rows step in bf16 here, for reports."""
     kernel = load_kernel()
-    rows = rows_path(kernel)
-    if rows == ROWS_AMX:
+    if kernel is not None and kernel.charrnn_amx_ready():
         return "native kernel, AMX tiles"
-    if rows == ROWS_DPBF16:
-        return "native kernel, AVX512_BF16 dot products" + (f" ({NATIVE_ENV}=no-amx)" if _no_amx() and kernel.charrnn_amx_ready() else "")
-    return "torch's bf16 product"
-
-
-
-def rows_path(kernel: ctypes.CDLL | None) -> int:
-    """How the kernel steps several rows here: ROWS_AMX, ROWS_DPBF16 or ROWS_NONE (torch's
-    product); ``CHARRNN_NATIVE=no-amx`` keeps AMX out."""
-    if kernel is None:
-        return ROWS_NONE
-    rows = kernel.charrnn_bf16_rows()
-    return ROWS_DPBF16 if rows == ROWS_AMX and _no_amx() else rows
-
-
-def _no_amx() -> bool:
-    return os.environ.get(NATIVE_ENV, "").lower() == "no-amx"
+    return "torch's bf16 product" + ("" if kernel is None else " (no AMX here)")
 
 
 def _turned_off() -> bool:
@@ -187,7 +167,6 @@ def _load(library: Path) -> ctypes.CDLL | None:
         kernel.charrnn_bf16_step.restype = None
         kernel.charrnn_bf16_native.restype = ctypes.c_int
         kernel.charrnn_amx_ready.restype = ctypes.c_int
-        kernel.charrnn_bf16_rows.restype = ctypes.c_int
         kernel.charrnn_amx_outputs.restype = ctypes.c_int
         kernel.charrnn_amx_outputs.argtypes = [ctypes.c_int]
         kernel.charrnn_amx_pack.restype = None
@@ -294,17 +273,15 @@ class NativeStep:
         self._net_ref = ctypes.byref(self.net)
         self._arrays: tuple = ()
         self._addresses: tuple | None = ()
-        # Several rows: the same matrices in AMX's pair layout, which both AMX and the
-        # AVX512_BF16 loop read.
-        path = rows_path(kernel)
-        self.batched = path != ROWS_NONE
+        # Several rows: the same matrices in AMX's layout, where AMX can be had.
+        self.batched = bool(kernel.charrnn_amx_ready())
         if self.batched:
             packed = [self._packed(m) for m in w_bits]
             packed_ih = [self._packed(m) for m in ih_bits]
             outputs = max(kernel.charrnn_amx_outputs(gates), kernel.charrnn_amx_outputs(len(b_dec)))
-            self._w_packed = (_u16p * layers)(*packed)
-            self._w_ih_packed = (_u16p * layers)(*packed_ih)
-            self.batch = _Batch(0, outputs, int(path == ROWS_AMX), self._w_packed, self._w_ih_packed, self._packed(dec_bits))
+            self._w_amx = (_u16p * layers)(*packed)
+            self._w_ih_amx = (_u16p * layers)(*packed_ih)
+            self.batch = _Batch(0, outputs, self._w_amx, self._w_ih_amx, self._packed(dec_bits))
             self._batch_ref = ctypes.byref(self.batch)
             self._batch_scratch: tuple = ()
 

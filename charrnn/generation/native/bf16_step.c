@@ -251,7 +251,6 @@ int charrnn_bf16_native(void) { return CHARRNN_DPBF16; }
 struct charrnn_batch {
     int32_t capacity;             /* rows the scratch holds, a multiple of 16 */
     int32_t width;                /* floats per row of sum and sum_ih: the most outputs, padded to 32 */
-    int32_t use_amx;              /* 1: AMX tiles (charrnn_bf16_rows() == 2); 0: AVX512_BF16 */
     const uint16_t *const *w;     /* charrnn_amx_pack of net.w[l] */
     const uint16_t *const *w_ih;  /* of net.w_ih[l] (GRU, l >= 1) */
     const uint16_t *w_dec;        /* of net.w_dec */
@@ -336,70 +335,6 @@ static void amx_product(float *y, int ld, const uint16_t *packed, int outputs, c
         }
     }
 }
-#endif
-
-#if CHARRNN_DPBF16
-/* amx_product's result without AMX, from the same packed matrix, for ``rows`` rows (no
-   padding): each instruction multiplies 16 outputs' pairs of weights by one row's pair of
-   inputs, broadcast, so the sums need no horizontal reduction. DP_ROWS rows by two blocks of
-   16 outputs at a time: each weight vector loaded serves DP_ROWS rows, and the 2 * DP_ROWS
-   independent sums keep the multiplier busy through each instruction's latency. */
-#ifndef DP_ROWS
-#define DP_ROWS 4
-#endif
-static void dp_product(float *y, int ld, const uint16_t *packed, int outputs, const uint16_t *x, int rows, int k)
-{
-    const int pairs = k / 2;
-    int ob, i, kp, j;
-    for (ob = 0; ob < outputs / 16; ob += 2) {
-        const uint16_t *p0 = packed + (size_t)ob * (k / 32) * 512, *p1 = p0 + (size_t)(k / 32) * 512;
-        for (i = 0; i < rows; i += DP_ROWS) {
-            const int n = rows - i < DP_ROWS ? rows - i : DP_ROWS;
-            const uint16_t *xr[DP_ROWS];
-            __m512 a0[DP_ROWS], a1[DP_ROWS];
-            for (j = 0; j < DP_ROWS; j++) {
-                xr[j] = x + (size_t)(i + (j < n ? j : 0)) * k;
-                a0[j] = a1[j] = _mm512_setzero_ps();
-            }
-            for (kp = 0; kp < pairs; kp++) {
-                __m512bh w0 = (__m512bh)_mm512_loadu_si512(p0 + (size_t)kp * 32);
-                __m512bh w1 = (__m512bh)_mm512_loadu_si512(p1 + (size_t)kp * 32);
-                for (j = 0; j < DP_ROWS; j++) {
-                    uint32_t pair;
-                    memcpy(&pair, xr[j] + 2 * kp, sizeof pair);
-                    __m512bh xb = (__m512bh)_mm512_set1_epi32((int)pair);
-                    a0[j] = _mm512_dpbf16_ps(a0[j], w0, xb);
-                    a1[j] = _mm512_dpbf16_ps(a1[j], w1, xb);
-                }
-            }
-            for (j = 0; j < n; j++) {
-                _mm512_storeu_ps(y + (size_t)(i + j) * ld + ob * 16, a0[j]);
-                _mm512_storeu_ps(y + (size_t)(i + j) * ld + ob * 16 + 16, a1[j]);
-            }
-        }
-    }
-}
-#endif
-
-#define CHARRNN_ROWS (CHARRNN_AMX || CHARRNN_DPBF16)
-
-#if CHARRNN_ROWS
-/* y = x . packed^T for the batch's rows: AMX over R rows (a multiple of 16, zero past
-   ``rows``), or AVX512_BF16 over ``rows``. */
-static void rows_product(const struct charrnn_batch *b, float *y, const uint16_t *packed, int outputs, const uint16_t *x,
-                         int rows, int R, int k)
-{
-#if CHARRNN_AMX
-    if (b->use_amx) {
-        amx_product(y, b->width, packed, outputs, x, R, k);
-        return;
-    }
-#endif
-#if CHARRNN_DPBF16
-    dp_product(y, b->width, packed, outputs, x, rows, k);
-#endif
-    (void)R;
-}
 
 /* Row i's sums rounded to bf16, as the one-row product rounds them, plus add_i. */
 static void finish_row(float *g, int outputs, const float *add)
@@ -412,8 +347,8 @@ static void finish_row(float *g, int outputs, const float *add)
 }
 #endif
 
-/* Whether AMX can run here: built with it, and the OS lets this process use the tile
-   registers (Linux asks a process to request them; 0 where it refuses). */
+/* Whether charrnn_bf16_steps can run here: built with AMX, and the OS lets this process use
+   the tile registers (Linux asks a process to request them; 0 where it refuses). */
 int charrnn_amx_ready(void)
 {
 #if CHARRNN_AMX
@@ -425,37 +360,27 @@ int charrnn_amx_ready(void)
 #endif
 }
 
-/* How several rows can step here: 2 with AMX tiles, 1 with AVX512_BF16 alone, 0 not at all. */
-int charrnn_bf16_rows(void)
-{
-    if (charrnn_amx_ready()) return 2;
-    return CHARRNN_DPBF16;
-}
-
 /* Feed rows ids[0 .. rows): h (rows, layers * hidden) and c (layers, rows, hidden) become the
    next states, in place, and logits (rows, vocab) the next characters'. The arithmetic of
    charrnn_bf16_step for each row, its sums taken in another order. rows <= b->capacity;
-   only where charrnn_bf16_rows() is not 0 (and b->use_amx only where it is 2). */
+   only after charrnn_amx_ready() gave 1. */
 void charrnn_bf16_steps(const struct charrnn_net *n, const struct charrnn_batch *b, int rows, const int64_t *ids,
                         float *h, float *c, float *logits)
 {
-#if CHARRNN_ROWS
-    const int H = n->hidden, S = n->stride, L = n->layers, W = b->width;
-    const int R = b->use_amx ? (rows + 15) / 16 * 16 : rows;
-    const int gates_out = charrnn_amx_outputs(n->cell == CELL_RNN ? H : n->gates);
-    int l, i;
 #if CHARRNN_AMX
-    if (b->use_amx) {
-        struct tile_config cfg;
-        memset(&cfg, 0, sizeof cfg);
-        cfg.palette = 1;
-        for (i = 0; i < 8; i++) {
-            cfg.rows[i] = 16;
-            cfg.colsb[i] = 64;
-        }
-        _tile_loadconfig(&cfg);
+    const int H = n->hidden, S = n->stride, L = n->layers, W = b->width;
+    const int R = (rows + 15) / 16 * 16;
+    const int gates_out = charrnn_amx_outputs(n->cell == CELL_RNN ? H : n->gates);
+    struct tile_config cfg;
+    int l, i;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (i = 0; i < 8; i++) {
+        cfg.rows[i] = 16;
+        cfg.colsb[i] = 64;
     }
-#endif
+    _tile_loadconfig(&cfg);
+    memset(b->input + (size_t)rows * 2 * S, 0, sizeof(uint16_t) * (size_t)(R - rows) * 2 * S);
     for (l = 0; l < L; l++) {
         /* the input of every row: [h of the layer below; own h] (LSTM/RNN), own h (GRU, layer 0) */
         const int stacked = n->cell != CELL_GRU && l > 0, k = stacked ? 2 * S : S;
@@ -463,7 +388,7 @@ void charrnn_bf16_steps(const struct charrnn_net *n, const struct charrnn_batch 
             for (i = 0; i < R; i++)
                 if (i < rows) put_input(b->input + (size_t)i * S, h + (size_t)i * L * H + (size_t)(l - 1) * H, H, S);
                 else memset(b->input + (size_t)i * S, 0, sizeof(uint16_t) * S);
-            rows_product(b, b->sum_ih, b->w_ih[l], gates_out, b->input, rows, R, S);
+            amx_product(b->sum_ih, W, b->w_ih[l], gates_out, b->input, R, S);
         }
         for (i = 0; i < R; i++) {
             uint16_t *in = b->input + (size_t)i * k;
@@ -479,7 +404,7 @@ void charrnn_bf16_steps(const struct charrnn_net *n, const struct charrnn_batch 
                 put_input(in, hl, H, S);
             }
         }
-        rows_product(b, b->sum, b->w[l], gates_out, b->input, rows, R, k);
+        amx_product(b->sum, W, b->w[l], gates_out, b->input, R, k);
         for (i = 0; i < rows; i++) {
             float *g = b->sum + (size_t)i * W, *hl = h + (size_t)i * L * H + (size_t)l * H;
             if (n->cell == CELL_GRU) {
@@ -501,15 +426,13 @@ void charrnn_bf16_steps(const struct charrnn_net *n, const struct charrnn_batch 
         if (i < rows) put_input(in, h + (size_t)i * L * H + (size_t)(L - 1) * H, H, S);
         else memset(in, 0, sizeof(uint16_t) * S);
     }
-    rows_product(b, b->sum, b->w_dec, charrnn_amx_outputs(n->vocab), b->input, rows, R, S);
+    amx_product(b->sum, W, b->w_dec, charrnn_amx_outputs(n->vocab), b->input, R, S);
     for (i = 0; i < rows; i++) {
         float *g = b->sum + (size_t)i * W;
         finish_row(g, n->vocab, n->b_dec);
         memcpy(logits + (size_t)i * n->vocab, g, sizeof(float) * (size_t)n->vocab);
     }
-#if CHARRNN_AMX
-    if (b->use_amx) _tile_release();
-#endif
+    _tile_release();
 #else
     (void)n; (void)b; (void)rows; (void)ids; (void)h; (void)c; (void)logits;
 #endif
