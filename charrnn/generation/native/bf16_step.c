@@ -86,6 +86,17 @@ static void put_input(uint16_t *input, const float *x, int n, int padded)
     for (; k < padded; k++) input[k] = 0;
 }
 
+/* A product's fp32 sums rounded to bf16, as torch's bf16 product rounds its result, then the
+   fp32 add[k] (a bias or layer 0's table row; may be NULL). */
+static void finish_sums(float *g, int outputs, const float *add)
+{
+    int k;
+    if (add)
+        for (k = 0; k < outputs; k++) g[k] = round_bf16(g[k]) + add[k];
+    else
+        for (k = 0; k < outputs; k++) g[k] = round_bf16(g[k]);
+}
+
 /* y[r] = bf16(sum_k w[r][k] * x[k]) + add[r] (add may be NULL), x bf16 of length stride. */
 static void product(float *y, const uint16_t *w, const uint16_t *x, int rows, int stride, const float *add)
 {
@@ -102,10 +113,10 @@ static void product(float *y, const uint16_t *w, const uint16_t *x, int rows, in
             a2 = _mm512_dpbf16_ps(a2, (__m512bh)_mm512_loadu_si512(w0 + 2 * stride + k), xk);
             a3 = _mm512_dpbf16_ps(a3, (__m512bh)_mm512_loadu_si512(w0 + 3 * stride + k), xk);
         }
-        y[r] = round_bf16(_mm512_reduce_add_ps(a0));
-        y[r + 1] = round_bf16(_mm512_reduce_add_ps(a1));
-        y[r + 2] = round_bf16(_mm512_reduce_add_ps(a2));
-        y[r + 3] = round_bf16(_mm512_reduce_add_ps(a3));
+        y[r] = _mm512_reduce_add_ps(a0);
+        y[r + 1] = _mm512_reduce_add_ps(a1);
+        y[r + 2] = _mm512_reduce_add_ps(a2);
+        y[r + 3] = _mm512_reduce_add_ps(a3);
     }
     for (; r < rows; r++) {
         __m512 a = _mm512_setzero_ps();
@@ -113,7 +124,7 @@ static void product(float *y, const uint16_t *w, const uint16_t *x, int rows, in
         for (k = 0; k < stride; k += 32)
             a = _mm512_dpbf16_ps(a, (__m512bh)_mm512_loadu_si512(w + (size_t)r * stride + k),
                                  (__m512bh)_mm512_loadu_si512(x + k));
-        y[r] = round_bf16(_mm512_reduce_add_ps(a));
+        y[r] = _mm512_reduce_add_ps(a);
     }
 #else
     for (; r < rows; r++) {
@@ -121,11 +132,10 @@ static void product(float *y, const uint16_t *w, const uint16_t *x, int rows, in
         float a = 0.0f;
         int k;
         for (k = 0; k < stride; k++) a += from_bf16(row[k]) * from_bf16(x[k]);
-        y[r] = round_bf16(a);
+        y[r] = a;
     }
 #endif
-    if (add)
-        for (r = 0; r < rows; r++) y[r] += add[r];
+    finish_sums(y, rows, add);
 }
 
 /* tanh as a rational function (Eigen's fast tanh for float: a few ulp in [-7.9, 7.9],
@@ -336,14 +346,21 @@ static void amx_product(float *y, int ld, const uint16_t *packed, int outputs, c
     }
 }
 
-/* Row i's sums rounded to bf16, as the one-row product rounds them, plus add_i. */
-static void finish_row(float *g, int outputs, const float *add)
+/* The batch's input: for each of ``rows`` rows, the h of ``layers`` layers from ``first`` on,
+   each as bf16 padded to S (1 layer: its own h; 2: [h below; own h]), one row after another;
+   rows up to R all zero (AMX multiplies whole tiles). */
+static void put_rows(uint16_t *input, const float *h, int rows, int R, int L, int H, int S, int first, int layers)
 {
-    int k;
-    if (add)
-        for (k = 0; k < outputs; k++) g[k] = round_bf16(g[k]) + add[k];
-    else
-        for (k = 0; k < outputs; k++) g[k] = round_bf16(g[k]);
+    const int k = layers * S;
+    int i, j;
+    for (i = 0; i < R; i++) {
+        uint16_t *in = input + (size_t)i * k;
+        if (i >= rows) {
+            memset(in, 0, sizeof(uint16_t) * k);
+            continue;
+        }
+        for (j = 0; j < layers; j++) put_input(in + j * S, h + (size_t)i * L * H + (size_t)(first + j) * H, H, S);
+    }
 }
 #endif
 
@@ -380,56 +397,36 @@ void charrnn_bf16_steps(const struct charrnn_net *n, const struct charrnn_batch 
         cfg.colsb[i] = 64;
     }
     _tile_loadconfig(&cfg);
-    memset(b->input + (size_t)rows * 2 * S, 0, sizeof(uint16_t) * (size_t)(R - rows) * 2 * S);
     for (l = 0; l < L; l++) {
         /* the input of every row: [h of the layer below; own h] (LSTM/RNN), own h (GRU, layer 0) */
         const int stacked = n->cell != CELL_GRU && l > 0, k = stacked ? 2 * S : S;
         if (n->cell == CELL_GRU && l > 0) {
-            for (i = 0; i < R; i++)
-                if (i < rows) put_input(b->input + (size_t)i * S, h + (size_t)i * L * H + (size_t)(l - 1) * H, H, S);
-                else memset(b->input + (size_t)i * S, 0, sizeof(uint16_t) * S);
+            put_rows(b->input, h, rows, R, L, H, S, l - 1, 1);
             amx_product(b->sum_ih, W, b->w_ih[l], gates_out, b->input, R, S);
         }
-        for (i = 0; i < R; i++) {
-            uint16_t *in = b->input + (size_t)i * k;
-            if (i >= rows) {
-                memset(in, 0, sizeof(uint16_t) * k);
-                continue;
-            }
-            const float *hl = h + (size_t)i * L * H + (size_t)l * H;
-            if (stacked) {
-                put_input(in, hl - H, H, S);
-                put_input(in + S, hl, H, S);
-            } else {
-                put_input(in, hl, H, S);
-            }
-        }
+        put_rows(b->input, h, rows, R, L, H, S, stacked ? l - 1 : l, stacked ? 2 : 1);
         amx_product(b->sum, W, b->w[l], gates_out, b->input, R, k);
         for (i = 0; i < rows; i++) {
             float *g = b->sum + (size_t)i * W, *hl = h + (size_t)i * L * H + (size_t)l * H;
             if (n->cell == CELL_GRU) {
                 float *gi = b->sum_ih + (size_t)i * W;
                 if (l == 0) memcpy(gi, n->table + (size_t)ids[i] * n->gates, sizeof(float) * (size_t)n->gates);
-                else finish_row(gi, n->gates, n->b_ih[l]);
-                finish_row(g, n->gates, n->b[l]);
+                else finish_sums(gi, n->gates, n->b_ih[l]);
+                finish_sums(g, n->gates, n->b[l]);
                 gru_gates(g, gi, hl, H);
             } else {
                 const int outputs = n->cell == CELL_RNN ? H : n->gates;
-                finish_row(g, outputs, l == 0 ? n->table + (size_t)ids[i] * n->gates : n->b[l]);
+                finish_sums(g, outputs, l == 0 ? n->table + (size_t)ids[i] * n->gates : n->b[l]);
                 if (n->cell == CELL_LSTM) lstm_gates(g, hl, c + ((size_t)l * rows + i) * H, H);
                 else rnn_gates(g, hl, H);
             }
         }
     }
-    for (i = 0; i < R; i++) {
-        uint16_t *in = b->input + (size_t)i * S;
-        if (i < rows) put_input(in, h + (size_t)i * L * H + (size_t)(L - 1) * H, H, S);
-        else memset(in, 0, sizeof(uint16_t) * S);
-    }
+    put_rows(b->input, h, rows, R, L, H, S, L - 1, 1);
     amx_product(b->sum, W, b->w_dec, charrnn_amx_outputs(n->vocab), b->input, R, S);
     for (i = 0; i < rows; i++) {
         float *g = b->sum + (size_t)i * W;
-        finish_row(g, n->vocab, n->b_dec);
+        finish_sums(g, n->vocab, n->b_dec);
         memcpy(logits + (size_t)i * n->vocab, g, sizeof(float) * (size_t)n->vocab);
     }
     _tile_release();
