@@ -30,11 +30,14 @@ class Noise:
         self.gumbel_slabs: np.ndarray | None = None
         self.used = 0
 
+    def _fetch(self) -> None:
+        self.slabs = torch.empty((self.block, *self.shape), device=self.device).exponential_(1, generator=self.generator)
+        self.gumbel_slabs = None
+        self.used = 0
+
     def _advance(self) -> int:
         if self.slabs is None or self.used == len(self.slabs):
-            self.slabs = torch.empty((self.block, *self.shape), device=self.device).exponential_(1, generator=self.generator)
-            self.gumbel_slabs = None
-            self.used = 0
+            self._fetch()
         self.used += 1
         return self.used - 1
 
@@ -42,9 +45,7 @@ class Noise:
         """Fetch the first block now (the same values ``next`` would fetch then): a caller on
         another thread takes the fill's time off the thread that will draw."""
         if self.slabs is None:
-            self.slabs = torch.empty((self.block, *self.shape), device=self.device).exponential_(1, generator=self.generator)
-            self.gumbel_slabs = None
-            self.used = 0
+            self._fetch()
 
     def next(self) -> torch.Tensor:
         index = self._advance()  # first: it may fetch a new block

@@ -188,7 +188,7 @@ class BatchWorker:
         with self._cond:
             if not self._accepting:
                 raise NotAccepting()
-            if self._open + len(streams) > self.max_streams + self.max_queue:
+            if not self._fits(len(streams)):
                 raise QueueFull()
             self._waiting.extend(streams)
             self._open += len(streams)
@@ -198,7 +198,11 @@ class BatchWorker:
         """Whether ``count`` more streams would be queued now. ``submit`` decides; this only
         spares the work of preparing streams that would be refused."""
         with self._cond:
-            return self._accepting and self._open + count <= self.max_streams + self.max_queue
+            return self._accepting and self._fits(count)
+
+    def _fits(self, count: int) -> bool:
+        """Under the lock: whether ``count`` more open streams stay within the slots and the queue."""
+        return self._open + count <= self.max_streams + self.max_queue
 
     def cancel(self, stream: Stream) -> None:
         """The client went away: the stream leaves before the next step."""

@@ -27,6 +27,7 @@ import numpy as np
 from charrnn.c_compiler import find_compiler
 from charrnn.data.cache import cache_dir
 from charrnn.device import cpu_flags
+from charrnn.outputs import written_whole
 
 NATIVE_ENV = "CHARRNN_NATIVE"  # "off": never build or load the kernel
 SOURCE = "bf16_step.c"
@@ -104,9 +105,8 @@ def load_kernel() -> ctypes.CDLL | None:
         if library is not None:
             try:
                 library.parent.mkdir(parents=True, exist_ok=True)
-                staged = library.with_name(f".{name}.{os.getpid()}")
-                staged.write_bytes(built.read_bytes())
-                os.replace(staged, library)  # a reader never sees half a library
+                with written_whole(library) as staged:  # a reader never sees half a library
+                    staged.write_bytes(built.read_bytes())
                 built = library
             except OSError:
                 pass  # an unwritable cache: use the copy in the temporary directory
