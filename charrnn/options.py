@@ -281,6 +281,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "decay": 0.03,
         # Characters per segment: scored, then one update from its gradient.
         "seq": 50,
+        # Rows read side by side, each segment's update from their mean gradient. 1 is the
+        # paper's reading (one stream, an update every seq characters) and the strongest
+        # score; more rows share each read of the weights, cheaper on a CPU for a smaller gain
+        # (docs/results.md, "Dynamic evaluation", "Several rows").
+        "rows": 1,
         # The paper's stabiliser, in units of the RMS gradient (its code's default).
         "epsilon": 2e-5,
         # Gradient statistics: the first this many characters of the run's training text,

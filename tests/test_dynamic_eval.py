@@ -169,6 +169,116 @@ def test_lr_zero_and_decay_zero_is_the_static_score(one_thread):
     assert all(torch.equal(a, b) for a, b in zip(adapted.parameters(), model.parameters()))
 
 
+def reference_rows(model, ids, rms, lr, decay, eps, seq, rows, burn):
+    """The update over ``rows`` rows, written out: row r holds inputs r*n .. (r+1)*n - 1
+    (n = (len - 1) // rows) and first reads the ``burn`` characters before it with the
+    trained weights; each segment is ``seq`` columns of every row, scored by their mean
+    cross-entropy, then one update; the leftover characters continue the last row alone.
+    Returns each segment's total nats."""
+    names = list(rms)
+    theta = {k: p.detach().clone().requires_grad_(True) for k, p in model.named_parameters()}
+    theta0 = {k: p.detach().clone() for k, p in model.named_parameters()}
+    mean_rms = sum(r.mean().item() for r in rms.values()) / len(rms)
+    n = (len(ids) - 1) // rows
+    states = [None]
+    with torch.no_grad():
+        for r in range(1, rows):
+            _, state = _forward(model, theta0, torch.tensor(ids[r * n - burn : r * n])[None], None)
+            states.append(state)
+    zeros = model.initial_state(1)
+    state = tuple(torch.cat([s[i] if s is not None else zeros[i] for s in states], dim=1) for i in range(2))
+
+    def learn(x, y, state):
+        out, state = _forward(model, theta, x, state)
+        loss = F.cross_entropy(out.reshape(-1, model.config.vocab_size), y.reshape(-1))
+        grads = torch.autograd.grad(loss, [theta[k] for k in names])
+        with torch.no_grad():
+            for k, g in zip(names, grads):
+                rate = torch.clamp(rms[k] / mean_rms, max=1.0 / decay)
+                theta[k] += decay * rate * (theta0[k] - theta[k]) - lr * g / (rms[k] + eps)
+        return loss.item() * y.numel(), tuple(s.detach() for s in state)
+
+    losses = []
+    inputs = torch.tensor(np.stack([ids[r * n : (r + 1) * n] for r in range(rows)]))
+    targets = torch.tensor(np.stack([ids[r * n + 1 : (r + 1) * n + 1] for r in range(rows)]))
+    for start in range(0, n, seq):
+        nats, state = learn(inputs[:, start : start + seq], targets[:, start : start + seq], state)
+        losses.append(nats)
+    state = tuple(s[:, -1:] for s in state)
+    tail = np.arange(rows * n, len(ids) - 1)
+    for start in range(0, len(tail), seq):
+        at = tail[start : start + seq]
+        nats, state = learn(torch.tensor(ids[at])[None], torch.tensor(ids[at + 1])[None], state)
+        losses.append(nats)
+    return losses
+
+
+def test_several_rows_equal_a_hand_written_loop_over_rows_side_by_side(one_thread):
+    from charrnn.data.batches import EVAL_BURN_IN
+    from charrnn.model.dynamic import Adapter, DynamicConfig, gradient_stats
+
+    model = tiny_model("lstm")
+    train, text = random_ids(2000, seed=2), np.tile(random_ids(37, seed=3), 40)[:1203]
+    config = DynamicConfig(lr=1e-2, decay=0.02, seq=20, rows=3, epsilon=1e-4, stats_chars=2000, stats_batch=4)
+    stats = gradient_stats(model, train, config.seq, config.stats_batch, torch.device("cpu"))
+    rms = reference_stats(model, train, config.seq, config.stats_batch)
+    adapter = Adapter(model, stats, config, torch.device("cpu"))
+    got = list(adapter.segments(text))
+    want = reference_rows(model, text, rms, config.lr, config.decay, config.epsilon, config.seq, 3, EVAL_BURN_IN)
+    # 1202 targets: 3 rows of 400 in 20 segments of 3x20, then a tail of 2 continuing the last row.
+    assert [tokens for _, tokens in got] == [60] * 20 + [2]
+    np.testing.assert_allclose([nats for nats, _ in got], want, rtol=1e-5)
+    assert sum(want[-4:-1]) < 0.9 * sum(want[:3])  # it learned
+
+
+def test_in_several_rows_no_segment_is_scored_after_learning_from_its_own_text(one_thread):
+    from charrnn.model.dynamic import Adapter, DynamicConfig, gradient_stats
+
+    model = tiny_model()
+    config = DynamicConfig(lr=5e-3, decay=0.01, seq=16, rows=3, stats_chars=1000, stats_batch=2)
+    stats = gradient_stats(model, random_ids(1000, seed=5), config.seq, config.stats_batch, torch.device("cpu"))
+    text = random_ids(3 * 320 + 1, seed=6)  # rows of 320 inputs: 20 segments of 3x16
+    changed = text.copy()
+    # Row 1's targets from its segment 5 on, short of the 128 characters row 2 reads first.
+    changed[320 + 16 * 5 + 1 : 640 - 128] = (changed[320 + 16 * 5 + 1 : 640 - 128] + 1) % 11
+    first = [nats for nats, _ in Adapter(model, stats, config, torch.device("cpu")).segments(text)]
+    second = [nats for nats, _ in Adapter(model, stats, config, torch.device("cpu")).segments(changed)]
+    assert first[:5] == second[:5]  # exactly: no update before segment 5 read row 1's change
+    assert first[5] != second[5]
+
+
+def test_a_stop_in_several_rows_compares_with_the_same_characters_unadapted(one_thread):
+    from charrnn.data.batches import EVAL_BURN_IN
+    from charrnn.model.dynamic import DynamicConfig, dynamic_evaluate, gradient_stats, static_score
+
+    model = tiny_model("gru")
+    config = DynamicConfig(seq=10, rows=4, stats_chars=500, stats_batch=2)
+    stats = gradient_stats(model, random_ids(500), config.seq, config.stats_batch, torch.device("cpu"))
+    text = random_ids(4 * 200 + 1, seed=8)
+    asked = iter([False, False, True])
+    score, _ = dynamic_evaluate(model, text, stats, config, torch.device("cpu"), should_stop=lambda: next(asked))
+    assert score.stopped and score.tokens == 3 * 4 * 10 and score.segments == 3
+    # The first 30 targets of each row of 200, each row after the first read from the 128
+    # characters before it, by the trained weights.
+    nats = 0.0
+    with torch.no_grad():
+        for r in range(4):
+            start = r * 200
+            burn = min(EVAL_BURN_IN, start)
+            out, _ = _forward(model, dict(model.named_parameters()), torch.tensor(text[start - burn : start + 30])[None], None)
+            nats += F.cross_entropy(out[0, burn:], torch.tensor(text[start + 1 : start + 31]), reduction="sum").item()
+    assert static_score(model, text, score, config, torch.device("cpu")) == pytest.approx(nats / 120, rel=1e-5)
+
+
+def test_the_default_step_grows_with_the_square_root_of_the_rows():
+    from charrnn.model.dynamic import DynamicConfig
+    from charrnn.options import DEFAULTS
+
+    one = DEFAULTS["dynamic"]["lr"]
+    assert DynamicConfig().lr == one and DynamicConfig(rows=16).lr == pytest.approx(4 * one)
+    assert DynamicConfig(rows=16, lr=1e-4).lr == 1e-4
+
+
 # ---------------------------------------------------------------------------- the command line
 
 
@@ -202,6 +312,20 @@ def test_eval_dynamic_reports_its_cost_and_statistics_on_stderr(trained_run, tex
     figures(result)
     assert re.search(r"^gradient statistics: [\d,]+ tokens of the training text \(\d+ windows of 16x30\) in [\d.]+ s$", result.stderr, re.M)
     assert re.search(r"^time: static [\d.]+ s, dynamic [\d.]+ s \([\d.]+x static\); CPU time: static [\d.]+ s, dynamic [\d.]+ s \([\d.]+x\); lr [\d.e-]+, decay [\d.e-]+, segments of 30$", result.stderr, re.M)
+
+
+def test_eval_dynamic_in_several_rows_gains_and_says_how_it_read(trained_run, text_file):
+    # This model has all but learned the verse by heart: its training gradients are tiny, and
+    # the step the rows' default would take (twice one stream's) overshoots.
+    step = ["--dynamic-lr", 2e-4]
+    one_stream = figures(invoke("eval", trained_run, text_file, "--dynamic", *step, "--threads", 1))
+    result = invoke("eval", trained_run, text_file, "--dynamic", "--dynamic-rows", 4, *step, "--threads", 1)
+    static, dynamic, _, chars = figures(result)
+    assert static == one_stream[0] and chars == one_stream[3]
+    assert dynamic < static and dynamic != one_stream[1]
+    assert re.search(r"lr 0\.0002, decay [\d.e-]+, segments of 50 in 4 rows$", result.stderr, re.M), result.stderr
+    adapted = invoke("sample", trained_run, "--adapt", text_file, "--dynamic-rows", 4, *step, "--length", 20, "--threads", 1)
+    assert adapted.exit_code == 0 and ADAPTED.search(adapted.stderr), adapted.stderr
 
 
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
@@ -269,6 +393,7 @@ def answered(result, fragment: str, code: int) -> None:
         pytest.param(["--dynamic-decay", "1.5"], "--dynamic-decay must be in [0, 1]", id="decay-above-1"),
         pytest.param(["--dynamic-decay", "nan"], "--dynamic-decay must be a finite number", id="nan-decay"),
         pytest.param(["--dynamic-seq", "0"], "--dynamic-seq must be at least 1", id="seq-0"),
+        pytest.param(["--dynamic-rows", "0"], "--dynamic-rows must be at least 1", id="rows-0"),
     ],
 )
 def test_bad_dynamic_option_values_are_refused(trained_run, text_file, args, fragment):
@@ -322,11 +447,12 @@ def test_dynamic_memory_is_checked_before_it_is_taken(trained_run, text_file, mo
     answered(invoke("eval", trained_run, text_file, "--dynamic"), "dynamic evaluation would need about", 1)
 
 
-def test_ctrl_c_stops_dynamic_eval_with_the_figures_so_far(trained_run, tmp_path):
+@pytest.mark.parametrize("rows", [1, 8])
+def test_ctrl_c_stops_dynamic_eval_with_the_figures_so_far(trained_run, tmp_path, rows):
     long_text = tmp_path / "long.txt"
     long_text.write_text(small_text(6000), encoding="utf-8")  # about a million characters
     proc = subprocess.Popen(
-        [sys.executable, "-m", "charrnn", "eval", str(trained_run), str(long_text), "--dynamic", "--threads", "1"],
+        [sys.executable, "-m", "charrnn", "eval", str(trained_run), str(long_text), "--dynamic", "--dynamic-rows", str(rows), "--threads", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )
     try:
@@ -342,5 +468,6 @@ def test_ctrl_c_stops_dynamic_eval_with_the_figures_so_far(trained_run, tmp_path
     assert FIGURES.match(out), out
     scored = int(FIGURES.match(out)[4].replace(",", ""))
     assert 0 < scored < len(small_text(6000)) - 1
+    assert float(FIGURES.match(out)[1]) < 0.5  # the static figure over those characters: the verse all but known
     assert re.search(rf"charrnn: interrupted: the figures above are over the first {scored:,} of [\d,]+ tokens", err), err
     assert "Traceback" not in err

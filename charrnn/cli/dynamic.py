@@ -13,7 +13,7 @@ PANEL = "Dynamic evaluation"
 
 DynamicLr = Annotated[
     Optional[float],
-    ranged("dynamic", "lr", help=f"Step size of the dynamic update, in units of the training gradients' RMS. \\[default: {DYNAMIC['lr']:g}]", show_default=False, rich_help_panel=PANEL),
+    ranged("dynamic", "lr", help=f"Step size of the dynamic update, in units of the training gradients' RMS. \\[default: {DYNAMIC['lr']:g} x the square root of --dynamic-rows]", show_default=False, rich_help_panel=PANEL),
 ]
 DynamicDecay = Annotated[
     Optional[float],
@@ -24,20 +24,25 @@ DynamicSeq = Annotated[
     ranged("dynamic", "seq", help=f"Characters per segment: scored, then one update from its gradient. \\[default: {DYNAMIC['seq']}]", show_default=False, rich_help_panel=PANEL),
 ]
 
+DynamicRows = Annotated[
+    Optional[int],
+    ranged("dynamic", "rows", help=f"Rows of the text read side by side, one update per segment of them all: 1 is the paper's single stream; more cost less on a CPU for a smaller gain. \\[default: {DYNAMIC['rows']}]", show_default=False, rich_help_panel=PANEL),
+]
 
-def dynamic_config(lr: Optional[float], decay: Optional[float], seq: Optional[int], mode: Optional[str]):
+
+def dynamic_config(lr: Optional[float], decay: Optional[float], seq: Optional[int], rows: Optional[int], mode: Optional[str]):
     """The update's settings; options given without the mode that uses them (``mode`` is
     None) are refused."""
     from charrnn.errors import ConfigError
     from charrnn.model.dynamic import DynamicConfig
 
-    given = {"--dynamic-lr": lr, "--dynamic-decay": decay, "--dynamic-seq": seq}
+    given = {"--dynamic-lr": lr, "--dynamic-decay": decay, "--dynamic-seq": seq, "--dynamic-rows": rows}
     named = [name for name, value in given.items() if value is not None]
     if mode is None:
         if named:
             raise ConfigError(f"{', '.join(named)} set{'s' if len(named) == 1 else ''} the dynamic update: give --dynamic (eval) or --adapt FILE (sample) too, or drop {'it' if len(named) == 1 else 'them'}")
         return None
-    chosen = {"lr": lr, "decay": decay, "seq": seq}
+    chosen = {"lr": lr, "decay": decay, "seq": seq, "rows": rows}
     return DynamicConfig(**{k: v for k, v in chosen.items() if v is not None})
 
 

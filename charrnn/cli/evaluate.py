@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from charrnn.cli.dynamic import PANEL, DynamicDecay, DynamicLr, DynamicSeq, dynamic_config
+from charrnn.cli.dynamic import PANEL, DynamicDecay, DynamicLr, DynamicRows, DynamicSeq, dynamic_config
 from charrnn.cli.shared import CheckpointArgument, BestOption, _thread_governor, _given_path, err, DeviceOption, ThreadsOption, EncodingOption, EvalPrecisionOption, say_precision
 from charrnn.options import DEFAULTS, DeviceChoice, Precision
 
@@ -23,6 +23,7 @@ def evaluate_command(
     dynamic_lr: DynamicLr = None,
     dynamic_decay: DynamicDecay = None,
     dynamic_seq: DynamicSeq = None,
+    dynamic_rows: DynamicRows = None,
 ) -> None:
     """Print the bits per character the model assigns to text files, read as one stream (a list's items, for a run trained with --items)."""
     from charrnn.data.corpus import resolve_sources
@@ -34,7 +35,7 @@ def evaluate_command(
 
     if unknown not in ("error", "skip"):
         raise ConfigError("--unknown must be 'error' or 'skip'")
-    config = dynamic_config(dynamic_lr, dynamic_decay, dynamic_seq, "eval" if dynamic else None)
+    config = dynamic_config(dynamic_lr, dynamic_decay, dynamic_seq, dynamic_rows, "eval" if dynamic else None)
     target = resolve_device(device.value)
     dtype = resolve_inference_precision(precision.value, target, probed=False)
     governor = _thread_governor(threads) if target.type == "cpu" else None
@@ -94,12 +95,12 @@ def _evaluate_dynamically(model, vocab, saved, text, config, target, governor, d
 
     from charrnn.cli.dynamic import adapt
     from charrnn.cli.errors import EXIT_INTERRUPTED, fail
-    from charrnn.model.evaluation import evaluate
+    from charrnn.model.dynamic import static_score
     from charrnn.units import nats_to_bpc
 
     score, _, _ = adapt(model, vocab, saved, text.ids, config, target, dtype)
     started, cpu_started = time.perf_counter(), time.process_time()
-    static = evaluate(model, text.ids[: score.tokens + 1], target, governor=governor, dtype=dtype) * text.tokens_per_char
+    static = static_score(model, text.ids, score, config, target, dtype, governor) * text.tokens_per_char
     static_seconds, static_cpu = time.perf_counter() - started, time.process_time() - cpu_started
     dynamic = score.mean * text.tokens_per_char
     gain = nats_to_bpc(dynamic) - nats_to_bpc(static)
@@ -111,7 +112,7 @@ def _evaluate_dynamically(model, vocab, saved, text, config, target, governor, d
         f"time: static {static_seconds:.2f} s, dynamic {score.seconds:.2f} s "
         f"({score.seconds / max(static_seconds, 1e-9):.1f}x static); CPU time: static {static_cpu:.2f} s, "
         f"dynamic {score.cpu_seconds:.2f} s ({score.cpu_seconds / max(static_cpu, 1e-9):.1f}x); "
-        f"lr {config.lr:g}, decay {config.decay:g}, segments of {config.seq}",
+        f"lr {config.lr:g}, decay {config.decay:g}, segments of {config.seq}{f' in {config.rows} rows' if config.rows > 1 else ''}",
         markup=False,
     )
     print(line, flush=True)

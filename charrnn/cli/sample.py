@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from charrnn.cli.errors import EXIT_INTERRUPTED, fail
-from charrnn.cli.dynamic import PANEL as DYNAMIC_PANEL, DynamicDecay, DynamicLr, DynamicSeq, dynamic_config
+from charrnn.cli.dynamic import PANEL as DYNAMIC_PANEL, DynamicDecay, DynamicLr, DynamicRows, DynamicSeq, dynamic_config
 from charrnn.cli.shared import CheckpointArgument, BestOption, given_options, err, SAMPLE, MODEL, MODES, COPYING, _generation_threads, ranged, DeviceOption, ThreadsOption, PrecisionOption, _given_path, say_precision
 from charrnn.options import DeviceChoice, Precision, SamplingEngine
 
@@ -52,6 +52,7 @@ def sample(
     dynamic_lr: DynamicLr = None,
     dynamic_decay: DynamicDecay = None,
     dynamic_seq: DynamicSeq = None,
+    dynamic_rows: DynamicRows = None,
 ) -> None:
     """Generate text, streaming it to stdout as it is made."""
     # The options by name: SampleConfig takes the fields of its own names from them.
@@ -61,7 +62,7 @@ def sample(
 
     check_copying = _check_modes(ctx, options)
     config = _sample_config(options, prime_file, stop)
-    dynamic = dynamic_config(dynamic_lr, dynamic_decay, dynamic_seq, None if adapt is None else "adapt")
+    dynamic = dynamic_config(dynamic_lr, dynamic_decay, dynamic_seq, dynamic_rows, None if adapt is None else "adapt")
     target = resolve_device(device.value)
     governor = _generation_threads(threads, paced=not (beam or interactive)) if target.type == "cpu" else None
     model, vocab, saved = load_model(checkpoint, "best" if best else "last", device.value)
@@ -147,7 +148,7 @@ def _adapted(model, vocab, saved, path: Path, config, dynamic, target):
     from charrnn.data.vocab_kinds import vocab_kind
     from charrnn.errors import ConfigError, CorpusError
     from charrnn.generation.sample import prime_ids
-    from charrnn.model.evaluation import evaluate
+    from charrnn.model.dynamic import static_score
     from charrnn.options import DEFAULTS
     from charrnn.text import shown
     from charrnn.units import nats_to_bpc
@@ -163,10 +164,9 @@ def _adapted(model, vocab, saved, path: Path, config, dynamic, target):
     started = time.perf_counter()
     score, adapted, _ = adapt(model, vocab, saved, text.ids, config=dynamic, target=target)
     seconds = time.perf_counter() - started
-    scored = text.ids[: score.tokens + 1]
-    before = nats_to_bpc(evaluate(model, scored, target) * text.tokens_per_char)
+    before = nats_to_bpc(static_score(model, text.ids, score, dynamic, target) * text.tokens_per_char)
     during = nats_to_bpc(score.mean * text.tokens_per_char)
-    after = nats_to_bpc(evaluate(adapted, scored, target) * text.tokens_per_char)
+    after = nats_to_bpc(static_score(adapted, text.ids, score, dynamic, target) * text.tokens_per_char)
     report = (
         f"adapted to {shown(path)} ({text.chars:,} characters{_left_out(text.skipped)}) in {seconds:.1f} s: {before:.4f} bpc before, "
         f"{during:.4f} while adapting ({during - before:+.4f}), {after:.4f} after ({after - before:+.4f})"

@@ -1,7 +1,8 @@
 """Dynamic evaluation (Krause, Kahembwe, Murray and Renals, "Dynamic Evaluation of Neural
 Sequence Models", ICML 2018): a copy of the model goes on learning from a text as it scores
-it. The text is read as one stream in segments; each segment is scored first, then the copy
-takes one step from that segment's gradient, so nothing is learned before it is predicted.
+it. The text is read as one stream (or several rows side by side, ``Adapter``) in segments;
+each segment is scored first, then the copy takes one step from that segment's gradient, so
+nothing is learned before it is predicted.
 
 The step is the paper's RMS update with a global prior (its section 5):
 
@@ -20,6 +21,8 @@ The model given is never changed: the adaptation works on a copy.
 from __future__ import annotations
 
 import copy
+import itertools
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 
 from charrnn.cells import CELLS
+from charrnn.data.batches import eval_streams
 from charrnn.errors import ConfigError, CorpusError
 from charrnn.precision import autocast
 from charrnn.model.network import CharRNN, ModelConfig, detach_state
@@ -39,18 +43,28 @@ from charrnn.saved import CorpusOptions
 _DYNAMIC = DEFAULTS["dynamic"]
 
 
+def default_lr(rows: int) -> float:
+    """The step size for ``rows`` rows: the one-stream default times the square root of the
+    rows, as the mean gradient of ``rows`` segments is that much less noisy than one's
+    (measured on two models' validation text: docs/results.md, "Several rows")."""
+    return _DYNAMIC["lr"] * math.sqrt(rows)
+
+
 @dataclass(frozen=True)
 class DynamicConfig:
     """The update's settings; the defaults are `eval --dynamic`'s (the defaults table's)."""
 
-    lr: float = _DYNAMIC["lr"]
+    lr: float | None = None  # None: default_lr(rows)
     decay: float = _DYNAMIC["decay"]
     seq: int = _DYNAMIC["seq"]
+    rows: int = _DYNAMIC["rows"]
     epsilon: float = _DYNAMIC["epsilon"]
     stats_chars: int = _DYNAMIC["stats_chars"]
     stats_batch: int = _DYNAMIC["stats_batch"]
 
     def __post_init__(self) -> None:
+        if self.lr is None:
+            object.__setattr__(self, "lr", default_lr(self.rows))
         check_ranges("dynamic", asdict(self), prefix="dynamic_")
         checks = [
             (self.epsilon > 0, "epsilon must be positive"),
@@ -85,6 +99,7 @@ class DynamicScore:
     seconds: float
     stopped: bool
     cpu_seconds: float = 0.0  # the process's CPU time (all its threads), which a busy machine does not inflate
+    segments: int = 0  # updates taken (segments scored)
 
     @property
     def mean(self) -> float:
@@ -139,29 +154,48 @@ def gradient_stats(
 
 
 class Adapter:
-    """A copy of ``model`` that scores one stream of text segment by segment and, after each,
-    takes the update above. ``state`` carries across segments, as in one stream."""
+    """A copy of ``model`` that scores a text segment by segment and, after each, takes the
+    update above (``stats`` None: a frozen copy that only scores, the same reading without
+    learning).
+
+    The text is read as ``config.rows`` rows side by side, cut as static evaluation cuts it
+    (``eval_streams``: each row after the first primed with the characters before it, the
+    leftover tail continuing the last row). One row is the paper's reading: one stream. With
+    several, a segment is ``seq`` characters of every row, scored together, and the update
+    follows their mean gradient: every character is still scored before anything learns from
+    it, but the model has learned from text later in the file (other rows) by then, and it
+    updates once per ``rows * seq`` characters. Several rows share each read of the weights,
+    which is what makes a pass on a CPU several times cheaper.
+    """
 
     def __init__(
-        self, model: CharRNN, stats: GradientStats, config: DynamicConfig, device: torch.device, dtype: torch.dtype = torch.float32
+        self, model: CharRNN, stats: GradientStats | None, config: DynamicConfig, device: torch.device, dtype: torch.dtype = torch.float32
     ) -> None:
         self.config = config
         self.device = device
         self.dtype = dtype
         self.model = copy.deepcopy(model).to(device).eval()
         self.params = list(self.model.parameters())
-        if len(self.params) != len(stats.rms):
-            raise ValueError("the gradient statistics were gathered on another model")
-        with torch.no_grad():
-            self.trained = [p.detach().clone() for p in self.params]
-            self.scale = [config.lr / (r.to(device) + config.epsilon) for r in stats.rms]
-            # decay x RMS_norm, clipped at 1: a weight never moves past its trained value.
-            self.pull = [torch.clamp(config.decay * d.to(device), max=1.0) for d in stats.decay_rate]
+        self.learns = stats is not None
+        if stats is not None:
+            if len(self.params) != len(stats.rms):
+                raise ValueError("the gradient statistics were gathered on another model")
+            with torch.no_grad():
+                self.trained = [p.detach().clone() for p in self.params]
+                self.scale = [config.lr / (r.to(device) + config.epsilon) for r in stats.rms]
+                # decay x RMS_norm, clipped at 1: a weight never moves past its trained value.
+                self.pull = [torch.clamp(config.decay * d.to(device), max=1.0) for d in stats.decay_rate]
         self.state = self.model.initial_state(1, device)
 
-    def step(self, inputs: np.ndarray, targets: np.ndarray) -> float:
-        """Score one segment (its total nats), then learn from it."""
-        x, y = _ids(inputs)[None].to(self.device), _ids(targets)[None].to(self.device)
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Score one segment, ``x`` and ``y`` (rows, length), from the current state (its
+        total nats), then learn from it."""
+        x, y = x.to(self.device), y.to(self.device)
+        if not self.learns:
+            with torch.no_grad(), autocast(self.device, self.dtype):
+                _, loss, state = self.model(x, self.state, y)
+            self.state = detach_state(state)
+            return float(loss) * y.numel()
         self.model.zero_grad(set_to_none=True)
         with _no_cudnn(self.device):
             with autocast(self.device, self.dtype):
@@ -177,12 +211,21 @@ class Adapter:
         return float(loss.detach()) * y.numel()
 
     def segments(self, ids: np.ndarray) -> Iterator[tuple[float, int]]:
-        """(nats, tokens scored) of each segment of ``ids``, read as one stream from the
-        current state; every token after the first is scored once."""
+        """(nats, tokens scored) of each segment of ``ids``, read from the start of the text;
+        every token after the first is scored once. The state ends where the text ends."""
+        from charrnn.model.evaluation import last_row, primed_state
+
         seq = self.config.seq
-        for start in range(0, len(ids) - 1, seq):
-            end = min(start + seq, len(ids) - 1)
-            yield self.step(ids[start:end], ids[start + 1 : end + 1]), end - start
+        streams = eval_streams(ids, self.config.rows, min_row=seq)
+        self.state = primed_state(self.model, streams, self.device)
+        for x, y in streams.windows(seq):
+            yield self.step(x, y), y.numel()
+        tail = streams.tail()
+        if tail is not None:
+            self.state = last_row(self.state)
+            x, y = tail
+            for start in range(0, x.shape[1], seq):
+                yield self.step(x[:, start : start + seq], y[:, start : start + seq]), y[:, start : start + seq].numel()
 
 
 def dynamic_evaluate(
@@ -199,10 +242,11 @@ def dynamic_evaluate(
     (the weights and their updates stay fp32)."""
     adapter = Adapter(model, stats, config, device, dtype)
     started, cpu_started = time.perf_counter(), time.process_time()
-    nats, tokens, stopped = 0.0, 0, False
+    nats, tokens, segments, stopped = 0.0, 0, 0, False
     for segment_nats, count in adapter.segments(ids):
         nats += segment_nats
         tokens += count
+        segments += 1
         if should_stop():
             stopped = tokens < len(ids) - 1
             break
@@ -210,7 +254,22 @@ def dynamic_evaluate(
     adapted.zero_grad(set_to_none=True)
     adapted.requires_grad_(False)  # ready for inference, as a loaded model is
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-    return DynamicScore(nats, tokens, seconds, stopped, cpu_seconds), adapted
+    return DynamicScore(nats, tokens, seconds, stopped, cpu_seconds, segments), adapted
+
+
+def static_score(
+    model: CharRNN, ids: np.ndarray, score: DynamicScore, config: DynamicConfig, device: torch.device, dtype: torch.dtype = torch.float32, governor=None
+) -> float:
+    """Mean nats per token of ``model``, unchanged, over the tokens ``score`` covered: static
+    evaluation of the whole text, or of the prefix a stop left in one row; after a stop in
+    several rows (whose scored tokens are no prefix), the same reading without the updates."""
+    from charrnn.model.evaluation import evaluate
+
+    if not score.stopped or config.rows == 1:
+        return evaluate(model, ids[: score.tokens + 1], device, governor=governor, dtype=dtype)
+    frozen = Adapter(model, None, config, device, dtype).segments(ids)
+    nats = sum(segment_nats for segment_nats, _ in itertools.islice(frozen, score.segments))
+    return nats / max(score.tokens, 1)
 
 
 def training_sample(corpus: CorpusOptions | None, vocab, chars: int) -> np.ndarray:
@@ -237,5 +296,5 @@ def dynamic_memory(config: ModelConfig, dynamic: DynamicConfig, text_bytes: int 
     in float32), the activations of a statistics window, and ``text_bytes`` of text held."""
     weights = 7 * 4 * config.num_parameters()
     width = config.layers * config.hidden * (CELLS[config.cell].weight_blocks + 2) + 2 * config.vocab_size + config.embed
-    activations = 2 * 4 * dynamic.stats_batch * dynamic.seq * width
+    activations = 2 * 4 * max(dynamic.stats_batch, dynamic.rows) * dynamic.seq * width
     return weights + activations + text_bytes

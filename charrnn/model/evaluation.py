@@ -8,7 +8,7 @@ import time
 import numpy as np
 import torch
 
-from charrnn.data.batches import eval_streams
+from charrnn.data.batches import EvalStreams, eval_streams
 from charrnn.data.items import IGNORED, item_bounds, padded_items
 from charrnn.model.network import CharRNN, State
 from charrnn.precision import autocast
@@ -61,11 +61,7 @@ def _evaluate(model: CharRNN, ids: np.ndarray, device: torch.device, batch_size:
     was_training = model.training
     model.eval()
     streams = eval_streams(ids, batch_size, min_row=seq_len)
-    state = model.initial_state(1, device)  # row 0's: the text's start, as one stream
-    primer = streams.primer()
-    if primer is not None:
-        _, _, primed = model(primer.to(device))
-        state = _stack_rows(state, primed)
+    state = primed_state(model, streams, device)
     total, count = 0.0, 0
     for x, y in streams.windows(seq_len):
         started = time.perf_counter()
@@ -77,21 +73,29 @@ def _evaluate(model: CharRNN, ids: np.ndarray, device: torch.device, batch_size:
     tail = streams.tail()
     if tail is not None:
         x, y = tail
-        _, loss, _ = model(x.to(device), _last_row(state), y.to(device))
+        _, loss, _ = model(x.to(device), last_row(state), y.to(device))
         total += loss.item() * y.numel()
         count += y.numel()
     model.train(was_training)
     return total / max(count, 1)
 
 
-def _stack_rows(first: State, rest: State) -> State:
-    """One state whose rows are ``first``'s, then ``rest``'s (tensors are (layers, batch, hidden))."""
-    if isinstance(first, tuple):
-        return tuple(torch.cat([f, r], dim=1) for f, r in zip(first, rest))
-    return torch.cat([first, rest], dim=1)
+def primed_state(model: CharRNN, streams: EvalStreams, device: torch.device) -> State:
+    """The state each row of ``streams`` starts from: row 0 the zero state (the text's start,
+    as one stream), every later row the state after reading its primer."""
+    state = model.initial_state(1, device)
+    primer = streams.primer()
+    if primer is None:
+        return state
+    with torch.no_grad():
+        _, _, primed = model(primer.to(device))
+    if isinstance(state, tuple):
+        return tuple(torch.cat([first, rest], dim=1) for first, rest in zip(state, primed))
+    return torch.cat([state, primed], dim=1)
 
 
-def _last_row(state: State) -> State:
+def last_row(state: State) -> State:
+    """The last row of a batch's state (where the text's tail continues)."""
     if isinstance(state, tuple):
         return tuple(s[:, -1:].contiguous() for s in state)
     return state[:, -1:].contiguous()
