@@ -328,6 +328,23 @@ def test_eval_dynamic_in_several_rows_gains_and_says_how_it_read(trained_run, te
     assert adapted.exit_code == 0 and ADAPTED.search(adapted.stderr), adapted.stderr
 
 
+def test_auto_times_the_dynamic_pass_in_both_precisions_on_a_cpu_with_bf16(trained_run, text_file):
+    from charrnn.device import cpu_bf16_flags
+
+    args = ["eval", trained_run, text_file, "--dynamic", "--dynamic-rows", 4, "--dynamic-lr", 2e-4, "--threads", 1]
+    exact = invoke(*args, "--precision", "fp32")
+    static, _, _, _ = figures(exact)
+    assert "dynamic pass" not in exact.stderr and "dynamic in" not in exact.stderr
+    auto = invoke(*args)
+    assert figures(auto)[0] == static  # the static figure stays the exact fp32 one
+    chosen = re.search(r"^dynamic pass: (fp32|bf16) \(auto: a segment's forward and backward took fp32 [\d.,]+ ms, bf16 [\d.,]+ ms\)$", auto.stderr, re.M)
+    if not cpu_bf16_flags():
+        assert chosen is None and "dynamic in" not in auto.stderr
+        pytest.skip("this CPU has no bf16 instructions: auto is fp32 without a probe (checked)")
+    assert chosen, auto.stderr
+    assert (", dynamic in bf16" in auto.stderr) == (chosen[1] == "bf16")
+
+
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
 def test_eval_dynamic_works_on_every_cell(cell_runs, tmp_path, cell):
     text = tmp_path / "verse.txt"
@@ -457,6 +474,8 @@ def test_ctrl_c_stops_dynamic_eval_with_the_figures_so_far(trained_run, tmp_path
     )
     try:
         line = proc.stderr.readline()
+        if line.startswith("dynamic pass:"):  # auto's choice, on a CPU with bf16
+            line = proc.stderr.readline()
         assert line.startswith("gradient statistics:"), line
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)

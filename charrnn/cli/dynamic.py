@@ -46,16 +46,17 @@ def dynamic_config(lr: Optional[float], decay: Optional[float], seq: Optional[in
     return DynamicConfig(**{k: v for k, v in chosen.items() if v is not None})
 
 
-def adapt(model, vocab, saved, ids, config, target, dtype=None):
+def adapt(model, vocab, saved, ids, config, target, precision: str = "fp32"):
     """Gradient statistics, then ``ids`` scored dynamically on a copy of ``model``. A first
-    Ctrl-C (or SIGTERM) stops between segments; the score says how far it got. ``dtype``:
-    the forward's precision (None: fp32). Returns (score, adapted model, statistics)."""
+    Ctrl-C (or SIGTERM) stops between segments; the score says how far it got. ``precision``:
+    the pass's ``--precision`` (``auto``: timed, ``choose_precision``). Returns (score,
+    adapted model, statistics, the pass's dtype)."""
     import numpy as np
-    import torch
 
     from charrnn.cli.signals import graceful_stop
     from charrnn.memory import require_memory
-    from charrnn.model.dynamic import dynamic_evaluate, dynamic_memory, gradient_stats, training_sample
+    from charrnn.model.dynamic import choose_precision, dynamic_evaluate, dynamic_memory, gradient_stats, training_sample
+    from charrnn.precision import DTYPE_NAMES, resolve_inference_precision
 
     held = 0 if isinstance(ids, np.memmap) else int(ids.nbytes)
     require_memory(
@@ -65,7 +66,11 @@ def adapt(model, vocab, saved, ids, config, target, dtype=None):
         target,
     )
     sample = training_sample(saved.corpus, vocab, config.stats_chars)
-    dtype = torch.float32 if dtype is None else dtype
+    dtype = resolve_inference_precision(precision, target)
+    if dtype is None:
+        dtype, probe = choose_precision(model, ids, config, target)
+        speeds = ", ".join(f"{DTYPE_NAMES[d]} {1e3 * s:,.1f} ms" for d, s in probe.items())
+        err.print(f"dynamic pass: {DTYPE_NAMES[dtype]} (auto: a segment's forward and backward took {speeds})", markup=False)
     stats = gradient_stats(model, sample, config.seq, config.stats_batch, target, dtype)
     err.print(
         f"gradient statistics: {stats.tokens:,} tokens of the training text ({stats.windows} windows of "
@@ -79,4 +84,4 @@ def adapt(model, vocab, saved, ids, config, target, dtype=None):
 
     with graceful_stop(request_stop):
         score, adapted = dynamic_evaluate(model, ids, stats, config, target, should_stop=lambda: stop["asked"], dtype=dtype)
-    return score, adapted, stats
+    return score, adapted, stats, dtype

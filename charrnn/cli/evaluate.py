@@ -56,7 +56,7 @@ def evaluate_command(
         raise CorpusError(f"the text to evaluate needs at least 2 characters; {len(text.ids)} {'is' if len(text.ids) == 1 else 'are'} left{left_out}")
     say_precision(precision.value, dtype, target)
     if config is not None:
-        _evaluate_dynamically(model, vocab, saved, text, config, target, governor, dtype)
+        _evaluate_dynamically(model, vocab, saved, text, config, target, governor, dtype, precision.value)
         return
     if items:
         from charrnn.model.evaluation import evaluate_items
@@ -88,17 +88,20 @@ def _baseline(text) -> float:
     return unigram_bpc(text.ids, text.tokens_per_char)
 
 
-def _evaluate_dynamically(model, vocab, saved, text, config, target, governor, dtype) -> None:
+def _evaluate_dynamically(model, vocab, saved, text, config, target, governor, dtype, precision: str) -> None:
     """Dynamic, then static over what the dynamic pass scored (all of it unless a Ctrl-C
-    stopped it): both figures on one line, their times on stderr."""
+    stopped it): both figures on one line, their times on stderr. ``dtype``: the static
+    figure's precision (``auto``: fp32, the model's exact figure); ``precision``: the choice
+    the dynamic pass resolves for itself (``auto``: the faster, timed)."""
     import time
 
     from charrnn.cli.dynamic import adapt
     from charrnn.cli.errors import EXIT_INTERRUPTED, fail
     from charrnn.model.dynamic import static_score
+    from charrnn.precision import DTYPE_NAMES
     from charrnn.units import nats_to_bpc
 
-    score, _, _ = adapt(model, vocab, saved, text.ids, config, target, dtype)
+    score, _, _, dynamic_dtype = adapt(model, vocab, saved, text.ids, config, target, precision)
     started, cpu_started = time.perf_counter(), time.process_time()
     static = static_score(model, text.ids, score, config, target, dtype, governor) * text.tokens_per_char
     static_seconds, static_cpu = time.perf_counter() - started, time.process_time() - cpu_started
@@ -112,7 +115,8 @@ def _evaluate_dynamically(model, vocab, saved, text, config, target, governor, d
         f"time: static {static_seconds:.2f} s, dynamic {score.seconds:.2f} s "
         f"({score.seconds / max(static_seconds, 1e-9):.1f}x static); CPU time: static {static_cpu:.2f} s, "
         f"dynamic {score.cpu_seconds:.2f} s ({score.cpu_seconds / max(static_cpu, 1e-9):.1f}x); "
-        f"lr {config.lr:g}, decay {config.decay:g}, segments of {config.seq}{f' in {config.rows} rows' if config.rows > 1 else ''}",
+        f"lr {config.lr:g}, decay {config.decay:g}, segments of {config.seq}{f' in {config.rows} rows' if config.rows > 1 else ''}"
+        f"{f', dynamic in {DTYPE_NAMES[dynamic_dtype]}' if dynamic_dtype != dtype else ''}",
         markup=False,
     )
     print(line, flush=True)

@@ -162,7 +162,7 @@ def _adapted(model, vocab, saved, path: Path, config, dynamic, target):
     if len(text.ids) < 2:
         raise CorpusError(f"the --adapt text needs at least 2 characters the model can read; {len(text.ids)} {'is' if len(text.ids) == 1 else 'are'} there")
     started = time.perf_counter()
-    score, adapted, _ = adapt(model, vocab, saved, text.ids, config=dynamic, target=target)
+    score, adapted, _, _ = adapt(model, vocab, saved, text.ids, config=dynamic, target=target, precision=config.precision)
     seconds = time.perf_counter() - started
     before = nats_to_bpc(static_score(model, text.ids, score, dynamic, target) * text.tokens_per_char)
     during = nats_to_bpc(score.mean * text.tokens_per_char)

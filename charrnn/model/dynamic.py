@@ -34,7 +34,7 @@ import torch
 from charrnn.cells import CELLS
 from charrnn.data.batches import eval_streams
 from charrnn.errors import ConfigError, CorpusError
-from charrnn.precision import autocast
+from charrnn.precision import autocast, faster_precision
 from charrnn.model.network import CharRNN, ModelConfig, detach_state
 from charrnn.options import DEFAULTS
 from charrnn.ranges import check_ranges
@@ -255,6 +255,32 @@ def dynamic_evaluate(
     adapted.requires_grad_(False)  # ready for inference, as a loaded model is
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     return DynamicScore(nats, tokens, seconds, stopped, cpu_seconds, segments), adapted
+
+
+def choose_precision(model: CharRNN, ids: np.ndarray, config: DynamicConfig, device: torch.device) -> tuple[torch.dtype, dict[torch.dtype, float]]:
+    """``auto``'s precision for a dynamic pass on a CPU with native bf16: whichever of fp32
+    and bf16 runs the forward and backward pass of the text's first segment faster
+    (``charrnn.precision.faster_precision``), timed on a copy. bf16 wins where several rows
+    keep its matrix units busy; one row at a time it loses to fp32 (docs/results.md, "Cost").
+    Returns the choice and each precision's seconds per segment."""
+    from charrnn.model.evaluation import primed_state
+
+    work = copy.deepcopy(model).to(device).eval()
+    streams = eval_streams(ids, config.rows, min_row=config.seq)
+    x, y = next(streams.windows(config.seq))
+    x, y = x.to(device), y.to(device)
+    start = primed_state(work, streams, device)
+
+    def segment(dtype: torch.dtype):
+        def run() -> None:
+            work.zero_grad(set_to_none=True)
+            with autocast(device, dtype):
+                _, loss, _ = work(x, start, y)
+            loss.backward()
+
+        return run
+
+    return faster_precision({dtype: segment(dtype) for dtype in (torch.float32, torch.bfloat16)})
 
 
 def static_score(
