@@ -152,6 +152,7 @@ RANGES: dict[str, dict[str, Range]] = {
         "decay": Range(0, 1, note="0 never pulls the weights back"),
         "seq": AT_LEAST_1,
         "rows": AT_LEAST_1,
+        "row_chars": AT_LEAST_1,
     },
     # Options no config holds: the command line checks these.
     "run": {"eval_sample_chars": Range(0, note="0 writes none")},

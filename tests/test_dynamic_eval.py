@@ -169,24 +169,19 @@ def test_lr_zero_and_decay_zero_is_the_static_score(one_thread):
     assert all(torch.equal(a, b) for a, b in zip(adapted.parameters(), model.parameters()))
 
 
-def reference_rows(model, ids, rms, lr, decay, eps, seq, rows, burn):
-    """The update over ``rows`` rows, written out: row r holds inputs r*n .. (r+1)*n - 1
-    (n = (len - 1) // rows) and first reads the ``burn`` characters before it with the
-    trained weights; each segment is ``seq`` columns of every row, scored by their mean
-    cross-entropy, then one update; the leftover characters continue the last row alone.
-    Returns each segment's total nats."""
+def reference_rows(model, ids, rms, lr, decay, eps, seq, rows, burn, block):
+    """The update over rows, written out. The text's targets are taken ``block`` at a time;
+    each block's inputs are cut into ``rows`` rows (fewer where a row would be shorter than a
+    segment) of n = block // rows, row r reading inputs
+    r*n .. (r+1)*n - 1; row 0 goes on from the state the last block ended in, and every later
+    row first reads the ``burn`` characters before it with the weights as they stand. Each
+    segment is ``seq`` columns of every row, scored by their mean cross-entropy, then one
+    update; a block's leftover characters continue its last row alone. Returns each
+    segment's total nats and tokens."""
     names = list(rms)
     theta = {k: p.detach().clone().requires_grad_(True) for k, p in model.named_parameters()}
     theta0 = {k: p.detach().clone() for k, p in model.named_parameters()}
     mean_rms = sum(r.mean().item() for r in rms.values()) / len(rms)
-    n = (len(ids) - 1) // rows
-    states = [None]
-    with torch.no_grad():
-        for r in range(1, rows):
-            _, state = _forward(model, theta0, torch.tensor(ids[r * n - burn : r * n])[None], None)
-            states.append(state)
-    zeros = model.initial_state(1)
-    state = tuple(torch.cat([s[i] if s is not None else zeros[i] for s in states], dim=1) for i in range(2))
 
     def learn(x, y, state):
         out, state = _forward(model, theta, x, state)
@@ -196,39 +191,55 @@ def reference_rows(model, ids, rms, lr, decay, eps, seq, rows, burn):
             for k, g in zip(names, grads):
                 rate = torch.clamp(rms[k] / mean_rms, max=1.0 / decay)
                 theta[k] += decay * rate * (theta0[k] - theta[k]) - lr * g / (rms[k] + eps)
-        return loss.item() * y.numel(), tuple(s.detach() for s in state)
+        return (loss.item() * y.numel(), y.numel()), tuple(s.detach() for s in state)
 
-    losses = []
-    inputs = torch.tensor(np.stack([ids[r * n : (r + 1) * n] for r in range(rows)]))
-    targets = torch.tensor(np.stack([ids[r * n + 1 : (r + 1) * n + 1] for r in range(rows)]))
-    for start in range(0, n, seq):
-        nats, state = learn(inputs[:, start : start + seq], targets[:, start : start + seq], state)
-        losses.append(nats)
-    state = tuple(s[:, -1:] for s in state)
-    tail = np.arange(rows * n, len(ids) - 1)
-    for start in range(0, len(tail), seq):
-        at = tail[start : start + seq]
-        nats, state = learn(torch.tensor(ids[at])[None], torch.tensor(ids[at + 1])[None], state)
-        losses.append(nats)
-    return losses
+    segments, state = [], model.initial_state(1)
+    for first in range(0, len(ids) - 1, block):
+        last = min(first + block, len(ids) - 1)  # the block's targets: first + 1 .. last
+        rows_here = max(1, min(rows, (last - first) // seq))  # rows of a segment at least
+        n = (last - first) // rows_here
+        primer = min(burn, n)
+        states = [state]
+        with torch.no_grad():
+            for r in range(1, rows_here):
+                at = first + r * n
+                _, primed = _forward(model, {k: v.detach() for k, v in theta.items()}, torch.tensor(ids[at - primer : at])[None], None)
+                states.append(primed)
+        state = tuple(torch.cat([s[i] for s in states], dim=1) for i in range(2))
+        inputs = torch.tensor(np.stack([ids[first + r * n : first + (r + 1) * n] for r in range(rows_here)]))
+        targets = torch.tensor(np.stack([ids[first + r * n + 1 : first + (r + 1) * n + 1] for r in range(rows_here)]))
+        for start in range(0, n, seq):
+            scored, state = learn(inputs[:, start : start + seq], targets[:, start : start + seq], state)
+            segments.append(scored)
+        state = tuple(s[:, -1:] for s in state)
+        tail = np.arange(first + rows_here * n, last)
+        for start in range(0, len(tail), seq):
+            at = tail[start : start + seq]
+            scored, state = learn(torch.tensor(ids[at])[None], torch.tensor(ids[at + 1])[None], state)
+            segments.append(scored)
+    return segments
 
 
-def test_several_rows_equal_a_hand_written_loop_over_rows_side_by_side(one_thread):
+@pytest.mark.parametrize("row_chars", [1000, 100])
+def test_several_rows_equal_a_hand_written_loop_over_rows_side_by_side(one_thread, row_chars):
     from charrnn.data.batches import EVAL_BURN_IN
     from charrnn.model.dynamic import Adapter, DynamicConfig, gradient_stats
 
     model = tiny_model("lstm")
     train, text = random_ids(2000, seed=2), np.tile(random_ids(37, seed=3), 40)[:1203]
-    config = DynamicConfig(lr=1e-2, decay=0.02, seq=20, rows=3, epsilon=1e-4, stats_chars=2000, stats_batch=4)
+    config = DynamicConfig(lr=1e-2, decay=0.02, seq=20, rows=3, row_chars=row_chars, epsilon=1e-4, stats_chars=2000, stats_batch=4)
     stats = gradient_stats(model, train, config.seq, config.stats_batch, torch.device("cpu"))
     rms = reference_stats(model, train, config.seq, config.stats_batch)
     adapter = Adapter(model, stats, config, torch.device("cpu"))
     got = list(adapter.segments(text))
-    want = reference_rows(model, text, rms, config.lr, config.decay, config.epsilon, config.seq, 3, EVAL_BURN_IN)
-    # 1202 targets: 3 rows of 400 in 20 segments of 3x20, then a tail of 2 continuing the last row.
-    assert [tokens for _, tokens in got] == [60] * 20 + [2]
-    np.testing.assert_allclose([nats for nats, _ in got], want, rtol=1e-5)
-    assert sum(want[-4:-1]) < 0.9 * sum(want[:3])  # it learned
+    want = reference_rows(model, text, rms, config.lr, config.decay, config.epsilon, config.seq, 3, EVAL_BURN_IN, 3 * row_chars)
+    # 1202 targets. In one block: 3 rows of 400 in 20 segments of 3x20, then a tail of 2
+    # continuing the last row. In blocks of 300: 3 rows of 100, each row after the first
+    # reading the 100 characters before it, in 5 segments of 3x20 a block; then a block of 2,
+    # too short for rows, going on from the last row.
+    assert [tokens for _, tokens in got] == [tokens for _, tokens in want] == [60] * 20 + [2]
+    np.testing.assert_allclose([nats for nats, _ in got], [nats for nats, _ in want], rtol=1e-5)
+    assert sum(n for n, _ in want[-4:-1]) < 0.9 * sum(n for n, _ in want[:3])  # it learned
 
 
 def test_in_several_rows_no_segment_is_scored_after_learning_from_its_own_text(one_thread):

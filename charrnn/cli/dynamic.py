@@ -26,7 +26,7 @@ DynamicSeq = Annotated[
 
 DynamicRows = Annotated[
     Optional[int],
-    ranged("dynamic", "rows", help=f"Rows of the text read side by side, one update per segment of them all: 1 is the paper's single stream; more cost less on a CPU for a smaller gain. \\[default: {DYNAMIC['rows']}]", show_default=False, rich_help_panel=PANEL),
+    ranged("dynamic", "rows", help=f"Rows of the text read side by side (in blocks of {DYNAMIC['row_chars']:,} characters a row), one update per segment of them all: 1 is the paper's single stream; more cost less on a CPU for a smaller gain. \\[default: {DYNAMIC['rows']}]", show_default=False, rich_help_panel=PANEL),
 ]
 
 

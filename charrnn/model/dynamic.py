@@ -58,6 +58,7 @@ class DynamicConfig:
     decay: float = _DYNAMIC["decay"]
     seq: int = _DYNAMIC["seq"]
     rows: int = _DYNAMIC["rows"]
+    row_chars: int = _DYNAMIC["row_chars"]
     epsilon: float = _DYNAMIC["epsilon"]
     stats_chars: int = _DYNAMIC["stats_chars"]
     stats_batch: int = _DYNAMIC["stats_batch"]
@@ -158,14 +159,15 @@ class Adapter:
     update above (``stats`` None: a frozen copy that only scores, the same reading without
     learning).
 
-    The text is read as ``config.rows`` rows side by side, cut as static evaluation cuts it
-    (``eval_streams``: each row after the first primed with the characters before it, the
-    leftover tail continuing the last row). One row is the paper's reading: one stream. With
-    several, a segment is ``seq`` characters of every row, scored together, and the update
-    follows their mean gradient: every character is still scored before anything learns from
-    it, but the model has learned from text later in the file (other rows) by then, and it
-    updates once per ``rows * seq`` characters. Several rows share each read of the weights,
-    which is what makes a pass on a CPU several times cheaper.
+    One row is the paper's reading: one stream. With several, the text is read a block of
+    ``rows * row_chars`` characters at a time, each block cut into ``rows`` rows side by side
+    as static evaluation cuts a text (``_block``); a segment is ``seq`` characters of every
+    row, scored together, and the update follows their mean gradient. Every character is
+    still scored before anything learns from it, but by then the model has learned from the
+    other rows of its block, some of them later in the text, and it updates once per ``rows *
+    seq`` characters. Several rows share each read of the weights, which makes a pass on a CPU
+    several times cheaper; short blocks keep the rows near one another, so that the update
+    still follows the text at hand (docs/results.md, "Several rows").
     """
 
     def __init__(
@@ -213,16 +215,29 @@ class Adapter:
     def segments(self, ids: np.ndarray) -> Iterator[tuple[float, int]]:
         """(nats, tokens scored) of each segment of ``ids``, read from the start of the text;
         every token after the first is scored once. The state ends where the text ends."""
+        config = self.config
+        usable = len(ids) - 1
+        block = usable if config.rows == 1 else config.rows * config.row_chars
+        self.state = self.model.initial_state(1, self.device)
+        for start in range(0, usable, block):
+            yield from self._block(ids[start : min(start + block, usable) + 1])
+
+    def _block(self, ids: np.ndarray) -> Iterator[tuple[float, int]]:
+        """The segments of one block, cut into rows as ``eval_streams`` cuts a text: row 0
+        goes on from the state the last block ended in, every later row first reads the
+        characters before it with the weights as they stand; the block's leftover tail
+        continues its last row, where the next block goes on."""
         from charrnn.model.evaluation import last_row, primed_state
 
         seq = self.config.seq
         streams = eval_streams(ids, self.config.rows, min_row=seq)
-        self.state = primed_state(self.model, streams, self.device)
+        with autocast(self.device, self.dtype):
+            self.state = detach_state(primed_state(self.model, streams, self.device, first=self.state))
         for x, y in streams.windows(seq):
             yield self.step(x, y), y.numel()
+        self.state = last_row(self.state)
         tail = streams.tail()
         if tail is not None:
-            self.state = last_row(self.state)
             x, y = tail
             for start in range(0, x.shape[1], seq):
                 yield self.step(x[:, start : start + seq], y[:, start : start + seq]), y[:, start : start + seq].numel()

@@ -80,10 +80,10 @@ def _evaluate(model: CharRNN, ids: np.ndarray, device: torch.device, batch_size:
     return total / max(count, 1)
 
 
-def primed_state(model: CharRNN, streams: EvalStreams, device: torch.device) -> State:
-    """The state each row of ``streams`` starts from: row 0 the zero state (the text's start,
-    as one stream), every later row the state after reading its primer."""
-    state = model.initial_state(1, device)
+def primed_state(model: CharRNN, streams: EvalStreams, device: torch.device, first: State | None = None) -> State:
+    """The state each row of ``streams`` starts from: row 0 ``first`` (None: the zero state,
+    the text's start, as one stream), every later row the state after reading its primer."""
+    state = model.initial_state(1, device) if first is None else first
     primer = streams.primer()
     if primer is None:
         return state
