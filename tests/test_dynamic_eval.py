@@ -339,10 +339,13 @@ def test_eval_dynamic_in_several_rows_gains_and_says_how_it_read(trained_run, te
     assert adapted.exit_code == 0 and ADAPTED.search(adapted.stderr), adapted.stderr
 
 
-def test_auto_times_the_dynamic_pass_in_both_precisions_on_a_cpu_with_bf16(trained_run, text_file):
+def test_auto_times_a_dynamic_pass_of_16_rows_in_both_precisions_on_a_cpu_with_bf16(trained_run, text_file):
     from charrnn.device import cpu_bf16_flags
 
-    args = ["eval", trained_run, text_file, "--dynamic", "--dynamic-rows", 4, "--dynamic-lr", 2e-4, "--threads", 1]
+    few = invoke("eval", trained_run, text_file, "--dynamic", "--dynamic-rows", 8, "--dynamic-lr", 2e-4, "--threads", 1)
+    figures(few)
+    assert "dynamic pass" not in few.stderr and "dynamic in" not in few.stderr  # below 16 rows: fp32, no probe
+    args = ["eval", trained_run, text_file, "--dynamic", "--dynamic-rows", 16, "--dynamic-lr", 1e-4, "--threads", 1]
     exact = invoke(*args, "--precision", "fp32")
     static, _, _, _ = figures(exact)
     assert "dynamic pass" not in exact.stderr and "dynamic in" not in exact.stderr

@@ -69,8 +69,9 @@ def adapt(model, vocab, saved, ids, config, target, precision: str = "fp32"):
     dtype = resolve_inference_precision(precision, target)
     if dtype is None:
         dtype, probe = choose_precision(model, ids, config, target)
-        speeds = ", ".join(f"{DTYPE_NAMES[d]} {1e3 * s:,.1f} ms" for d, s in probe.items())
-        err.print(f"dynamic pass: {DTYPE_NAMES[dtype]} (auto: a segment's forward and backward took {speeds})", markup=False)
+        if probe is not None:
+            speeds = ", ".join(f"{DTYPE_NAMES[d]} {1e3 * s:,.1f} ms" for d, s in probe.items())
+            err.print(f"dynamic pass: {DTYPE_NAMES[dtype]} (auto: a segment's forward and backward took {speeds})", markup=False)
     stats = gradient_stats(model, sample, config.seq, config.stats_batch, target, dtype)
     err.print(
         f"gradient statistics: {stats.tokens:,} tokens of the training text ({stats.windows} windows of "

@@ -83,7 +83,7 @@ ReplayThreadsOption = Annotated[Optional[int], ranged("threads", "threads", chec
 EncodingOption = Annotated[str, typer.Option(help="Text encoding of the files.")]
 # The precision of sample's and serve's products (charrnn.precision), and of eval's.
 PrecisionOption = Annotated[Precision, typer.Option(help="Arithmetic of the model's products: fp32; bf16 on a CPU with native bf16 instructions (avx512_bf16, amx_bf16) or a GPU; fp16 on a GPU; auto = bf16 where a short probe of this model's step at this batch (the fast engine, 16 samples or more) finds it at least 1.25x fp32's speed, else fp32. Same seed, same text within one precision.", rich_help_panel=DEVICE)]
-EvalPrecisionOption = Annotated[Precision, typer.Option(help="Arithmetic of the model's forward: fp32; bf16 on a CPU with native bf16 instructions (avx512_bf16, amx_bf16) or a GPU, faster and within a few thousandths of a bit per character; fp16 on a GPU; auto = fp32, the model's exact figure (for a --dynamic pass, bf16 where a probe of one segment finds it at least 1.25x fp32's speed).", rich_help_panel=DEVICE)]
+EvalPrecisionOption = Annotated[Precision, typer.Option(help="Arithmetic of the model's forward: fp32; bf16 on a CPU with native bf16 instructions (avx512_bf16, amx_bf16) or a GPU, faster and within a few thousandths of a bit per character; fp16 on a GPU; auto = fp32, the model's exact figure (for a --dynamic pass of 16 rows or more, bf16 where a probe of one segment finds it at least 1.25x fp32's speed).", rich_help_panel=DEVICE)]
 
 
 def say_precision(choice: str, dtype, device, probe=None) -> None:

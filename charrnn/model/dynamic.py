@@ -272,13 +272,26 @@ def dynamic_evaluate(
     return DynamicScore(nats, tokens, seconds, stopped, cpu_seconds, segments), adapted
 
 
-def choose_precision(model: CharRNN, ids: np.ndarray, config: DynamicConfig, device: torch.device) -> tuple[torch.dtype, dict[torch.dtype, float]]:
-    """``auto``'s precision for a dynamic pass on a CPU with native bf16: whichever of fp32
-    and bf16 runs the forward and backward pass of the text's first segment faster
-    (``charrnn.precision.faster_precision``), timed on a copy. bf16 wins where several rows
-    keep its matrix units busy; one row at a time it loses to fp32 (docs/results.md, "Cost").
-    Returns the choice and each precision's seconds per segment."""
+# ``auto`` times bf16 for a dynamic pass only from this many rows up; below, it stays fp32
+# without a probe. On a 2-core Xeon with AMX a segment's forward and backward pass in bf16 took
+# twice fp32's time in one row and ran 1.0-1.17x fp32's speed in 8 rows, but 1.6-1.9x in 16:
+# near a tie a probe finds only noise, and a busy machine would flip the figure (and the text
+# `sample --adapt` gives) from run to run.
+PROBE_MIN_ROWS = 16
+
+
+def choose_precision(
+    model: CharRNN, ids: np.ndarray, config: DynamicConfig, device: torch.device
+) -> tuple[torch.dtype, dict[torch.dtype, float] | None]:
+    """``auto``'s precision for a dynamic pass on a CPU with native bf16: from
+    ``PROBE_MIN_ROWS`` rows up, whichever of fp32 and bf16 runs the forward and backward pass
+    of the text's first segment faster (``charrnn.precision.faster_precision``), timed on a
+    copy; fp32 below. Returns the choice and each precision's seconds per segment (None where
+    nothing was timed)."""
     from charrnn.model.evaluation import primed_state
+
+    if config.rows < PROBE_MIN_ROWS:
+        return torch.float32, None
 
     work = copy.deepcopy(model).to(device).eval()
     streams = eval_streams(ids, config.rows, min_row=config.seq)
