@@ -300,7 +300,8 @@ def test_sigterm_lets_streams_finish_within_the_grace_period_then_ends_them_sayi
     for reader in readers:
         reader.start()
     try:
-        assert wait_until(lambda: received["endless"])
+        # Both streams under way: a request still in flight at the signal is turned away.
+        assert wait_until(lambda: received["endless"] and received["short"])
         signalled = time.monotonic()
         stopping.signal(signal.SIGTERM)
         time.sleep(0.5)
