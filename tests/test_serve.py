@@ -130,6 +130,44 @@ def test_same_seed_same_text_alone_and_beside_other_streams(server, model_and_vo
     assert wait_until(lambda: health(server.url)["streams"]["open"] == 0)
 
 
+def test_a_repeated_prompt_is_primed_once_and_gives_the_text_a_fresh_priming_gives(server, model_and_vocab):
+    hits = health(server.url)["streams"]["prompt_cache_hits"]
+    first = complete(server, prompt="[JULIET] [ROMEO] ", max_tokens=150, seed=21, temperature=0.8)["choices"][0]["text"]
+    assert health(server.url)["streams"]["prompt_cache_hits"] == hits  # new: primed through the model
+    again = complete(server, prompt="[JULIET] [ROMEO] ", max_tokens=150, seed=21, temperature=0.8)["choices"][0]["text"]
+    other_seed = complete(server, prompt="[JULIET] [ROMEO] ", max_tokens=150, seed=22, temperature=0.8)["choices"][0]["text"]
+    assert health(server.url)["streams"]["prompt_cache_hits"] == hits + 2
+    assert again == first == reference(model_and_vocab, "[JULIET] [ROMEO] ", 21, 150, temperature=0.8)
+    assert other_seed == reference(model_and_vocab, "[JULIET] [ROMEO] ", 22, 150, temperature=0.8) != first
+    # A prompt scored for its log probabilities is run through the model every time.
+    body = {"prompt": "[JULIET] [ROMEO] ", "max_tokens": 5, "seed": 21, "logprobs": 1, "echo": True}
+    scored = [complete(server, **body)["choices"][0] for _ in range(2)]
+    assert scored[0] == scored[1] and health(server.url)["streams"]["prompt_cache_hits"] == hits + 2
+
+
+def test_the_primed_prompts_keep_the_most_recent_and_hand_out_copies():
+    import numpy as np
+    import torch
+
+    from charrnn.generation.stepper import FastState
+    from charrnn.serve.scheduler import PrimedPrompts
+
+    cache = PrimedPrompts(entries=2)
+    state = lambda v: FastState(np.full((1, 4), v, np.float32), np.full((1, 1, 4), -v, np.float32))  # noqa: E731
+    for v in (1, 2):
+        cache.put(np.array([v, v]), state(v), torch.full((1, 3), float(v)))
+    assert cache.get(np.array([1, 1])) is not None  # now the most recent
+    cache.put(np.array([3, 3]), state(3), torch.full((1, 3), 3.0))
+    assert cache.get(np.array([2, 2])) is None and cache.get(np.array([3])) is None
+    got, logits = cache.get(np.array([1, 1]))
+    got.h += 10
+    got.c += 10
+    logits += 10
+    again, logits_again = cache.get(np.array([1, 1]))
+    assert (again.h == 1).all() and (again.c == -1).all() and (logits_again == 1).all()
+    assert cache.hits == 3
+
+
 def test_a_client_that_leaves_mid_stream_frees_its_slot_within_a_step(server):
     before = health(server.url)["streams"]
     sock = open_stream(server.port, "/v1/completions", {"max_tokens": 100000, "stream": True})
