@@ -81,8 +81,11 @@ WAITING, PRIMING, GENERATING, DONE = "waiting", "priming", "generating", "done"
 # prompt primed in one piece costs the worker a forward pass of the model's own layers, about a
 # millisecond for a few characters of the small preset whatever their number; served again
 # (a fixed prefix, an empty or a repeated prompt), it costs a lookup. An entry holds a state
-# and one row of logits: 256 of them take under 13 MB for a 3x512 LSTM over 1,000 tokens.
+# and one row of logits (16 KiB for a 3x512 LSTM over 1,000 tokens): at most this many
+# entries, and fewer where they would take more than PROMPT_CACHE_BYTES (a word vocabulary's
+# logits can be large).
 PROMPT_CACHE_ENTRIES = 256
+PROMPT_CACHE_BYTES = 32 << 20
 
 
 class PrimedPrompts:
@@ -91,7 +94,7 @@ class PrimedPrompts:
     served from it draws the same text as one primed afresh."""
 
     def __init__(self, entries: int = PROMPT_CACHE_ENTRIES) -> None:
-        self.entries = entries
+        self.entries = max(1, entries)
         self._primed: OrderedDict[bytes, tuple[FastState, torch.Tensor]] = OrderedDict()
         self.hits = 0
 
@@ -216,7 +219,9 @@ class BatchWorker:
         # piece, whose time is mostly the call's own overhead, barely moves the estimate.
         self._prime_seconds = 0.0
         self._prime_chars = 0.0
-        self._primed_prompts = PrimedPrompts()
+        one = self.stepper.initial_state(1)
+        entry_bytes = 4 * (one.h.size + (0 if one.c is None else one.c.size) + len(vocab))
+        self._primed_prompts = PrimedPrompts(min(PROMPT_CACHE_ENTRIES, PROMPT_CACHE_BYTES // entry_bytes))
 
     # -- the HTTP side ----------------------------------------------------------------
 
