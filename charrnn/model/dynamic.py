@@ -193,17 +193,15 @@ class Adapter:
         """Score one segment, ``x`` and ``y`` (rows, length), from the current state (its
         total nats), then learn from it."""
         x, y = x.to(self.device), y.to(self.device)
-        if not self.learns:
-            with torch.no_grad(), autocast(self.device, self.dtype):
-                _, loss, state = self.model(x, self.state, y)
-            self.state = detach_state(state)
-            return float(loss) * y.numel()
         self.model.zero_grad(set_to_none=True)
-        with _no_cudnn(self.device):
+        with _no_cudnn(self.device) if self.learns else torch.no_grad():
             with autocast(self.device, self.dtype):
                 _, loss, state = self.model(x, self.state, y)
-            loss.backward()
+            if self.learns:
+                loss.backward()
         self.state = detach_state(state)
+        if not self.learns:
+            return float(loss) * y.numel()
         with torch.no_grad():
             # p += pull * (start - p) - scale * grad, as fused multi-tensor operations: one
             # temporary per weight instead of four.
@@ -240,7 +238,8 @@ class Adapter:
         if tail is not None:
             x, y = tail
             for start in range(0, x.shape[1], seq):
-                yield self.step(x[:, start : start + seq], y[:, start : start + seq]), y[:, start : start + seq].numel()
+                part = slice(start, start + seq)
+                yield self.step(x[:, part], y[:, part]), y[:, part].numel()
 
 
 def dynamic_evaluate(
@@ -284,17 +283,17 @@ def choose_precision(
     model: CharRNN, ids: np.ndarray, config: DynamicConfig, device: torch.device
 ) -> tuple[torch.dtype, dict[torch.dtype, float] | None]:
     """``auto``'s precision for a dynamic pass on a CPU with native bf16: from
-    ``PROBE_MIN_ROWS`` rows up, whichever of fp32 and bf16 runs the forward and backward pass
-    of the text's first segment faster (``charrnn.precision.faster_precision``), timed on a
-    copy; fp32 below. Returns the choice and each precision's seconds per segment (None where
-    nothing was timed)."""
+    ``PROBE_MIN_ROWS`` rows up, whichever of fp32 and bf16 runs the forward and backward
+    pass of the first block's first segment faster (``charrnn.precision.faster_precision``),
+    timed on a copy; fp32 below. Returns the choice and each precision's seconds per segment
+    (None where nothing was timed)."""
     from charrnn.model.evaluation import primed_state
 
     if config.rows < PROBE_MIN_ROWS:
         return torch.float32, None
-
     work = copy.deepcopy(model).to(device).eval()
-    streams = eval_streams(ids, config.rows, min_row=config.seq)
+    first_block = ids[: config.rows * config.row_chars + 1]
+    streams = eval_streams(first_block, config.rows, min_row=config.seq)
     x, y = next(streams.windows(config.seq))
     x, y = x.to(device), y.to(device)
     start = primed_state(work, streams, device)

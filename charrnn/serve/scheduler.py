@@ -104,10 +104,11 @@ class PrimedPrompts:
 
     def get(self, ids: np.ndarray) -> tuple[FastState, torch.Tensor] | None:
         """A copy of the state and logits (1, vocab) after ``ids``, or None."""
-        found = self._primed.get(self.key(ids))
+        key = self.key(ids)
+        found = self._primed.get(key)
         if found is None:
             return None
-        self._primed.move_to_end(self.key(ids))
+        self._primed.move_to_end(key)
         self.hits += 1
         state, logits = found
         return FastState(state.h.copy(), None if state.c is None else state.c.copy()), logits.clone()
