@@ -104,6 +104,9 @@ class FastState:
     h: np.ndarray
     c: np.ndarray | None
 
+    def copy(self) -> FastState:
+        return FastState(self.h.copy(), None if self.c is None else self.c.copy())
+
 
 def _product(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out (N, M) = x (N, K) @ w (M, K).T; one row goes through OpenBLAS's matrix-vector
@@ -259,7 +262,7 @@ class FastStepper:
         """``step`` on numpy arrays: ids (N,) in, logits (N, V) out."""
         if state is None:
             state = self.initial_state(len(x))
-        state = FastState(state.h.copy(), None if state.c is None else state.c.copy())
+        state = state.copy()
         return self.advance(x, state).copy(), state
 
     def advance(self, x: np.ndarray, state: FastState) -> np.ndarray:

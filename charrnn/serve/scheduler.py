@@ -111,10 +111,10 @@ class PrimedPrompts:
         self._primed.move_to_end(key)
         self.hits += 1
         state, logits = found
-        return FastState(state.h.copy(), None if state.c is None else state.c.copy()), logits.clone()
+        return state.copy(), logits.clone()
 
     def put(self, ids: np.ndarray, state: FastState, logits: torch.Tensor) -> None:
-        self._primed[self.key(ids)] = (FastState(state.h.copy(), None if state.c is None else state.c.copy()), logits.detach().clone())
+        self._primed[self.key(ids)] = (state.copy(), logits.detach().clone())
         while len(self._primed) > self.entries:
             self._primed.popitem(last=False)
 
