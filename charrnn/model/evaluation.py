@@ -90,7 +90,7 @@ def primed_state(model: CharRNN, streams: EvalStreams, device: torch.device, fir
     with torch.no_grad():
         _, _, primed = model(primer.to(device))
     if isinstance(state, tuple):
-        return tuple(torch.cat([first, rest], dim=1) for first, rest in zip(state, primed))
+        return tuple(torch.cat([row0, rest], dim=1) for row0, rest in zip(state, primed))
     return torch.cat([state, primed], dim=1)
 
 
