@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
 import struct
-import tempfile
 from pathlib import Path
 
 import torch
 
 from charrnn.errors import CheckpointError, ConfigError
+from charrnn.outputs import NotCreated, write_whole
 
 MAGIC = b"CHARRNN\n"
 FORMAT_VERSION = 1
@@ -55,54 +54,13 @@ def atomic_write(path: Path, data: bytes, what: str = "file") -> None:
     the new, never a torn file; the temporary file never outlives a failure or an interrupt."""
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX)
-    except OSError as exc:
+        write_whole(path, data, prefix=TMP_PREFIX, durable=True)
+    except NotCreated as exc:
         raise CheckpointError(f"cannot write a {what} in {path.parent}: {exc.strerror}") from None
-    try:
-        # mkstemp creates 0600; a checkpoint should be as readable as any other file the user makes.
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_directory(path.parent)
-    except BaseException as exc:
-        # BaseException too: a second Ctrl-C (KeyboardInterrupt) mid-write must not leave debris.
-        try:
-            Path(tmp).unlink(missing_ok=True)
-        except OSError:
-            # The directory may have turned read-only under us: report the write's own error;
-            # the next run removes the leftover (remove_stale_temporaries).
-            pass
-        if isinstance(exc, OSError):
-            raise CheckpointError(
-                f"could not save {what} {path}: {exc.strerror}; the previous {what} is intact"
-            ) from None
-        raise
-
-
-def _read_umask() -> int:
-    # Read once at import: os.umask can only be read by setting it, which races with threads.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # some filesystems do not allow opening a directory; the rename is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    except OSError as exc:
+        raise CheckpointError(
+            f"could not save {what} {path}: {exc.strerror}; the previous {what} is intact"
+        ) from None
 
 
 def remove_stale_temporaries(directory: Path) -> int:

@@ -16,6 +16,7 @@ writes such a file whole or not at all.
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 import tempfile
 from contextlib import contextmanager
@@ -117,25 +118,79 @@ def _check_creatable(path: Path, where: str, option: str) -> None:
         raise ConfigError(f"{where}: {shown(ancestor)} is not writable; choose another {option}")
 
 
+class NotCreated(OSError):
+    """The temporary file beside the target could not be made: nothing was written."""
+
+
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
 @contextmanager
-def written_whole(path: Path) -> Iterator[Path]:
+def written_whole(path: Path, prefix: str = ".charrnn-", durable: bool = False) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; renamed onto ``path`` when the block ends
-    without an error, removed otherwise, so a failed write (an export, a
-    figure) never leaves a torn file."""
+    without an error, removed otherwise (an exception, a Ctrl-C), so a reader never sees a
+    part of the file and a failed write never leaves a torn one. ``durable`` fsyncs the file
+    and the directory, so that a power cut, too, leaves the old content or the new.
+
+    Raises ``NotCreated`` (an OSError) when the temporary file cannot be made; any OSError of
+    the write itself passes through."""
     path = Path(path)
-    # The temporary name ends as ``path`` does: torch.export.save and load insist on ".pt2".
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".charrnn-", suffix=f"-{path.name}")
-    os.close(handle)
-    # mkstemp makes the file private (0600); an export is as readable as any file the user writes.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
+    # The name ends as ``path`` does (torch.export.save and load insist on ".pt2") and is chosen
+    # before the file exists: an interrupt that lands while the file is being created still
+    # knows what to remove. 64 random bits, and O_EXCL refuses a clash.
+    temporary = path.parent / f"{prefix}{secrets.token_hex(8)}-{path.name}"
+    created = True
     try:
-        yield Path(temporary)
+        try:
+            # The mode obeys the umask, like any file the user makes (mkstemp's would be 0600).
+            os.close(os.open(temporary, _CREATE_FLAGS, 0o666))
+        except OSError as exc:
+            created = False  # nothing made: leave alone whatever holds the name
+            raise NotCreated(exc.errno, exc.strerror, str(temporary)) from None
+        yield temporary
+        if durable:
+            _fsync_file(temporary)
         os.replace(temporary, path)
+        if durable:
+            _fsync_directory(path.parent)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        if created:
+            try:
+                temporary.unlink(missing_ok=True)
+            except OSError:
+                pass  # the directory turned read-only under us: the write's own error matters
         raise
+
+
+def write_whole(path: Path, data: bytes, prefix: str = ".charrnn-", durable: bool = False) -> None:
+    """Replace ``path`` with ``data`` through ``written_whole``."""
+    with written_whole(path, prefix, durable) as temporary:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())  # on the writing descriptor: it sees every write error
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_directory(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # some filesystems refuse to open a directory; the rename is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # nor can every filesystem fsync a directory
+    finally:
+        os.close(fd)
 
 
 def is_checkpoint(path: Path) -> bool:

@@ -6,7 +6,7 @@ import struct
 import pytest
 import torch
 
-from charrnn import checkpoint
+from charrnn import checkpoint, outputs
 from charrnn.errors import CheckpointError
 
 
@@ -109,3 +109,42 @@ def test_stale_temporaries_are_cleaned(tmp_path):
     (tmp_path / (checkpoint.TMP_PREFIX + "abc")).write_bytes(b"half")
     assert checkpoint.remove_stale_temporaries(tmp_path) == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_an_interrupt_as_the_temporary_file_is_created_leaves_no_debris(tmp_path, monkeypatch):
+    # A second Ctrl-C may land in the instant between the file's creation and the code that
+    # would remember it: the name must be known before the file exists.
+    path = tmp_path / "last.pt"
+    checkpoint.save({"model": {"w": torch.zeros(3)}}, path)
+    before = path.read_bytes()
+    real_open = os.open
+
+    def open_then_interrupt(*args, **kwargs):
+        real_open(*args, **kwargs)  # the file now exists on disk, its descriptor is lost
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.os, "open", open_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save({"model": {"w": torch.ones(3)}}, path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_a_temporary_name_already_taken_is_refused_and_left_alone(tmp_path, monkeypatch):
+    taken = tmp_path / (checkpoint.TMP_PREFIX + "taken-last.pt")
+    taken.write_bytes(b"someone else's")
+    monkeypatch.setattr(outputs.secrets, "token_hex", lambda nbytes: "taken")
+    with pytest.raises(CheckpointError, match="cannot write a checkpoint in"):
+        checkpoint.save({"model": {"w": torch.ones(3)}}, tmp_path / "last.pt")
+    assert taken.read_bytes() == b"someone else's"
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_a_saved_checkpoint_has_the_permissions_the_umask_gives(tmp_path):
+    old = os.umask(0o027)
+    try:
+        checkpoint.save({"model": {"w": torch.ones(3)}}, tmp_path / "last.pt")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "last.pt").stat().st_mode & 0o777 == 0o640

@@ -21,11 +21,12 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
+
+from charrnn.outputs import written_whole
 
 CACHE_ENV = "CHARRNN_CACHE"  # a directory; "off" turns the cache off
 HEADER_BYTES = 128  # a 1-D .npy v1.0 header with any realistic length fits in 128 bytes
@@ -98,22 +99,12 @@ def cached_array(
                 pass  # damaged entry: rebuild it below
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{kind}-", suffix=".tmp")
-            os.close(fd)
+            with written_whole(target, prefix=f".{kind}-") as temporary:
+                write_npy_stream(temporary, dtype, build())
         except OSError:
-            directory = None
-    if directory is None:
-        return _in_memory(build, dtype)
-    try:
-        write_npy_stream(Path(temporary), dtype, build())
-        os.replace(temporary, target)
-    except OSError:
-        Path(temporary).unlink(missing_ok=True)
-        return _in_memory(build, dtype)  # disk full or unwritable: slower, but it works
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return np.load(target, mmap_mode="r")
+            return _in_memory(build, dtype)  # disk full or unwritable: slower, but it works
+        return np.load(target, mmap_mode="r")
+    return _in_memory(build, dtype)
 
 
 def _in_memory(build: Callable[[], Iterator[np.ndarray]], dtype: np.dtype) -> np.ndarray:

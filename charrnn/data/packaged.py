@@ -17,13 +17,13 @@ import os
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from charrnn.errors import CorpusError, DownloadError
+from charrnn.outputs import write_whole
 
 CORPORA_SUBDIR = "corpora"
 
@@ -224,14 +224,7 @@ def build_packaged(name: str, directory: Path | None = None) -> Path:
 def write_atomically(destination: Path, data: bytes) -> None:
     """A reader sees the old file or the whole new one, never a part."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, destination)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_whole(destination, data, prefix=".tmp-")
 
 
 def find_packaged(name: str, directory: Path | None = None) -> Path | None:
