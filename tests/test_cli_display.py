@@ -123,18 +123,22 @@ def _bounds(shown: str) -> list[str]:
 
 
 def _beyond(shown: str) -> list[str]:
-    """The values just past each end of a shown range: "0<=x<1" -> ["-1", "1"], "x>=2" -> ["1"];
-    an end at a whole number takes the whole number past it, which every range refuses."""
+    """The values just past each end of a shown range, and one far below its low end:
+    "0<=x<1" -> ["-1", "-1000", "1"], "x>=2" -> ["1", "-998"]; an end at a whole number takes the
+    whole number past it, which every range refuses. The far value catches a default computed
+    from the option before its range is checked (a square root of a negative count)."""
     low, _, high = shown.partition("x")
     values = []
     if low:
         values.append(f"{float(low.removesuffix('<=')) - 1:g}")
+        values.append(f"{float(low.removesuffix('<=')) - 1000:g}")
     if high.startswith("<="):
         values.append(f"{float(high[2:]) + 1:g}")
     elif high.startswith("<"):
         values.append(high[1:])
     elif high.startswith(">="):
         values.append(f"{float(high[2:]) - 1:g}")
+        values.append(f"{float(high[2:]) - 1000:g}")
     return values
 
 

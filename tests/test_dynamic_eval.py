@@ -425,11 +425,19 @@ def answered(result, fragment: str, code: int) -> None:
         pytest.param(["--dynamic-decay", "nan"], "--dynamic-decay must be a finite number", id="nan-decay"),
         pytest.param(["--dynamic-seq", "0"], "--dynamic-seq must be at least 1", id="seq-0"),
         pytest.param(["--dynamic-rows", "0"], "--dynamic-rows must be at least 1", id="rows-0"),
+        # The default step is computed from the rows: the range comes first.
+        pytest.param(["--dynamic-rows", "-3"], "--dynamic-rows must be at least 1, not -3", id="rows-negative"),
     ],
 )
 def test_bad_dynamic_option_values_are_refused(trained_run, text_file, args, fragment):
     answered(invoke("eval", trained_run, text_file, "--dynamic", *args), fragment, 2)
     answered(invoke("sample", trained_run, "--adapt", text_file, *args), fragment, 2)
+
+
+def test_rows_past_memory_are_refused_before_the_work_naming_the_option(trained_run, text_file):
+    fragment = "or fewer --dynamic-rows"
+    answered(invoke("eval", trained_run, text_file, "--dynamic", "--dynamic-rows", 10**12), fragment, 1)
+    answered(invoke("sample", trained_run, "--adapt", text_file, "--dynamic-rows", 10**12), fragment, 1)
 
 
 def test_dynamic_options_without_their_mode_are_refused(trained_run, text_file):

@@ -62,7 +62,8 @@ def adapt(model, vocab, saved, ids, config, target, precision: str = "fp32"):
     require_memory(
         dynamic_memory(model.config, config, held),
         "dynamic evaluation",
-        "it holds seven copies of the model's weights; use a smaller model or --dynamic-seq",
+        "it holds seven copies of the model's weights and a segment's activations for each row; "
+        f"use a smaller model, a shorter --dynamic-seq{' or fewer --dynamic-rows' if config.rows > 1 else ''}",
         target,
     )
     sample = training_sample(saved.corpus, vocab, config.stats_chars)

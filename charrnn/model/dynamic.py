@@ -64,9 +64,10 @@ class DynamicConfig:
     stats_batch: int = _DYNAMIC["stats_batch"]
 
     def __post_init__(self) -> None:
+        # The ranges first: the default step is computed from --dynamic-rows.
+        check_ranges("dynamic", {k: v for k, v in asdict(self).items() if v is not None}, prefix="dynamic_")
         if self.lr is None:
             object.__setattr__(self, "lr", default_lr(self.rows))
-        check_ranges("dynamic", asdict(self), prefix="dynamic_")
         checks = [
             (self.epsilon > 0, "epsilon must be positive"),
             (self.stats_chars >= 2, "the gradient statistics need at least 2 characters"),
