@@ -123,7 +123,7 @@ def test_an_interrupt_as_the_temporary_file_is_created_leaves_no_debris(tmp_path
         real_open(*args, **kwargs)  # the file now exists on disk, its descriptor is lost
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoint.os, "open", open_then_interrupt)
+    monkeypatch.setattr(outputs.os, "open", open_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         checkpoint.save({"model": {"w": torch.ones(3)}}, path)
     monkeypatch.undo()
