@@ -28,7 +28,7 @@ class Noise:
         self.device = device
         self.slabs: torch.Tensor | None = None
         self.gumbel_slabs: np.ndarray | None = None
-        self.used = 0
+        self.used = self.block  # slabs of the current block taken: none fetched yet counts as all
 
     def _fetch(self) -> None:
         self.slabs = torch.empty((self.block, *self.shape), device=self.device).exponential_(1, generator=self.generator)
@@ -36,7 +36,9 @@ class Noise:
         self.used = 0
 
     def _advance(self) -> int:
-        if self.slabs is None or self.used == len(self.slabs):
+        # Compared with the block's size, an int: a tensor's len() costs a microsecond, and the
+        # server draws for every row of every step.
+        if self.used == self.block:
             self._fetch()
         self.used += 1
         return self.used - 1
