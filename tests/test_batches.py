@@ -70,8 +70,13 @@ def test_eval_streams_score_every_character_once_and_prime_each_row_with_the_tex
     ids = np.arange(103, dtype=np.int64)
     streams = eval_streams(ids, rows=4, min_row=8, burn_in=5)
     windows = list(streams.windows(8))
-    seen = torch.cat([y for _, y in windows], dim=1)
+    seen = torch.cat([y for _, y, _ in windows], dim=1)
     tail_inputs, tail_targets = streams.tail()
+    # Where each target stands among the text's targets (the text counts up: target p is p + 1).
+    for _, y, positions in windows:
+        assert (y.numpy() == positions + 1).all()
+    assert (tail_targets.numpy() == streams.tail_positions(slice(None)) + 1).all()
+    assert (streams.tail_positions(slice(1, 5)) == [[101]]).all()
     assert seen.shape == (4, 25) and tail_targets.tolist() == [[101, 102]]
     assert sorted(seen.flatten().tolist() + tail_targets.flatten().tolist()) == list(range(1, 103))
     # Row r's first input follows the five characters it read first; row 0 has none to read.

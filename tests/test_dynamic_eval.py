@@ -237,7 +237,7 @@ def test_several_rows_equal_a_hand_written_loop_over_rows_side_by_side(one_threa
     # continuing the last row. In blocks of 300: 3 rows of 100, each row after the first
     # reading the 100 characters before it, in 5 segments of 3x20 a block; then a block of 2,
     # too short for rows, going on from the last row.
-    assert [tokens for _, tokens in got] == [tokens for _, tokens in want] == [60] * 20 + [2]
+    assert [positions.size for _, positions in got] == [tokens for _, tokens in want] == [60] * 20 + [2]
     np.testing.assert_allclose([nats for nats, _ in got], [nats for nats, _ in want], rtol=1e-5)
     assert sum(n for n, _ in want[-4:-1]) < 0.9 * sum(n for n, _ in want[:3])  # it learned
 
@@ -259,26 +259,62 @@ def test_in_several_rows_no_segment_is_scored_after_learning_from_its_own_text(o
 
 
 def test_a_stop_in_several_rows_compares_with_the_same_characters_unadapted(one_thread):
-    from charrnn.data.batches import EVAL_BURN_IN
-    from charrnn.model.dynamic import DynamicConfig, dynamic_evaluate, gradient_stats, static_score
+    from charrnn.model.dynamic import DynamicConfig, dynamic_evaluate, gradient_stats
+    from charrnn.model.evaluation import token_nats
 
     model = tiny_model("gru")
     config = DynamicConfig(seq=10, rows=4, stats_chars=500, stats_batch=2)
     stats = gradient_stats(model, random_ids(500), config.seq, config.stats_batch, torch.device("cpu"))
     text = random_ids(4 * 200 + 1, seed=8)
+    static = token_nats(model, text, torch.device("cpu"))
     asked = iter([False, False, True])
-    score, _ = dynamic_evaluate(model, text, stats, config, torch.device("cpu"), should_stop=lambda: next(asked))
+    score, _ = dynamic_evaluate(model, text, stats, config, torch.device("cpu"), should_stop=lambda: next(asked), static=static)
     assert score.stopped and score.tokens == 3 * 4 * 10 and score.segments == 3
-    # The first 30 targets of each row of 200, each row after the first read from the 128
-    # characters before it, by the trained weights.
-    nats = 0.0
-    with torch.no_grad():
-        for r in range(4):
-            start = r * 200
-            burn = min(EVAL_BURN_IN, start)
-            out, _ = _forward(model, dict(model.named_parameters()), torch.tensor(text[start - burn : start + 30])[None], None)
-            nats += F.cross_entropy(out[0, burn:], torch.tensor(text[start + 1 : start + 31]), reduction="sum").item()
-    assert static_score(model, text, score, config, torch.device("cpu")) == pytest.approx(nats / 120, rel=1e-5)
+    # What was scored: the first 30 targets of each row of 200, and the static figure is the
+    # unchanged model's over exactly those, with no second pass.
+    scored = np.concatenate([np.arange(r * 200, r * 200 + 30) for r in range(4)])
+    assert score.static_mean == pytest.approx(static[scored].mean(), rel=1e-6)
+    assert score.static_mean != pytest.approx(static[:120].mean(), rel=1e-3)  # not a prefix
+
+
+def test_every_target_of_a_pass_is_scored_once_and_its_static_figure_is_evaluates(one_thread):
+    from charrnn.model.dynamic import Adapter, DynamicConfig, dynamic_evaluate, gradient_stats
+    from charrnn.model.evaluation import evaluate, token_nats
+
+    model = tiny_model()
+    config = DynamicConfig(seq=10, rows=3, row_chars=70, stats_chars=500, stats_batch=2)
+    stats = gradient_stats(model, random_ids(500), config.seq, config.stats_batch, torch.device("cpu"))
+    text = random_ids(1000, seed=4)  # blocks of 210, the last a short one
+    static = token_nats(model, text, torch.device("cpu"), batch_size=8, seq_len=16)
+    seen = np.zeros(len(text) - 1, int)
+    for _, positions in Adapter(model, stats, config, torch.device("cpu")).segments(text):
+        seen[positions.ravel()] += 1
+    assert (seen == 1).all()
+    score, _ = dynamic_evaluate(model, text, stats, config, torch.device("cpu"), static=static)
+    assert not score.stopped and score.tokens == len(text) - 1
+    assert score.static_mean == pytest.approx(evaluate(model, text, torch.device("cpu"), batch_size=8, seq_len=16), rel=1e-6)
+
+
+@pytest.mark.parametrize("batch_size, seq_len", [(1, 1000), (1, 7), (5, 9), (64, 256)])
+def test_token_nats_are_each_characters_cross_entropy_in_the_text_order(one_thread, batch_size, seq_len):
+    from charrnn.model.evaluation import evaluate, token_nats
+
+    model = tiny_model("lstm")
+    text = random_ids(333, seed=12)
+    got = token_nats(model, text, torch.device("cpu"), batch_size=batch_size, seq_len=seq_len)
+    assert got.shape == (332,) and got.dtype == np.float32
+    assert float(got.sum(dtype=np.float64)) / 332 == pytest.approx(evaluate(model, text, torch.device("cpu"), batch_size, seq_len), rel=1e-6)
+    if batch_size == 1:
+        # One row is one stream from the zero state: the plain forward's losses, in order.
+        with torch.no_grad():
+            logits, _, _ = model(torch.tensor(text[:-1])[None])
+        want = F.cross_entropy(logits[0], torch.tensor(text[1:]), reduction="none").numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    else:
+        # Several rows prime each row with the text before it: close to one stream, not equal.
+        one = token_nats(model, text, torch.device("cpu"), batch_size=1, seq_len=seq_len)
+        np.testing.assert_allclose(got[:10], one[:10], rtol=1e-5)  # row 0 is the stream itself
+        assert abs(got.mean() - one.mean()) < 0.02
 
 
 def test_the_default_step_grows_with_the_square_root_of_the_rows():
@@ -434,6 +470,40 @@ def test_bad_dynamic_option_values_are_refused(trained_run, text_file, args, fra
     answered(invoke("sample", trained_run, "--adapt", text_file, *args), fragment, 2)
 
 
+def interrupted_in_the_dynamic_pass(args: list) -> tuple[subprocess.Popen, str, str]:
+    """``python -m charrnn ARGS --threads 1``, sent SIGINT half a second into the dynamic pass
+    (after the gradient statistics line); the process, its stdout and stderr."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charrnn", *map(str, args), "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    try:
+        line = proc.stderr.readline()
+        if line.startswith("dynamic pass:"):  # auto's choice, on a CPU with bf16
+            line = proc.stderr.readline()
+        assert line.startswith("gradient statistics:"), line
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc, out, err
+
+
+def test_ctrl_c_while_adapting_stops_at_once_with_the_figures_so_far_and_samples_nothing(trained_run, tmp_path):
+    long_text = tmp_path / "long.txt"
+    long_text.write_text(small_text(6000), encoding="utf-8")
+    proc, out, err = interrupted_in_the_dynamic_pass(["sample", trained_run, "--adapt", long_text, "--dynamic-rows", 4])
+    assert proc.returncode == 130, err
+    assert out == ""  # no sample from a half-adapted copy
+    last = err.strip().splitlines()[-1]
+    match = re.fullmatch(r"charrnn: interrupted while adapting, after ([\d,]+) of ([\d,]+) tokens: adapted to .* (\d+\.\d+) bpc before, (\d+\.\d+) while adapting \([-+]\d+\.\d+\)", last)
+    assert match, last
+    assert 0 < int(match[1].replace(",", "")) < int(match[2].replace(",", ""))
+    assert "Traceback" not in err
+
+
 def test_rows_past_memory_are_refused_before_the_work_naming_the_option(trained_run, text_file):
     fragment = "or fewer --dynamic-rows"
     answered(invoke("eval", trained_run, text_file, "--dynamic", "--dynamic-rows", 10**12), fragment, 1)
@@ -490,21 +560,7 @@ def test_dynamic_memory_is_checked_before_it_is_taken(trained_run, text_file, mo
 def test_ctrl_c_stops_dynamic_eval_with_the_figures_so_far(trained_run, tmp_path, rows):
     long_text = tmp_path / "long.txt"
     long_text.write_text(small_text(6000), encoding="utf-8")  # about a million characters
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "charrnn", "eval", str(trained_run), str(long_text), "--dynamic", "--dynamic-rows", str(rows), "--threads", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-    )
-    try:
-        line = proc.stderr.readline()
-        if line.startswith("dynamic pass:"):  # auto's choice, on a CPU with bf16
-            line = proc.stderr.readline()
-        assert line.startswith("gradient statistics:"), line
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc, out, err = interrupted_in_the_dynamic_pass(["eval", trained_run, long_text, "--dynamic", "--dynamic-rows", rows])
     assert proc.returncode == 130, err
     assert FIGURES.match(out), out
     scored = int(FIGURES.match(out)[4].replace(",", ""))

@@ -3,10 +3,16 @@ adaptation run (gradient statistics from the run's training text, then the text 
 segment by segment, each scored before the model learns from it), stopped by a first Ctrl-C
 with the figure so far."""
 
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, NamedTuple, Optional
 
 from charrnn.cli.shared import err, ranged
 from charrnn.options import DEFAULTS
+
+if TYPE_CHECKING:
+    import torch
+
+    from charrnn.model.dynamic import DynamicScore
+    from charrnn.model.network import CharRNN
 
 DYNAMIC = DEFAULTS["dynamic"]
 PANEL = "Dynamic evaluation"
@@ -46,26 +52,42 @@ def dynamic_config(lr: Optional[float], decay: Optional[float], seq: Optional[in
     return DynamicConfig(**{k: v for k, v in chosen.items() if v is not None})
 
 
-def adapt(model, vocab, saved, ids, config, target, precision: str = "fp32"):
-    """Gradient statistics, then ``ids`` scored dynamically on a copy of ``model``. A first
-    Ctrl-C (or SIGTERM) stops between segments; the score says how far it got. ``precision``:
-    the pass's ``--precision`` (``auto``: timed, ``choose_precision``). Returns (score,
-    adapted model, statistics, the pass's dtype)."""
+class Adaptation(NamedTuple):
+    score: "DynamicScore"  # with the static figure over the same tokens
+    model: "CharRNN"  # the adapted copy
+    dtype: "torch.dtype"  # the dynamic pass's precision
+    static_seconds: float  # the static pass's wall-clock and CPU time
+    static_cpu_seconds: float
+
+
+def adapt(model, vocab, saved, ids, config, target, precision: str = "fp32", static_dtype=None, governor=None) -> Adaptation:
+    """The static reading first (each character's nats, ``token_nats``, in ``static_dtype``,
+    fp32 by default), then gradient statistics, then ``ids`` scored dynamically on a copy of
+    ``model``. A first Ctrl-C (or SIGTERM) stops the dynamic pass between segments; the score
+    says how far it got, with the static figure over the same tokens at once. ``precision``:
+    the dynamic pass's ``--precision`` (``auto``: timed, ``choose_precision``)."""
+    import time
+
     import numpy as np
+    import torch
 
     from charrnn.cli.signals import graceful_stop
     from charrnn.memory import require_memory
     from charrnn.model.dynamic import choose_precision, dynamic_evaluate, dynamic_memory, gradient_stats, training_sample
+    from charrnn.model.evaluation import token_nats
     from charrnn.precision import DTYPE_NAMES, resolve_inference_precision
 
     held = 0 if isinstance(ids, np.memmap) else int(ids.nbytes)
     require_memory(
-        dynamic_memory(model.config, config, held),
+        dynamic_memory(model.config, config, held, tokens=len(ids) - 1),
         "dynamic evaluation",
         "it holds seven copies of the model's weights and a segment's activations for each row; "
         f"use a smaller model, a shorter --dynamic-seq{' or fewer --dynamic-rows' if config.rows > 1 else ''}",
         target,
     )
+    started, cpu_started = time.perf_counter(), time.process_time()
+    static = token_nats(model, ids, target, governor=governor, dtype=static_dtype or torch.float32)
+    static_seconds, static_cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     sample = training_sample(saved.corpus, vocab, config.stats_chars)
     dtype = resolve_inference_precision(precision, target)
     if dtype is None:
@@ -85,5 +107,5 @@ def adapt(model, vocab, saved, ids, config, target, precision: str = "fp32"):
         stop["asked"] = True
 
     with graceful_stop(request_stop):
-        score, adapted = dynamic_evaluate(model, ids, stats, config, target, should_stop=lambda: stop["asked"], dtype=dtype)
-    return score, adapted, stats, dtype
+        score, adapted = dynamic_evaluate(model, ids, stats, config, target, should_stop=lambda: stop["asked"], dtype=dtype, static=static)
+    return Adaptation(score, adapted, dtype, static_seconds, static_cpu_seconds)

@@ -89,32 +89,39 @@ def _baseline(text) -> float:
 
 
 def _evaluate_dynamically(model, vocab, saved, text, config, target, governor, dtype, precision: str) -> None:
-    """Dynamic, then static over what the dynamic pass scored (all of it unless a Ctrl-C
-    stopped it): both figures on one line, their times on stderr. ``dtype``: the static
-    figure's precision (``auto``: fp32, the model's exact figure); ``precision``: the choice
-    the dynamic pass resolves for itself (``auto``: the faster, timed)."""
-    import time
-
+    """Static and dynamic figures over what the dynamic pass scored (all of it unless a Ctrl-C
+    stopped it): both on one line, their times on stderr. ``dtype``: the static figure's
+    precision (``auto``: fp32, the model's exact figure); ``precision``: the choice the
+    dynamic pass resolves for itself (``auto``: the faster, timed)."""
     from charrnn.cli.dynamic import adapt
     from charrnn.cli.errors import EXIT_INTERRUPTED, fail
-    from charrnn.model.dynamic import static_score
     from charrnn.precision import DTYPE_NAMES
     from charrnn.units import nats_to_bpc
 
-    score, _, _, dynamic_dtype = adapt(model, vocab, saved, text.ids, config, target, precision)
-    started, cpu_started = time.perf_counter(), time.process_time()
-    static = static_score(model, text.ids, score, config, target, dtype, governor) * text.tokens_per_char
-    static_seconds, static_cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    adapted = adapt(model, vocab, saved, text.ids, config, target, precision, static_dtype=dtype, governor=governor)
+    score, dynamic_dtype = adapted.score, adapted.dtype
+    static_seconds, static_cpu = adapted.static_seconds, adapted.static_cpu_seconds
+    static = score.static_mean * text.tokens_per_char
     dynamic = score.mean * text.tokens_per_char
     gain = nats_to_bpc(dynamic) - nats_to_bpc(static)
     line = (
         f"static {nats_to_bpc(static):.4f} bpc, dynamic {nats_to_bpc(dynamic):.4f} bpc ({gain:+.4f}) "
         f"over {_scored(text, score.tokens)}; unigram baseline {_baseline(text):.4f} bpc"
     )
+    if score.stopped:
+        # The static pass read the whole text, the dynamic one a part: no ratio between them.
+        times = (
+            f"time: static {static_seconds:.2f} s (the whole text), dynamic {score.seconds:.2f} s (the part scored); "
+            f"CPU time: static {static_cpu:.2f} s, dynamic {score.cpu_seconds:.2f} s; "
+        )
+    else:
+        times = (
+            f"time: static {static_seconds:.2f} s, dynamic {score.seconds:.2f} s "
+            f"({score.seconds / max(static_seconds, 1e-9):.1f}x static); CPU time: static {static_cpu:.2f} s, "
+            f"dynamic {score.cpu_seconds:.2f} s ({score.cpu_seconds / max(static_cpu, 1e-9):.1f}x); "
+        )
     err.print(
-        f"time: static {static_seconds:.2f} s, dynamic {score.seconds:.2f} s "
-        f"({score.seconds / max(static_seconds, 1e-9):.1f}x static); CPU time: static {static_cpu:.2f} s, "
-        f"dynamic {score.cpu_seconds:.2f} s ({score.cpu_seconds / max(static_cpu, 1e-9):.1f}x); "
+        f"{times}"
         f"lr {config.lr:g}, decay {config.decay:g}, segments of {config.seq}{f' in {config.rows} rows' if config.rows > 1 else ''}"
         f"{f', dynamic in {DTYPE_NAMES[dynamic_dtype]}' if dynamic_dtype != dtype else ''}",
         markup=False,

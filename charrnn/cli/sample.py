@@ -148,7 +148,7 @@ def _adapted(model, vocab, saved, path: Path, config, dynamic, target):
     from charrnn.data.vocab_kinds import vocab_kind
     from charrnn.errors import ConfigError, CorpusError
     from charrnn.generation.sample import prime_ids
-    from charrnn.model.dynamic import static_score
+    from charrnn.model.evaluation import evaluate
     from charrnn.options import DEFAULTS
     from charrnn.text import shown
     from charrnn.units import nats_to_bpc
@@ -162,18 +162,19 @@ def _adapted(model, vocab, saved, path: Path, config, dynamic, target):
     if len(text.ids) < 2:
         raise CorpusError(f"the --adapt text needs at least 2 characters the model can read; {len(text.ids)} {'is' if len(text.ids) == 1 else 'are'} there")
     started = time.perf_counter()
-    score, adapted, _, _ = adapt(model, vocab, saved, text.ids, config=dynamic, target=target, precision=config.precision)
+    score, adapted = adapt(model, vocab, saved, text.ids, config=dynamic, target=target, precision=config.precision)[:2]
     seconds = time.perf_counter() - started
-    before = nats_to_bpc(static_score(model, text.ids, score, dynamic, target) * text.tokens_per_char)
+    before = nats_to_bpc(score.static_mean * text.tokens_per_char)
     during = nats_to_bpc(score.mean * text.tokens_per_char)
-    after = nats_to_bpc(static_score(adapted, text.ids, score, dynamic, target) * text.tokens_per_char)
     report = (
         f"adapted to {shown(path)} ({text.chars:,} characters{_left_out(text.skipped)}) in {seconds:.1f} s: {before:.4f} bpc before, "
-        f"{during:.4f} while adapting ({during - before:+.4f}), {after:.4f} after ({after - before:+.4f})"
+        f"{during:.4f} while adapting ({during - before:+.4f})"
     )
     if score.stopped:
+        # No "after": scoring the text again would take as long again, and a Ctrl-C acts now.
         fail(f"charrnn: interrupted while adapting, after {score.tokens:,} of {len(text.ids) - 1:,} tokens: {report}", EXIT_INTERRUPTED)
-    err.print(report, markup=False)
+    after = nats_to_bpc(evaluate(adapted, text.ids, target) * text.tokens_per_char)
+    err.print(f"{report}, {after:.4f} after ({after - before:+.4f})", markup=False)
     return adapted
 
 

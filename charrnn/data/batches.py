@@ -146,11 +146,23 @@ class EvalStreams:
         return _ids_tensor(self.tail_inputs[None]), _ids_tensor(self.tail_targets[None])
 
     def windows(self, seq_len: int):
-        """(inputs, targets) windows of the rows, ``seq_len`` columns at a time (the last shorter)."""
+        """(inputs, targets, where the targets stand) windows of the rows, ``seq_len`` columns at
+        a time (the last shorter); see ``positions``."""
         n = self.inputs.shape[1]
         for t in range(0, n, seq_len):
             span = slice(t, min(t + seq_len, n))
-            yield _ids_tensor(self.inputs[:, span]), _ids_tensor(self.targets[:, span])
+            yield _ids_tensor(self.inputs[:, span]), _ids_tensor(self.targets[:, span]), self.positions(span)
+
+    def positions(self, columns: slice) -> np.ndarray:
+        """Where the targets of ``columns`` of every row stand among the text's targets
+        (``ids[1:]``), shaped as the targets are: row r's column t is target r * n + t."""
+        rows, n = self.targets.shape
+        return np.arange(rows)[:, None] * n + np.arange(n)[columns]
+
+    def tail_positions(self, columns: slice) -> np.ndarray:
+        """``positions`` of the tail's targets (1, k)."""
+        rows, n = self.targets.shape
+        return rows * n + np.arange(len(self.tail_targets))[columns][None]
 
 
 def eval_streams(ids: np.ndarray, rows: int, min_row: int = 1, burn_in: int = EVAL_BURN_IN) -> EvalStreams:

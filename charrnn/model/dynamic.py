@@ -21,7 +21,6 @@ The model given is never changed: the adaptation works on a copy.
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -94,7 +93,8 @@ class GradientStats:
 @dataclass(frozen=True)
 class DynamicScore:
     """What a dynamic pass scored: total nats over ``tokens`` tokens, and whether a stop
-    request ended it early."""
+    request ended it early; with the static figure over the same tokens where the pass was
+    given each token's static nats."""
 
     nats: float
     tokens: int
@@ -102,10 +102,15 @@ class DynamicScore:
     stopped: bool
     cpu_seconds: float = 0.0  # the process's CPU time (all its threads), which a busy machine does not inflate
     segments: int = 0  # updates taken (segments scored)
+    static_nats: float | None = None  # the unchanged model's nats over the same tokens
 
     @property
     def mean(self) -> float:
         return self.nats / max(self.tokens, 1)
+
+    @property
+    def static_mean(self) -> float | None:
+        return None if self.static_nats is None else self.static_nats / max(self.tokens, 1)
 
 
 def _ids(array: np.ndarray) -> torch.Tensor:
@@ -157,8 +162,7 @@ def gradient_stats(
 
 class Adapter:
     """A copy of ``model`` that scores a text segment by segment and, after each, takes the
-    update above (``stats`` None: a frozen copy that only scores, the same reading without
-    learning).
+    update above.
 
     One row is the paper's reading: one stream. With several, the text is read a block of
     ``rows * row_chars`` characters at a time, each block cut into ``rows`` rows side by side
@@ -172,22 +176,20 @@ class Adapter:
     """
 
     def __init__(
-        self, model: CharRNN, stats: GradientStats | None, config: DynamicConfig, device: torch.device, dtype: torch.dtype = torch.float32
+        self, model: CharRNN, stats: GradientStats, config: DynamicConfig, device: torch.device, dtype: torch.dtype = torch.float32
     ) -> None:
         self.config = config
         self.device = device
         self.dtype = dtype
         self.model = copy.deepcopy(model).to(device).eval()
         self.params = list(self.model.parameters())
-        self.learns = stats is not None
-        if stats is not None:
-            if len(self.params) != len(stats.rms):
-                raise ValueError("the gradient statistics were gathered on another model")
-            with torch.no_grad():
-                self.trained = [p.detach().clone() for p in self.params]
-                self.scale = [config.lr / (r.to(device) + config.epsilon) for r in stats.rms]
-                # decay x RMS_norm, clipped at 1: a weight never moves past its trained value.
-                self.pull = [torch.clamp(config.decay * d.to(device), max=1.0) for d in stats.decay_rate]
+        if len(self.params) != len(stats.rms):
+            raise ValueError("the gradient statistics were gathered on another model")
+        with torch.no_grad():
+            self.trained = [p.detach().clone() for p in self.params]
+            self.scale = [config.lr / (r.to(device) + config.epsilon) for r in stats.rms]
+            # decay x RMS_norm, clipped at 1: a weight never moves past its trained value.
+            self.pull = [torch.clamp(config.decay * d.to(device), max=1.0) for d in stats.decay_rate]
         self.state = self.model.initial_state(1, device)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -195,14 +197,11 @@ class Adapter:
         total nats), then learn from it."""
         x, y = x.to(self.device), y.to(self.device)
         self.model.zero_grad(set_to_none=True)
-        with _no_cudnn(self.device) if self.learns else torch.no_grad():
+        with _no_cudnn(self.device):
             with autocast(self.device, self.dtype):
                 _, loss, state = self.model(x, self.state, y)
-            if self.learns:
-                loss.backward()
+            loss.backward()
         self.state = detach_state(state)
-        if not self.learns:
-            return float(loss) * y.numel()
         with torch.no_grad():
             # p += pull * (start - p) - scale * grad, as fused multi-tensor operations: one
             # temporary per weight instead of four.
@@ -211,17 +210,19 @@ class Adapter:
             torch._foreach_addcmul_(self.params, self.scale, [p.grad for p in self.params], value=-1.0)
         return float(loss.detach()) * y.numel()
 
-    def segments(self, ids: np.ndarray) -> Iterator[tuple[float, int]]:
-        """(nats, tokens scored) of each segment of ``ids``, read from the start of the text;
-        every token after the first is scored once. The state ends where the text ends."""
+    def segments(self, ids: np.ndarray) -> Iterator[tuple[float, np.ndarray]]:
+        """(nats, the targets scored) of each segment of ``ids``, read from the start of the
+        text; the targets as their places among the text's targets (``ids[1:]``), every one
+        scored once. The state ends where the text ends."""
         config = self.config
         usable = len(ids) - 1
         block = usable if config.rows == 1 else config.rows * config.row_chars
         self.state = self.model.initial_state(1, self.device)
         for start in range(0, usable, block):
-            yield from self._block(ids[start : min(start + block, usable) + 1])
+            for nats, positions in self._block(ids[start : min(start + block, usable) + 1]):
+                yield nats, start + positions
 
-    def _block(self, ids: np.ndarray) -> Iterator[tuple[float, int]]:
+    def _block(self, ids: np.ndarray) -> Iterator[tuple[float, np.ndarray]]:
         """The segments of one block, cut into rows as ``eval_streams`` cuts a text: row 0
         goes on from the state the last block ended in, every later row first reads the
         characters before it with the weights as they stand; the block's leftover tail
@@ -232,15 +233,15 @@ class Adapter:
         streams = eval_streams(ids, self.config.rows, min_row=seq)
         with autocast(self.device, self.dtype):
             self.state = detach_state(primed_state(self.model, streams, self.device, first=self.state))
-        for x, y in streams.windows(seq):
-            yield self.step(x, y), y.numel()
+        for x, y, positions in streams.windows(seq):
+            yield self.step(x, y), positions
         self.state = last_row(self.state)
         tail = streams.tail()
         if tail is not None:
             x, y = tail
             for start in range(0, x.shape[1], seq):
                 part = slice(start, start + seq)
-                yield self.step(x[:, part], y[:, part]), y[:, part].numel()
+                yield self.step(x[:, part], y[:, part]), streams.tail_positions(part)
 
 
 def dynamic_evaluate(
@@ -251,17 +252,23 @@ def dynamic_evaluate(
     device: torch.device,
     should_stop: Callable[[], bool] = lambda: False,
     dtype: torch.dtype = torch.float32,
+    static: np.ndarray | None = None,
 ) -> tuple[DynamicScore, CharRNN]:
     """Score ``ids`` dynamically; returns the score (so far, where ``should_stop`` ended it
     between segments) and the adapted copy of the model. ``dtype``: the forward's precision
-    (the weights and their updates stay fp32)."""
+    (the weights and their updates stay fp32). ``static``: each target's nats under the
+    unchanged model (``token_nats``), summed over the targets the pass scores, so that a stop
+    has its static figure at once, whichever tokens it scored."""
     adapter = Adapter(model, stats, config, device, dtype)
     started, cpu_started = time.perf_counter(), time.process_time()
     nats, tokens, segments, stopped = 0.0, 0, 0, False
-    for segment_nats, count in adapter.segments(ids):
+    static_nats = None if static is None else 0.0
+    for segment_nats, positions in adapter.segments(ids):
         nats += segment_nats
-        tokens += count
+        tokens += positions.size
         segments += 1
+        if static is not None:
+            static_nats += float(static[positions].sum(dtype=np.float64))
         if should_stop():
             stopped = tokens < len(ids) - 1
             break
@@ -269,7 +276,7 @@ def dynamic_evaluate(
     adapted.zero_grad(set_to_none=True)
     adapted.requires_grad_(False)  # ready for inference, as a loaded model is
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-    return DynamicScore(nats, tokens, seconds, stopped, cpu_seconds, segments), adapted
+    return DynamicScore(nats, tokens, seconds, stopped, cpu_seconds, segments, static_nats), adapted
 
 
 # ``auto`` times bf16 for a dynamic pass only from this many rows up; below, it stays fp32
@@ -295,7 +302,7 @@ def choose_precision(
     work = copy.deepcopy(model).to(device).eval()
     first_block = ids[: config.rows * config.row_chars + 1]
     streams = eval_streams(first_block, config.rows, min_row=config.seq)
-    x, y = next(streams.windows(config.seq))
+    x, y, _ = next(streams.windows(config.seq))
     x, y = x.to(device), y.to(device)
     start = primed_state(work, streams, device)
 
@@ -309,21 +316,6 @@ def choose_precision(
         return run
 
     return faster_precision({dtype: segment(dtype) for dtype in (torch.float32, torch.bfloat16)})
-
-
-def static_score(
-    model: CharRNN, ids: np.ndarray, score: DynamicScore, config: DynamicConfig, device: torch.device, dtype: torch.dtype = torch.float32, governor=None
-) -> float:
-    """Mean nats per token of ``model``, unchanged, over the tokens ``score`` covered: static
-    evaluation of the whole text, or of the prefix a stop left in one row; after a stop in
-    several rows (whose scored tokens are no prefix), the same reading without the updates."""
-    from charrnn.model.evaluation import evaluate
-
-    if not score.stopped or config.rows == 1:
-        return evaluate(model, ids[: score.tokens + 1], device, governor=governor, dtype=dtype)
-    frozen = Adapter(model, None, config, device, dtype).segments(ids)
-    nats = sum(segment_nats for segment_nats, _ in itertools.islice(frozen, score.segments))
-    return nats / max(score.tokens, 1)
 
 
 def training_sample(corpus: CorpusOptions | None, vocab, chars: int) -> np.ndarray:
@@ -344,11 +336,12 @@ def training_sample(corpus: CorpusOptions | None, vocab, chars: int) -> np.ndarr
     return np.asarray(ids, dtype=np.int64)
 
 
-def dynamic_memory(config: ModelConfig, dynamic: DynamicConfig, text_bytes: int = 0) -> int:
+def dynamic_memory(config: ModelConfig, dynamic: DynamicConfig, text_bytes: int = 0, tokens: int = 0) -> int:
     """Bytes dynamic evaluation takes beside the loaded model: the adapted copy, the trained
     weights, the statistics and the step's factors, the gradients (seven copies of the weights
-    in float32), the activations of a statistics window, and ``text_bytes`` of text held."""
+    in float32), the activations of a statistics window, ``text_bytes`` of text held, and
+    the static nats of ``tokens`` tokens (``token_nats``, float32)."""
     weights = 7 * 4 * config.num_parameters()
     width = config.layers * config.hidden * (CELLS[config.cell].weight_blocks + 2) + 2 * config.vocab_size + config.embed
     activations = 2 * 4 * max(dynamic.stats_batch, dynamic.rows) * dynamic.seq * width
-    return weights + activations + text_bytes
+    return weights + activations + text_bytes + 4 * tokens

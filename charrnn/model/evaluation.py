@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from charrnn.data.batches import EvalStreams, eval_streams
 from charrnn.data.items import IGNORED, item_bounds, padded_items
@@ -53,31 +54,60 @@ def evaluate(
     from a zero state: every character after the first is scored once, ``batch_size`` rows at
     a time (each primed with the text before it), so the figure does not depend on the batch.
     ``dtype``: the forward's precision (bf16: autocast; the loss is summed in fp32)."""
-    with autocast(device, dtype):
-        return _evaluate(model, ids, device, batch_size, seq_len, governor)
+    total, count = 0.0, 0
+    for y, nats, _ in _read(model, ids, device, batch_size, seq_len, governor, dtype, each=False):
+        total += nats
+        count += y.numel()
+    return total / max(count, 1)
 
 
-def _evaluate(model: CharRNN, ids: np.ndarray, device: torch.device, batch_size: int, seq_len: int, governor: ThreadGovernor | None) -> float:
+@torch.no_grad()
+def token_nats(
+    model: CharRNN,
+    ids: np.ndarray,
+    device: torch.device,
+    batch_size: int = 64,
+    seq_len: int = EVAL_WINDOW,
+    governor: ThreadGovernor | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> np.ndarray:
+    """``evaluate``'s reading with each character's nats kept, in the text's order: (len(ids)
+    - 1,) float32, 4 bytes a character. The static figure over any part of the text is then a
+    sum, with no second pass (``eval --dynamic`` stopped part-way)."""
+    out = np.zeros(max(len(ids) - 1, 0), np.float32)
+    for _, nats, positions in _read(model, ids, device, batch_size, seq_len, governor, dtype, each=True):
+        out[positions] = nats
+    return out
+
+
+def _read(model, ids, device, batch_size, seq_len, governor, dtype, each: bool):
+    """The reading both figures share: (targets, their nats, where they stand among the
+    text's targets) a window at a time; the nats summed, or each target's (``each``)."""
     was_training = model.training
     model.eval()
     streams = eval_streams(ids, batch_size, min_row=seq_len)
-    state = primed_state(model, streams, device)
-    total, count = 0.0, 0
-    for x, y in streams.windows(seq_len):
-        started = time.perf_counter()
-        _, loss, state = model(x.to(device), state, y.to(device))
-        total += loss.item() * y.numel()
-        count += y.numel()
-        if governor is not None:
-            governor.observe(time.perf_counter() - started, y.numel())
+    with autocast(device, dtype):
+        state = primed_state(model, streams, device)
+    windows = [(x, y, positions, False) for x, y, positions in streams.windows(seq_len)]
     tail = streams.tail()
     if tail is not None:
-        x, y = tail
-        _, loss, _ = model(x.to(device), last_row(state), y.to(device))
-        total += loss.item() * y.numel()
-        count += y.numel()
-    model.train(was_training)
-    return total / max(count, 1)
+        windows.append((*tail, streams.tail_positions(slice(None)), True))
+    try:
+        for x, y, positions, is_tail in windows:
+            started = time.perf_counter()
+            with autocast(device, dtype):
+                logits, loss, after = model(x.to(device), last_row(state) if is_tail else state, None if each else y.to(device))
+            if not is_tail:
+                state = after
+            if each:
+                nats = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1).to(device), reduction="none")
+                yield y, nats.cpu().numpy().reshape(positions.shape), positions
+            else:
+                yield y, loss.item() * y.numel(), positions
+            if governor is not None and not is_tail:
+                governor.observe(time.perf_counter() - started, y.numel())
+    finally:
+        model.train(was_training)
 
 
 def primed_state(model: CharRNN, streams: EvalStreams, device: torch.device, first: State | None = None) -> State:
