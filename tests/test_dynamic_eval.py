@@ -479,6 +479,8 @@ def interrupted_in_the_dynamic_pass(args: list) -> tuple[subprocess.Popen, str, 
     )
     try:
         line = proc.stderr.readline()
+        assert line.startswith("static pass:"), line  # first, so that a stop needs no second pass
+        line = proc.stderr.readline()
         if line.startswith("dynamic pass:"):  # auto's choice, on a CPU with bf16
             line = proc.stderr.readline()
         assert line.startswith("gradient statistics:"), line

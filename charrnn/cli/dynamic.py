@@ -85,11 +85,13 @@ def adapt(model, vocab, saved, ids, config, target, precision: str = "fp32", sta
         f"use a smaller model, a shorter --dynamic-seq{' or fewer --dynamic-rows' if config.rows > 1 else ''}",
         target,
     )
+    # What can be refused is refused before any work: a run whose text is gone, a precision.
+    sample = training_sample(saved.corpus, vocab, config.stats_chars)
+    dtype = resolve_inference_precision(precision, target)
     started, cpu_started = time.perf_counter(), time.process_time()
     static = token_nats(model, ids, target, governor=governor, dtype=static_dtype or torch.float32)
     static_seconds, static_cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-    sample = training_sample(saved.corpus, vocab, config.stats_chars)
-    dtype = resolve_inference_precision(precision, target)
+    err.print(f"static pass: {len(static):,} tokens in {static_seconds:.1f} s", markup=False)
     if dtype is None:
         dtype, probe = choose_precision(model, ids, config, target)
         if probe is not None:
