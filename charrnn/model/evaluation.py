@@ -88,12 +88,17 @@ def _read(model, ids, device, batch_size, seq_len, governor, dtype, each: bool):
     streams = eval_streams(ids, batch_size, min_row=seq_len)
     with autocast(device, dtype):
         state = primed_state(model, streams, device)
-    windows = [(x, y, positions, False) for x, y, positions in streams.windows(seq_len)]
-    tail = streams.tail()
-    if tail is not None:
-        windows.append((*tail, streams.tail_positions(slice(None)), True))
+
+    def windows():
+        # Lazily: a long text's windows of ids would take 16 bytes a character at once.
+        for x, y, positions in streams.windows(seq_len):
+            yield x, y, positions, False
+        tail = streams.tail()
+        if tail is not None:
+            yield (*tail, streams.tail_positions(slice(None)), True)  # continues the last row
+
     try:
-        for x, y, positions, is_tail in windows:
+        for x, y, positions, is_tail in windows():
             started = time.perf_counter()
             with autocast(device, dtype):
                 logits, loss, after = model(x.to(device), last_row(state) if is_tail else state, None if each else y.to(device))
@@ -101,11 +106,12 @@ def _read(model, ids, device, batch_size, seq_len, governor, dtype, each: bool):
                 state = after
             if each:
                 nats = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1).to(device), reduction="none")
-                yield y, nats.cpu().numpy().reshape(positions.shape), positions
+                nats = nats.cpu().numpy().reshape(positions.shape)
             else:
-                yield y, loss.item() * y.numel(), positions
+                nats = loss.item() * y.numel()
             if governor is not None and not is_tail:
                 governor.observe(time.perf_counter() - started, y.numel())
+            yield y, nats, positions
     finally:
         model.train(was_training)
 
