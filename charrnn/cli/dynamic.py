@@ -56,8 +56,8 @@ class Adaptation(NamedTuple):
     score: "DynamicScore"  # with the static figure over the same tokens
     model: "CharRNN"  # the adapted copy
     dtype: "torch.dtype"  # the dynamic pass's precision
-    static_seconds: float  # the static pass's wall-clock and CPU time
-    static_cpu_seconds: float
+    static_seconds: float  # the static pass's wall-clock time
+    static_cpu_seconds: float  # and its CPU time
 
 
 def adapt(model, vocab, saved, ids, config, target, precision: str = "fp32", static_dtype=None, governor=None) -> Adaptation:
