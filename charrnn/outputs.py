@@ -129,8 +129,9 @@ _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 
 def written_whole(path: Path, prefix: str = ".charrnn-", durable: bool = False) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; renamed onto ``path`` when the block ends
     without an error, removed otherwise (an exception, a Ctrl-C), so a reader never sees a
-    part of the file and a failed write never leaves a torn one. ``durable`` fsyncs the file
-    and the directory, so that a power cut, too, leaves the old content or the new.
+    part of the file and a failed write never leaves a torn one. ``durable`` fsyncs the
+    directory after the rename, so that a power cut, too, leaves the old content or the new;
+    the block fsyncs the file itself, on the descriptor that wrote it (``write_whole``).
 
     Raises ``NotCreated`` (an OSError) when the temporary file cannot be made; any OSError of
     the write itself passes through."""
@@ -148,8 +149,6 @@ def written_whole(path: Path, prefix: str = ".charrnn-", durable: bool = False) 
             created = False  # nothing made: leave alone whatever holds the name
             raise NotCreated(exc.errno, exc.strerror, str(temporary)) from None
         yield temporary
-        if durable:
-            _fsync_file(temporary)
         os.replace(temporary, path)
         if durable:
             _fsync_directory(path.parent)
@@ -170,14 +169,6 @@ def write_whole(path: Path, data: bytes, prefix: str = ".charrnn-", durable: boo
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())  # on the writing descriptor: it sees every write error
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fsync_directory(path: Path) -> None:
