@@ -98,9 +98,9 @@ def _evaluate_dynamically(model, vocab, saved, text, config, target, governor, d
     from charrnn.precision import DTYPE_NAMES
     from charrnn.units import nats_to_bpc
 
-    adapted = adapt(model, vocab, saved, text.ids, config, target, precision, static_dtype=dtype, governor=governor)
-    score, dynamic_dtype = adapted.score, adapted.dtype
-    static_seconds, static_cpu = adapted.static_seconds, adapted.static_cpu_seconds
+    adaptation = adapt(model, vocab, saved, text.ids, config, target, precision, static_dtype=dtype, governor=governor)
+    score, dynamic_dtype = adaptation.score, adaptation.dtype
+    static_seconds, static_cpu = adaptation.static_seconds, adaptation.static_cpu_seconds
     static = score.static_mean * text.tokens_per_char
     dynamic = score.mean * text.tokens_per_char
     gain = nats_to_bpc(dynamic) - nats_to_bpc(static)

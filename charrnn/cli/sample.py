@@ -162,7 +162,8 @@ def _adapted(model, vocab, saved, path: Path, config, dynamic, target):
     if len(text.ids) < 2:
         raise CorpusError(f"the --adapt text needs at least 2 characters the model can read; {len(text.ids)} {'is' if len(text.ids) == 1 else 'are'} there")
     started = time.perf_counter()
-    score, adapted = adapt(model, vocab, saved, text.ids, config=dynamic, target=target, precision=config.precision)[:2]
+    adaptation = adapt(model, vocab, saved, text.ids, config=dynamic, target=target, precision=config.precision)
+    score, adapted = adaptation.score, adaptation.model
     seconds = time.perf_counter() - started
     before = nats_to_bpc(score.static_mean * text.tokens_per_char)
     during = nats_to_bpc(score.mean * text.tokens_per_char)
