@@ -52,10 +52,13 @@ def main() -> None:
     ends in the same one line and exit code as a Ctrl-C anywhere else."""
     global _console_script
     _console_script = True
+    # Before the app's modules load: a Ctrl-C while they do lands inside an import, where a
+    # KeyboardInterrupt can be lost (``_interrupted``); `python -m charrnn` has had Python's
+    # own handler until here.
+    signal.signal(signal.SIGINT, _interrupted)
     try:
         from charrnn.cli.app import main as run
 
-        signal.signal(signal.SIGINT, _interrupted)
         run()
     except KeyboardInterrupt:
         if os.environ.get("DEBUG", "") not in ("", "0"):
