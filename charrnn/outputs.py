@@ -126,20 +126,22 @@ _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 
 
 
 @contextmanager
-def written_whole(path: Path, prefix: str = ".charrnn-", durable: bool = False) -> Iterator[Path]:
+def written_whole(path: Path, prefix: str = ".charrnn-", durable: bool = False, ending: str | None = None) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; renamed onto ``path`` when the block ends
     without an error, removed otherwise (an exception, a Ctrl-C), so a reader never sees a
     part of the file and a failed write never leaves a torn one. ``durable`` fsyncs the
     directory after the rename, so that a power cut, too, leaves the old content or the new;
     the block fsyncs the file itself, on the descriptor that wrote it (``write_whole``).
 
+    The temporary name ends with ``ending``; by default with ``-`` and the target's name, for
+    a writer that reads the format from it (torch.export.save and load insist on ".pt2").
     Raises ``NotCreated`` (an OSError) when the temporary file cannot be made; any OSError of
     the write itself passes through."""
     path = Path(path)
-    # The name ends as ``path`` does (torch.export.save and load insist on ".pt2") and is chosen
-    # before the file exists: an interrupt that lands while the file is being created still
-    # knows what to remove. 64 random bits, and O_EXCL refuses a clash.
-    temporary = path.parent / f"{prefix}{secrets.token_hex(8)}-{path.name}"
+    # The name is chosen before the file exists: an interrupt that lands while the file is
+    # being created still knows what to remove. 64 random bits, and O_EXCL refuses a clash.
+    ending = f"-{path.name}" if ending is None else ending
+    temporary = path.parent / f"{prefix}{secrets.token_hex(8)}{ending}"
     created = True
     try:
         try:
@@ -162,8 +164,9 @@ def written_whole(path: Path, prefix: str = ".charrnn-", durable: bool = False) 
 
 
 def write_whole(path: Path, data: bytes, prefix: str = ".charrnn-", durable: bool = False) -> None:
-    """Replace ``path`` with ``data`` through ``written_whole``."""
-    with written_whole(path, prefix, durable) as temporary:
+    """Replace ``path`` with ``data`` through ``written_whole``. The temporary file's name
+    does not end as the target's: a half-written checkpoint is never one of a run's "*.pt"."""
+    with written_whole(path, prefix, durable, ending="") as temporary:
         with open(temporary, "wb") as handle:
             handle.write(data)
             if durable:

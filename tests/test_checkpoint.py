@@ -2,6 +2,7 @@ import io
 import os
 import pickle
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -132,7 +133,7 @@ def test_an_interrupt_as_the_temporary_file_is_created_leaves_no_debris(tmp_path
 
 
 def test_a_temporary_name_already_taken_is_refused_and_left_alone(tmp_path, monkeypatch):
-    taken = tmp_path / (checkpoint.TMP_PREFIX + "taken-last.pt")
+    taken = tmp_path / (checkpoint.TMP_PREFIX + "taken")
     taken.write_bytes(b"someone else's")
     monkeypatch.setattr(outputs.secrets, "token_hex", lambda nbytes: "taken")
     with pytest.raises(CheckpointError, match="cannot write a checkpoint in"):
@@ -148,3 +149,20 @@ def test_a_saved_checkpoint_has_the_permissions_the_umask_gives(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "last.pt").stat().st_mode & 0o777 == 0o640
+
+
+def test_a_checkpoint_being_written_is_never_one_of_the_runs_pt_files(tmp_path, monkeypatch):
+    # A kill -9 mid-write leaves the temporary file until the next run removes it: a reader
+    # that takes a run's "*.pt" (a user's glob, a tool) must not find half a checkpoint there.
+    seen = []
+    real_replace = os.replace
+
+    def look_then_replace(source, target):
+        seen.append((Path(source).name, sorted(p.name for p in tmp_path.glob("*.pt"))))
+        real_replace(source, target)
+
+    monkeypatch.setattr(outputs.os, "replace", look_then_replace)
+    checkpoint.save({"model": {"w": torch.ones(3)}}, tmp_path / "last.pt")
+    (temporary, pt_files), = seen
+    assert temporary.startswith(checkpoint.TMP_PREFIX)
+    assert pt_files == []  # the temporary file, there at that moment, is not among them

@@ -99,7 +99,7 @@ def cached_array(
                 pass  # damaged entry: rebuild it below
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            with written_whole(target, prefix=f".{kind}-") as temporary:
+            with written_whole(target, prefix=f".{kind}-", ending=".tmp") as temporary:  # never a "*.npy" half-written
                 write_npy_stream(temporary, dtype, build())
         except OSError:
             return _in_memory(build, dtype)  # disk full or unwritable: slower, but it works
